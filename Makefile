@@ -1,0 +1,50 @@
+# Everything runs from the project's virtual environment, made on first use
+# from requirements/ with Python 3.12.
+PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || echo /root/.pyenv/versions/3.12.1/bin/python3.12)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | md5sum | cut -c1-12)
+DEMO_DB := build/demo.sqlite3
+DEMO_ROWS ?= 20000
+
+.PHONY: venv demo serve test lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+## demo: the main job on this machine; ends by itself.
+demo: venv
+	mkdir -p build
+	rm -f $(DEMO_DB)
+	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py migrate --verbosity 0
+	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py seed_demo --rows $(DEMO_ROWS)
+	@echo "Demo SQLite database: $(DEMO_DB)"
+	@echo "Serve it with:  DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) make serve"
+
+## serve: gunicorn with the repo's configuration on 127.0.0.1:$${PORT:-8000}.
+serve: venv
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	GUNICORN_BIND=127.0.0.1:$${PORT:-8000} $(VENV)/bin/gunicorn -c project/gunicorn.conf.py project.wsgi
+
+test: venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: venv
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) bench/serving.py
+
+clean:
+	rm -rf build staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""gunicorn configuration: ``gunicorn -c project/gunicorn.conf.py project.wsgi``.
+
+Workers come from ``WEB_CONCURRENCY`` (gunicorn's own variable) and threads
+from ``GUNICORN_THREADS``. Metrics use prometheus_client's multiprocess mode:
+each worker writes its own files in ``PROMETHEUS_MULTIPROC_DIR``, which is
+emptied when the master starts and from which dead workers are removed.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from deploy.logging import gunicorn_logconfig
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+# Heartbeat files on tmpfs, not on the container's (read-only) disk.
+_SHM = "/dev/shm"  # noqa: S108 - tmpfs by design, not a shared temporary file
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", _SHM if Path(_SHM).is_dir() else None)
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+
+accesslog = "-"
+errorlog = "-"
+logger_class = "deploy.logging.JsonAccessLogger"
+logconfig_dict = gunicorn_logconfig(os.environ.get("LOG_LEVEL", "INFO").upper())
+
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prometheus-multiproc-"))
+
+
+def on_starting(server):
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for entry in metrics_dir.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

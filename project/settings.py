@@ -1,0 +1,197 @@
+"""Settings for the project, read from the environment (12-factor).
+
+Every variable is documented in ``.env.example``. Production secrets have no
+default: with ``DEBUG`` off, a missing ``SECRET_KEY`` or ``DATABASE_URL`` stops
+the process at start-up with a message naming the variable.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
+    env.read_env(str(BASE_DIR / ".env"))
+
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _required(name, dev_default):
+    """A variable production must set; development falls back to ``dev_default``."""
+    if name in env.ENVIRON:
+        return env.str(name)
+    if DEBUG:
+        return dev_default
+    raise ImproperlyConfigured(
+        f"Set the {name} environment variable: it is required when DEBUG is off (see .env.example)."
+    )
+
+
+SECRET_KEY = _required("SECRET_KEY", "django-insecure-development-only-key-do-not-use-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "deploy",
+    "apps.catalog",
+]
+
+METRICS_MIDDLEWARE = env.bool("METRICS_MIDDLEWARE", default=True)
+
+MIDDLEWARE = [
+    # Probes first: they answer whatever the Host header, before anything
+    # calls request.get_host() and applies ALLOWED_HOSTS.
+    "deploy.health.middleware.ProbeMiddleware",
+    "deploy.request_id.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+if METRICS_MIDDLEWARE:
+    MIDDLEWARE.insert(2, "django_prometheus.middleware.PrometheusBeforeMiddleware")
+    MIDDLEWARE.append("django_prometheus.middleware.PrometheusAfterMiddleware")
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases -------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db_url_config(_required("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Query counts and latencies per database in /metrics.
+    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    # A probe must not hang on an unreachable server.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+
+# The SQLite database that migrate_from_sqlite copies from. It is opened
+# read-only and the deploy app's router never migrates it.
+SQLITE_SOURCE = env.str("SQLITE_SOURCE", default="")
+if SQLITE_SOURCE:
+    DATABASES["sqlite_source"] = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": f"file:{Path(SQLITE_SOURCE).resolve()}?mode=ro",
+        "OPTIONS": {"uri": True},
+        "TEST": {"MIGRATE": False},
+    }
+    DATABASE_ROUTERS = ["deploy.routers.SQLiteSourceRouter"]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and sessions ----------------------------------------------------
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+        "LOCATION": _required("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="app"),
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 2,
+            "SOCKET_TIMEOUT": 2,
+        },
+    },
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=60)
+# /boom/ raises on purpose (log pipeline checks); off unless asked for.
+CATALOG_ENABLE_BOOM = env.bool("CATALOG_ENABLE_BOOM", default=False)
+
+# --- Static files ----------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        # Hashed names let old and new pods serve their own files during a rollout.
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage",
+    },
+}
+
+# --- Security --------------------------------------------------------------
+
+# TLS ends at the load balancer, which says so in X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# The probe and metrics paths answer plain HTTP from the kubelet and Prometheus.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^startupz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging: one JSON object per line on stdout ---------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "deploy.request_id.RequestIdFilter"}},
+    "formatters": {"json": {"()": "deploy.logging.JsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's defaults add a console handler under DEBUG: records go
+        # to the root handler only, so each is written once.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+    },
+}

@@ -1,0 +1,140 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url, headers=None, timeout=10):
+    """GET ``url``; return ``(status, headers, body)`` whatever the status."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def production_env(**overrides):
+    """A production-like environment: DEBUG off, every secret set."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR", "DEBUG"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        SECRET_KEY="prod-like-" + "k3y-" * 12,
+        DATABASE_URL=os.environ["DATABASE_URL"],
+        REDIS_URL=os.environ["REDIS_URL"],
+        ALLOWED_HOSTS="app.example.com,localhost,127.0.0.1",
+        CSRF_TRUSTED_ORIGINS="https://app.example.com",
+        SECURE_SSL_REDIRECT="false",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def test_database_url():
+    """The URL of the database pytest-django created for this run."""
+    settings = connection.settings_dict
+    return "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**{**settings, "PORT": settings["PORT"] or 5432})
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory):
+    """collectstatic, as the image build does, into a folder of the test run."""
+    root = tmp_path_factory.mktemp("static")
+    subprocess.run(
+        [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=production_env(STATIC_ROOT=root),
+        check=True,
+    )
+    return root
+
+
+class Gunicorn:
+    def __init__(self, process, url, log_path):
+        self.process = process
+        self.url = url
+        self.log_path = log_path
+
+    def get(self, path, headers=None):
+        return http_get(self.url + path, {"Host": "localhost", **(headers or {})})
+
+    def log_lines(self):
+        return self.log_path.read_text().splitlines()
+
+
+@contextmanager
+def run_gunicorn(tmp_path, workers=2, **env_overrides):
+    port = free_port()
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    env = production_env(
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY=workers,
+        PROMETHEUS_MULTIPROC_DIR=tmp_path / f"metrics-{port}",
+        **env_overrides,
+    )
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [PYTHON, "-m", "gunicorn", "-c", "project/gunicorn.conf.py", "project.wsgi"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Gunicorn(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+            try:
+                status, _, _ = server.get("/healthz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not answer in 30 s:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def gunicorn_factory(tmp_path, static_root, django_db_setup, django_db_blocker):
+    """Start gunicorn on the test database: ``with gunicorn_factory(workers=3) as server``."""
+
+    def factory(**overrides):
+        overrides.setdefault("DATABASE_URL", test_database_url())
+        overrides.setdefault("STATIC_ROOT", static_root)
+        return run_gunicorn(tmp_path, **overrides)
+
+    with django_db_blocker.unblock():
+        yield factory

@@ -1,0 +1,24 @@
+"""Settings for the test suite: the project's own, with test defaults.
+
+PostgreSQL and Redis are the real servers on 127.0.0.1 unless
+``DATABASE_URL`` / ``REDIS_URL`` say otherwise.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdefghijklmnopqrstuvwxyz")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("CACHE_KEY_PREFIX", f"test-{os.getpid()}")
+os.environ.setdefault("STATIC_ROOT", os.path.join(tempfile.gettempdir(), "django-k8s-aws-test-static"))
+os.makedirs(os.environ["STATIC_ROOT"], exist_ok=True)
+
+from project.settings import *  # noqa: E402,F403
+from project.settings import STORAGES  # noqa: E402
+
+# Templates render {% static %} without a collectstatic manifest.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

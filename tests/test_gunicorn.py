@@ -1,0 +1,83 @@
+"""The app under real gunicorn processes on 127.0.0.1."""
+
+import json
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.django_db(transaction=True)
+REQUESTS_BY_VIEW = "django_http_requests_total_by_view_transport_method_total"
+
+
+def _sample_sum(metrics_text, family_name, **labels):
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == family_name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_metrics_sum_requests_over_all_workers(gunicorn_factory):
+    requests = 60
+    with gunicorn_factory(workers=3) as server:
+        _, _, before = server.get("/metrics")
+        start = _sample_sum(before.decode(), REQUESTS_BY_VIEW, view="catalog:home")
+        for _ in range(requests):
+            status, _headers, _ = server.get("/", {"Connection": "close"})
+            assert status == 200
+        status, _, body = server.get("/metrics")
+        assert status == 200
+        end = _sample_sum(body.decode(), REQUESTS_BY_VIEW, view="catalog:home")
+        assert end - start == requests
+        # Several workers really served: each writes its own counter file.
+        pids = {line for line in server.log_lines() if '"Booting worker' in line}
+        assert len(pids) == 3
+
+
+def test_readiness_fails_when_the_database_is_unreachable(gunicorn_factory):
+    with gunicorn_factory(DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere") as server:
+        status, _, body = server.get("/readyz", {"Host": "10.0.0.7"})
+        assert status == 503
+        assert json.loads(body) == {"status": "fail", "checks": {"database": "unavailable", "cache": "ok"}}
+        status, _, _ = server.get("/healthz", {"Host": "10.0.0.7"})
+        assert status == 200
+
+
+def test_probe_hosts_and_page_hosts(gunicorn_factory):
+    with gunicorn_factory() as server:
+        for path in ("/healthz", "/readyz"):
+            assert server.get(path, {"Host": "10.0.0.7"})[0] == 200
+        assert server.get("/", {"Host": "10.0.0.7"})[0] == 400
+        assert server.get("/", {"Host": "app.example.com"})[0] == 200
+
+
+def test_an_error_is_one_json_line_with_its_traceback(gunicorn_factory):
+    with gunicorn_factory(CATALOG_ENABLE_BOOM="true") as server:
+        status, _, _ = server.get("/boom/", {"X-Request-ID": "req-boom-1"})
+        assert status == 500
+    records = [json.loads(line) for line in server.log_lines()]
+    with_traceback = [r for r in records if "Traceback" in json.dumps(r)]
+    assert len(with_traceback) == 1
+    record = with_traceback[0]
+    assert record["level"] == "ERROR"
+    assert record["logger"] == "django.request"
+    assert record["request_id"] == "req-boom-1"
+    assert "RuntimeError: boom" in record["exc_info"]
+    assert {"timestamp", "message"} <= record.keys()
+    access = [r for r in records if r["logger"] == "gunicorn.access"]
+    assert any(r["http"]["path"] == "/boom/" and r["http"]["status"] == 500 for r in access)
+
+
+def test_pages_render_with_their_stylesheet(gunicorn_factory):
+    with gunicorn_factory() as server:
+        status, _, body = server.get("/products/")
+        assert status == 200
+        html = body.decode()
+        start = html.index('href="/static/catalog/site.')
+        href = html[start + len('href="') : html.index('"', start + len('href="'))]
+        assert href != "/static/catalog/site.css"  # hashed name from the manifest
+        status, headers, css = server.get(href)
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/css")
+        assert b"table.products" in css
