@@ -1,8 +1,9 @@
 # Everything runs from the project's virtual environment, made on first use
 # from requirements/ with Python 3.12.
-PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || echo /root/.pyenv/versions/3.12.1/bin/python3.12)
+PYTHON312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
 VENV := .venv
 PY := $(VENV)/bin/python
+TOOLS := .venv-tools
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | md5sum | cut -c1-12)
 DEMO_DB := build/demo.sqlite3
 DEMO_ROWS ?= 20000
@@ -11,10 +12,12 @@ DEMO_ROWS ?= 20000
 
 venv: $(STAMP)
 
-$(STAMP): requirements/base.txt requirements/dev.txt
+$(STAMP): requirements/base.txt requirements/dev.txt requirements/tools.txt
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON312) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet -r requirements/tools.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## demo: the main job on this machine; ends by itself.
@@ -25,6 +28,7 @@ demo: venv
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py seed_demo --rows $(DEMO_ROWS)
 	@echo "Demo SQLite database: $(DEMO_DB)"
 	@echo "Serve it with:  DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) make serve"
+	DEBUG=true $(PY) manage.py k8s_deploy --output build/k8s
 
 ## serve: gunicorn with the repo's configuration on 127.0.0.1:$${PORT:-8000}.
 serve: venv
@@ -32,7 +36,7 @@ serve: venv
 	GUNICORN_BIND=127.0.0.1:$${PORT:-8000} $(VENV)/bin/gunicorn -c project/gunicorn.conf.py project.wsgi
 
 test: venv
-	$(PY) -m pytest
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check .

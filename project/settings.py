@@ -20,7 +20,17 @@ DEBUG = env.bool("DEBUG", default=False)
 
 
 def _required(name, dev_default):
-    """A variable production must set; development falls back to ``dev_default``."""
+    """A variable production must set; development falls back to ``dev_default``.
+
+    ``NAME_FILE`` names a file holding the value (a mounted Kubernetes Secret),
+    which keeps the value out of the process environment.
+    """
+    if f"{name}_FILE" in env.ENVIRON:
+        path = Path(env.str(f"{name}_FILE"))
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"Cannot read {name}_FILE ({path}): {exc.strerror}.") from None
     if name in env.ENVIRON:
         return env.str(name)
     if DEBUG:

@@ -1,0 +1,655 @@
+"""The deploy tooling's only reader of settings.
+
+``get_config()`` turns ``settings.DEPLOY`` (a dict) and the environment into
+one frozen, validated :class:`DeployConfig`. Each field declares its default,
+its environment variable and its meaning in one place; the configuration
+reference in ``docs/`` is generated from these declarations.
+
+Precedence: environment variable, then ``settings.DEPLOY``, then the default.
+Secret values (``SECRET_KEY``, passwords) never live in ``DEPLOY``: they are
+read from the environment at render time by :func:`get_secrets`, and hidden
+from ``repr``.
+"""
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin
+
+from django.conf import settings
+
+SUPPORTED_KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+_MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_IMAGE_REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$")
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
+_HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
+_EFS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
+_CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+
+
+class ConfigError(ValueError):
+    """A setting with a wrong value. The message names the setting."""
+
+
+def setting(default, env=None, help="", choices=None, check=None, secret=False):
+    """Declare one setting: its default, environment variable and meaning."""
+    metadata = {"env": env, "help": help, "choices": choices, "check": check, "secret": secret}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# --- value checks: each returns None or a sentence saying what is allowed ---
+
+
+def _dns_label(value):
+    if not _DNS_LABEL.match(value) or len(value) > 63:
+        return "lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+    return None
+
+
+def _cpu(value):
+    return None if _CPU.match(value) else "a CPU quantity such as '250m', '1' or '1.5'"
+
+
+def _memory(value):
+    return None if _MEMORY.match(value) else "a memory quantity such as '512Mi' or '2Gi'"
+
+
+def _image_repository(value):
+    ok = _IMAGE_REPOSITORY.match(value)
+    return None if ok else "an image repository such as '123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop'"
+
+
+def _image_tag(value):
+    if value == "latest":
+        return "a fixed tag (a version or a commit), not 'latest'"
+    return None if _IMAGE_TAG.match(value) else "letters, digits, '_', '.' and '-', at most 128 characters"
+
+
+def _digest(value):
+    return None if not value or _DIGEST.match(value) else "empty, or 'sha256:' followed by 64 hex digits"
+
+
+def _positive(value):
+    return None if value >= 1 else "a whole number of at least 1"
+
+
+def _percent(value):
+    return None if 1 <= value <= 100 else "a whole number from 1 to 100"
+
+
+def _at_least_two(value):
+    return None if value >= 2 else "at least 2, so that one pod can be replaced while another serves"
+
+
+def _hosts(value):
+    bad = [h for h in value if not _HOSTNAME.match(h)]
+    if not value:
+        return "at least one host name"
+    return f"host names such as 'shop.example.com' ({', '.join(map(repr, bad))} is not one)" if bad else None
+
+
+def _cidr(value):
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return "a CIDR block such as '10.0.0.0/16' (host bits zero)"
+    return None
+
+
+def _cidr_list(value):
+    for item in value:
+        if _cidr(item):
+            return f"a list of CIDR blocks such as ['10.0.0.0/16'] ({item!r} is not one)"
+    return None
+
+
+def _optional_cidr(value):
+    return _cidr(value) if value else None
+
+
+def _acm_arn(value):
+    return (
+        None
+        if not value or _ACM_ARN.match(value)
+        else "an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
+    )
+
+
+def _efs_id(value):
+    return None if not value or _EFS_ID.match(value) else "an EFS file system id such as 'fs-0123456789abcdef0'"
+
+
+def _image(value):
+    repository, _, tag = value.rpartition(":")
+    if not repository or "/" in tag or _image_repository(repository) or _image_tag(tag):
+        return "an image with a fixed tag such as 'postgres:16.4-bookworm'"
+    return None
+
+
+def _cron(value):
+    return None if _CRON.match(value) else "a cron schedule such as '0 3 * * *'"
+
+
+def _port(value):
+    return None if 1 <= value <= 65535 else "a port number from 1 to 65535"
+
+
+def _extra_env(value):
+    for name, item in value.items():
+        if not _ENV_NAME.match(name):
+            return f"environment variable names of letters, digits and '_' ({name!r} is not one)"
+        if _SECRET_LOOKING.search(name):
+            return (
+                f"no secret-looking names ({name!r}): variables whose names contain PASSWORD, SECRET, TOKEN or KEY "
+                "must come from the Secret, not from DEPLOY"
+            )
+        if not isinstance(item, str | int | float | bool):
+            return f"plain values (strings, numbers, booleans); {name!r} is a {type(item).__name__}"
+    return None
+
+
+def _dns_name(value):
+    return None if not value or _HOSTNAME.match(value) or _is_ip(value) else "a host name or an IP address"
+
+
+def _is_ip(value):
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    # --- identity ---
+    app_name: str = setting(
+        "django-app",
+        "DEPLOY_APP_NAME",
+        "Name of the application: prefix of every object's name and value of app.kubernetes.io/name.",
+        check=_dns_label,
+    )
+    namespace: str = setting(
+        "django-app", "DEPLOY_NAMESPACE", "Namespace of the application and its data services.", check=_dns_label
+    )
+    kubernetes_version: str = setting(
+        "1.33",
+        "DEPLOY_KUBERNETES_VERSION",
+        "Kubernetes version of the target cluster; manifests are validated against it.",
+        choices=SUPPORTED_KUBERNETES_VERSIONS,
+    )
+    # --- image ---
+    image_repository: str = setting(
+        "django-app",
+        "DEPLOY_IMAGE_REPOSITORY",
+        "Image repository of the app, for example an ECR repository URI.",
+        check=_image_repository,
+    )
+    image_tag: str = setting(
+        "0.1.0", "DEPLOY_IMAGE_TAG", "Image tag (a version or a commit; never 'latest').", check=_image_tag
+    )
+    image_digest: str = setting(
+        "",
+        "DEPLOY_IMAGE_DIGEST",
+        "Image digest (sha256:…). When set, pods pull repository@digest, so a tag moved later changes nothing.",
+        check=_digest,
+    )
+    # --- app workload ---
+    replicas_min: int = setting(2, "DEPLOY_REPLICAS_MIN", "Fewest app pods the autoscaler keeps.", check=_at_least_two)
+    replicas_max: int = setting(6, "DEPLOY_REPLICAS_MAX", "Most app pods the autoscaler starts.", check=_positive)
+    cpu_target_percent: int = setting(
+        70,
+        "DEPLOY_CPU_TARGET_PERCENT",
+        "Average CPU use, in percent of the request, the autoscaler aims for.",
+        check=_percent,
+    )
+    memory_target_percent: int = setting(
+        80,
+        "DEPLOY_MEMORY_TARGET_PERCENT",
+        "Average memory use, in percent of the request, the autoscaler aims for.",
+        check=_percent,
+    )
+    cpu_request: str = setting("250m", "DEPLOY_CPU_REQUEST", "CPU request of an app pod.", check=_cpu)
+    cpu_limit: str = setting("1", "DEPLOY_CPU_LIMIT", "CPU limit of an app pod.", check=_cpu)
+    memory_request: str = setting("384Mi", "DEPLOY_MEMORY_REQUEST", "Memory request of an app pod.", check=_memory)
+    memory_limit: str = setting("512Mi", "DEPLOY_MEMORY_LIMIT", "Memory limit of an app pod.", check=_memory)
+    ephemeral_storage_request: str = setting(
+        "256Mi",
+        "DEPLOY_EPHEMERAL_STORAGE_REQUEST",
+        "Ephemeral storage request of an app pod (/tmp and metrics files).",
+        check=_memory,
+    )
+    ephemeral_storage_limit: str = setting(
+        "1Gi", "DEPLOY_EPHEMERAL_STORAGE_LIMIT", "Ephemeral storage limit of an app pod.", check=_memory
+    )
+    web_concurrency: int = setting(
+        2, "DEPLOY_WEB_CONCURRENCY", "gunicorn worker processes per pod (WEB_CONCURRENCY).", check=_positive
+    )
+    gunicorn_threads: int = setting(2, "DEPLOY_GUNICORN_THREADS", "Threads per gunicorn worker.", check=_positive)
+    termination_grace_seconds: int = setting(
+        30,
+        "DEPLOY_TERMINATION_GRACE_SECONDS",
+        "Seconds a pod gets to finish its requests after SIGTERM.",
+        check=_positive,
+    )
+    log_level: str = setting(
+        "INFO", "DEPLOY_LOG_LEVEL", "LOG_LEVEL of the app.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    extra_env: dict = setting(
+        {},
+        "DEPLOY_EXTRA_ENV",
+        "Extra non-secret environment variables of the app (a JSON object in the environment variable).",
+        check=_extra_env,
+    )
+    # --- exposure ---
+    hosts: list = setting(
+        ["app.example.com"],
+        "DEPLOY_HOSTS",
+        "Host names the site answers to (ALLOWED_HOSTS, the Ingress rules).",
+        check=_hosts,
+    )
+    exposure: str = setting(
+        "nlb",
+        "DEPLOY_EXPOSURE",
+        "'nlb': a LoadBalancer Service for the AWS Load Balancer Controller; 'alb': an Ingress.",
+        choices=("nlb", "alb"),
+    )
+    load_balancer_scheme: str = setting(
+        "internet-facing",
+        "DEPLOY_LOAD_BALANCER_SCHEME",
+        "Whether the load balancer is reachable from the internet.",
+        choices=("internet-facing", "internal"),
+    )
+    certificate_arn: str = setting(
+        "",
+        "DEPLOY_CERTIFICATE_ARN",
+        "ACM certificate for HTTPS; required with 'alb', optional with 'nlb'.",
+        check=_acm_arn,
+    )
+    vpc_cidr: str = setting(
+        "10.0.0.0/16",
+        "DEPLOY_VPC_CIDR",
+        "CIDR of the cluster's VPC: the load balancer reaches the pods from it.",
+        check=_cidr,
+    )
+    # --- storage ---
+    create_storage_classes: bool = setting(
+        False, "DEPLOY_CREATE_STORAGE_CLASSES", "Create the 'efs-ap' and 'gp3' StorageClasses (cluster-scoped)."
+    )
+    efs_file_system_id: str = setting(
+        "",
+        "DEPLOY_EFS_FILE_SYSTEM_ID",
+        "EFS file system of the static files volume; required with create_storage_classes.",
+        check=_efs_id,
+    )
+    static_storage_class: str = setting(
+        "efs-ap",
+        "DEPLOY_STATIC_STORAGE_CLASS",
+        "StorageClass of the ReadWriteMany static files volume.",
+        check=_dns_label,
+    )
+    static_volume_size: str = setting(
+        "1Gi", "DEPLOY_STATIC_VOLUME_SIZE", "Size requested for the static files volume.", check=_memory
+    )
+    # --- PostgreSQL ---
+    postgres_mode: str = setting(
+        "in-cluster",
+        "DEPLOY_POSTGRES_MODE",
+        "'in-cluster': a StatefulSet in the namespace; 'external': a server elsewhere, such as RDS.",
+        choices=("in-cluster", "external"),
+    )
+    postgres_host: str = setting(
+        "", "DEPLOY_POSTGRES_HOST", "Host of the external PostgreSQL (external mode).", check=_dns_name
+    )
+    postgres_port: int = setting(5432, "DEPLOY_POSTGRES_PORT", "Port of PostgreSQL.", check=_port)
+    postgres_cidr: str = setting(
+        "",
+        "DEPLOY_POSTGRES_CIDR",
+        "CIDR the external PostgreSQL is in; the egress policy allows it (external mode).",
+        check=_optional_cidr,
+    )
+    postgres_database: str = setting("app", "DEPLOY_POSTGRES_DATABASE", "Database name.", check=_dns_label)
+    postgres_user: str = setting("app", "DEPLOY_POSTGRES_USER", "Database user.", check=_dns_label)
+    postgres_image: str = setting(
+        "postgres:16.4-bookworm", "DEPLOY_POSTGRES_IMAGE", "Image of the in-cluster PostgreSQL.", check=_image
+    )
+    postgres_storage_class: str = setting(
+        "gp3",
+        "DEPLOY_POSTGRES_STORAGE_CLASS",
+        "StorageClass of PostgreSQL's data and backup volumes (EBS gp3).",
+        check=_dns_label,
+    )
+    postgres_storage_size: str = setting(
+        "20Gi", "DEPLOY_POSTGRES_STORAGE_SIZE", "Size of PostgreSQL's data volume.", check=_memory
+    )
+    postgres_backup_schedule: str = setting(
+        "0 3 * * *",
+        "DEPLOY_POSTGRES_BACKUP_SCHEDULE",
+        "When the backup CronJob runs pg_dump (cron syntax, UTC).",
+        check=_cron,
+    )
+    postgres_backup_size: str = setting(
+        "20Gi", "DEPLOY_POSTGRES_BACKUP_SIZE", "Size of the backup volume.", check=_memory
+    )
+    postgres_backup_keep_days: int = setting(
+        7, "DEPLOY_POSTGRES_BACKUP_KEEP_DAYS", "Days a backup is kept on the backup volume.", check=_positive
+    )
+    # --- Redis ---
+    redis_mode: str = setting(
+        "in-cluster",
+        "DEPLOY_REDIS_MODE",
+        "'in-cluster': a Redis Deployment in the namespace; 'external': a server elsewhere, such as ElastiCache.",
+        choices=("in-cluster", "external"),
+    )
+    redis_host: str = setting("", "DEPLOY_REDIS_HOST", "Host of the external Redis (external mode).", check=_dns_name)
+    redis_port: int = setting(6379, "DEPLOY_REDIS_PORT", "Port of Redis.", check=_port)
+    redis_cidr: str = setting(
+        "",
+        "DEPLOY_REDIS_CIDR",
+        "CIDR the external Redis is in; the egress policy allows it (external mode).",
+        check=_optional_cidr,
+    )
+    redis_tls: bool = setting(
+        False,
+        "DEPLOY_REDIS_TLS",
+        "Connect to Redis over TLS (rediss://), as ElastiCache with in-transit encryption requires.",
+    )
+    redis_image: str = setting(
+        "redis:7.2.5-bookworm", "DEPLOY_REDIS_IMAGE", "Image of the in-cluster Redis.", check=_image
+    )
+    redis_max_memory: str = setting(
+        "256mb",
+        "DEPLOY_REDIS_MAX_MEMORY",
+        "Redis maxmemory; keys are evicted LRU beyond it (cache only).",
+        check=lambda v: None if re.match(r"^\d+(kb|mb|gb)$", v) else "a Redis size such as '256mb'",
+    )
+    # --- cluster policy ---
+    quota_cpu_requests: str = setting(
+        "8", "DEPLOY_QUOTA_CPU_REQUESTS", "ResourceQuota: total CPU requests in the namespace.", check=_cpu
+    )
+    quota_cpu_limits: str = setting(
+        "16", "DEPLOY_QUOTA_CPU_LIMITS", "ResourceQuota: total CPU limits in the namespace.", check=_cpu
+    )
+    quota_memory_requests: str = setting(
+        "16Gi", "DEPLOY_QUOTA_MEMORY_REQUESTS", "ResourceQuota: total memory requests in the namespace.", check=_memory
+    )
+    quota_memory_limits: str = setting(
+        "32Gi", "DEPLOY_QUOTA_MEMORY_LIMITS", "ResourceQuota: total memory limits in the namespace.", check=_memory
+    )
+    quota_storage: str = setting(
+        "200Gi", "DEPLOY_QUOTA_STORAGE", "ResourceQuota: total storage requested by volume claims.", check=_memory
+    )
+    quota_pods: int = setting(40, "DEPLOY_QUOTA_PODS", "ResourceQuota: most pods in the namespace.", check=_positive)
+    container_max_cpu: str = setting(
+        "4", "DEPLOY_CONTAINER_MAX_CPU", "LimitRange: largest CPU limit of one container.", check=_cpu
+    )
+    container_max_memory: str = setting(
+        "8Gi", "DEPLOY_CONTAINER_MAX_MEMORY", "LimitRange: largest memory limit of one container.", check=_memory
+    )
+    priority_class: str = setting(
+        "",
+        "DEPLOY_PRIORITY_CLASS",
+        "When set, a PriorityClass of this name is created and given to the app pods.",
+        check=lambda v: _dns_label(v) if v else None,
+    )
+    priority_value: int = setting(
+        100000,
+        "DEPLOY_PRIORITY_VALUE",
+        "Value of that PriorityClass.",
+        check=lambda v: None if 0 <= v <= 1_000_000_000 else "from 0 to 1000000000",
+    )
+    # --- observability ---
+    monitoring: bool = setting(
+        True, "DEPLOY_MONITORING", "Let Prometheus in the monitoring namespace scrape the app's /metrics."
+    )
+    monitoring_namespace: str = setting(
+        "monitoring", "DEPLOY_MONITORING_NAMESPACE", "Namespace of Prometheus.", check=_dns_label
+    )
+    logging: bool = setting(True, "DEPLOY_LOGGING", "Collect the app's JSON logs (EFK).")
+    logging_namespace: str = setting(
+        "logging", "DEPLOY_LOGGING_NAMESPACE", "Namespace of Elasticsearch, Fluentd and Kibana.", check=_dns_label
+    )
+    # --- templates ---
+    template_dirs: list = setting(
+        [],
+        "DEPLOY_TEMPLATE_DIRS",
+        "Folders searched for templates before the built-in k8s_templates/: "
+        "a project overrides a template by its relative name.",
+    )
+
+    @property
+    def image(self):
+        """The image reference pods pull: by digest when one is known."""
+        if self.image_digest:
+            return f"{self.image_repository}@{self.image_digest}"
+        return f"{self.image_repository}:{self.image_tag}"
+
+    @property
+    def postgres_in_cluster(self):
+        return self.postgres_mode == "in-cluster"
+
+    @property
+    def redis_in_cluster(self):
+        return self.redis_mode == "in-cluster"
+
+
+@dataclass(frozen=True)
+class DeploySecrets:
+    """Secret values, read from the environment at render time; never printed."""
+
+    secret_key: str = field(default="", repr=False)
+    postgres_password: str = field(default="", repr=False)
+    redis_password: str = field(default="", repr=False)
+
+    ENV = {
+        "secret_key": "DEPLOY_SECRET_KEY",
+        "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
+        "redis_password": "DEPLOY_REDIS_PASSWORD",
+    }
+
+    def missing(self):
+        return [self.ENV[name] for name in self.ENV if not getattr(self, name)]
+
+    def values(self):
+        return [getattr(self, name) for name in self.ENV if getattr(self, name)]
+
+
+def setting_fields():
+    return dataclasses.fields(DeployConfig)
+
+
+def _parse(f, raw, source):
+    """Turn a raw value (from DEPLOY or the environment) into the field's type."""
+    kind = f.type if get_origin(f.type) is None else get_origin(f.type)
+    from_env = source == "env"
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return raw.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError("must be true or false")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError("must be a whole number")
+        if isinstance(raw, int):
+            return raw
+        if from_env and isinstance(raw, str) and re.fullmatch(r"[+-]?\d+", raw.strip()):
+            return int(raw)
+        raise ConfigError("must be a whole number")
+    if kind is str:
+        if isinstance(raw, str):
+            return raw
+        raise ConfigError(f"must be a string, not {type(raw).__name__}")
+    if kind is list:
+        if from_env and isinstance(raw, str):
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
+            return list(raw)
+        raise ConfigError("must be a list of strings")
+    if kind is dict:
+        if from_env and isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError as exc:
+                raise ConfigError(f"must be a JSON object ({exc})") from None
+        if isinstance(raw, dict):
+            return dict(raw)
+        raise ConfigError("must be a mapping")
+    raise ConfigError(f"has an unsupported type {get_args(f.type) or f.type}")  # pragma: no cover
+
+
+def _describe(f):
+    env = f.metadata["env"]
+    return f"DEPLOY['{f.name}']" + (f" (environment variable {env})" if env else "")
+
+
+def load_config(deploy=None, environ=None):
+    """Build and validate a :class:`DeployConfig`; raise :class:`ConfigError` on a bad value."""
+    deploy = dict(deploy or {})
+    environ = os.environ if environ is None else environ
+    known = {f.name: f for f in setting_fields()}
+    unknown = sorted(set(deploy) - set(known))
+    if unknown:
+        close = {name: [k for k in known if k.startswith(name[:4])] for name in unknown}
+        hints = "; ".join(
+            f"{name!r}" + (f" (did you mean {close[name][0]!r}?)" if close[name] else "") for name in unknown
+        )
+        raise ConfigError(
+            f"DEPLOY has unknown setting(s): {hints}. The settings are listed in docs/reference/configuration.md."
+        )
+    values = {}
+    for name, f in known.items():
+        env_name = f.metadata["env"]
+        if env_name and env_name in environ:
+            raw, source = environ[env_name], "env"
+        elif name in deploy:
+            raw, source = deploy[name], "settings"
+        else:
+            continue
+        try:
+            values[name] = _parse(f, raw, source)
+        except ConfigError as exc:
+            raise ConfigError(f"{_describe(f)} {exc}; got {_preview(raw)}.") from None
+    config = DeployConfig(**values)
+    for f in setting_fields():
+        value = getattr(config, f.name)
+        choices, check = f.metadata["choices"], f.metadata["check"]
+        problem = None
+        if choices and value not in choices:
+            problem = f"must be one of {', '.join(map(repr, choices))}"
+        elif check:
+            allowed = check(value)
+            problem = f"must be {allowed}" if allowed else None
+        if problem:
+            raise ConfigError(f"{_describe(f)} {problem}; got {_preview(value)}.")
+    _check_together(config)
+    return config
+
+
+def _preview(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_together(c):
+    """Rules that tie several settings together."""
+    if c.replicas_max < c.replicas_min:
+        raise ConfigError(
+            f"DEPLOY['replicas_max'] ({c.replicas_max}) must be at least DEPLOY['replicas_min'] ({c.replicas_min})."
+        )
+    if c.exposure == "alb" and not c.certificate_arn:
+        raise ConfigError(
+            "DEPLOY['certificate_arn'] (environment variable DEPLOY_CERTIFICATE_ARN) is required when "
+            "DEPLOY['exposure'] is 'alb': the Ingress terminates HTTPS with an ACM certificate."
+        )
+    if c.create_storage_classes and not c.efs_file_system_id:
+        raise ConfigError(
+            "DEPLOY['efs_file_system_id'] (environment variable DEPLOY_EFS_FILE_SYSTEM_ID) is required when "
+            "DEPLOY['create_storage_classes'] is true: the 'efs-ap' StorageClass names the file system."
+        )
+    for service in ("postgres", "redis"):
+        if getattr(c, f"{service}_mode") == "external":
+            for part in ("host", "cidr"):
+                if not getattr(c, f"{service}_{part}"):
+                    raise ConfigError(
+                        f"DEPLOY['{service}_{part}'] (environment variable DEPLOY_{service.upper()}_{part.upper()}) "
+                        f"is required when DEPLOY['{service}_mode'] is 'external'."
+                    )
+            host, cidr = getattr(c, f"{service}_host"), getattr(c, f"{service}_cidr")
+            if _is_ip(host) and ipaddress.ip_address(host) not in ipaddress.ip_network(cidr):
+                raise ConfigError(
+                    f"DEPLOY['{service}_host'] {host!r} is not inside DEPLOY['{service}_cidr'] {cidr!r}: "
+                    "the egress policy would block it."
+                )
+    limits = [("cpu_request", "cpu_limit", _cpu_millis), ("memory_request", "memory_limit", _bytes)]
+    limits.append(("ephemeral_storage_request", "ephemeral_storage_limit", _bytes))
+    for request, limit, parse in limits:
+        if parse(getattr(c, request)) > parse(getattr(c, limit)):
+            raise ConfigError(
+                f"DEPLOY['{request}'] ({getattr(c, request)}) must not exceed DEPLOY['{limit}'] ({getattr(c, limit)})."
+            )
+    if c.postgres_user == "postgres":
+        raise ConfigError("DEPLOY['postgres_user'] must not be 'postgres': the app connects as an unprivileged user.")
+
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _bytes(quantity):
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    number, unit = float(match.group(1)), match.group(2)
+    return int(number * (_BINARY.get(unit) or _DECIMAL.get(unit) or 1))
+
+
+def _cpu_millis(quantity):
+    if quantity.endswith("m"):
+        return int(quantity[:-1])
+    return int(float(quantity) * 1000)
+
+
+cpu_millis = _cpu_millis
+memory_bytes = _bytes
+
+
+def get_config():
+    """The configuration of this project: ``settings.DEPLOY`` and the environment."""
+    deploy = getattr(settings, "DEPLOY", {})
+    if not isinstance(deploy, dict):
+        raise ConfigError(f"settings.DEPLOY must be a dict, not {type(deploy).__name__}.")
+    return load_config(deploy)
+
+
+def get_secrets(environ=None):
+    environ = os.environ if environ is None else environ
+    return DeploySecrets(**{name: environ.get(env, "") for name, env in DeploySecrets.ENV.items()})
+
+
+def describe_settings() -> list[dict[str, Any]]:
+    """Every setting as a row of the configuration reference."""
+    rows = []
+    for f in setting_fields():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append(
+            {
+                "name": f.name,
+                "type": f.type.__name__ if isinstance(f.type, type) else str(f.type),
+                "default": default,
+                "env": f.metadata["env"],
+                "choices": f.metadata["choices"],
+                "help": f.metadata["help"],
+            }
+        )
+    return rows

@@ -1,0 +1,392 @@
+"""Render the Kubernetes manifests of a :class:`~deploy.conf.DeployConfig`.
+
+Templates are Jinja files under ``k8s_templates/<component>/``. Rendering is
+pure: it reads templates and returns a list of dicts, with no other I/O.
+
+Safety of values: every ``{{ expression }}`` is emitted as one YAML value,
+quoted by PyYAML's own emitter (strings double-quoted and escaped, lists and
+mappings in flow style), so no value, whatever it contains (``: ``, a newline,
+``{{``), can change the structure of the document. An undefined variable is
+an error naming the template, its line and the variable.
+
+Overrides: the search path is ``DEPLOY['template_dirs']`` then the built-in
+``k8s_templates/``; a template is found by its relative name in the first
+folder that has it, so a project replaces ``app/deployment.yaml`` by putting
+its own file at that relative path.
+"""
+
+import base64
+import hashlib
+import json
+import re
+import traceback
+from pathlib import Path
+from urllib.parse import quote
+
+import jinja2
+import yaml
+
+from deploy.conf import DeploySecrets
+from deploy.k8s import names
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "k8s_templates"
+REDACTED = "<redacted>"
+
+# Apply order (server-side apply goes rank by rank; prune and delete go backwards).
+KIND_RANK = {
+    kind: rank
+    for rank, kinds in enumerate(
+        [
+            ("Namespace",),
+            ("ResourceQuota", "LimitRange", "PriorityClass"),
+            ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+            ("ConfigMap", "Secret"),
+            ("StorageClass", "PersistentVolumeClaim"),
+            ("NetworkPolicy",),
+            ("Service",),
+            ("StatefulSet",),
+            ("Job",),
+            ("Deployment", "DaemonSet", "CronJob"),
+            ("Ingress", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
+        ]
+    )
+    for kind in kinds
+}
+LAST_RANK = len(set(KIND_RANK.values()))
+
+
+class RenderError(Exception):
+    """A template could not be rendered; the message names the template."""
+
+
+# --- quoting ---------------------------------------------------------------
+
+
+def yaml_value(value):
+    """One YAML value, in flow style, that parses back to exactly ``value``."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, str):
+        text = yaml.dump(value, Dumper=yaml.SafeDumper, default_style='"', width=2**31, allow_unicode=True)
+        return text.rstrip("\n").removesuffix("\n...")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{yaml_value(str(k))}: {yaml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_value(item) for item in value) + "]"
+    raise RenderError(f"cannot put a {type(value).__name__} into a manifest: {value!r}")
+
+
+# --- the context templates see -------------------------------------------
+
+APP_UID = 10001
+
+
+def pod_security_context(uid):
+    """Pod Security "restricted", with a UID and GID above 10000."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(uid):
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def _secret_data(values, redact):
+    return {key: _b64(REDACTED if redact else value) for key, value in values.items()}
+
+
+def build_context(config, secrets, redact):
+    app = config.app_name
+    version = config.image_tag
+
+    def name(component=None):
+        return names.resource_name(app, component)
+
+    def labels(component):
+        return names.labels(app, component, version)
+
+    def selector(component):
+        return names.selector_labels(app, component)
+
+    pg_host = f"{name('postgres')}.{config.namespace}.svc" if config.postgres_in_cluster else config.postgres_host
+    redis_host = f"{name('redis')}.{config.namespace}.svc" if config.redis_in_cluster else config.redis_host
+    pg_query = "" if config.postgres_in_cluster else "?sslmode=require"
+    database_url = (
+        f"postgres://{config.postgres_user}:{quote(secrets.postgres_password, safe='')}"
+        f"@{pg_host}:{config.postgres_port}/{config.postgres_database}{pg_query}"
+    )
+    redis_auth = f":{quote(secrets.redis_password, safe='')}@" if secrets.redis_password else ""
+    redis_url = f"{'rediss' if config.redis_tls else 'redis'}://{redis_auth}{redis_host}:{config.redis_port}/0"
+
+    app_env = {
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "ALLOWED_HOSTS": ",".join(config.hosts),
+        "CSRF_TRUSTED_ORIGINS": ",".join(f"https://{h}" for h in config.hosts),
+        "STATIC_ROOT": "/var/www/static",
+        "LOG_LEVEL": config.log_level,
+        "WEB_CONCURRENCY": str(config.web_concurrency),
+        "GUNICORN_THREADS": str(config.gunicorn_threads),
+        "GUNICORN_GRACEFUL_TIMEOUT": str(max(config.termination_grace_seconds - 10, 5)),
+        "PROMETHEUS_MULTIPROC_DIR": "/run/metrics",
+        "SECRET_KEY_FILE": "/run/secrets/app/SECRET_KEY",
+        "DATABASE_URL_FILE": "/run/secrets/app/DATABASE_URL",
+        "REDIS_URL_FILE": "/run/secrets/app/REDIS_URL",
+    }
+    app_env.update(
+        {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in config.extra_env.items()}
+    )
+
+    redis_conf = "\n".join(
+        [
+            f"requirepass {secrets.redis_password}",
+            f"maxmemory {config.redis_max_memory}",
+            "maxmemory-policy allkeys-lru",
+            'save ""',
+            "appendonly no",
+            "protected-mode yes",
+            "port 6379",
+            "",
+        ]
+    )
+    config_checksum = hashlib.sha256(json.dumps(app_env, sort_keys=True).encode()).hexdigest()
+    migrate_hash = hashlib.sha256(f"{config.image}|{config_checksum}".encode()).hexdigest()[:8]
+
+    return {
+        "config": config,
+        "managed_by": names.MANAGED_BY,
+        "pod_security_context": pod_security_context(APP_UID),
+        "container_security_context": container_security_context(APP_UID),
+        "name": name,
+        "labels": labels,
+        "selector": selector,
+        "namespace": config.namespace,
+        "image": config.image,
+        "app_env": app_env,
+        "config_checksum": config_checksum,
+        "migrate_job_name": names.truncate(f"{name('migrate')}-{migrate_hash}"),
+        "postgres_host": pg_host,
+        "redis_host": redis_host,
+        "redacted": redact,
+        "app_secret": _secret_data(
+            {"SECRET_KEY": secrets.secret_key, "DATABASE_URL": database_url, "REDIS_URL": redis_url}, redact
+        ),
+        "postgres_secret": _secret_data({"password": secrets.postgres_password}, redact),
+        "redis_secret": _secret_data({"password": secrets.redis_password, "redis.conf": redis_conf}, redact),
+    }
+
+
+# --- rendering -------------------------------------------------------------
+
+
+def components(config):
+    """The template folders this configuration renders, in order."""
+    enabled = [("base", True), ("storage", config.create_storage_classes), ("app", True)]
+    enabled += [("postgres", config.postgres_in_cluster), ("redis", config.redis_in_cluster), ("network", True)]
+    return [component for component, on in enabled if on]
+
+
+def search_path(config):
+    return [Path(d) for d in config.template_dirs] + [BUILTIN_TEMPLATES]
+
+
+def template_names(config):
+    """Relative names of the templates to render: the union over the search path."""
+    found = set()
+    for component in components(config):
+        for folder in search_path(config):
+            base = folder / component
+            if base.is_dir():
+                found.update(str(p.relative_to(folder)) for p in base.glob("*.yaml") if not p.name.startswith("_"))
+    return sorted(found)
+
+
+def _environment(config):
+    missing = [str(d) for d in config.template_dirs if not Path(d).is_dir()]
+    if missing:
+        raise RenderError(
+            f"DEPLOY['template_dirs'] names folder(s) that do not exist: {', '.join(missing)}. "
+            "Create them or remove them from the setting."
+        )
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(p) for p in search_path(config)]),
+        undefined=jinja2.StrictUndefined,
+        finalize=yaml_value,
+        # Not HTML: every value is quoted for YAML by finalize=yaml_value instead.
+        autoescape=False,  # noqa: S701
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _template_line(exc, template):
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith(template):
+            return frame.lineno
+    return getattr(exc, "lineno", None)
+
+
+def render_template(env, template, context):
+    """Render one template into its documents (dicts)."""
+    try:
+        text = env.get_template(template).render(context)
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc, template)
+        match = re.search(r"'([^']+)' (?:is undefined|has no attribute '([^']+)')", str(exc))
+        variable = (match.group(2) or match.group(1)) if match else str(exc)
+        where = f"{template}, line {line}" if line else template
+        raise RenderError(f"{where}: unknown variable {variable!r} ({exc}).") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(f"{template}, line {exc.lineno}: template syntax error: {exc.message}.") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{template}, rendered line {mark.line + 1}" if mark else template
+        raise RenderError(
+            f"{where}: the rendered text is not valid YAML ({getattr(exc, 'problem', exc)}). "
+            "Each {{ expression }} must stand for one whole YAML value."
+        ) from None
+    for doc in documents:
+        if not isinstance(doc, dict) or not {"apiVersion", "kind", "metadata"} <= doc.keys():
+            raise RenderError(
+                f"{template}: every document must be a Kubernetes object with apiVersion, kind, metadata."
+            )
+        doc.setdefault("metadata", {})
+    return documents
+
+
+def sort_key(manifest):
+    meta = manifest["metadata"]
+    return (KIND_RANK.get(manifest["kind"], LAST_RANK), meta.get("namespace", ""), manifest["kind"], meta["name"])
+
+
+def render_manifests(config, secrets=None, redact=True):
+    """Render every manifest of ``config``, in apply order.
+
+    With ``redact`` (the default), Secret values are replaced by a placeholder.
+    Without it, every secret must be set: a missing one is a :class:`RenderError`
+    naming its environment variable.
+    """
+    secrets = secrets or DeploySecrets()
+    if not redact:
+        missing = _missing_secrets(config, secrets)
+        if missing:
+            raise RenderError(
+                f"Secret value(s) missing: set {', '.join(missing)} in the environment "
+                "(they are never read from settings)."
+            )
+    env = _environment(config)
+    context = build_context(config, secrets, redact)
+    manifests = []
+    for template in template_names(config):
+        manifests.extend(render_template(env, template, context))
+    seen = {}
+    for manifest in manifests:
+        key = (manifest["kind"], manifest["metadata"].get("namespace"), manifest["metadata"].get("name"))
+        if key in seen:
+            raise RenderError(f"{key[0]} {key[2]!r} is rendered twice (by {seen[key]} and another template).")
+        seen[key] = manifest["metadata"].get("name")
+    return sorted(manifests, key=sort_key)
+
+
+def _missing_secrets(config, secrets):
+    needed = ["DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD"]
+    if config.redis_in_cluster:
+        needed.append("DEPLOY_REDIS_PASSWORD")
+    return [name for name in secrets.missing() if name in needed]
+
+
+# --- writing ---------------------------------------------------------------
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, so ConfigMaps stay readable."""
+
+
+def _str_representer(dumper, data):
+    if "\n" in data and not re.search(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]| \n|\n\s*\Z.", data):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def to_yaml(manifests):
+    """One multi-document YAML text."""
+    return "".join(
+        "---\n" + yaml.dump(m, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=120) for m in manifests
+    )
+
+
+def file_name(manifest):
+    meta = manifest["metadata"]
+    rank = KIND_RANK.get(manifest["kind"], LAST_RANK)
+    namespace = meta.get("namespace", "cluster")
+    return f"{rank:02d}-{namespace}-{manifest['kind'].lower()}-{meta['name']}.yaml"
+
+
+_OUR_FILE = re.compile(r"^\d\d-[a-z0-9-]+\.yaml$")
+
+
+def _ours(path):
+    return path.is_file() and (path.name == "kustomization.yaml" or bool(_OUR_FILE.match(path.name)))
+
+
+def write_manifests(manifests, directory):
+    """One file per object plus a kustomization.yaml; stale files of ours removed.
+
+    Files are written to a temporary folder beside ``directory`` and swapped in,
+    so a failure never leaves a half-written set.
+    """
+    import shutil
+    import tempfile
+
+    directory = Path(directory)
+    if directory.exists():
+        foreign = [p.name for p in directory.iterdir() if not _ours(p)]
+        if foreign:
+            raise RenderError(
+                f"{directory} holds files this tool did not write ({', '.join(sorted(foreign)[:5])}): "
+                "choose an empty or new folder for --output."
+            )
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        files = []
+        for manifest in manifests:
+            name = file_name(manifest)
+            (staging / name).write_text(to_yaml([manifest]))
+            files.append(name)
+        kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": files}
+        (staging / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [directory / name for name in files]

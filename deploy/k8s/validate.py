@@ -1,0 +1,353 @@
+"""Validate rendered manifests before anything is applied.
+
+Two kinds of check:
+
+- ``schema_problems``: every object against the Kubernetes OpenAPI schema of
+  each supported version, in strict mode (unknown fields are errors), with
+  ``kubernetes-validate``. An apiVersion the version does not serve (removed,
+  or never existed) is an error; only custom resources of known operators may
+  have no schema.
+- ``policy_problems``: rules checkov does not know, in code: hostPath only in
+  the logging DaemonSet, no literal secret-looking value, selectors that
+  select something, a default deny in every namespace, Pod Security
+  "restricted" in the app namespace, and the stack fitting in its own
+  ResourceQuota and LimitRange.
+
+Both return lists of sentences; an empty list means valid.
+"""
+
+import math
+import re
+
+from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
+
+# Custom resources whose schemas are not part of Kubernetes.
+CUSTOM_RESOURCE_GROUPS = ("monitoring.coreos.com",)
+_SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
+_PSS_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}  # fmt: skip
+
+
+def describe(manifest):
+    meta = manifest.get("metadata", {})
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{manifest.get('kind')} {where}{meta.get('name')}"
+
+
+# --- schema ---------------------------------------------------------------
+
+
+def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
+    import kubernetes_validate
+    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+    problems = []
+    for manifest in manifests:
+        group = manifest.get("apiVersion", "").rpartition("/")[0]
+        for version in versions:
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except SchemaNotFoundError:
+                if group in CUSTOM_RESOURCE_GROUPS:
+                    break
+                problems.append(
+                    f"{describe(manifest)}: apiVersion {manifest.get('apiVersion')!r} kind {manifest.get('kind')!r} "
+                    f"is not served by Kubernetes {version} (removed or unknown)."
+                )
+            except ValidationError as exc:
+                path = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+                problems.append(f"{describe(manifest)} (Kubernetes {version}): {path}: {exc.message}")
+    return problems
+
+
+# --- pods -------------------------------------------------------------------
+
+
+def pod_spec(manifest):
+    """The pod template's (metadata, spec) of a workload, or None."""
+    kind, spec = manifest.get("kind"), manifest.get("spec", {})
+    if kind == "Pod":
+        return manifest.get("metadata", {}), spec
+    if kind == "CronJob":
+        template = spec.get("jobTemplate", {}).get("spec", {}).get("template")
+    elif kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
+        template = spec.get("template")
+    else:
+        return None
+    return (template or {}).get("metadata", {}), (template or {}).get("spec", {})
+
+
+def _containers(spec):
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def _pods(manifests):
+    for manifest in manifests:
+        found = pod_spec(manifest)
+        if found:
+            yield manifest, found[0].get("labels", {}), found[1]
+
+
+def _selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+# --- policy -------------------------------------------------------------------
+
+
+def policy_problems(manifests, config):
+    problems = []
+    pods = list(_pods(manifests))
+    problems += _host_paths(pods, config)
+    problems += _secret_values(manifests, pods)
+    problems += _selectors(manifests, pods)
+    problems += _default_deny(manifests, pods)
+    problems += _pod_security(pods, config)
+    problems += _resource_fit(manifests, pods, config)
+    return problems
+
+
+def _host_paths(pods, config):
+    problems = []
+    for manifest, _, spec in pods:
+        allowed = manifest["kind"] == "DaemonSet" and manifest["metadata"].get("namespace") == config.logging_namespace
+        for volume in spec.get("volumes", []):
+            if "hostPath" in volume and not allowed:
+                problems.append(
+                    f"{describe(manifest)}: volume {volume.get('name')!r} is a hostPath; only the logging "
+                    "DaemonSet may read the node's files."
+                )
+    return problems
+
+
+def _secret_values(manifests, pods):
+    problems = []
+    for manifest, _, spec in pods:
+        secret_mounts = _secret_mount_paths(spec)
+        for container in _containers(spec):
+            for item in container.get("env", []):
+                name = item.get("name", "")
+                if not _SECRET_LOOKING.search(name) or "secretKeyRef" in item.get("valueFrom", {}):
+                    continue
+                value = item.get("value", "")
+                if name.endswith("_FILE") and any(value.startswith(path + "/") for path in secret_mounts):
+                    continue
+                problems.append(
+                    f"{describe(manifest)}: container {container.get('name')!r} sets {name} without a Secret; "
+                    "a secret-looking variable must come from a secretKeyRef or a file in a mounted Secret."
+                )
+    for manifest in manifests:
+        if manifest.get("kind") != "ConfigMap":
+            continue
+        for key, value in (manifest.get("data") or {}).items():
+            if _SECRET_LOOKING.search(key) and not (key.endswith("_FILE") and str(value).startswith("/run/secrets/")):
+                problems.append(f"{describe(manifest)}: key {key} looks secret; secrets belong in a Secret.")
+    return problems
+
+
+def _secret_mount_paths(spec):
+    secret_volumes = {v.get("name") for v in spec.get("volumes", []) if "secret" in v}
+    return [
+        mount["mountPath"].rstrip("/")
+        for container in _containers(spec)
+        for mount in container.get("volumeMounts", [])
+        if mount.get("name") in secret_volumes
+    ]
+
+
+def _selectors(manifests, pods):
+    problems = []
+
+    def selected(namespace, selector):
+        return any(m["metadata"].get("namespace") == namespace and _selects(selector, labels) for m, labels, _ in pods)
+
+    for manifest in manifests:
+        kind, namespace = manifest.get("kind"), manifest["metadata"].get("namespace")
+        spec = manifest.get("spec", {})
+        if kind == "Service" and spec.get("selector") and not selected(namespace, spec["selector"]):
+            problems.append(f"{describe(manifest)}: its selector {spec['selector']} matches no pod of the stack.")
+        if kind in {"Deployment", "StatefulSet", "DaemonSet", "PodDisruptionBudget"}:
+            match = spec.get("selector", {}).get("matchLabels", {})
+            if match and not selected(namespace, match):
+                problems.append(f"{describe(manifest)}: its selector {match} matches no pod of the stack.")
+        if kind != "NetworkPolicy":
+            continue
+        match = spec.get("podSelector", {}).get("matchLabels", {})
+        if match and not selected(namespace, match):
+            problems.append(f"{describe(manifest)}: its podSelector {match} matches no pod of the stack.")
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for rule in spec.get(direction, []):
+                for peer in rule.get(key, []):
+                    peer_match = peer.get("podSelector", {}).get("matchLabels", {})
+                    if "namespaceSelector" not in peer and peer_match and not selected(namespace, peer_match):
+                        problems.append(
+                            f"{describe(manifest)}: {direction} peer {peer_match} matches no pod of the stack."
+                        )
+    return problems
+
+
+def _default_deny(manifests, pods):
+    denied = set()
+    for manifest in manifests:
+        spec = manifest.get("spec", {})
+        if (
+            manifest.get("kind") == "NetworkPolicy"
+            and spec.get("podSelector") == {}
+            and {"Ingress", "Egress"} <= set(spec.get("policyTypes", []))
+            and not spec.get("ingress")
+            and not spec.get("egress")
+        ):
+            denied.add(manifest["metadata"].get("namespace"))
+    return [
+        f"{describe(manifest)}: namespace {manifest['metadata'].get('namespace')!r} has no default-deny NetworkPolicy."
+        for manifest, _, _ in pods
+        if manifest["metadata"].get("namespace") not in denied
+    ]
+
+
+def _pod_security(pods, config):
+    """Pod Security Standards, "restricted" profile, for the app namespace."""
+    problems = []
+    for manifest, _, spec in pods:
+        if manifest["metadata"].get("namespace") != config.namespace:
+            continue
+        where = describe(manifest)
+        pod_ctx = spec.get("securityContext", {})
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(flag):
+                problems.append(f"{where}: {flag} is not allowed (restricted).")
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            if not kinds <= _PSS_VOLUME_TYPES:
+                problems.append(f"{where}: volume {volume.get('name')!r} of type {sorted(kinds)} is not allowed.")
+        pod_seccomp = pod_ctx.get("seccompProfile", {}).get("type")
+        for container in _containers(spec):
+            ctx = container.get("securityContext", {})
+            name = f"{where} container {container.get('name')!r}"
+            if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
+                problems.append(f"{name}: runAsNonRoot must be true.")
+            if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
+                problems.append(f"{name}: runAsUser must not be 0.")
+            if ctx.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{name}: allowPrivilegeEscalation must be false.")
+            if ctx.get("privileged"):
+                problems.append(f"{name}: privileged is not allowed.")
+            caps = ctx.get("capabilities", {})
+            if "ALL" not in caps.get("drop", []):
+                problems.append(f"{name}: capabilities must drop ALL.")
+            if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+                problems.append(f"{name}: only NET_BIND_SERVICE may be added.")
+            if ctx.get("seccompProfile", {}).get("type", pod_seccomp) not in {"RuntimeDefault", "Localhost"}:
+                problems.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost.")
+            if any(port.get("hostPort") for port in container.get("ports", [])):
+                problems.append(f"{name}: hostPort is not allowed.")
+    return problems
+
+
+# --- resources ---------------------------------------------------------------
+
+
+def _replicas(manifest, manifests):
+    """Most pods a workload can run at once, rollout surge included."""
+    kind, spec = manifest["kind"], manifest.get("spec", {})
+    if kind in {"Job"}:
+        return spec.get("parallelism", 1)
+    if kind == "CronJob":
+        job = spec.get("jobTemplate", {}).get("spec", {})
+        runs = 1 if spec.get("concurrencyPolicy") in {"Forbid", "Replace"} else 2
+        return runs * job.get("parallelism", 1)
+    if kind == "DaemonSet":
+        return 1  # one per node; the quota is per namespace, so count one
+    replicas = spec.get("replicas", 1)
+    for hpa in manifests:
+        target = hpa.get("spec", {}).get("scaleTargetRef", {})
+        if (
+            hpa.get("kind") == "HorizontalPodAutoscaler"
+            and target.get("kind") == kind
+            and target.get("name") == (manifest["metadata"]["name"])
+        ):
+            replicas = hpa["spec"]["maxReplicas"]
+    if kind == "Deployment" and spec.get("strategy", {}).get("type", "RollingUpdate") == "RollingUpdate":
+        surge = spec.get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", "25%")
+        replicas += math.ceil(replicas * int(surge[:-1]) / 100) if isinstance(surge, str) else surge
+    elif kind == "StatefulSet":
+        replicas = spec.get("replicas", 1)
+    return replicas
+
+
+def stack_totals(manifests):
+    """Worst-case sums over the stack, per namespace: the quota's resources."""
+    totals = {}
+    for manifest in manifests:
+        namespace = manifest["metadata"].get("namespace")
+        sums = totals.setdefault(
+            namespace,
+            {"requests.cpu": 0, "limits.cpu": 0, "requests.memory": 0, "limits.memory": 0, "pods": 0, "storage": 0},
+        )
+        if manifest["kind"] == "PersistentVolumeClaim":
+            sums["storage"] += memory_bytes(manifest["spec"]["resources"]["requests"]["storage"])
+        found = pod_spec(manifest)
+        if not found:
+            continue
+        count = _replicas(manifest, manifests)
+        sums["pods"] += count
+        for claim in manifest.get("spec", {}).get("volumeClaimTemplates", []):
+            sums["storage"] += count * memory_bytes(claim["spec"]["resources"]["requests"]["storage"])
+        for container in _containers(found[1]):
+            resources = container.get("resources", {})
+            for part in ("requests", "limits"):
+                values = resources.get(part, {})
+                sums[f"{part}.cpu"] += count * cpu_millis(str(values.get("cpu", "0")))
+                sums[f"{part}.memory"] += count * memory_bytes(str(values.get("memory", "0")))
+    return totals
+
+
+def _resource_fit(manifests, pods, config):
+    problems = []
+    totals = stack_totals(manifests)
+    for quota in (m for m in manifests if m["kind"] == "ResourceQuota"):
+        namespace = quota["metadata"].get("namespace")
+        hard = quota["spec"]["hard"]
+        sums = totals.get(namespace, {})
+        checks = [
+            ("requests.cpu", cpu_millis, lambda v: f"{v}m"),
+            ("limits.cpu", cpu_millis, lambda v: f"{v}m"),
+            ("requests.memory", memory_bytes, lambda v: f"{v / 2**20:.0f}Mi"),
+            ("limits.memory", memory_bytes, lambda v: f"{v / 2**20:.0f}Mi"),
+            ("requests.storage", memory_bytes, lambda v: f"{v / 2**30:.0f}Gi"),
+            ("pods", int, str),
+        ]
+        for resource, parse, show in checks:
+            if resource not in hard:
+                continue
+            used = sums.get("storage" if resource == "requests.storage" else resource, 0)
+            if used > parse(str(hard[resource])):
+                problems.append(
+                    f"{describe(quota)}: the stack at its largest (autoscaler maximum, rollout surge, Jobs) needs "
+                    f"{resource} {show(used)}, more than the quota's {hard[resource]}. Raise the quota setting or "
+                    "lower replicas_max or the pods' resources."
+                )
+    for limit_range in (m for m in manifests if m["kind"] == "LimitRange"):
+        namespace = limit_range["metadata"].get("namespace")
+        for item in limit_range["spec"]["limits"]:
+            maximum = item.get("max", {})
+            for manifest, _, spec in pods:
+                if manifest["metadata"].get("namespace") != namespace:
+                    continue
+                for container in _containers(spec):
+                    limits = container.get("resources", {}).get("limits", {})
+                    for resource, parse in (("cpu", cpu_millis), ("memory", memory_bytes)):
+                        if resource not in maximum or resource not in limits:
+                            continue
+                        if parse(str(limits[resource])) > parse(str(maximum[resource])):
+                            problems.append(
+                                f"{describe(manifest)} container {container.get('name')!r}: {resource} limit "
+                                f"{limits[resource]} is above the LimitRange maximum {maximum[resource]}."
+                            )
+    return problems
+
+
+def validate_manifests(manifests, config, versions=SUPPORTED_KUBERNETES_VERSIONS):
+    """Schema problems first (each version), then policy problems."""
+    return schema_problems(manifests, versions) + policy_problems(manifests, config)

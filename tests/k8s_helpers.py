@@ -1,0 +1,36 @@
+"""Shared helpers for the Kubernetes tests."""
+
+from deploy.conf import load_config
+
+MODES = {
+    "default": {},
+    "alb": {"exposure": "alb", "certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"},
+    "nlb-internal-tls": {
+        "load_balancer_scheme": "internal",
+        "certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123",
+    },
+    "external-postgres": {
+        "postgres_mode": "external", "postgres_host": "db.abc.eu-west-1.rds.amazonaws.com",
+        "postgres_cidr": "10.0.0.0/16",
+    },
+    "external-redis": {
+        "redis_mode": "external", "redis_host": "10.0.8.9", "redis_cidr": "10.0.8.0/24", "redis_tls": True,
+    },
+    "all-external": {
+        "postgres_mode": "external", "postgres_host": "10.1.2.3", "postgres_cidr": "10.1.0.0/16",
+        "redis_mode": "external", "redis_host": "cache.example.internal", "redis_cidr": "10.2.0.0/16",
+    },
+    "storage-classes-priority": {
+        "create_storage_classes": True, "efs_file_system_id": "fs-0123456789abcdef0",
+        "priority_class": "web-critical", "image_digest": "sha256:" + "ab" * 32,
+    },
+    "no-observability": {"monitoring": False, "logging": False},
+}  # fmt: skip
+
+
+def mode_config(mode, **extra):
+    return load_config({**MODES[mode], **extra}, environ={})
+
+
+def by_kind(manifests, kind, name=None):
+    return [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]

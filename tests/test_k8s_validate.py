@@ -1,0 +1,158 @@
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, load_config
+from deploy.k8s.render import render_manifests, write_manifests
+from deploy.k8s.validate import policy_problems, schema_problems
+from tests.k8s_helpers import MODES, by_kind, mode_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_is_valid_in_strict_mode_for_every_supported_version(mode):
+    config = mode_config(mode)
+    manifests = render_manifests(config)
+    assert schema_problems(manifests, SUPPORTED_KUBERNETES_VERSIONS) == []
+    assert policy_problems(manifests, config) == []
+
+
+def test_schema_validation_rejects_unknown_fields_and_removed_api_versions():
+    manifests = render_manifests(load_config({}, environ={}))
+    deployment = copy.deepcopy(by_kind(manifests, "Deployment", "django-app")[0])
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    hpa = copy.deepcopy(by_kind(manifests, "HorizontalPodAutoscaler")[0])
+    hpa["apiVersion"] = "autoscaling/v2beta2"  # removed in 1.26
+    pdb = copy.deepcopy(by_kind(manifests, "PodDisruptionBudget")[0])
+    pdb["apiVersion"] = "policy/v1beta1"  # removed in 1.25
+    problems = schema_problems([deployment, hpa, pdb], ["1.31"])
+    assert len(problems) == 3
+    assert "imagePullPolicyy" in problems[0]
+    assert "autoscaling/v2beta2" in problems[1] and "not served by Kubernetes 1.31" in problems[1]
+    assert "policy/v1beta1" in problems[2]
+
+
+def test_custom_resources_of_known_operators_may_have_no_schema():
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x", "namespace": "y"},
+        "spec": {},
+    }
+    assert schema_problems([monitor], ["1.33"]) == []
+    monitor["apiVersion"] = "example.com/v1"
+    assert schema_problems([monitor], ["1.33"])
+
+
+def _broken(mutate):
+    config = load_config({}, environ={})
+    manifests = copy.deepcopy(render_manifests(config))
+    mutate(manifests)
+    return policy_problems(manifests, config)
+
+
+def _deployment(manifests):
+    return by_kind(manifests, "Deployment", "django-app")[0]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda ms: _deployment(ms)["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
+        (
+            lambda ms: (
+                _deployment(ms)["containers"][0].setdefault("env", []).append({"name": "API_TOKEN", "value": "x"})
+            ),
+            "API_TOKEN without a Secret",
+        ),
+        (
+            lambda ms: by_kind(ms, "ConfigMap")[0]["data"].update(DB_PASSWORD="hunter2"),
+            "key DB_PASSWORD looks secret",
+        ),
+        (
+            lambda ms: by_kind(ms, "Service", "django-app")[0]["spec"]["selector"].update(
+                {"app.kubernetes.io/component": "web"}
+            ),
+            "matches no pod",
+        ),
+        (
+            lambda ms: by_kind(ms, "NetworkPolicy", "django-app-redis")[0]["spec"]["ingress"][0]["from"][0][
+                "podSelector"
+            ]["matchLabels"].update({"app.kubernetes.io/component": "wbe"}),
+            "ingress peer",
+        ),
+        (lambda ms: ms.remove(by_kind(ms, "NetworkPolicy", "django-app-default-deny")[0]), "no default-deny"),
+        (
+            lambda ms: _deployment(ms)["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True),
+            "allowPrivilegeEscalation must be false",
+        ),
+        (lambda ms: _deployment(ms).update(hostNetwork=True), "hostNetwork"),
+        (
+            lambda ms: _deployment(ms)["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+            "only NET_BIND_SERVICE",
+        ),
+        (
+            lambda ms: _deployment(ms)["containers"][0]["securityContext"].update(runAsNonRoot=False),
+            "runAsNonRoot must be true",
+        ),
+        (
+            lambda ms: _deployment(ms)["securityContext"].update(seccompProfile={"type": "Unconfined"}),
+            "seccompProfile",
+        ),
+        (
+            lambda ms: by_kind(ms, "HorizontalPodAutoscaler")[0]["spec"].update(maxReplicas=50),
+            "needs requests.cpu",
+        ),
+        (
+            lambda ms: _deployment(ms)["containers"][0]["resources"]["limits"].update(memory="9Gi"),
+            "above the LimitRange maximum",
+        ),
+    ],
+)
+def test_each_policy_rule_can_fail(mutate, expected):
+    problems = _broken(mutate)
+    assert any(expected in p for p in problems), problems
+
+
+def test_secret_file_variables_must_point_into_a_mounted_secret():
+    def mutate(ms):
+        container = _deployment(ms)["containers"][0]
+        container.setdefault("env", []).append({"name": "SECRET_KEY_FILE", "value": "/etc/elsewhere/key"})
+
+    assert any("SECRET_KEY_FILE" in p for p in _broken(mutate))
+
+
+def _checkov():
+    found = shutil.which("checkov") or ROOT / ".venv-tools" / "bin" / "checkov"
+    if not Path(found).exists():
+        pytest.fail("checkov is not installed: run 'make venv' (it installs requirements/tools.txt into .venv-tools)")
+    return str(found)
+
+
+@pytest.mark.slow
+def test_checkov_reports_no_failed_check_in_any_mode(tmp_path):
+    for mode in MODES:
+        write_manifests(render_manifests(mode_config(mode)), tmp_path / mode)
+    result = subprocess.run(
+        [_checkov(), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json", "-d", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    failed = [
+        f"{c['check_id']} {c['resource']}: {c['check_name']}"
+        for report in reports
+        for c in report.get("results", {}).get("failed_checks", [])
+    ]
+    assert failed == []
+    passed = sum(report["summary"]["passed"] for report in reports)
+    assert passed > 300
+    skipped = [c for report in reports for c in report.get("results", {}).get("skipped_checks", [])]
+    # Every skip carries its reason.
+    assert skipped
+    assert all(len(c["check_result"].get("suppress_comment") or "") > 20 for c in skipped), skipped
