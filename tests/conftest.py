@@ -52,7 +52,7 @@ def production_env(**overrides):
     return env
 
 
-def test_database_url():
+def target_database_url():
     """The URL of the database pytest-django created for this run."""
     settings = connection.settings_dict
     return "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**{**settings, "PORT": settings["PORT"] or 5432})
@@ -132,7 +132,7 @@ def gunicorn_factory(tmp_path, static_root, django_db_setup, django_db_blocker):
     """Start gunicorn on the test database: ``with gunicorn_factory(workers=3) as server``."""
 
     def factory(**overrides):
-        overrides.setdefault("DATABASE_URL", test_database_url())
+        overrides.setdefault("DATABASE_URL", target_database_url())
         overrides.setdefault("STATIC_ROOT", static_root)
         return run_gunicorn(tmp_path, **overrides)
 

@@ -17,8 +17,23 @@ os.environ.setdefault("STATIC_ROOT", os.path.join(tempfile.gettempdir(), "django
 os.makedirs(os.environ["STATIC_ROOT"], exist_ok=True)
 
 from project.settings import *  # noqa: E402,F403
-from project.settings import STORAGES  # noqa: E402
+from project.settings import INSTALLED_APPS, STORAGES  # noqa: E402
 
 # Templates render {% static %} without a collectstatic manifest.
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Models that exist only in the tests, so that the SQLite copy is shown to
+# work for any project's models, custom fields included.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+# The SQLite source alias exists from the start, so that tests may list it in
+# their databases; migrate_from_sqlite --source points it at each test's file.
+_PLACEHOLDER = os.path.join(tempfile.gettempdir(), f"django-k8s-aws-source-placeholder-{os.getpid()}.sqlite3")
+DATABASES = {
+    **DATABASES,  # noqa: F405
+    "sqlite_source": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _PLACEHOLDER,
+        "TEST": {"NAME": _PLACEHOLDER, "MIGRATE": False},
+    },
+}

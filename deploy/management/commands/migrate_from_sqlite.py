@@ -1,0 +1,271 @@
+"""Copy every row from the SQLite database into PostgreSQL, and prove the copy.
+
+Exit status: 0 when done (and, with --verify, proven identical); 3 when
+verification finds differences; 1 when the copy could not run.
+"""
+
+import json
+import sys
+import threading
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from deploy.sqlite.copy import CopyError, copy_database, truncate_tables
+from deploy.sqlite.plan import RATE_ESTIMATE, copied_models, table_plan, unknown_excludes
+from deploy.sqlite.preflight import source_problems, target_problems
+from deploy.sqlite.source import SourceError, open_source
+from deploy.sqlite.verify import MAX_DIFFERENCES, verify_copy
+
+DIFFERENCES_FOUND = 3
+
+
+class Progress:
+    """A bar per table on a terminal (tqdm); one plain line per finished table otherwise."""
+
+    def __init__(self, verb, stream, tty, enabled):
+        self.verb, self.stream, self.tty, self.enabled = verb, stream, tty, enabled
+        self.done, self.bars, self.started, self.finished = {}, {}, {}, set()
+        self.lock = threading.Lock()
+
+    def __call__(self, plan, rows):
+        if not self.enabled:
+            return
+        with self.lock:
+            self.started.setdefault(plan.label, time.monotonic())
+            self.done[plan.label] = self.done.get(plan.label, 0) + rows
+            if self.tty:
+                self._bar(plan).update(rows)
+            complete = self.done[plan.label] >= plan.rows and (rows or plan.rows == 0)
+            if complete and plan.label not in self.finished:
+                self.finished.add(plan.label)
+                self._finish(plan)
+
+    def _bar(self, plan):
+        from tqdm import tqdm
+
+        if plan.label not in self.bars:
+            self.bars[plan.label] = tqdm(
+                total=plan.rows, desc=plan.label, unit=" rows", file=self.stream, position=len(self.bars), leave=True
+            )
+        return self.bars[plan.label]
+
+    def _finish(self, plan):
+        seconds = max(time.monotonic() - self.started[plan.label], 1e-6)
+        if self.tty:
+            self._bar(plan).close()
+        else:
+            rate = self.done[plan.label] / seconds
+            self.stream.write(f"{self.verb} {plan.label}: {self.done[plan.label]} rows ({rate:,.0f} rows/s)\n")
+            self.stream.flush()
+
+
+class Command(BaseCommand):
+    help = (
+        "Copy every row of every installed model from the SQLite database (--source, or SQLITE_SOURCE) into "
+        "PostgreSQL, in bounded memory with COPY, and with --verify prove that the copy is identical."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--source", metavar="PATH", help="SQLite file to copy from (default: SQLITE_SOURCE).")
+        parser.add_argument(
+            "--database", default=DEFAULT_DB_ALIAS, help="Alias of the PostgreSQL target (default 'default')."
+        )
+        parser.add_argument("--verify", action="store_true", help="After the copy, prove it identical.")
+        parser.add_argument(
+            "--verify-only", action="store_true", help="Compare source and target without copying anything."
+        )
+        parser.add_argument("--resume", action="store_true", help="Finish a copy that was interrupted.")
+        parser.add_argument(
+            "--truncate",
+            action="store_true",
+            help="Empty the copied tables of the target first (asks for confirmation without --no-input).",
+        )
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="APP_LABEL[.MODEL]",
+            help="Leave out an app or a model; may be given several times.",
+        )
+        parser.add_argument("--batch-size", type=int, default=10_000, help="Rows per chunk (default 10000).")
+        parser.add_argument("--workers", type=int, default=2, help="Tables copied at once (default 2).")
+        parser.add_argument("--plan", action="store_true", help="Show what would be copied, and write nothing.")
+        parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
+        parser.add_argument(
+            "--no-input", "--noinput", action="store_false", dest="interactive", help="Never ask for confirmation."
+        )
+
+    def handle(self, *args, **options):
+        self.options = options
+        self._check_options(options)
+        try:
+            source = open_source(options["source"])
+        except SourceError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            return self._run(source, options)
+        finally:
+            source.close()
+
+    def _check_options(self, options):
+        if options["batch_size"] < 1:
+            raise CommandError(f"--batch-size must be at least 1, not {options['batch_size']}.")
+        if options["workers"] < 1:
+            raise CommandError(f"--workers must be at least 1, not {options['workers']}.")
+        if options["verify_only"] and (options["resume"] or options["truncate"]):
+            raise CommandError("--verify-only compares and writes nothing: it cannot go with --resume or --truncate.")
+        if options["resume"] and options["truncate"]:
+            raise CommandError("--resume finishes an interrupted copy and --truncate starts over: choose one.")
+        bad = unknown_excludes(options["exclude"])
+        if bad:
+            raise CommandError(f"--exclude names no installed app or model: {', '.join(bad)}.")
+        if options["database"] not in connections:
+            raise CommandError(f"--database: there is no database alias {options['database']!r} in settings.DATABASES.")
+
+    def _plans(self, source, exclude):
+        models, skipped = copied_models(exclude)
+        tables = {name for (name,) in source.raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        plans = []
+        for model in models:
+            table = model._meta.db_table
+            rows = source.raw.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] if table in tables else 0
+            plans.append(table_plan(model, rows))
+        return plans, skipped
+
+    def _run(self, source, options):
+        plans, skipped = self._plans(source, options["exclude"])
+        target = options["database"]
+        if options["plan"]:
+            return self._show_plan(plans, skipped, options)
+        if options["verify_only"]:
+            problems = target_problems(target, plans, truncate=True)
+            if problems:
+                self._fail_with(problems, "Cannot verify")
+            return self._verify(plans, source, target, options, copy_report=None)
+
+        problems = source_problems(source, plans, target) + target_problems(
+            target, plans, truncate=options["truncate"], resume=options["resume"]
+        )
+        if problems:
+            self._fail_with(problems, "The preflight found problems")
+        if options["truncate"]:
+            self._confirm_truncate(plans, target, options)
+            truncate_tables(target, plans)
+        progress = self._progress("copied", options)
+        try:
+            report = copy_database(
+                source,
+                plans,
+                target,
+                batch_size=options["batch_size"],
+                resume=options["resume"],
+                workers=options["workers"],
+                progress=progress,
+            )
+        except CopyError as exc:
+            done = ""
+            raise CommandError(
+                f"The copy stopped: {exc}{done} Tables already copied are recorded in the target: "
+                "rerun with --resume to finish, or --truncate to start over."
+            ) from None
+        if options["verify"]:
+            return self._verify(plans, source, target, options, copy_report=report)
+        self._report(report, None, options)
+        return None
+
+    def _progress(self, verb, options):
+        stream = sys.stderr if options["json"] else self.stdout
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        return Progress(verb, stream, tty, enabled=options["verbosity"] >= 1)
+
+    def _verify(self, plans, source, target, options, copy_report):
+        verification = verify_copy(plans, source.alias, target, progress=self._progress("verified", options))
+        self._report(copy_report, verification, options)
+        if not verification.ok:
+            shown = "\n".join(f"  - {d}" for d in verification.differences[:30])
+            count = len(verification.differences)
+            count = f"{count}" if count < MAX_DIFFERENCES else f"at least {count}"
+            raise CommandError(
+                f"Verification found {count} difference(s) between the source and the target:\n{shown}",
+                returncode=DIFFERENCES_FOUND,
+            )
+        return
+
+    def _fail_with(self, problems, heading):
+        shown = "\n".join(f"  - {p}" for p in problems[:200])
+        more = f"\n  … and {len(problems) - 200} more" if len(problems) > 200 else ""
+        raise CommandError(f"{heading} ({len(problems)}); nothing was written to the target:\n{shown}{more}")
+
+    def _confirm_truncate(self, plans, target, options):
+        if not options["interactive"]:
+            return
+        name = connections[target].settings_dict.get("NAME")
+        answer = input(
+            f"This empties {len(plans)} table(s) of database {name!r} ({target}) before copying.\n"
+            "Type 'yes' to continue, or 'no' to cancel: "
+        )
+        if answer.strip().lower() != "yes":
+            raise CommandError("Cancelled: nothing was changed.")
+
+    def _show_plan(self, plans, skipped, options):
+        total = sum(p.rows for p in plans)
+        if options["json"]:
+            data = {
+                "tables": [
+                    {"model": p.label, "table": p.table, "rows": p.rows, "path": "fast" if p.fast else "general"}
+                    for p in plans
+                ],
+                "skipped": [{"model": label, "reason": reason} for label, reason in skipped],
+                "rows": total,
+                "estimated_seconds": round(total / RATE_ESTIMATE, 1),
+            }
+            self.stdout.write(json.dumps(data, indent=2))
+            return
+        width = max((len(p.label) for p in plans), default=10)
+        self.stdout.write(f"{'model':<{width}}  {'table':<32} {'rows':>10}  path")
+        for p in plans:
+            self.stdout.write(f"{p.label:<{width}}  {p.table:<32} {p.rows:>10}  {'fast' if p.fast else 'general'}")
+        for label, reason in skipped:
+            self.stdout.write(f"skipped {label}: {reason}")
+        self.stdout.write(
+            f"{len(plans)} tables, {total} rows; estimated copy time {total / RATE_ESTIMATE:.1f} s. "
+            "Nothing was written."
+        )
+
+    def _report(self, copy_report, verification, options):
+        if options["json"]:
+            tables = {}
+            if copy_report:
+                for t in copy_report.tables:
+                    tables[t.label] = {"table": t.table, "rows": t.rows, "seconds": round(t.seconds, 3), "path": t.path}
+            if verification:
+                for label, v in verification.tables.items():
+                    tables.setdefault(label, {"table": v["table"], "rows": v["rows"]})["verified"] = v["verified"]
+            data = {
+                "tables": tables,
+                "rows": sum(t["rows"] for t in tables.values()),
+                "copy_seconds": round(copy_report.seconds, 3) if copy_report else None,
+                "resumed": copy_report.resumed if copy_report else False,
+                "verified": verification.ok if verification else None,
+                "verify_seconds": round(verification.seconds, 3) if verification else None,
+                "differences": [str(d) for d in verification.differences] if verification else [],
+            }
+            self.stdout.write(json.dumps(data, indent=2))
+            return
+        if options["verbosity"] < 1:
+            return
+        if copy_report:
+            rate = copy_report.rows / max(copy_report.seconds, 1e-6)
+            self.stdout.write(
+                f"Copied {copy_report.rows} rows in {len(copy_report.tables)} tables in {copy_report.seconds:.1f} s "
+                f"({rate:,.0f} rows/s){' (resumed)' if copy_report.resumed else ''}."
+            )
+        if verification and verification.ok:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Verified: {len(verification.tables)} tables identical, row by row, sequences and foreign "
+                    f"keys checked ({verification.seconds:.1f} s)."
+                )
+            )

@@ -1,0 +1,334 @@
+"""Everything that would make a copy fail or change data, found before writing.
+
+Every problem is collected (table, primary key, column, a short preview of
+the value) so a person can fix them all in one pass; the copy does not start
+while there is one.
+"""
+
+import decimal
+import sqlite3
+import uuid
+from dataclasses import dataclass
+
+from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
+from django.utils.dateparse import parse_date, parse_datetime, parse_time
+
+from deploy.sqlite import state
+from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES
+
+MAX_PER_CHECK = 20
+# Rows that Django's own migrate creates (post_migrate); a copy replaces them.
+MIGRATE_CREATED = {"contenttypes.contenttype", "auth.permission", "sites.site"}
+
+
+@dataclass
+class Problem:
+    where: str
+    message: str
+    pk: object = None
+    column: str | None = None
+    value: object = None
+
+    def __str__(self):
+        where = self.where + (f" pk={self.pk!r}" if self.pk is not None else "")
+        where += f" column {self.column}" if self.column else ""
+        value = f" (value: {_preview(self.value)})" if self.value is not None else ""
+        return f"{where}: {self.message}{value}"
+
+
+def _preview(value):
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="backslashreplace")
+    text = repr(value)
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+def _q(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- the source -------------------------------------------------------------
+
+
+def source_problems(source, plans, target_alias):
+    raw = source.raw
+    problems = []
+    try:
+        result = raw.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [Problem("source", f"the file is damaged ({exc}): restore it from a backup")]
+    if result != [("ok",)]:
+        problems += [Problem("source", f"PRAGMA integrity_check: {row[0]}") for row in result[:MAX_PER_CHECK]]
+        return problems  # a damaged file: nothing else it says can be trusted
+    for table, rowid, parent, _ in raw.execute("PRAGMA foreign_key_check").fetchall()[:MAX_PER_CHECK]:
+        problems.append(Problem(table, f"orphan row: its foreign key points at a missing row of {parent}", rowid))
+    problems += _migration_problems(source)
+    existing = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for plan in plans:
+        if plan.table not in existing:
+            problems.append(
+                Problem(plan.table, f"table of {plan.label} is missing from the source: apply its migrations there")
+            )
+            continue
+        columns = {row[1] for row in raw.execute(f"PRAGMA table_info({_q(plan.table)})")}
+        missing = [c for c in plan.column_names if c not in columns]
+        if missing:
+            problems.append(Problem(plan.table, f"columns missing from the source: {', '.join(missing)}"))
+            continue
+        problems += value_problems(raw, plan, connections[target_alias].ops)
+    return problems
+
+
+def _migration_problems(source):
+    problems = []
+    connection = connections[source.alias]
+    try:
+        loader = MigrationLoader(connection, ignore_no_migrations=True)
+    except Exception as exc:
+        return [Problem("source", f"cannot read its django_migrations table ({exc}): is this a Django database?")]
+    if not loader.applied_migrations:
+        return [Problem("source", "has no applied migrations (no django_migrations table): is this a Django database?")]
+    executor = MigrationExecutor(connection)
+    executor.loader = loader
+    unapplied = [f"{m.app_label}.{m.name}" for m, _ in executor.migration_plan(loader.graph.leaf_nodes())]
+    if unapplied:
+        problems.append(
+            Problem(
+                "source",
+                f"{len(unapplied)} migration(s) of the code are not applied to the SQLite file "
+                f"({', '.join(unapplied[:8])}{'…' if len(unapplied) > 8 else ''}). Apply them to a copy of the file "
+                "with this code (DATABASE_URL=sqlite:///COPY python manage.py migrate), then copy from it.",
+            )
+        )
+    unknown = sorted(f"{a}.{n}" for a, n in set(loader.applied_migrations) - set(loader.graph.nodes))
+    if unknown:
+        problems.append(
+            Problem(
+                "source",
+                f"migration(s) applied to the SQLite file are unknown to this code ({', '.join(unknown[:8])}): "
+                "the file comes from newer or other code.",
+            )
+        )
+    return problems
+
+
+def _checks(plan, target_ops):
+    """(column, kind of check, SQL condition true for a bad or doubtful value)."""
+    checks = []
+    for c in plan.columns:
+        col = _q(c.name)
+        field = c.field
+        if c.kind in TEXT_TYPES or c.kind == "JSONField":
+            checks.append((c, "nul", f"instr(CAST({col} AS BLOB), X'00') > 0"))
+            if getattr(field, "max_length", None) and c.kind in TEXT_TYPES:
+                checks.append((c, "length", f"length({col}) > {int(field.max_length)}"))
+        if c.kind in INTEGER_TYPES:
+            low, high = target_ops.integer_field_range(c.kind)
+            bounds = []
+            if low is not None:
+                bounds.append(f"{col} < {int(low)}")
+            if high is not None:
+                bounds.append(f"{col} > {int(high)}")
+            checks.append((c, "integer", f"typeof({col}) NOT IN ('integer', 'null') OR " + " OR ".join(bounds)))
+        elif c.kind == "BooleanField":
+            checks.append((c, "boolean", f"typeof({col}) NOT IN ('integer', 'null') OR {col} NOT IN (0, 1)"))
+        elif c.kind == "DateTimeField":
+            pattern = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+            checks.append(
+                (
+                    c,
+                    "datetime",
+                    f"{col} IS NOT NULL AND NOT (substr({col}, 1, 19) GLOB '{pattern}' "
+                    f"AND (length({col}) = 19 OR (length({col}) = 26 AND substr({col}, 20, 1) = '.' "
+                    f"AND substr({col}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')) "
+                    f"AND datetime({col}, '+0 days') IS substr({col}, 1, 19))",
+                )
+            )
+        elif c.kind == "DateField":
+            checks.append(
+                (c, "date", f"{col} IS NOT NULL AND NOT (length({col}) = 10 AND date({col}, '+0 days') IS {col})")
+            )
+        elif c.kind == "TimeField":
+            checks.append(
+                (
+                    c,
+                    "time",
+                    f"{col} IS NOT NULL AND NOT (length({col}) IN (8, 15) AND time({col}) IS substr({col}, 1, 8))",
+                )
+            )
+        elif c.kind == "DecimalField":
+            limit = 10 ** (field.max_digits - field.decimal_places)
+            checks.append((c, "decimal", f"typeof({col}) NOT IN ('integer', 'real', 'null') OR abs({col}) >= {limit}"))
+        elif c.kind == "FloatField":
+            checks.append((c, "float", f"typeof({col}) NOT IN ('integer', 'real', 'null')"))
+        elif c.kind == "UUIDField":
+            checks.append(
+                (c, "uuid", f"{col} IS NOT NULL AND NOT (length({col}) = 32 AND NOT {col} GLOB '*[^0-9a-f]*')")
+            )
+        elif c.kind == "JSONField":
+            checks.append((c, "json", f"{col} IS NOT NULL AND (NOT json_valid({col}) OR instr({col}, '\\u0000') > 0)"))
+        elif c.kind == "DurationField":
+            checks.append((c, "duration", f"typeof({col}) NOT IN ('integer', 'null')"))
+    return checks
+
+
+def value_problems(raw, plan, target_ops):
+    """One pass over the table for every value check, then a UTF-8 pass over text."""
+    problems = []
+    checks = _checks(plan, target_ops)
+    pk = _q(plan.pk.name)
+    if checks:
+        flags = ", ".join(f"({sql})" for _, _, sql in checks)
+        values = ", ".join(f"CAST({_q(c.name)} AS BLOB)" for c, _, _ in checks)
+        where = " OR ".join(f"({sql})" for _, _, sql in checks)
+        counts = {}
+        query = f"SELECT {pk}, {flags}, {values} FROM {_q(plan.table)} WHERE {where} ORDER BY {pk}"
+        for row in raw.execute(query):
+            n = len(checks)
+            for i, (column, kind, _) in enumerate(checks):
+                if not row[1 + i]:
+                    continue
+                value = row[1 + n + i]
+                message = _judge(kind, column, value)
+                if message is None:
+                    continue
+                counts[(column.name, kind)] = counts.get((column.name, kind), 0) + 1
+                if counts[(column.name, kind)] <= MAX_PER_CHECK:
+                    problems.append(Problem(plan.table, message, row[0], column.name, value))
+        for (column, kind), count in counts.items():
+            if count > MAX_PER_CHECK:
+                problems.append(Problem(plan.table, f"{count - MAX_PER_CHECK} more {kind} problem(s)", None, column))
+    problems += _utf8_problems(raw, plan)
+    return problems
+
+
+def _judge(kind, column, value):
+    """A sentence for a bad value, or None when the doubtful value is fine after all."""
+    text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+    field = column.field
+    if kind == "nul":
+        return "contains a NUL character, which PostgreSQL text cannot hold"
+    if kind == "length":
+        return f"is {len(text)} characters long, more than max_length {field.max_length}"
+    if kind == "integer":
+        return f"is not an integer in the range of {column.kind}"
+    if kind == "boolean":
+        return "is not 0 or 1"
+    if kind == "datetime":
+        return None if _parses(parse_datetime, text) else "is not a valid datetime"
+    if kind == "date":
+        return None if _parses(parse_date, text) else "is not a valid date"
+    if kind == "time":
+        return None if _parses(parse_time, text) else "is not a valid time"
+    if kind == "decimal":
+        try:
+            number = decimal.Decimal(text)
+        except (decimal.InvalidOperation, TypeError):
+            return "is not a decimal number"
+        if not number.is_finite() or abs(number) >= 10 ** (field.max_digits - field.decimal_places):
+            return f"does not fit max_digits={field.max_digits}, decimal_places={field.decimal_places}"
+        return None
+    if kind == "float":
+        return "is not a number"
+    if kind == "uuid":
+        try:
+            uuid.UUID(text)
+        except (ValueError, TypeError):
+            return "is not a valid UUID"
+        return None
+    if kind == "json":
+        return "is not valid JSON for PostgreSQL (malformed, or a \\u0000 escape)"
+    if kind == "duration":
+        return "is not a duration in microseconds"
+    return f"failed the {kind} check"
+
+
+def _parses(parser, text):
+    try:
+        return parser(text) is not None
+    except (ValueError, TypeError):
+        return False
+
+
+def _utf8_problems(raw, plan):
+    text_columns = [c for c in plan.columns if c.kind in TEXT_TYPES or c.kind == "JSONField"]
+    problems = []
+    for column in text_columns:
+        col = _q(column.name)
+        query = (
+            f"SELECT {_q(plan.pk.name)}, CAST({col} AS BLOB) FROM {_q(plan.table)} "
+            f"WHERE typeof({col}) = 'text' AND {col} GLOB '*[^ -~]*'"
+        )
+        found = 0
+        for pk, value in raw.execute(query):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                found += 1
+                if found <= MAX_PER_CHECK:
+                    problems.append(Problem(plan.table, "is not valid UTF-8", pk, column.name, value))
+        if found > MAX_PER_CHECK:
+            problems.append(
+                Problem(plan.table, f"{found - MAX_PER_CHECK} more invalid UTF-8 value(s)", None, column.name)
+            )
+    return problems
+
+
+# --- the target -------------------------------------------------------------
+
+
+def target_problems(alias, plans, truncate=False, resume=False):
+    if alias not in connections:
+        return [Problem("target", f"there is no database alias {alias!r} in settings.DATABASES")]
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return [
+            Problem(
+                "target",
+                f"database {alias!r} is {connection.vendor}, not PostgreSQL: point DATABASE_URL (or --database) "
+                "at PostgreSQL",
+            )
+        ]
+    try:
+        connection.ensure_connection()
+    except Exception as exc:
+        return [Problem("target", f"cannot connect to database {alias!r}: {str(exc).strip().splitlines()[0]}")]
+    problems = []
+    executor = MigrationExecutor(connection)
+    unapplied = [f"{m.app_label}.{m.name}" for m, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())]
+    if unapplied:
+        problems.append(
+            Problem(
+                "target",
+                f"{len(unapplied)} migration(s) not applied ({', '.join(unapplied[:5])}"
+                f"{'…' if len(unapplied) > 5 else ''}): run 'python manage.py migrate --database {alias}' first",
+            )
+        )
+        return problems
+    with connection.cursor() as cursor:
+        run = state.current_run(cursor)
+        if run and not (resume or truncate):
+            problems.append(
+                Problem(
+                    "target",
+                    "a previous copy into this database was interrupted: rerun with --resume to finish it, "
+                    "or with --truncate to start over",
+                )
+            )
+        if truncate or resume:
+            return problems
+        for plan in plans:
+            if plan.model._meta.label_lower in MIGRATE_CREATED:
+                continue
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {_q(plan.table)})")
+            if cursor.fetchone()[0]:
+                problems.append(
+                    Problem(
+                        plan.table,
+                        "already has rows: the target must be empty apart from what migrate creates; "
+                        "use --truncate to empty the copied tables first",
+                    )
+                )
+    return problems

@@ -1,0 +1,407 @@
+"""migrate_from_sqlite against a real SQLite file and the real PostgreSQL."""
+
+import datetime as dt
+import hashlib
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from io import StringIO
+
+import psycopg
+import pytest
+from django.apps import apps
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, connections
+
+from deploy.sqlite.copy import truncate_tables
+from deploy.sqlite.plan import copied_models, table_plan
+from deploy.sqlite.source import open_source
+from tests.conftest import PYTHON, ROOT, production_env, target_database_url
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sqlite_source"])
+
+SEED_TESTAPP = """
+import datetime as dt
+import django
+django.setup()
+from tests.testapp.models import City, Country, Road
+fr = Country.objects.create(code="FR", name="France")
+jp = Country.objects.create(code="JP", name="日本")
+z = Country.objects.create(code="zz", name="Lower-case code sorts after upper-case in bytes")
+a = City.objects.create(country=fr, name="Paris", population=2_100_000, area=105.4, founded=dt.time(8, 30, 0, 5),
+                        aliases=["Lutèce", "Ville lumière"])
+b = City.objects.create(country=jp, name="東京", population=14_000_000, area=0.1 + 0.2, founded=None, aliases=None)
+c = City.objects.create(country=z, name="Nowhere", population=2**40, area=None, aliases=[])
+r = Road.objects.create(toll=None)
+r.cities.set([a, b])
+Road.objects.create(toll=True).cities.set([c])
+"""
+
+
+def _manage_sqlite(path, *args):
+    env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
+    subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def seeded_sqlite(tmp_path_factory):
+    """A SQLite database made by Django's migrate, filled by seed_demo and the test models."""
+    path = tmp_path_factory.mktemp("sqlite") / "seeded.sqlite3"
+    _manage_sqlite(path, "migrate", "--verbosity", "0")
+    _manage_sqlite(path, "seed_demo", "--rows", "3000", "--verbosity", "0")
+    env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
+    subprocess.run([PYTHON, "-c", SEED_TESTAPP], cwd=ROOT, env=env, check=True)
+    return path
+
+
+@pytest.fixture
+def source(seeded_sqlite, tmp_path):
+    path = tmp_path / "source.sqlite3"
+    shutil.copy(seeded_sqlite, path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_target():
+    """Leave the test databases as they were, whatever a test interrupted.
+
+    --source repoints the source alias at the test's file: point it back.
+    """
+    original = dict(connections.settings["sqlite_source"])
+    yield
+    connections["sqlite_source"].close()
+    connections.settings["sqlite_source"] = original
+    if hasattr(connections._connections, "sqlite_source"):
+        delattr(connections._connections, "sqlite_source")
+    plans = [table_plan(m) for m in copied_models()[0]]
+    truncate_tables("default", plans)
+    call_command("migrate", verbosity=0)  # post_migrate puts back content types and permissions
+
+
+def migrate(*args, **options):
+    out = StringIO()
+    call_command("migrate_from_sqlite", *args, stdout=out, stderr=StringIO(), interactive=False, **options)
+    return out.getvalue()
+
+
+def all_values(model, alias):
+    return list(model._base_manager.using(alias).order_by("pk").values_list())
+
+
+# --- a copy that is proven -----------------------------------------------------
+
+
+def test_copy_and_verify_every_model_and_field_type(source):
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    out = migrate("--source", str(source), "--verify")
+    assert "Verified:" in out
+    open_source(source)  # the source alias, for the ORM
+    for model in apps.get_models(include_auto_created=True):
+        assert all_values(model, "sqlite_source") == all_values(model, "default"), model._meta.label
+    # Spot checks on the hard types, through the ORM on both sides.
+    from apps.catalog.models import Comment, Product
+
+    product = Product.objects.filter(warranty__isnull=False, thumbnail__isnull=False).first()
+    twin = Product.objects.using("sqlite_source").get(pk=product.pk)
+    assert product.created_at == twin.created_at and product.created_at.microsecond == twin.created_at.microsecond
+    assert product.created_at.tzinfo is not None
+    assert product.warranty == twin.warranty and product.warranty.microseconds == twin.warranty.microseconds
+    assert bytes(product.thumbnail) == bytes(twin.thumbnail)
+    assert product.attributes == twin.attributes and product.price == twin.price and product.uuid == twin.uuid
+    # Generic relations still point at the right rows: content types kept their keys.
+    for comment in Comment.objects.order_by("pk")[:50]:
+        source_comment = Comment.objects.using("sqlite_source").get(pk=comment.pk)
+        assert comment.content_type.model == source_comment.content_type.model
+        assert comment.target.pk == source_comment.object_id
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before, "the source must not change"
+    # Sequences are past the largest key: a new row gets a new id.
+    from tests.testapp.models import Road
+
+    largest = max(Road.objects.values_list("pk", flat=True))
+    assert Road.objects.create().pk == largest + 1
+
+
+def test_json_report_and_plan(source):
+    import json
+
+    plan = json.loads(migrate("--source", str(source), "--plan", "--json"))
+    assert plan["rows"] > 3000
+    paths = {t["model"]: t["path"] for t in plan["tables"]}
+    assert paths["testapp.City"] == "general" and paths["catalog.Product"] == "fast"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM catalog_product")
+        assert cursor.fetchone()[0] == 0, "--plan writes nothing"
+    report = json.loads(migrate("--source", str(source), "--verify", "--json"))
+    assert report["verified"] is True
+    assert report["tables"]["catalog.Product"]["verified"] is True
+    assert report["rows"] == plan["rows"]
+
+
+def test_exclude_leaves_a_model_out(source):
+    migrate("--source", str(source), "--exclude", "testapp.road", "--verify")
+    from tests.testapp.models import City, Road
+
+    assert Road.objects.count() == 0 and City.objects.count() == 3
+    assert Road.cities.through.objects.count() == 0
+
+
+# --- verification fails closed ----------------------------------------------------
+
+
+CHANGES = [
+    ("catalog_product", "name", "'changed'"),
+    ("catalog_product", "description", "description || ' '"),
+    ("catalog_product", "price", "price + 0.01"),
+    ("catalog_product", "in_stock", "NOT in_stock"),
+    ("catalog_product", "attributes", "attributes || '{\"extra\": 1}'"),
+    ("catalog_product", "created_at", "created_at + interval '1 microsecond'"),
+    ("catalog_product", "release_date", "release_date + 1"),
+    ("catalog_product", "warranty", "warranty + interval '1 microsecond'"),
+    ("catalog_product", "thumbnail", "thumbnail || '\\x00'::bytea"),
+    ("catalog_product", "uuid", "gen_random_uuid()"),
+    ("catalog_product", "category_id", "NULL"),
+    ("catalog_comment", "object_id", "object_id + 1"),
+    ("catalog_comment", "rating", "NULL"),
+    ("testapp_city", "area", "area * 1.0000000001"),
+    ("testapp_city", "founded", "founded + interval '1 microsecond'"),
+    ("testapp_city", "aliases", "'[\"x\"]'"),
+    ("testapp_country", "name", "name || '!'"),
+]
+
+
+def _pick(table, column):
+    with connection.cursor() as cursor:
+        key = "code" if table == "testapp_country" else "id"
+        cursor.execute(f"SELECT {key} FROM {table} WHERE {column} IS NOT NULL ORDER BY {key} LIMIT 1")
+        return key, cursor.fetchone()[0]
+
+
+def _verify_fails(source):
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source), "--verify-only")
+    assert excinfo.value.returncode == 3
+    return str(excinfo.value)
+
+
+@pytest.mark.parametrize(("table", "column", "expression"), CHANGES, ids=[f"{t}.{c}" for t, c, _ in CHANGES])
+def test_verification_finds_a_changed_value_of_each_type(source, table, column, expression):
+    migrate("--source", str(source))
+    key, pk = _pick(table, column)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {column} = {expression} WHERE {key} = %s", [pk])
+        assert cursor.rowcount == 1
+    message = _verify_fails(source)
+    assert f"{table} pk={pk!r} column {column}" in message
+
+
+def test_verification_finds_missing_and_extra_rows(source):
+    migrate("--source", str(source))
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM catalog_orderline WHERE id = 7")
+        cursor.execute("INSERT INTO catalog_tag (id, name) VALUES (999, 'extra')")
+    message = _verify_fails(source)
+    assert "catalog_orderline pk=7: missing in the target" in message
+    assert "catalog_tag pk=999: extra row in the target" in message
+    assert "catalog_tag: 30 rows in the source, 31 in the target" in message
+
+
+def test_verification_finds_a_stale_sequence(source):
+    migrate("--source", str(source))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setval(pg_get_serial_sequence('catalog_order', 'id'), 5)")
+    message = _verify_fails(source)
+    assert "catalog_order column id: sequence" in message and "not past the largest key" in message
+
+
+def test_verification_finds_an_orphan_foreign_key(source):
+    migrate("--source", str(source))
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")  # foreign-key triggers off, as a bad tool would
+        cursor.execute("UPDATE catalog_orderline SET product_id = 10000000 WHERE id = 3")
+        cursor.execute("SET session_replication_role = DEFAULT")
+    message = _verify_fails(source)
+    assert "catalog_orderline pk=3 column product_id: points at catalog_product 10000000, which is missing" in message
+
+
+# --- interruptions ------------------------------------------------------------------
+
+
+def _state(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT to_regclass('deploy_sqlite_copy_table')").fetchone()[0]:
+            return None
+        return conn.execute("SELECT count(*) FROM deploy_sqlite_copy_table").fetchone()[0]
+
+
+def _start(dsn, source, *args):
+    env = production_env(DATABASE_URL=dsn, DJANGO_SETTINGS_MODULE="tests.settings")
+    return subprocess.Popen(
+        [PYTHON, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", "--batch-size", "500",
+         "--workers", "1", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_at_several_points_then_resumed_and_verified(seeded_sqlite, tmp_path):
+    source = tmp_path / "big.sqlite3"
+    shutil.copy(seeded_sqlite, source)
+    # Make the copy long enough to be caught in the middle of a table.
+    with sqlite3.connect(source) as db:
+        db.executescript(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150000) "
+            "INSERT INTO django_session (session_key, session_data, expire_date) "
+            "SELECT printf('key%08d', i), printf('data-%d', i), '2030-01-01 00:00:00' FROM n;"
+        )
+    db.close()
+    dsn = target_database_url()
+    kills = []
+    for threshold in (None, 0, 2, 5, 9):
+        process = _start(dsn, source, *(["--resume"] if kills else []))
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            done = _state(dsn)
+            if done is not None and (threshold is None or done >= threshold):
+                break
+            time.sleep(0.005)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills.append((threshold, _state(dsn)))
+    assert len(kills) >= 3, f"the copy ended before it could be interrupted: {kills}"
+    final = _start(dsn, source, "--resume", "--verify", "--json")
+    out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
+    assert '"verified": true' in out
+    assert _state(dsn) is None, "a finished copy leaves no checkpoint"
+
+
+def test_an_interrupted_copy_must_be_resumed_or_truncated(source):
+    migrate("--source", str(source))
+    with connection.cursor() as cursor:  # as if a copy had died after its first step
+        cursor.execute(
+            "CREATE TABLE deploy_sqlite_copy_run (id serial PRIMARY KEY, started_at timestamptz DEFAULT now(), "
+            "source jsonb NOT NULL, definitions jsonb NOT NULL)"
+        )
+        cursor.execute(
+            "INSERT INTO deploy_sqlite_copy_run (source, definitions) VALUES (%s, %s)",
+            ["{}", '{"constraints": [], "indexes": []}'],
+        )
+        cursor.execute(
+            "CREATE TABLE deploy_sqlite_copy_table (run_id integer, table_name text, rows bigint, seconds float)"
+        )
+    with pytest.raises(CommandError, match="interrupted: rerun with --resume"):
+        migrate("--source", str(source))
+    migrate("--source", str(source), "--truncate", "--verify")
+
+
+# --- the preflight ---------------------------------------------------------------------
+
+
+def test_preflight_reports_every_problem_and_writes_nothing(source):
+    with sqlite3.connect(source) as db:
+        db.execute("PRAGMA ignore_check_constraints = ON")
+        db.execute("UPDATE catalog_product SET name = ? WHERE id = 1", ["x" * 201])
+        db.execute("UPDATE catalog_product SET description = 'nul' || char(0) || 'byte' WHERE id = 2")
+        db.execute("UPDATE catalog_orderline SET quantity = 4294967296 WHERE id = 3")
+        db.execute("UPDATE catalog_product SET created_at = '2023-02-30 10:00:00' WHERE id = 4")
+        db.execute("UPDATE catalog_product SET release_date = '2023-13-01' WHERE id = 5")
+        db.execute("UPDATE catalog_product SET price = 'twelve' WHERE id = 6")
+        db.execute("UPDATE catalog_product SET uuid = 'not-a-uuid' WHERE id = 7")
+        db.execute("UPDATE catalog_product SET attributes = '{bad json' WHERE id = 8")
+        db.execute("UPDATE catalog_product SET name = CAST(X'C328' AS TEXT) WHERE id = 9")
+        db.execute("UPDATE catalog_product SET price = 123456789012 WHERE id = 10")
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("UPDATE catalog_orderline SET order_id = 999999 WHERE id = 11")
+        db.execute("DELETE FROM django_migrations WHERE app = 'catalog'")
+    db.close()
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source))
+    message = str(excinfo.value)
+    assert excinfo.value.returncode == 1
+    expected = [
+        "catalog_product pk=1 column name: is 201 characters long, more than max_length 200",
+        "catalog_product pk=2 column description: contains a NUL character",
+        "catalog_orderline pk=3 column quantity: is not an integer in the range",
+        "catalog_product pk=4 column created_at: is not a valid datetime",
+        "catalog_product pk=5 column release_date: is not a valid date",
+        "catalog_product pk=6 column price: is not a decimal number",
+        "catalog_product pk=7 column uuid: is not a valid UUID",
+        "catalog_product pk=8 column attributes: is not valid JSON",
+        "catalog_product pk=9 column name: is not valid UTF-8",
+        "catalog_product pk=10 column price: does not fit max_digits=10",
+        "catalog_orderline pk=11: orphan row",
+        "migration(s) of the code are not applied to the SQLite file (catalog.0001_initial",
+    ]
+    for line in expected:
+        assert line in message, line
+    assert "nothing was written" in message
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM catalog_product")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("SELECT to_regclass('deploy_sqlite_copy_run')")
+        assert cursor.fetchone()[0] is None
+
+
+def test_a_damaged_file_fails_integrity_check(source):
+    data = bytearray(source.read_bytes())
+    page = 4096
+    data[page * 3 : page * 3 + 200] = b"\xff" * 200
+    source.write_bytes(bytes(data))
+    with pytest.raises(CommandError, match=r"integrity_check|damaged|malformed"):
+        migrate("--source", str(source))
+
+
+# --- bad invocations ---------------------------------------------------------------
+
+
+def test_bad_invocations_end_in_one_clear_message(source, tmp_path):
+    with pytest.raises(CommandError, match="does not exist"):
+        migrate("--source", str(tmp_path / "nope.sqlite3"))
+    text = tmp_path / "notes.sqlite3"
+    text.write_text("hello")
+    with pytest.raises(CommandError, match="is not a SQLite database"):
+        migrate("--source", str(text))
+    with pytest.raises(CommandError, match="is sqlite, not PostgreSQL"):
+        migrate("--source", str(source), "--database", "sqlite_source")
+    migrate("--source", str(source))
+    with pytest.raises(CommandError, match="already has rows"):
+        migrate("--source", str(source))
+    with pytest.raises(CommandError, match="--exclude names no installed app or model: nosuchapp"):
+        migrate("--source", str(source), "--exclude", "nosuchapp")
+    with pytest.raises(CommandError, match="choose one"):
+        migrate("--source", str(source), "--resume", "--truncate")
+
+
+def test_no_source_configured_and_no_traceback(tmp_path):
+    env = production_env(DATABASE_URL=target_database_url())  # project settings, no SQLITE_SOURCE
+    env.pop("SQLITE_SOURCE", None)
+    result = subprocess.run(
+        [PYTHON, "manage.py", "migrate_from_sqlite"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "No SQLite source: pass --source PATH, or set SQLITE_SOURCE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncate_asks_for_confirmation(source, monkeypatch):
+    migrate("--source", str(source))
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    with pytest.raises(CommandError, match="Cancelled"):
+        call_command("migrate_from_sqlite", "--source", str(source), "--truncate", stdout=StringIO())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM catalog_tag")
+        assert cursor.fetchone()[0] == 30
+
+
+def test_datetimes_keep_their_microseconds(source):
+    with sqlite3.connect(source) as db:
+        db.execute("UPDATE catalog_order SET placed_at = '2024-02-29 23:59:59.999999' WHERE id = 1")
+    db.close()
+    migrate("--source", str(source), "--verify")
+    from apps.catalog.models import Order
+
+    assert Order.objects.get(pk=1).placed_at == dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC)
