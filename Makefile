@@ -7,6 +7,8 @@ TOOLS := .venv-tools
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | md5sum | cut -c1-12)
 DEMO_DB := build/demo.sqlite3
 DEMO_ROWS ?= 20000
+DEMO_PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/demo
 
 .PHONY: venv demo serve test lint format bench clean
 
@@ -26,9 +28,13 @@ demo: venv
 	rm -f $(DEMO_DB)
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py migrate --verbosity 0
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py seed_demo --rows $(DEMO_ROWS)
-	@echo "Demo SQLite database: $(DEMO_DB)"
-	@echo "Serve it with:  DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) make serve"
+	@echo "Demo SQLite database: $(DEMO_DB). Copying it into PostgreSQL ($(DEMO_PG_URL)) and proving the copy:"
+	psql "$(DEMO_PG_ADMIN_URL)" -qtc "SELECT 1 FROM pg_database WHERE datname = 'demo'" | grep -q 1 \
+		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE demo"
+	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate --verbosity 0
+	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate_from_sqlite --source $(DEMO_DB) --truncate --no-input --verify
 	DEBUG=true $(PY) manage.py k8s_deploy --output build/k8s
+	@echo "Serve the copy with:  DEBUG=true DATABASE_URL=$(DEMO_PG_URL) make serve"
 
 ## serve: gunicorn with the repo's configuration on 127.0.0.1:$${PORT:-8000}.
 serve: venv
@@ -48,7 +54,9 @@ format: venv
 
 bench: venv
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v pgloader >/dev/null || (apt-get update -qq && apt-get install -y -qq pgloader)
 	$(PY) bench/serving.py
+	$(PY) bench/migration.py
 
 clean:
 	rm -rf build staticfiles .pytest_cache .ruff_cache
