@@ -149,11 +149,11 @@ def test_output_into_a_folder_of_other_files_is_refused(tmp_path):
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["keep.txt"]
 
 
-def test_a_configured_cluster_is_not_silently_ignored(tmp_path, monkeypatch):
+def test_an_unusable_kubeconfig_is_named_not_silently_ignored(tmp_path, monkeypatch):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    with pytest.raises(CommandError, match="A cluster is configured"):
+    with pytest.raises(CommandError, match=r"Cannot use the kubeconfig \(.*kubeconfig\)"):
         run()
 
 

@@ -119,13 +119,19 @@ def _secret_data(values, redact):
 
 def build_context(config, secrets, redact):
     app = config.app_name
-    version = config.image_tag
+    # Each component's version is its own image's: a new app release does not
+    # restart PostgreSQL or Redis through a changed pod label.
+    versions = {
+        "postgres": config.postgres_image.rpartition(":")[2],
+        "postgres-backup": config.postgres_image.rpartition(":")[2],
+        "redis": config.redis_image.rpartition(":")[2],
+    }
 
     def name(component=None):
         return names.resource_name(app, component)
 
     def labels(component):
-        return names.labels(app, component, version)
+        return names.labels(app, component, versions.get(component, config.image_tag))
 
     def selector(component):
         return names.selector_labels(app, component)

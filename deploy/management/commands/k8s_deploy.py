@@ -2,14 +2,21 @@
 
 With no cluster configured, the manifests are rendered, validated and
 written to ``build/k8s/``; nothing is applied and the command exits 0.
+With a cluster: server-side apply in rank order, the migration Job, the
+rollout, prune, release history; automatic rollback when the rollout fails.
 """
 
 import json
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, ConfigError, get_config, get_secrets
+from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.cluster import find_cluster
+from deploy.k8s.connect import ConnectError, api_client
+from deploy.k8s.deploy import Deployer, DeployFailed
+from deploy.k8s.releases import LockHeld, history
 from deploy.k8s.render import RenderError, render_manifests, to_yaml, write_manifests
 from deploy.k8s.validate import describe, validate_manifests
 
@@ -37,6 +44,40 @@ class Command(BaseCommand):
             help="Put the real Secret values in --render and --output (redacted otherwise).",
         )
         parser.add_argument("--json", action="store_true", help="Print a machine-readable report instead of sentences.")
+        parser.add_argument("--context", help="kubeconfig context to use (default: the current context).")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Server-side dry run of every object: shows what would change."
+        )
+        parser.add_argument("--diff", action="store_true", help="Show what would change against the live objects.")
+        parser.add_argument("--timeout", type=int, default=600, help="Seconds to wait for each workload (default 600).")
+        parser.add_argument("--no-wait", action="store_true", help="Apply and return without waiting for rollouts.")
+        parser.add_argument(
+            "--prune-volumes",
+            action="store_true",
+            help="Also delete PersistentVolumeClaims (and their data) that the render no longer contains.",
+        )
+        parser.add_argument(
+            "--force-conflicts",
+            action="store_true",
+            help="Take over fields that another field manager owns (by default only fields this tool owned).",
+        )
+        parser.add_argument("--history", action="store_true", help="List the revisions recorded in the cluster.")
+        parser.add_argument(
+            "--rollback",
+            nargs="?",
+            const=0,
+            type=int,
+            metavar="REV",
+            help="Re-apply revision REV (default: the last successful one before the current).",
+        )
+        parser.add_argument(
+            "--yes",
+            "--no-input",
+            "--noinput",
+            action="store_false",
+            dest="interactive",
+            help="Do not ask for confirmation before changing the cluster.",
+        )
 
     def handle(self, *args, **options):
         self.verbosity = options["verbosity"]
@@ -77,11 +118,130 @@ class Command(BaseCommand):
                 f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)} and written to {output}/.",
             )
             return
-        raise CommandError(
-            f"A cluster is configured ({cluster}), but this version of k8s_deploy only renders and validates: "
-            "applying to a cluster is not available yet. Use --render or --output and apply with "
-            "'kubectl apply --server-side -k DIR'."
+        report["cluster"] = str(cluster)
+        self._with_cluster(cluster, config, secrets, options, report)
+
+    # --- with a cluster ---------------------------------------------------------
+
+    def _connect(self, cluster, options):
+        try:
+            return Cluster(api_client(cluster, context=options["context"]))
+        except (ConnectError, ClusterError) as exc:
+            raise CommandError(str(exc)) from None
+
+    def _with_cluster(self, cluster_source, config, secrets, options, report):
+        cluster = self._connect(cluster_source, options)
+        if options["history"]:
+            return self._history(cluster, config, options)
+        try:
+            manifests = render_manifests(config, secrets, redact=False)
+        except RenderError as exc:
+            raise CommandError(f"Cannot deploy: {exc}") from None
+        deployer = Deployer(
+            cluster,
+            config,
+            timeout=options["timeout"],
+            wait=not options["no_wait"],
+            prune_volumes=options["prune_volumes"],
+            force_conflicts=options["force_conflicts"],
+            progress=self._progress(options),
         )
+        try:
+            if options["diff"]:
+                result = deployer.diff(manifests)
+                for diff in result.diffs:
+                    self.stdout.write(diff, ending="" if diff.endswith("\n") else "\n")
+                self._final(
+                    report, result, options, f"{len(result.diffs)} object(s) would change; nothing was applied."
+                )
+                return None
+            if options["dry_run"]:
+                result = deployer.dry_run(manifests)
+                self._final(
+                    report,
+                    result,
+                    options,
+                    f"Dry run: {len(result.changed)} object(s) would change, {len(result.pruned)} would be pruned; "
+                    "nothing was applied.",
+                )
+                return None
+            rollback_of = None
+            if options["rollback"] is not None:
+                manifests, rollback_of = self._rollback_manifests(cluster, config, options["rollback"])
+            self._confirm(cluster, config, options, rollback_of)
+            result = deployer.deploy(manifests, rollback_of=rollback_of)
+        except LockHeld as exc:
+            raise CommandError(f"{exc} Nothing was applied.") from None
+        except DeployFailed as exc:
+            report.update(exc.report.as_dict(), applied=True)
+            if options["json"]:
+                self.stdout.write(json.dumps(report, indent=2))
+            raise CommandError(str(exc)) from None
+        except ClusterError as exc:
+            raise CommandError(str(exc)) from None
+        report["applied"] = True
+        self._final(
+            report,
+            result,
+            options,
+            f"Revision {result.revision} {result.outcome}: {len(result.changed)} object(s) changed, "
+            f"{len(result.objects) - len(result.changed)} unchanged, {len(result.pruned)} pruned.",
+        )
+        return None
+
+    def _rollback_manifests(self, cluster, config, revision):
+        releases = history(cluster, config.app_name, config.namespace, with_manifests=True)
+        if not releases:
+            raise CommandError(f"No revision is recorded for {config.app_name} in namespace {config.namespace}.")
+        if revision == 0:
+            good = [r for r in releases[:-1] if r.outcome in ("deployed", "superseded")]
+            if not good:
+                raise CommandError("There is no earlier successful revision to roll back to.")
+            target = good[-1]
+        else:
+            target = next((r for r in releases if r.revision == revision), None)
+            if target is None:
+                known = ", ".join(str(r.revision) for r in releases)
+                raise CommandError(f"--rollback {revision}: no such revision (recorded: {known}).")
+        return target.manifests, target.revision
+
+    def _history(self, cluster, config, options):
+        try:
+            releases = history(cluster, config.app_name, config.namespace)
+        except ClusterError as exc:
+            raise CommandError(str(exc)) from None
+        if options["json"]:
+            self.stdout.write(json.dumps([r.__dict__ for r in releases], indent=2))
+            return
+        if not releases:
+            self.stdout.write(f"No revision recorded for {config.app_name} in namespace {config.namespace}.")
+            return
+        self.stdout.write(f"{'REV':>4}  {'TIME':<27} {'OUTCOME':<12} {'IMAGE':<40} {'COMMIT':<12} USER / NOTE")
+        for r in releases:
+            self.stdout.write(
+                f"{r.revision:>4}  {r.time:<27} {r.outcome:<12} {r.image:<40} {r.commit or '-':<12} {r.user}"
+                f"{'  ' + r.note if r.note else ''}"
+            )
+
+    def _confirm(self, cluster, config, options, rollback_of):
+        if not options["interactive"] or not sys.stdin.isatty():
+            return
+        what = f"revision {rollback_of} again" if rollback_of else f"image {config.image}"
+        answer = input(f"Deploy {what} to {cluster.host}, namespace {config.namespace}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CommandError("Cancelled: nothing was applied.")
+
+    def _progress(self, options):
+        if options["json"] or options["verbosity"] < 1:
+            return lambda message: None
+
+        return self.stdout.write
+
+    def _final(self, report, result, options, sentence):
+        report.update(result.as_dict())
+        if result.diffs:
+            report["diffs"] = result.diffs
+        self._report(report, options, sentence)
 
     def _validate(self, manifests, config):
         problems = validate_manifests(manifests, config)
@@ -108,4 +268,6 @@ class Command(BaseCommand):
             self.stdout.write(sentence)
             if self.verbosity >= 2:
                 for line in report["objects"]:
-                    self.stdout.write(f"  {line}")
+                    self.stdout.write(
+                        f"  {line['object']}: {line['result']}" if isinstance(line, dict) else f"  {line}"
+                    )

@@ -1,0 +1,193 @@
+"""Talk to the cluster: discovery, server-side apply, get, list, delete.
+
+Every error from the cluster becomes a :class:`ClusterError` whose message
+says what was refused and why (401, 403 with the verb and resource, 409 with
+the fields, 422 with the field, 5xx, unreachable, timeouts).
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+import urllib3
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+FIELD_MANAGER = "django-k8s-deploy"
+TIMEOUT = (5, 60)  # connect, read (seconds) for one request
+
+
+class ClusterError(Exception):
+    """The cluster refused or could not be reached; ``status`` is the HTTP status when there is one."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+def _status_message(exc):
+    try:
+        body = json.loads(exc.body)
+    except (TypeError, ValueError):
+        return str(exc.reason or exc)
+    return body.get("message") or str(exc.reason)
+
+
+def explain(exc, doing):
+    """One sentence for an error raised while ``doing`` something."""
+    if isinstance(exc, ClusterError):
+        return exc
+    if isinstance(exc, DynamicApiError):
+        status = exc.status
+        message = _status_message(exc)
+        if status == 401:
+            text = f"{doing}: the cluster rejected the credentials (401 Unauthorized). Check the kubeconfig user, or refresh the token."  # noqa: E501
+        elif status == 403:
+            text = f"{doing}: forbidden (403): {message}. Grant that verb on that resource to this identity (RBAC)."
+        elif status == 409:
+            text = f"{doing}: conflict (409): {message}"
+        elif status == 422:
+            text = f"{doing}: the cluster rejected the object as invalid (422): {message}"
+        elif status == 404:
+            text = f"{doing}: not found (404): {message}"
+        elif status and status >= 500:
+            text = f"{doing}: the API server failed ({status}): {message}"
+        else:
+            text = f"{doing}: {status} {message}"
+        return ClusterError(text, status)
+    if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | OSError):
+        reason = getattr(exc, "reason", None) or exc
+        return ClusterError(f"{doing}: cannot reach the cluster's API server ({reason}).")
+    return None
+
+
+class Cluster:
+    """A thin layer over the Kubernetes client's DynamicClient."""
+
+    def __init__(self, api_client, field_manager=FIELD_MANAGER):
+        self.api_client = api_client
+        self.field_manager = field_manager
+        cache = Path(tempfile.gettempdir()) / f"k8s-deploy-discovery-{abs(hash(api_client.configuration.host))}.json"
+        try:
+            self.dynamic = DynamicClient(api_client, cache_file=str(cache))
+        except Exception as exc:
+            error = explain(exc, f"Connecting to {api_client.configuration.host}")
+            if error is None:
+                raise
+            raise error from None
+        self.host = api_client.configuration.host
+
+    def resource(self, api_version, kind):
+        try:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise ClusterError(
+                f"The cluster does not serve {kind} in {api_version}: is the API enabled, or the CRD installed?"
+            ) from None
+
+    def _call(self, doing, function, *args, **kwargs):
+        try:
+            return function(*args, _request_timeout=TIMEOUT, **kwargs)
+        except Exception as exc:
+            error = explain(exc, doing)
+            if error is None:
+                raise
+            raise error from None
+
+    def get(self, api_version, kind, name, namespace=None):
+        resource = self.resource(api_version, kind)
+        try:
+            found = resource.get(name=name, namespace=namespace, _request_timeout=TIMEOUT)
+        except DynamicApiError as exc:
+            if exc.status == 404:
+                return None
+            raise explain(exc, f"Reading {kind} {name}") from None
+        except Exception as exc:
+            error = explain(exc, f"Reading {kind} {name}")
+            if error is None:
+                raise
+            raise error from None
+        return found.to_dict()
+
+    def get_manifest(self, manifest):
+        meta = manifest["metadata"]
+        return self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
+
+    def list(self, api_version, kind, namespace=None, label_selector=None, field_selector=None):
+        resource = self.resource(api_version, kind)
+        kwargs = {"label_selector": label_selector, "field_selector": field_selector}
+        if resource.namespaced:
+            kwargs["namespace"] = namespace
+        result = self._call(f"Listing {kind}", resource.get, **kwargs)
+        return [item for item in result.to_dict().get("items", [])]
+
+    def apply(self, manifest, dry_run=False, force=False):
+        meta = manifest["metadata"]
+        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        kwargs = {
+            "body": manifest,
+            "name": meta["name"],
+            "field_manager": self.field_manager,
+            "force_conflicts": force,
+        }
+        if resource.namespaced:
+            kwargs["namespace"] = meta.get("namespace")
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        return self._call(
+            f"Applying {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " "),
+            resource.server_side_apply,
+            **kwargs,
+        ).to_dict()
+
+    def create(self, manifest):
+        meta = manifest["metadata"]
+        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        return self._call(
+            f"Creating {manifest['kind']} {meta['name']}",
+            resource.create,
+            body=manifest,
+            namespace=meta.get("namespace"),
+        ).to_dict()
+
+    def replace(self, manifest):
+        meta = manifest["metadata"]
+        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        return self._call(
+            f"Updating {manifest['kind']} {meta['name']}",
+            resource.replace,
+            body=manifest,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+        ).to_dict()
+
+    def delete(self, api_version, kind, name, namespace=None):
+        resource = self.resource(api_version, kind)
+        kwargs = {"name": name, "body": {"propagationPolicy": "Foreground"}}
+        if resource.namespaced:
+            kwargs["namespace"] = namespace
+        try:
+            resource.delete(_request_timeout=TIMEOUT, **kwargs)
+        except DynamicApiError as exc:
+            if exc.status != 404:
+                raise explain(exc, f"Deleting {kind} {name}") from None
+
+    def pod_log(self, namespace, name, tail=20):
+        try:
+            response = self.dynamic.request(
+                "get",
+                f"/api/v1/namespaces/{namespace}/pods/{name}/log",
+                query_params=[("tailLines", tail)],
+                _request_timeout=TIMEOUT,
+            )
+        except Exception:
+            return ""
+        data = response.data if hasattr(response, "data") else response
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+    def events(self, namespace, name):
+        try:
+            items = self.list("v1", "Event", namespace, field_selector=f"involvedObject.name={name}")
+        except ClusterError:
+            return []
+        return [f"{e.get('reason')}: {e.get('message')}" for e in items]

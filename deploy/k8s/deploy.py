@@ -1,0 +1,352 @@
+"""One deploy, in the order that keeps the running app safe.
+
+1. The Namespace, then the lock (a Lease).
+2. Configuration and data services (everything up to the workloads), then
+   wait until PostgreSQL and Redis are ready.
+3. The migration Job with the new image; wait for it. If it fails, its log
+   tail and events are reported and the running Deployment is not touched.
+4. The app workloads and autoscaling; wait for the rollout. If it fails, the
+   last successful revision is applied again (automatic rollback).
+5. Prune: objects of this release that the render no longer contains.
+6. Record the revision in the cluster.
+
+Every apply is a server-side apply with one field manager, so running the
+same deploy twice changes nothing.
+"""
+
+import difflib
+from dataclasses import dataclass, field
+
+import yaml
+
+from deploy.k8s import names
+from deploy.k8s.apply import ClusterError
+from deploy.k8s.releases import DeployLock, history, new_release, record, set_outcome
+from deploy.k8s.render import KIND_RANK, sort_key
+from deploy.k8s.rollout import WaitFailure, wait_for
+
+CLUSTER_SCOPED = {"Namespace", "StorageClass", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
+DATA_COMPONENTS = {"postgres", "redis"}
+NEVER_PRUNED = {"Namespace"}
+
+
+class DeployFailed(Exception):
+    """The deploy stopped; ``report`` says what was applied and what went wrong."""
+
+    def __init__(self, message, report, exit_code=1):
+        super().__init__(message)
+        self.report = report
+        self.exit_code = exit_code
+
+
+@dataclass
+class DeployReport:
+    revision: int | None = None
+    objects: list = field(default_factory=list)  # {"object": ..., "result": created|configured|unchanged}
+    pruned: list = field(default_factory=list)
+    waits: list = field(default_factory=list)
+    outcome: str = "pending"
+    rolled_back_to: int | None = None
+    lock_taken_over: str | None = None
+    diffs: list = field(default_factory=list)
+
+    @property
+    def changed(self):
+        return [o for o in self.objects if o["result"] != "unchanged"]
+
+    def as_dict(self):
+        return {
+            "revision": self.revision,
+            "outcome": self.outcome,
+            "objects": self.objects,
+            "changed": len(self.changed),
+            "pruned": self.pruned,
+            "waits": self.waits,
+            "rolled_back_to": self.rolled_back_to,
+            "lock_taken_over": self.lock_taken_over,
+        }
+
+
+def describe(manifest):
+    meta = manifest["metadata"]
+    return f"{manifest['kind']} {meta['namespace'] + '/' if meta.get('namespace') else ''}{meta['name']}"
+
+
+def _component(manifest):
+    return manifest["metadata"].get("labels", {}).get(names.COMPONENT)
+
+
+def phases(manifests):
+    """(configuration and data services, migration jobs, app workloads) in rank order."""
+    jobs = [m for m in manifests if m["kind"] == "Job"]
+    late = [
+        m
+        for m in manifests
+        if m["kind"] in {"CronJob", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "DaemonSet"}
+        or (m["kind"] in {"Deployment", "StatefulSet"} and _component(m) not in DATA_COMPONENTS)
+    ]
+    early = [m for m in manifests if m not in jobs and m not in late]
+    return early, jobs, late
+
+
+def _clean(obj):
+    """An object as a person compares it: no server bookkeeping."""
+    obj = {k: v for k, v in obj.items() if k != "status"}
+    meta = {
+        k: v
+        for k, v in obj.get("metadata", {}).items()
+        if k not in {"managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"}
+    }
+    return {**obj, "metadata": meta}
+
+
+def _unchanged(before, after):
+    return before is not None and before["metadata"].get("resourceVersion") == after["metadata"].get("resourceVersion")
+
+
+class Deployer:
+    def __init__(self, cluster, config, *, timeout=600, wait=True, prune_volumes=False, force_conflicts=False,
+                 progress=None):  # fmt: skip
+        self.cluster, self.config = cluster, config
+        self.timeout, self.wait, self.prune_volumes = timeout, wait, prune_volumes
+        self.force_conflicts = force_conflicts
+        self.progress = progress or (lambda message: None)
+        self.report = DeployReport()
+
+    # --- apply --------------------------------------------------------------
+
+    def apply_one(self, manifest, dry_run=False):
+        before = self.cluster.get_manifest(manifest)
+        try:
+            after = self.cluster.apply(manifest, dry_run=dry_run, force=self.force_conflicts)
+        except ClusterError as exc:
+            if exc.status != 409 or not self._owned_before(before, manifest):
+                raise
+            # The conflicting fields were ours before: take them back.
+            after = self.cluster.apply(manifest, dry_run=dry_run, force=True)
+        if before is None:
+            result = "created"
+        elif dry_run:
+            result = "unchanged" if _clean(before) == _clean(after) else "configured"
+        else:
+            result = "unchanged" if _unchanged(before, after) else "configured"
+        self.report.objects.append({"object": describe(manifest), "result": result})
+        if result != "unchanged":
+            self.progress(f"{describe(manifest)} {result}{' (dry run)' if dry_run else ''}")
+        return after
+
+    def _owned_before(self, live, manifest):
+        if live is None:
+            return False
+        return any(
+            entry.get("manager") == self.cluster.field_manager for entry in live["metadata"].get("managedFields") or []
+        )
+
+    def apply_all(self, manifests, dry_run=False):
+        for manifest in sorted(manifests, key=sort_key):
+            self.apply_one(manifest, dry_run=dry_run)
+
+    def wait_all(self, manifests):
+        if not self.wait:
+            return
+        for manifest in manifests:
+            if manifest["kind"] in {"Deployment", "StatefulSet", "Job"}:
+                message = wait_for(self.cluster, manifest, self.timeout, self.progress)
+                self.report.waits.append(message)
+
+    # --- the whole deploy -----------------------------------------------------
+
+    def deploy(self, manifests, rollback_of=None):
+        config = self.config
+        namespace_manifest = [
+            m for m in manifests if m["kind"] == "Namespace" and m["metadata"]["name"] == config.namespace
+        ]
+        try:
+            self.apply_all(namespace_manifest)
+            with DeployLock(self.cluster, config.app_name, config.namespace) as lock:
+                self.report.lock_taken_over = lock.took_over
+                if lock.took_over:
+                    self.progress(f"took over a stale deploy lock from {lock.took_over}")
+                return self._deploy_locked(manifests, rollback_of)
+        except ClusterError as exc:
+            applied = [o["object"] for o in self.report.objects]
+            raise DeployFailed(
+                f"{exc} Applied before the failure: {len(applied)} of {len(manifests)} objects"
+                f"{' (last: ' + applied[-1] + ')' if applied else ''}. Rerun k8s_deploy: applying is idempotent "
+                "and converges.",
+                self.report,
+            ) from None
+
+    def _deploy_locked(self, manifests, rollback_of):
+        config = self.config
+        releases = history(self.cluster, config.app_name, config.namespace)
+        revision = max((r.revision for r in releases), default=0) + 1
+        self.report.revision = revision
+        note = f"rollback to revision {rollback_of}" if rollback_of else ""
+        record(
+            self.cluster, config.app_name, config.namespace, new_release(revision, config.image, note=note), manifests
+        )
+        early, jobs, late = phases([m for m in manifests if m["kind"] != "Namespace"])
+        early = [m for m in manifests if m["kind"] == "Namespace" and m["metadata"]["name"] != config.namespace] + early
+        if rollback_of:
+            jobs = []  # an old release's migrations are not run again
+        self.apply_all(early)
+        try:
+            self.wait_all([m for m in early if _component(m) in DATA_COMPONENTS])
+        except WaitFailure as failure:
+            set_outcome(self.cluster, config.app_name, config.namespace, revision, "failed", "data services")
+            self.report.outcome = "failed"
+            raise DeployFailed(
+                f"PostgreSQL or Redis did not become ready; the app was not touched.\n{failure}", self.report
+            ) from None
+        if jobs:
+            self.apply_all(jobs)
+            try:
+                self.wait_all(jobs)
+            except WaitFailure as failure:
+                set_outcome(self.cluster, config.app_name, config.namespace, revision, "failed", "migration failed")
+                self.report.outcome = "failed"
+                raise DeployFailed(
+                    f"The migration Job failed; the running Deployment was not touched.\n{failure}", self.report
+                ) from None
+        self.apply_all(late)
+        try:
+            self.wait_all(late)
+        except WaitFailure as failure:
+            return self._roll_back(revision, releases, failure)
+        self.prune(manifests)
+        outcome = "deployed" if self.wait else "applied"
+        set_outcome(self.cluster, config.app_name, config.namespace, revision, outcome, note)
+        for previous in releases:
+            if previous.outcome == "deployed":
+                set_outcome(self.cluster, config.app_name, config.namespace, previous.revision, "superseded")
+        self.report.outcome = outcome
+        return self.report
+
+    def _roll_back(self, revision, releases, failure):
+        config = self.config
+        set_outcome(self.cluster, config.app_name, config.namespace, revision, "failed", str(failure).splitlines()[0])
+        self.report.outcome = "failed"
+        good = [r for r in releases if r.outcome == "deployed"]
+        if not good:
+            raise DeployFailed(
+                f"The rollout failed and there is no earlier successful revision to roll back to.\n{failure}",
+                self.report,
+            )
+        target = good[-1].revision
+        previous = history(self.cluster, config.app_name, config.namespace, with_manifests=True)
+        manifests = next(r.manifests for r in previous if r.revision == target)
+        self.progress(f"rollout failed: rolling back to revision {target}")
+        _, _, late = phases(manifests)
+        self.apply_all(late)
+        try:
+            self.wait_all(late)
+        except WaitFailure as second:
+            raise DeployFailed(
+                f"The rollout failed, and so did the rollback to revision {target}.\n{failure}\n{second}", self.report
+            ) from None
+        set_outcome(self.cluster, config.app_name, config.namespace, revision, "rolled-back", f"to revision {target}")
+        self.report.outcome = "rolled-back"
+        self.report.rolled_back_to = target
+        raise DeployFailed(
+            f"The rollout of revision {revision} failed and was rolled back to revision {target}.\n{failure}",
+            self.report,
+        )
+
+    # --- prune ------------------------------------------------------------------
+
+    def live_release_objects(self, kinds):
+        config = self.config
+        selector = names.release_selector(config.app_name)
+        found = []
+        for api_version, kind in sorted(kinds, key=lambda k: KIND_RANK.get(k[1], 99)):
+            namespace = None if kind in CLUSTER_SCOPED else config.namespace
+            for item in self.cluster.list(api_version, kind, namespace, label_selector=selector):
+                found.append({"apiVersion": api_version, "kind": kind, "metadata": item["metadata"]})
+        return found
+
+    def prune(self, manifests, dry_run=False):
+        kinds = {(m["apiVersion"], m["kind"]) for m in manifests}
+        kinds |= {(m_api, m_kind) for m_api, m_kind in _KNOWN_KINDS}
+        rendered = {(m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in manifests}
+        stateful = {m["metadata"]["name"] for m in manifests if m["kind"] == "StatefulSet"}
+        for obj in sorted(self.live_release_objects(kinds), key=sort_key, reverse=True):
+            meta = obj["metadata"]
+            key = (obj["kind"], meta.get("namespace"), meta["name"])
+            if key in rendered or obj["kind"] in NEVER_PRUNED:
+                continue
+            if obj["kind"] == "PersistentVolumeClaim":
+                owned_by_live_statefulset = any(meta["name"].startswith(f"data-{s}-") for s in stateful)
+                if not self.prune_volumes or owned_by_live_statefulset:
+                    self.progress(f"kept {describe(obj)} (volumes are pruned only with --prune-volumes)")
+                    continue
+            if not dry_run:
+                self.cluster.delete(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+            self.report.pruned.append(describe(obj))
+            self.progress(f"{describe(obj)} pruned{' (dry run)' if dry_run else ''}")
+
+    # --- dry run and diff -----------------------------------------------------------
+
+    def dry_run(self, manifests):
+        namespace_exists = self.cluster.get("v1", "Namespace", self.config.namespace) is not None
+        for manifest in sorted(manifests, key=sort_key):
+            if not namespace_exists and manifest["metadata"].get("namespace") == self.config.namespace:
+                # The server cannot dry-run into a namespace that does not exist yet.
+                self.report.objects.append({"object": describe(manifest), "result": "created"})
+                continue
+            self.apply_one(manifest, dry_run=True)
+        if namespace_exists:
+            self.prune(manifests, dry_run=True)
+        self.report.outcome = "dry-run"
+        return self.report
+
+    def diff(self, manifests):
+        namespace_exists = self.cluster.get("v1", "Namespace", self.config.namespace) is not None
+        for manifest in sorted(manifests, key=sort_key):
+            live = self.cluster.get_manifest(manifest)
+            name = describe(manifest)
+            if live is None:
+                after = manifest
+                before_text = ""
+            else:
+                if manifest["metadata"].get("namespace") and not namespace_exists:
+                    after = manifest
+                else:
+                    after = self.cluster.apply(manifest, dry_run=True, force=True)
+                before_text = yaml.safe_dump(_clean(live), sort_keys=True)
+            after_text = yaml.safe_dump(_clean(after), sort_keys=True)
+            if before_text != after_text:
+                diff = "".join(
+                    difflib.unified_diff(
+                        before_text.splitlines(keepends=True),
+                        after_text.splitlines(keepends=True),
+                        fromfile=f"live/{name}",
+                        tofile=f"rendered/{name}",
+                    )
+                )
+                self.report.diffs.append(_redact_secret_diff(manifest, diff))
+        self.report.outcome = "diff"
+        return self.report
+
+
+_KNOWN_KINDS = [
+    ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"), ("networking.k8s.io/v1", "NetworkPolicy"), ("networking.k8s.io/v1", "Ingress"),
+    ("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+]  # fmt: skip
+
+
+def _redact_secret_diff(manifest, diff):
+    """A Secret's diff says which keys changed, never their values."""
+    if manifest["kind"] != "Secret":
+        return diff
+    changed = sorted(
+        {
+            line[1:].strip().split(":", 1)[0]
+            for line in diff.splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].startswith("  ") and ":" in line
+        }
+    )
+    name = describe(manifest)
+    return f"--- live/{name}\n+++ rendered/{name}\n(values hidden) changed: {', '.join(changed)}\n"

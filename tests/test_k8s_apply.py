@@ -1,0 +1,311 @@
+"""k8s_deploy against the in-process fake API server (tests/fake_apiserver.py)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from deploy.k8s import rollout
+from deploy.k8s.apply import Cluster
+from deploy.k8s.connect import Endpoint, api_client
+from deploy.k8s.render import KIND_RANK
+from tests.fake_apiserver import FakeApiServer, Fault
+
+NS = "django-app"
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("DEPLOY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("DEPLOY_POSTGRES_PASSWORD", "pg-secret-pw")
+    monkeypatch.setenv("DEPLOY_REDIS_PASSWORD", "redis-secret-pw")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
+    with FakeApiServer(token="t0ken") as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+        yield fake
+
+
+def deploy(*args):
+    out = StringIO()
+    call_command("k8s_deploy", "--json", "--timeout", "30", *args, interactive=False, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def failing_deploy(*args):
+    with pytest.raises(CommandError) as excinfo:
+        deploy(*args)
+    return str(excinfo.value)
+
+
+def live_versions(server):
+    with server.lock:
+        return {key: obj["metadata"].get("resourceVersion") for key, obj in server.objects.items() if key[1] != "pods"}
+
+
+def image_of(server, name="django-app"):
+    return server.get("deployments", name, NS)["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_first_deploy_creates_everything_in_rank_order_and_the_second_changes_nothing(server):
+    report = deploy()
+    assert report["outcome"] == "deployed" and report["revision"] == 1
+    assert all(o["result"] == "created" for o in report["objects"])
+    applied = server.applied_order()
+    kinds = [path.split("/")[-2] for path in applied if "/leases/" not in path and "release-v" not in path]
+    assert kinds[0] == "namespaces"
+    # Configuration before data services before the Job before the app; NetworkPolicies before any workload.
+    assert kinds.index("configmaps") < kinds.index("statefulsets") < kinds.index("jobs")
+    assert (
+        kinds.index("jobs") < kinds.index("deployments", kinds.index("jobs")) < kinds.index("horizontalpodautoscalers")
+    )
+    assert max(i for i, k in enumerate(kinds) if k == "networkpolicies") < kinds.index("statefulsets")
+    # Server-side apply with one field manager.
+    patches = [(q, h) for m, p, q, h in server.requests if m == "PATCH"]
+    assert {q["fieldManager"] for q, _ in patches} == {"django-k8s-deploy"}
+    assert all(h["Content-Type"] == "application/apply-patch+yaml" for _, h in patches)
+    assert server.get("deployments", "django-app", NS)["metadata"]["managedFields"][0]["manager"] == "django-k8s-deploy"
+
+    before = live_versions(server)
+    again = deploy()
+    assert again["changed"] == 0
+    assert all(o["result"] == "unchanged" for o in again["objects"])
+    after = live_versions(server)
+    changed = {k for k in before if before[k] != after.get(k) and k[1] != "secrets" and k[1] != "events"}
+    assert changed == set(), changed
+
+
+def test_a_new_image_rolls_out_and_the_history_grows(server, monkeypatch):
+    deploy()
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.2.0")
+    report = deploy()
+    assert report["outcome"] == "deployed" and report["revision"] == 2
+    assert image_of(server) == "django-app:0.2.0"
+    assert "deployment django-app successfully rolled out" in report["waits"]
+    out = StringIO()
+    call_command("k8s_deploy", "--history", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "superseded" in lines[1] and "django-app:0.1.0" in lines[1]
+    assert "deployed" in lines[2] and "django-app:0.2.0" in lines[2]
+    # The old migration Job is pruned; the new one ran.
+    jobs = [j["metadata"]["name"] for j in server.list("jobs", NS)]
+    assert len(jobs) == 1
+
+
+def test_a_rollout_that_never_becomes_ready_is_rolled_back(server, monkeypatch):
+    deploy()
+    server.scenarios["image/django-app:0.3.0-broken"] = "crashloop"
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.3.0-broken")
+    message = failing_deploy()
+    assert "rolled back to revision 1" in message
+    assert "CrashLoopBackOff" in message
+    assert "Set the SECRET_KEY environment variable" in message  # the pods' last log lines
+    assert image_of(server) == "django-app:0.1.0"
+    out = StringIO()
+    call_command("k8s_deploy", "--history", "--json", stdout=out)
+    outcomes = {r["revision"]: r["outcome"] for r in json.loads(out.getvalue())}
+    assert outcomes == {1: "deployed", 2: "rolled-back"}
+
+
+def test_a_progress_deadline_is_a_failed_rollout(server, monkeypatch):
+    deploy()
+    server.scenarios["image/django-app:0.4.0"] = "deadline"
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.4.0")
+    message = failing_deploy()
+    assert "progress deadline exceeded" in message
+
+
+def test_a_failing_migration_leaves_the_running_deployment_untouched(server, monkeypatch):
+    deploy()
+    before = server.get("deployments", "django-app", NS)
+    server.scenarios["job/migrate"] = "fail"
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.5.0")
+    message = failing_deploy()
+    assert "The migration Job failed; the running Deployment was not touched" in message
+    assert 'column "price" cannot be cast' in message  # its log tail
+    assert "BackoffLimitExceeded" in message  # its events
+    after = server.get("deployments", "django-app", NS)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert image_of(server) == "django-app:0.1.0"
+
+
+def test_turning_a_component_off_prunes_it_but_not_volumes(server, monkeypatch):
+    deploy()
+    assert server.get("deployments", "django-app-redis", NS)
+    monkeypatch.setenv("DEPLOY_REDIS_MODE", "external")
+    monkeypatch.setenv("DEPLOY_REDIS_HOST", "10.0.5.5")
+    monkeypatch.setenv("DEPLOY_REDIS_CIDR", "10.0.5.0/24")
+    monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "external")
+    monkeypatch.setenv("DEPLOY_POSTGRES_HOST", "db.internal")
+    monkeypatch.setenv("DEPLOY_POSTGRES_CIDR", "10.0.6.0/24")
+    report = deploy()
+    pruned = set(report["pruned"])
+    assert {
+        f"Deployment {NS}/django-app-redis",
+        f"Service {NS}/django-app-redis",
+        f"Secret {NS}/django-app-redis",
+        f"NetworkPolicy {NS}/django-app-redis",
+        f"StatefulSet {NS}/django-app-postgres",
+        f"CronJob {NS}/django-app-postgres-backup",
+    } <= pruned
+    assert server.get("deployments", "django-app-redis", NS) is None
+    assert server.get("persistentvolumeclaims", "django-app-postgres-backup", NS) is not None
+    assert not any("PersistentVolumeClaim" in p for p in pruned)
+    report = deploy("--prune-volumes")
+    assert f"PersistentVolumeClaim {NS}/django-app-postgres-backup" in report["pruned"]
+    assert server.get("persistentvolumeclaims", "django-app-static", NS) is not None
+
+
+def _lease(server, holder, renewed):
+    stamp = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    server.create(
+        "coordination.k8s.io", "v1", "Lease", "leases", NS,
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+         "metadata": {"name": "django-app-deploy-lock", "namespace": NS},
+         "spec": {"holderIdentity": holder, "leaseDurationSeconds": 900, "acquireTime": stamp, "renewTime": stamp}},
+        False,
+    )  # fmt: skip
+
+
+def test_a_second_deploy_while_the_lock_is_held_is_refused(server):
+    deploy()
+    _lease(server, "alice@laptop/4242", datetime.now(UTC))
+    message = failing_deploy()
+    assert "Another deploy holds the lock django-app/django-app-deploy-lock: alice@laptop/4242" in message
+    assert "Nothing was applied" in message
+
+
+def test_a_stale_lock_is_taken_over_saying_so(server):
+    deploy()
+    server.objects.pop(("coordination.k8s.io", "leases", NS, "django-app-deploy-lock"), None)
+    _lease(server, "bob@ci/1", datetime.now(UTC) - timedelta(hours=1))
+    report = deploy()
+    assert report["lock_taken_over"].startswith("bob@ci/1 (expired at")
+    assert server.get("leases", "django-app-deploy-lock", NS) is None  # released at the end
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault("PATCH", r"/services/django-app$", status=500), "the API server failed (500)"),
+        (Fault("PATCH", r"/services/django-app$", drop=True), "cannot reach the cluster's API server"),
+        (Fault("PATCH", r"/statefulsets/", status=504), "the API server failed (504)"),
+    ],
+)
+def test_a_fault_in_the_middle_ends_clearly_and_the_rerun_converges(server, fault, expected):
+    server.faults.append(fault)
+    message = failing_deploy()
+    assert expected in message
+    assert "Applied before the failure:" in message and "Rerun k8s_deploy" in message
+    report = deploy()
+    assert report["outcome"] == "deployed"
+    assert server.get("deployments", "django-app", NS) is not None
+    assert deploy()["changed"] == 0
+
+
+def test_forbidden_names_the_verb_and_resource(server):
+    server.forbidden.add(("patch", "networkpolicies"))
+    message = failing_deploy()
+    assert "forbidden (403)" in message and 'cannot patch resource "networkpolicies"' in message
+
+
+def test_wrong_credentials_are_a_clear_401(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path / "bad", token="wrong")))
+    message = failing_deploy()
+    assert "401" in message
+
+
+def test_a_field_owned_by_another_manager_is_a_conflict_unless_forced(server):
+    deploy()
+    configmap = server.get("configmaps", "django-app", NS)
+    server.server_side_apply(
+        "", "v1", "ConfigMap", "configmaps", NS, "django-app",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "django-app"},
+         "data": {"LOG_LEVEL": "DEBUG"}},
+        "kubectl-edit", True, False,
+    )  # fmt: skip
+    assert server.get("configmaps", "django-app", NS)["data"]["LOG_LEVEL"] == "DEBUG"
+    # This tool owned LOG_LEVEL before: it takes it back.
+    report = deploy()
+    assert server.get("configmaps", "django-app", NS)["data"]["LOG_LEVEL"] == configmap["data"]["LOG_LEVEL"]
+    assert {"object": f"ConfigMap {NS}/django-app", "result": "configured"} in report["objects"]
+
+
+def test_fields_a_manager_stops_applying_are_removed(server, monkeypatch):
+    monkeypatch.setenv("DEPLOY_EXTRA_ENV", '{"FEATURE_X": "on"}')
+    deploy()
+    assert server.get("configmaps", "django-app", NS)["data"]["FEATURE_X"] == "on"
+    monkeypatch.delenv("DEPLOY_EXTRA_ENV")
+    deploy()
+    assert "FEATURE_X" not in server.get("configmaps", "django-app", NS)["data"]
+
+
+def test_dry_run_and_diff_change_nothing(server, monkeypatch):
+    report = deploy("--dry-run")
+    assert report["outcome"] == "dry-run" and report["applied"] is False
+    assert [k for k in server.objects] == []
+    deploy()
+    before = live_versions(server)
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.9.0")
+    report = deploy("--dry-run")
+    assert {"object": f"Deployment {NS}/django-app", "result": "configured"} in report["objects"]
+    assert any(m == "PATCH" and q.get("dryRun") == "All" for m, p, q, h in server.requests)
+    out = StringIO()
+    call_command("k8s_deploy", "--diff", stdout=out)
+    text = out.getvalue()
+    assert "+        image: django-app:0.9.0" in text and "-        image: django-app:0.1.0" in text
+    assert "pg-secret-pw" not in text and "redis-secret-pw" not in text
+    assert live_versions(server) == before
+
+
+def test_rollback_command_reapplies_a_revision(server, monkeypatch):
+    deploy()
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.2.0")
+    deploy()
+    report = deploy("--rollback")
+    assert report["outcome"] == "deployed" and report["revision"] == 3
+    assert image_of(server) == "django-app:0.1.0"
+    message = failing_deploy("--rollback", "17")
+    assert "no such revision (recorded: 1, 2, 3)" in message
+
+
+def test_release_records_hold_no_secret_values(server):
+    deploy()
+    records = [s for s in server.list("secrets", NS) if s["metadata"]["name"].startswith("django-app-release-v")]
+    assert len(records) == 1
+    import base64
+    import gzip
+
+    manifests = json.loads(gzip.decompress(base64.b64decode(records[0]["data"]["manifests"])))
+    assert "Secret" not in {m["kind"] for m in manifests}
+    assert "pg-secret-pw" not in json.dumps(manifests)
+
+
+def test_an_endpoint_token_is_asked_for_every_request(server):
+    calls = []
+
+    def token():
+        calls.append(1)
+        return "t0ken"
+
+    cluster = Cluster(api_client(None, endpoint=Endpoint(host=server.url, token=token)))
+    assert cluster.get("v1", "Namespace", "nothing") is None
+    assert len(calls) >= 2
+    headers = {k.lower(): v for k, v in server.requests[-1][3].items()}
+    assert headers["authorization"] == "Bearer t0ken"
+
+
+def test_rank_table_covers_every_rendered_kind():
+    from deploy.conf import load_config
+    from deploy.k8s.render import render_manifests
+
+    kinds = {m["kind"] for m in render_manifests(load_config({}, environ={}))}
+    assert kinds <= set(KIND_RANK)
