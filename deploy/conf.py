@@ -417,7 +417,77 @@ class DeployConfig:
     monitoring_namespace: str = setting(
         "monitoring", "DEPLOY_MONITORING_NAMESPACE", "Namespace of Prometheus.", check=_dns_label
     )
+    monitoring_mode: str = setting(
+        "standalone",
+        "DEPLOY_MONITORING_MODE",
+        "'standalone': a Prometheus, kube-state-metrics and node-exporter in the monitoring namespace; "
+        "'operator': PodMonitor and PrometheusRule objects for an existing Prometheus Operator.",
+        choices=("standalone", "operator"),
+    )
+    prometheus_image: str = setting(
+        "prom/prometheus:v2.54.1", "DEPLOY_PROMETHEUS_IMAGE", "Image of Prometheus.", check=_image
+    )
+    kube_state_metrics_image: str = setting(
+        "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.13.0",
+        "DEPLOY_KUBE_STATE_METRICS_IMAGE",
+        "Image of kube-state-metrics.",
+        check=_image,
+    )
+    node_exporter_image: str = setting(
+        "quay.io/prometheus/node-exporter:v1.8.2", "DEPLOY_NODE_EXPORTER_IMAGE", "Image of node-exporter.", check=_image
+    )
+    prometheus_retention: str = setting(
+        "15d",
+        "DEPLOY_PROMETHEUS_RETENTION",
+        "How long Prometheus keeps samples.",
+        check=lambda v: None if re.fullmatch(r"\d+[hdwy]", v) else "a duration such as '15d'",
+    )
+    prometheus_storage_size: str = setting(
+        "20Gi", "DEPLOY_PROMETHEUS_STORAGE_SIZE", "Size of Prometheus's data volume.", check=_memory
+    )
+    runbook_url: str = setting(
+        "https://docs.example.com/django-k8s-aws/runbooks",
+        "DEPLOY_RUNBOOK_URL",
+        "Where docs/runbooks.md is published; every alert links to its section there.",
+        check=lambda v: None if re.match(r"^https?://[^ ]+$", v) else "an http(s) URL",
+    )
     logging: bool = setting(True, "DEPLOY_LOGGING", "Collect the app's JSON logs (EFK).")
+    elasticsearch_replicas: int = setting(
+        1,
+        "DEPLOY_ELASTICSEARCH_REPLICAS",
+        "Elasticsearch nodes: 1, or 3 for a highly available cluster.",
+        choices=(1, 3),
+    )
+    elasticsearch_image: str = setting(
+        "docker.elastic.co/elasticsearch/elasticsearch:8.15.3",
+        "DEPLOY_ELASTICSEARCH_IMAGE",
+        "Image of Elasticsearch.",
+        check=_image,
+    )
+    elasticsearch_storage_size: str = setting(
+        "50Gi", "DEPLOY_ELASTICSEARCH_STORAGE_SIZE", "Size of each Elasticsearch node's volume.", check=_memory
+    )
+    kibana_image: str = setting(
+        "docker.elastic.co/kibana/kibana:8.15.3", "DEPLOY_KIBANA_IMAGE", "Image of Kibana.", check=_image
+    )
+    fluentd_image: str = setting(
+        "fluent/fluentd-kubernetes-daemonset:v1.17.1-debian-elasticsearch8-1.0",
+        "DEPLOY_FLUENTD_IMAGE",
+        "Image of Fluentd (with the Elasticsearch, Kubernetes metadata and concat plugins).",
+        check=_image,
+    )
+    curl_image: str = setting(
+        "curlimages/curl:8.10.1",
+        "DEPLOY_CURL_IMAGE",
+        "Image of the Job that sets up the log indexes and Kibana.",
+        check=_image,
+    )
+    log_retention_days: int = setting(
+        14,
+        "DEPLOY_LOG_RETENTION_DAYS",
+        "Days Elasticsearch keeps log indexes (index lifecycle policy).",
+        check=_positive,
+    )
     logging_namespace: str = setting(
         "logging", "DEPLOY_LOGGING_NAMESPACE", "Namespace of Elasticsearch, Fluentd and Kibana.", check=_dns_label
     )

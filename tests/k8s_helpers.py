@@ -25,6 +25,8 @@ MODES = {
         "priority_class": "web-critical", "image_digest": "sha256:" + "ab" * 32,
     },
     "no-observability": {"monitoring": False, "logging": False},
+    "operator-monitoring": {"monitoring_mode": "operator"},
+    "elasticsearch-ha": {"elasticsearch_replicas": 3, "log_retention_days": 30},
 }  # fmt: skip
 
 

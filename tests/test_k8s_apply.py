@@ -100,6 +100,18 @@ def test_a_new_image_rolls_out_and_the_history_grows(server, monkeypatch):
     assert len(jobs) == 1
 
 
+def test_turning_logging_off_prunes_it_in_its_own_namespace(server, monkeypatch):
+    deploy()
+    assert server.get("daemonsets", "fluentd", "logging") is not None
+    monkeypatch.setenv("DEPLOY_LOGGING", "false")
+    report = deploy()
+    assert "DaemonSet logging/fluentd" in report["pruned"]
+    assert "ClusterRole django-app-fluentd" in report["pruned"]
+    assert server.get("daemonsets", "fluentd", "logging") is None
+    # The Elasticsearch volumes stay: they are volumes.
+    assert server.get("statefulsets", "django-app-elasticsearch", "logging") is None
+
+
 def test_a_rollout_that_never_becomes_ready_is_rolled_back(server, monkeypatch):
     deploy()
     server.scenarios["image/django-app:0.3.0-broken"] = "crashloop"

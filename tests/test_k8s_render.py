@@ -105,7 +105,9 @@ def test_long_names_are_cut_to_63_characters_and_stay_distinct():
     manifests = render_manifests(load_config({"app_name": app[:63]}, environ={}))
     names = [m["metadata"]["name"] for m in manifests]
     assert max(len(n) for n in names) <= 63
-    assert len({(m["kind"], m["metadata"]["name"]) for m in manifests}) == len(manifests)
+    assert len({(m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in manifests}) == len(
+        manifests
+    )
     for m in manifests:
         for value in m["metadata"].get("labels", {}).values():
             assert len(value) <= 63
@@ -130,10 +132,14 @@ def test_long_names_are_cut_to_63_characters_and_stay_distinct():
 )
 def test_values_render_as_that_exact_string(value):
     config = load_config({"extra_env": {"GREETING": value}}, environ={})
-    (configmap,) = by_kind(render_manifests(config), "ConfigMap")
+    (configmap,) = by_kind(render_manifests(config), "ConfigMap", "django-app")
     assert configmap["data"]["GREETING"] == value
     # And through the YAML text a user would apply:
-    (reparsed,) = [d for d in yaml.safe_load_all(to_yaml(render_manifests(config))) if d["kind"] == "ConfigMap"]
+    (reparsed,) = [
+        d
+        for d in yaml.safe_load_all(to_yaml(render_manifests(config)))
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "django-app"
+    ]
     assert reparsed["data"]["GREETING"] == value
 
 
@@ -192,8 +198,8 @@ def test_secrets_are_redacted_unless_asked_for():
     )
     assert real[("django-app", "REDIS_URL")] == "redis://:r3d%21s@django-app-redis.django-app.svc:6379/0"
     assert "requirepass r3d!s" in real[("django-app-redis", "redis.conf")]
-    configmap = by_kind(render_manifests(config, SECRETS, redact=False), "ConfigMap")[0]
-    assert not any(s in yaml.safe_dump(configmap) for s in ("s3cr3t", "p@ss", "r3d!s"))
+    for configmap in by_kind(render_manifests(config, SECRETS, redact=False), "ConfigMap"):
+        assert not any(s in yaml.safe_dump(configmap) for s in ("s3cr3t", "p@ss", "r3d!s"))
 
 
 def test_missing_secrets_are_named_when_they_are_needed():

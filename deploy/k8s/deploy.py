@@ -78,12 +78,16 @@ def _component(manifest):
 
 def phases(manifests):
     """(configuration and data services, migration jobs, app workloads) in rank order."""
-    jobs = [m for m in manifests if m["kind"] == "Job"]
+    jobs = [m for m in manifests if m["kind"] == "Job" and _component(m) == "migrate"]
+    late_kinds = {"CronJob", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "DaemonSet", "Job"}
     late = [
         m
         for m in manifests
-        if m["kind"] in {"CronJob", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "DaemonSet"}
-        or (m["kind"] in {"Deployment", "StatefulSet"} and _component(m) not in DATA_COMPONENTS)
+        if m not in jobs
+        and (
+            m["kind"] in late_kinds
+            or (m["kind"] in {"Deployment", "StatefulSet"} and _component(m) not in DATA_COMPONENTS)
+        )
     ]
     early = [m for m in manifests if m not in jobs and m not in late]
     return early, jobs, late
@@ -150,7 +154,10 @@ class Deployer:
         if not self.wait:
             return
         for manifest in manifests:
-            if manifest["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            # Only the migration Job gates a deploy; other Jobs (the EFK setup) retry on their own.
+            if manifest["kind"] in {"Deployment", "StatefulSet"} or (
+                manifest["kind"] == "Job" and _component(manifest) == "migrate"
+            ):
                 message = wait_for(self.cluster, manifest, self.timeout, self.progress)
                 self.report.waits.append(message)
 
@@ -258,11 +265,16 @@ class Deployer:
     def live_release_objects(self, kinds):
         config = self.config
         selector = names.release_selector(config.app_name)
+        namespaces = [config.namespace, config.monitoring_namespace, config.logging_namespace]
         found = []
         for api_version, kind in sorted(kinds, key=lambda k: KIND_RANK.get(k[1], 99)):
-            namespace = None if kind in CLUSTER_SCOPED else config.namespace
-            for item in self.cluster.list(api_version, kind, namespace, label_selector=selector):
-                found.append({"apiVersion": api_version, "kind": kind, "metadata": item["metadata"]})
+            try:
+                self.cluster.resource(api_version, kind)
+            except ClusterError:
+                continue  # a custom resource this cluster does not serve: nothing of it to prune
+            for namespace in [None] if kind in CLUSTER_SCOPED else namespaces:
+                for item in self.cluster.list(api_version, kind, namespace, label_selector=selector):
+                    found.append({"apiVersion": api_version, "kind": kind, "metadata": item["metadata"]})
         return found
 
     def prune(self, manifests, dry_run=False):
@@ -333,7 +345,9 @@ _KNOWN_KINDS = [
     ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("v1", "ServiceAccount"),
     ("v1", "PersistentVolumeClaim"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"),
     ("batch/v1", "CronJob"), ("networking.k8s.io/v1", "NetworkPolicy"), ("networking.k8s.io/v1", "Ingress"),
-    ("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("apps/v1", "DaemonSet"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
 ]  # fmt: skip
 
 

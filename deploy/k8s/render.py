@@ -27,7 +27,7 @@ import jinja2
 import yaml
 
 from deploy.conf import DeploySecrets
-from deploy.k8s import names
+from deploy.k8s import names, observability
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "k8s_templates"
 REDACTED = "<redacted>"
@@ -85,6 +85,17 @@ def yaml_value(value):
 # --- the context templates see -------------------------------------------
 
 APP_UID = 10001
+NOBODY = 65534
+# Components that are other software: their name label is the software's, their version its image's.
+THIRD_PARTY = {
+    "prometheus": lambda c: c.prometheus_image,
+    "kube-state-metrics": lambda c: c.kube_state_metrics_image,
+    "node-exporter": lambda c: c.node_exporter_image,
+    "elasticsearch": lambda c: c.elasticsearch_image,
+    "kibana": lambda c: c.kibana_image,
+    "fluentd": lambda c: c.fluentd_image,
+    "efk-setup": lambda c: c.curl_image,
+}
 
 
 def pod_security_context(uid):
@@ -117,7 +128,7 @@ def _secret_data(values, redact):
     return {key: _b64(REDACTED if redact else value) for key, value in values.items()}
 
 
-def build_context(config, secrets, redact):
+def build_context(config, secrets, redact, env=None):
     app = config.app_name
     # Each component's version is its own image's: a new app release does not
     # restart PostgreSQL or Redis through a changed pod label.
@@ -131,10 +142,17 @@ def build_context(config, secrets, redact):
         return names.resource_name(app, component)
 
     def labels(component):
-        return names.labels(app, component, versions.get(component, config.image_tag))
+        found = names.labels(app, component, versions.get(component, config.image_tag))
+        if component in THIRD_PARTY:
+            found["app.kubernetes.io/name"] = component
+            found["app.kubernetes.io/version"] = names.truncate(THIRD_PARTY[component](config).rpartition(":")[2])
+        return found
 
     def selector(component):
-        return names.selector_labels(app, component)
+        found = names.selector_labels(app, component)
+        if component in THIRD_PARTY:
+            found["app.kubernetes.io/name"] = component
+        return found
 
     pg_host = f"{name('postgres')}.{config.namespace}.svc" if config.postgres_in_cluster else config.postgres_host
     redis_host = f"{name('redis')}.{config.namespace}.svc" if config.redis_in_cluster else config.redis_host
@@ -184,6 +202,8 @@ def build_context(config, secrets, redact):
         "managed_by": names.MANAGED_BY,
         "pod_security_context": pod_security_context(APP_UID),
         "container_security_context": container_security_context(APP_UID),
+        "pod_security_context_nobody": pod_security_context(NOBODY),
+        "container_security_context_nobody": container_security_context(NOBODY),
         "name": name,
         "labels": labels,
         "selector": selector,
@@ -200,6 +220,23 @@ def build_context(config, secrets, redact):
         ),
         "postgres_secret": _secret_data({"password": secrets.postgres_password}, redact),
         "redis_secret": _secret_data({"password": secrets.redis_password, "redis.conf": redis_conf}, redact),
+        **observability_context(config, env, name),
+    }
+
+
+def observability_context(config, env, name):
+    groups = observability.alert_rules(config)
+    setup = observability.efk_setup_script(config)
+    dashboard = env.loader.get_source(env, "monitoring/dashboard.json")[0] if env is not None else "{}"
+    return {
+        "prometheus_yml": yaml.safe_dump(observability.prometheus_config(config), sort_keys=False),
+        "alert_rule_groups": groups,
+        "alert_rules_yml": yaml.safe_dump({"groups": groups}, sort_keys=False),
+        "dashboard_json": dashboard,
+        "fluent_conf": observability.fluentd_config(config),
+        "efk_setup_sh": setup,
+        "efk_setup_job_name": names.truncate(f"efk-setup-{hashlib.sha256(setup.encode()).hexdigest()[:8]}"),
+        "es_master_nodes": ",".join(f"{name('elasticsearch')}-{i}" for i in range(config.elasticsearch_replicas)),
     }
 
 
@@ -210,6 +247,7 @@ def components(config):
     """The template folders this configuration renders, in order."""
     enabled = [("base", True), ("storage", config.create_storage_classes), ("app", True)]
     enabled += [("postgres", config.postgres_in_cluster), ("redis", config.redis_in_cluster), ("network", True)]
+    enabled += [("monitoring", config.monitoring), ("logging", config.logging)]
     return [component for component, on in enabled if on]
 
 
@@ -235,7 +273,7 @@ def _environment(config):
             f"DEPLOY['template_dirs'] names folder(s) that do not exist: {', '.join(missing)}. "
             "Create them or remove them from the setting."
         )
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(p) for p in search_path(config)]),
         undefined=jinja2.StrictUndefined,
         finalize=yaml_value,
@@ -245,6 +283,8 @@ def _environment(config):
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["combine"] = lambda first, second: {**first, **second}
+    return env
 
 
 def _template_line(exc, template):
@@ -305,7 +345,7 @@ def render_manifests(config, secrets=None, redact=True):
                 "(they are never read from settings)."
             )
     env = _environment(config)
-    context = build_context(config, secrets, redact)
+    context = build_context(config, secrets, redact, env)
     manifests = []
     for template in template_names(config):
         manifests.extend(render_template(env, template, context))

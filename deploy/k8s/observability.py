@@ -1,0 +1,312 @@
+"""Prometheus and Fluentd configuration, built in one place.
+
+The alert rules serve both monitoring modes (a ConfigMap for the standalone
+Prometheus, a PrometheusRule for the Prometheus Operator); each links to its
+runbook section in ``docs/runbooks.md``. The log-parsing rules are written
+once here: the Fluentd configuration is generated from them, and the tests
+run the same rules over real log lines of the app (no Fluentd runs here).
+"""
+
+import json
+import re
+
+from deploy.k8s import names
+
+APP_JOB = "django-app"
+
+# --- alert rules -------------------------------------------------------------
+
+# name -> (runbook anchor, severity, summary)
+RUNBOOKS = {
+    "DjangoAppDown": ("app-down", "critical", "No pod of the app is answering /metrics"),
+    "DjangoHigh5xxRatio": ("high-5xx-ratio", "critical", "More than 5% of responses are server errors"),
+    "DjangoHighLatencyP95": ("high-latency", "warning", "95th percentile latency above 1 second"),
+    "DjangoPodRestarts": ("pod-restarts", "warning", "App containers restarted more than 3 times in an hour"),
+    "DjangoPodCrashLooping": ("crash-looping", "critical", "An app container is in CrashLoopBackOff"),
+    "DjangoAutoscalerAtMaximum": ("autoscaler-at-maximum", "warning", "The autoscaler has been at its maximum"),
+    "PostgresDown": ("postgres-down", "critical", "The in-cluster PostgreSQL has no ready pod"),
+    "RedisDown": ("redis-down", "critical", "The in-cluster Redis has no available pod"),
+    "VolumeNearlyFull": ("volume-nearly-full", "warning", "A persistent volume has less than 10% free"),
+}
+
+
+def alert_rules(config):
+    """Prometheus rule groups (the ``groups`` of a rule file)."""
+    ns = config.namespace
+    app = names.resource_name(config.app_name)
+    pg = names.resource_name(config.app_name, "postgres")
+    redis = names.resource_name(config.app_name, "redis")
+    responses = "django_http_responses_total_by_status_total"
+    exprs = {
+        "DjangoAppDown": (f'sum(up{{job="{APP_JOB}"}}) == 0 or absent(up{{job="{APP_JOB}"}})', "5m"),
+        "DjangoHigh5xxRatio": (
+            f'sum(rate({responses}{{status=~"5.."}}[5m])) / sum(rate({responses}[5m])) > 0.05',
+            "10m",
+        ),
+        "DjangoHighLatencyP95": (
+            "histogram_quantile(0.95, sum by (le) "
+            "(rate(django_http_requests_latency_seconds_by_view_method_bucket[5m]))) > 1",
+            "10m",
+        ),
+        "DjangoPodRestarts": (
+            f'sum by (pod) (increase(kube_pod_container_status_restarts_total{{namespace="{ns}",'
+            f'container="web"}}[1h])) > 3',
+            "0m",
+        ),
+        "DjangoPodCrashLooping": (
+            f'max by (pod) (kube_pod_container_status_waiting_reason{{namespace="{ns}",'
+            f'reason="CrashLoopBackOff"}}) >= 1',
+            "5m",
+        ),
+        "DjangoAutoscalerAtMaximum": (
+            f'kube_horizontalpodautoscaler_status_current_replicas{{namespace="{ns}",horizontalpodautoscaler="{app}"}}'
+            f' >= kube_horizontalpodautoscaler_spec_max_replicas{{namespace="{ns}",horizontalpodautoscaler="{app}"}}',
+            "15m",
+        ),
+        "PostgresDown": (
+            f'kube_statefulset_status_replicas_ready{{namespace="{ns}",statefulset="{pg}"}} < 1',
+            "5m",
+        ),
+        "RedisDown": (
+            f'kube_deployment_status_replicas_available{{namespace="{ns}",deployment="{redis}"}} < 1',
+            "5m",
+        ),
+        "VolumeNearlyFull": (
+            f'kubelet_volume_stats_available_bytes{{namespace="{ns}"}} '
+            f'/ kubelet_volume_stats_capacity_bytes{{namespace="{ns}"}} < 0.10',
+            "10m",
+        ),
+    }
+    if not config.postgres_in_cluster:
+        exprs.pop("PostgresDown")
+    if not config.redis_in_cluster:
+        exprs.pop("RedisDown")
+    rules = []
+    for name, (expr, duration) in exprs.items():
+        anchor, severity, summary = RUNBOOKS[name]
+        rule = {
+            "alert": name,
+            "expr": expr,
+            "labels": {"severity": severity, "app": config.app_name},
+            "annotations": {"summary": summary, "runbook_url": f"{config.runbook_url.rstrip('/')}/#{anchor}"},
+        }
+        if duration != "0m":
+            rule["for"] = duration
+        rules.append(rule)
+    return [{"name": f"{config.app_name}.rules", "rules": rules}]
+
+
+# --- scrape configuration --------------------------------------------------
+
+
+def prometheus_config(config):
+    """prometheus.yml of the standalone Prometheus."""
+    ns = config.namespace
+    selector = names.selector_labels(config.app_name, "app")
+    keep = [
+        {
+            "source_labels": [f"__meta_kubernetes_pod_label_{_label_name(k)}" for k in selector],
+            "regex": ";".join(re.escape(v) for v in selector.values()),
+            "action": "keep",
+        },
+        {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "http", "action": "keep"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+    ]
+    account = "/var/run/secrets/kubernetes.io/serviceaccount"
+    node_sd = {
+        "kubernetes_sd_configs": [{"role": "node"}],
+        "scheme": "https",
+        "tls_config": {"ca_file": f"{account}/ca.crt"},
+        "authorization": {"credentials_file": f"{account}/token"},
+    }
+    monitoring = config.monitoring_namespace
+    return {
+        "global": {"scrape_interval": "30s", "evaluation_interval": "30s"},
+        "rule_files": ["/etc/prometheus/rules/*.yml"],
+        "scrape_configs": [
+            {
+                "job_name": APP_JOB,
+                "metrics_path": "/metrics",
+                "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [ns]}}],
+                "relabel_configs": keep,
+            },
+            {
+                "job_name": "kube-state-metrics",
+                "static_configs": [{"targets": [f"{names.resource_name('kube-state-metrics')}.{monitoring}.svc:8080"]}],
+            },
+            {
+                "job_name": "node-exporter",
+                "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": [monitoring]}}],
+                "relabel_configs": [
+                    {"source_labels": ["__meta_kubernetes_service_name"], "regex": "node-exporter", "action": "keep"},
+                    {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+                ],
+            },
+            {"job_name": "kubelet", **node_sd},
+            {"job_name": "cadvisor", "metrics_path": "/metrics/cadvisor", **node_sd},
+        ],
+    }
+
+
+def _label_name(label):
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+# --- log parsing -----------------------------------------------------------
+
+# The container runtime's log line (CRI, as containerd writes on EKS):
+# "2024-05-01T10:00:00.123456789Z stdout F {...}". P marks a partial line that
+# the next record continues; F ends it.
+CRI_REGEX = r"^(?<time>[^ ]+) (?<stream>stdout|stderr) (?<logtag>[FP]) (?<log>.*)$"
+
+
+def fluentd_config(config):
+    """fluent.conf: tail, join partial lines, parse the app's JSON, add Kubernetes metadata, buffer to disk."""
+    es_host = f"{names.resource_name('elasticsearch')}.{config.logging_namespace}.svc"
+    app_selector = names.selector_labels(config.app_name, "app")
+    app_name = app_selector["app.kubernetes.io/name"]
+    return f"""# Generated from deploy/k8s/observability.py: edit the rules there.
+<system>
+  log_level info
+</system>
+
+# Health for the kubelet's probes.
+<source>
+  @type monitor_agent
+  bind 0.0.0.0
+  port 24220
+</source>
+
+<source>
+  @type tail
+  @id containers
+  path /var/log/containers/*.log
+  exclude_path ["/var/log/containers/fluentd-*.log"]
+  pos_file /var/log/fluentd-buffers/containers.log.pos
+  tag kubernetes.*
+  read_from_head true
+  <parse>
+    @type regexp
+    expression /{CRI_REGEX}/
+    time_key time
+    time_format %Y-%m-%dT%H:%M:%S.%N%:z
+  </parse>
+</source>
+
+# Join the runtime's partial lines (P) with the line that ends them (F).
+<filter kubernetes.**>
+  @type concat
+  key log
+  partial_key logtag
+  partial_value P
+  separator ""
+</filter>
+
+<filter kubernetes.**>
+  @type kubernetes_metadata
+  @id kubernetes_metadata
+</filter>
+
+# The app writes one JSON object per line: its fields become fields.
+<filter kubernetes.**>
+  @type parser
+  key_name log
+  reserve_data true
+  remove_key_name_field true
+  emit_invalid_record_to_error false
+  <parse>
+    @type json
+  </parse>
+</filter>
+
+<match kubernetes.**>
+  @type elasticsearch
+  @id elasticsearch
+  host {es_host}
+  port 9200
+  scheme http
+  logstash_format true
+  logstash_prefix logs-{app_name}
+  include_tag_key true
+  # Survive an Elasticsearch outage without losing logs: a file buffer, retried forever.
+  <buffer>
+    @type file
+    path /var/log/fluentd-buffers/elasticsearch.buffer
+    flush_mode interval
+    flush_interval 5s
+    flush_thread_count 2
+    retry_type exponential_backoff
+    retry_max_interval 60s
+    retry_forever true
+    chunk_limit_size 8MB
+    total_limit_size 2GB
+    overflow_action block
+  </buffer>
+</match>
+"""
+
+
+def _python_regex(ruby_regex):
+    return ruby_regex.replace("(?<", "(?P<")
+
+
+def parse_container_log(lines):
+    """The same rules as fluent.conf, in Python: runtime lines in, records out."""
+    pattern = re.compile(_python_regex(CRI_REGEX))
+    records, pending = [], ""
+    for line in lines:
+        match = pattern.match(line.rstrip("\n"))
+        if not match:
+            continue
+        pending += match["log"]
+        if match["logtag"] == "P":
+            continue
+        record = {"time": match["time"], "stream": match["stream"]}
+        try:
+            parsed = json.loads(pending)
+        except ValueError:
+            record["log"] = pending
+        else:
+            record.update(parsed if isinstance(parsed, dict) else {"log": pending})
+        records.append(record)
+        pending = ""
+    return records
+
+
+def efk_setup_script(config):
+    """The setup Job's script: index lifecycle (retention), index template, Kibana data view and saved search."""
+    es = f"http://{names.resource_name(config.app_name, 'elasticsearch')}:9200"
+    kibana = f"http://{names.resource_name(config.app_name, 'kibana')}:5601"
+    app_name = names.selector_labels(config.app_name, "app")["app.kubernetes.io/name"]
+    policy = {"policy": {"phases": {
+        "hot": {"actions": {"rollover": {"max_age": "1d", "max_primary_shard_size": "10gb"}}},
+        "delete": {"min_age": f"{config.log_retention_days}d", "actions": {"delete": {}}},
+    }}}  # fmt: skip
+    template = {
+        "index_patterns": [f"logs-{app_name}-*"],
+        "template": {"settings": {"index.lifecycle.name": "app-logs-retention", "number_of_replicas":
+                                  0 if config.elasticsearch_replicas == 1 else 1}},
+    }  # fmt: skip
+    data_view = {"data_view": {"id": "app-logs", "title": f"logs-{app_name}-*", "timeFieldName": "@timestamp"}}
+    search = {"attributes": {
+        "title": "App errors",
+        "columns": ["level", "logger", "message", "request_id", "kubernetes.pod_name"],
+        "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps({
+            "query": {"query": "level:ERROR or level:CRITICAL", "language": "kuery"},
+            "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index"})},
+    }, "references": [{"name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern",
+                       "id": "app-logs"}]}  # fmt: skip
+    json_header = "-H 'Content-Type: application/json'"
+    return "\n".join([
+        "set -eu",
+        f"until curl -fsS {es}/_cluster/health?wait_for_status=yellow; do sleep 5; done",
+        f"curl -fsS -X PUT {es}/_ilm/policy/app-logs-retention {json_header} -d '{json.dumps(policy)}'",
+        f"curl -fsS -X PUT {es}/_index_template/app-logs {json_header} -d '{json.dumps(template)}'",
+        f"until curl -fsS {kibana}/api/status; do sleep 5; done",
+        f"curl -sS -X POST {kibana}/api/data_views/data_view -H 'kbn-xsrf: true' -H 'Content-Type: application/json' "
+        f"-d '{json.dumps(data_view)}' || true",
+        f"curl -fsS -X POST '{kibana}/api/saved_objects/search/app-errors?overwrite=true' -H 'kbn-xsrf: true' "
+        f"-H 'Content-Type: application/json' -d '{json.dumps(search)}'",
+        "",
+    ])  # fmt: skip
