@@ -10,7 +10,7 @@ DEMO_ROWS ?= 20000
 DEMO_PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/demo
 
-.PHONY: venv demo serve test lint format bench clean
+.PHONY: venv demo serve test lint format bench docs clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,11 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+## docs: regenerate the reference pages from the code, then build the site strictly into build/site.
+docs: venv
+	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py deploy_docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 format: venv
 	$(VENV)/bin/ruff format .

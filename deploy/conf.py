@@ -187,7 +187,7 @@ class DeployConfig:
     kubernetes_version: str = setting(
         "1.33",
         "DEPLOY_KUBERNETES_VERSION",
-        "Kubernetes version of the target cluster; manifests are validated against it.",
+        "Kubernetes version of the target cluster (the manifests are validated against every supported version).",
         choices=SUPPORTED_KUBERNETES_VERSIONS,
     )
     # --- image ---

@@ -1,0 +1,90 @@
+"""The documentation cannot drift from the code."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.core.management import get_commands, load_command_class
+
+from deploy import docs
+from deploy.conf import load_config
+from deploy.k8s import observability
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+TEXTS = {p: p.read_text() for p in [*DOCS.rglob("*.md"), ROOT / "README.md"]}
+
+
+def test_generated_reference_pages_match_the_code():
+    stale = docs.stale(DOCS)
+    assert stale == [], f"run 'python manage.py deploy_docs' to regenerate {stale}"
+
+
+def test_the_configuration_reference_lists_every_setting():
+    text = (DOCS / "reference" / "configuration.md").read_text()
+    for row in __import__("deploy.conf", fromlist=["describe_settings"]).describe_settings():
+        assert f"| `{row['name']}` |" in text and f"`{row['env']}`" in text
+
+
+MANAGE = re.compile(r"manage\.py ([a-z0-9_]+)((?: +(?:--[a-z][a-z-]*|[^\s`|;&]+))*)")
+
+
+def _mentions():
+    for path, text in TEXTS.items():
+        for match in MANAGE.finditer(text):
+            command, rest = match.group(1), match.group(2)
+            options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest)
+            yield path.relative_to(ROOT), command, options
+
+
+def test_every_command_and_option_the_docs_mention_exists():
+    commands = get_commands()
+    problems = []
+    seen = 0
+    for path, command, options in _mentions():
+        seen += 1
+        if command not in commands:
+            problems.append(f"{path}: manage.py {command} does not exist")
+            continue
+        parser = load_command_class(commands[command], command).create_parser("manage.py", command)
+        known = {o for action in parser._actions for o in action.option_strings}
+        problems += [f"{path}: manage.py {command} has no option {o}" for o in options if o not in known]
+    assert seen > 30
+    assert problems == []
+
+
+def test_the_mention_checker_catches_a_wrong_option():
+    sample = "run `python manage.py k8s_deploy --rendr` and `python manage.py migrate_from_sqlit`"
+    found = [(m.group(1), re.findall(r"--[a-z-]+", m.group(2))) for m in MANAGE.finditer(sample)]
+    assert found == [("k8s_deploy", ["--rendr"]), ("migrate_from_sqlit", [])]
+
+
+def test_every_alert_links_to_a_runbook_section_that_exists():
+    runbooks = (DOCS / "runbooks.md").read_text()
+    anchors = set(re.findall(r"\{#([a-z0-9-]+)\}", runbooks))
+    for mode in ({}, {"postgres_mode": "external", "postgres_host": "db", "postgres_cidr": "10.0.0.0/16"}):
+        for group in observability.alert_rules(load_config(mode, environ={})):
+            for rule in group["rules"]:
+                anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
+                assert anchor in anchors, f"{rule['alert']} links to #{anchor}, which docs/runbooks.md lacks"
+
+
+def test_training_modules_have_goals_exercises_expected_results_and_a_self_check():
+    modules = sorted((DOCS / "training").glob("0*.md"))
+    assert len(modules) == 6
+    for module in modules:
+        text = module.read_text()
+        for part in ("**Goals**", "## Exercises", "xpected", "## Self-check"):
+            assert part in text, f"{module.name} lacks {part}"
+
+
+@pytest.mark.skipif(not shutil.which("mkdocs", path=str(ROOT / ".venv" / "bin")), reason="mkdocs not installed")
+def test_mkdocs_builds_the_site_in_strict_mode(tmp_path):
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "mkdocs"), "build", "--strict", "--quiet", "--site-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runbooks" / "index.html").exists()
