@@ -62,6 +62,7 @@ bench: venv
 	command -v pgloader >/dev/null || (apt-get update -qq && apt-get install -y -qq pgloader)
 	$(PY) bench/serving.py
 	$(PY) bench/migration.py
+	$(PY) bench/image_size.py
 
 clean:
 	rm -rf build staticfiles .pytest_cache .ruff_cache
