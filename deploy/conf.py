@@ -491,6 +491,26 @@ class DeployConfig:
     logging_namespace: str = setting(
         "logging", "DEPLOY_LOGGING_NAMESPACE", "Namespace of Elasticsearch, Fluentd and Kibana.", check=_dns_label
     )
+    # --- AWS ---
+    eks_cluster: str = setting(
+        "",
+        "DEPLOY_EKS_CLUSTER",
+        "EKS cluster to deploy to (its endpoint, CA and tokens come from AWS; no AWS CLI needed).",
+    )
+    aws_region: str = setting(
+        "", "DEPLOY_AWS_REGION", "AWS region (default: the AWS SDK's, from AWS_REGION or the profile)."
+    )
+    aws_profile: str = setting("", "DEPLOY_AWS_PROFILE", "AWS profile (default: the standard credential chain).")
+    app_role_arn: str = setting(
+        "",
+        "DEPLOY_APP_ROLE_ARN",
+        "IAM role of the app's ServiceAccount (IRSA annotation), when the app calls AWS APIs.",
+        check=lambda v: (
+            None
+            if not v or re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$", v)
+            else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ),
+    )
     # --- templates ---
     template_dirs: list = setting(
         [],

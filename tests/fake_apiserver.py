@@ -65,6 +65,7 @@ RESOURCES = [
     ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True, ["status"]),
     ("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True, ["status"]),
     ("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, []),
+    ("storage.k8s.io", "v1", "CSIDriver", "csidrivers", False, []),
     ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, []),
     ("coordination.k8s.io", "v1", "Lease", "leases", True, []),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", True, []),
@@ -192,8 +193,9 @@ def _overlaps(a, b):
 class FakeApiServer:
     """Start with ``with FakeApiServer() as server:``; ``server.url`` is its address."""
 
-    def __init__(self, token=None, tick=0.02):
+    def __init__(self, token=None, tick=0.02, token_check=None):
         self.token = token
+        self.token_check = token_check  # a function of the Authorization header, instead of one fixed token
         self.tick = tick
         self.objects = {}  # (group, plural, namespace, name) -> object
         self.lock = threading.RLock()
@@ -686,7 +688,10 @@ class _Handler(BaseHTTPRequestHandler):
                         fault.status, "Error"
                     )
                     return self._send(fault.status, ApiError(fault.status, reason, "injected fault").status())
-        if api.token and self.headers.get("Authorization") != f"Bearer {api.token}":
+        authorization = self.headers.get("Authorization") or ""
+        if api.token_check is not None and not api.token_check(authorization):
+            return self._send(401, ApiError(401, "Unauthorized", "Unauthorized").status())
+        if api.token and authorization != f"Bearer {api.token}":
             return self._send(401, ApiError(401, "Unauthorized", "Unauthorized").status())
         try:
             code, payload = self._route(method, url.path, query, body)

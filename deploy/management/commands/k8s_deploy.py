@@ -45,6 +45,20 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="Print a machine-readable report instead of sentences.")
         parser.add_argument("--context", help="kubeconfig context to use (default: the current context).")
+        parser.add_argument("--eks-cluster", help="Deploy to this EKS cluster (default: DEPLOY['eks_cluster']).")
+        parser.add_argument("--region", help="AWS region (default: DEPLOY['aws_region'], then the AWS SDK's).")
+        parser.add_argument("--profile", help="AWS profile (default: DEPLOY['aws_profile'], then the standard chain).")
+        parser.add_argument(
+            "--preflight", action="store_true", help="Check that the cluster can run the stack, and stop."
+        )
+        parser.add_argument(
+            "--skip-preflight", action="store_true", help="Do not run the preflight before deploying to EKS."
+        )
+        parser.add_argument(
+            "--push",
+            action="store_true",
+            help="Build the image with Docker, push it to ECR (creating the repository), and deploy it by digest.",
+        )
         parser.add_argument(
             "--dry-run", action="store_true", help="Server-side dry run of every object: shows what would change."
         )
@@ -103,7 +117,13 @@ class Command(BaseCommand):
             "secrets_redacted": redact,
             "applied": False,
         }
-        cluster = find_cluster()
+        eks_cluster = options["eks_cluster"] or config.eks_cluster
+        cluster = find_cluster(eks_cluster=eks_cluster)
+        if cluster is None and (options["preflight"] or options["history"] or options["push"]):
+            raise CommandError(
+                "No cluster configured: --preflight, --history and --push need a kubeconfig, the in-cluster "
+                "service account, or --eks-cluster."
+            )
         output = options["output"] or (None if cluster else DEFAULT_OUTPUT)
         if output:
             self._write(manifests, output)
@@ -123,16 +143,77 @@ class Command(BaseCommand):
 
     # --- with a cluster ---------------------------------------------------------
 
-    def _connect(self, cluster, options):
+    def _aws_session(self, config, options):
+        from deploy.aws.session import AwsError, session
+
         try:
-            return Cluster(api_client(cluster, context=options["context"]))
-        except (ConnectError, ClusterError) as exc:
+            return session(options["region"] or config.aws_region, options["profile"] or config.aws_profile)
+        except AwsError as exc:
             raise CommandError(str(exc)) from None
 
+    def _connect(self, cluster, options, config):
+        from deploy.aws import eks
+        from deploy.aws.session import AwsError
+
+        try:
+            if cluster.kind == "eks":
+                endpoint, _ = eks.endpoint(self._aws_session(config, options), cluster.detail)
+                return Cluster(api_client(None, endpoint=endpoint))
+            return Cluster(api_client(cluster, context=options["context"]))
+        except (ConnectError, ClusterError, AwsError) as exc:
+            raise CommandError(str(exc)) from None
+
+    def _preflight(self, cluster_source, cluster, config, options, stop):
+        from deploy.aws import preflight
+        from deploy.aws.session import AwsError
+
+        checks = []
+        try:
+            if cluster_source.kind == "eks":
+                found, _ = preflight.aws_checks(self._aws_session(config, options), config, cluster_source.detail)
+                checks += found
+            checks += preflight.cluster_checks(cluster, config)
+        except (AwsError, ClusterError) as exc:
+            raise CommandError(f"The preflight could not run: {exc}") from None
+        failed = [c.name for c in checks if not c.ok]
+        if stop or failed:
+            self.stdout.write(preflight.report(checks, as_json=options["json"] and stop))
+        if failed:
+            raise CommandError(
+                f"The preflight failed ({', '.join(failed)}); nothing was applied. Fix them (see the table and "
+                "docs/deploying.md), or pass --skip-preflight to deploy anyway."
+            )
+
+    def _push(self, config, options):
+        import dataclasses
+
+        from deploy.aws import ecr
+        from deploy.aws.session import AwsError
+
+        session = self._aws_session(config, options)
+        try:
+            _, created = ecr.ensure_repository(session, ecr.repository_name(config.image_repository))
+            ecr.docker_login(session)
+            digest = ecr.build_and_push(f"{config.image_repository}:{config.image_tag}")
+        except AwsError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"Pushed {config.image_repository}:{config.image_tag} as {digest}{' (new repository)' if created else ''}."
+        )
+        return dataclasses.replace(config, image_digest=digest)
+
     def _with_cluster(self, cluster_source, config, secrets, options, report):
-        cluster = self._connect(cluster_source, options)
+        cluster = self._connect(cluster_source, options, config)
         if options["history"]:
             return self._history(cluster, config, options)
+        if options["preflight"]:
+            self._preflight(cluster_source, cluster, config, options, stop=True)
+            return None
+        if options["push"]:
+            config = self._push(config, options)
+        writes = not (options["dry_run"] or options["diff"])
+        if cluster_source.kind == "eks" and writes and not options["skip_preflight"]:
+            self._preflight(cluster_source, cluster, config, options, stop=False)
         try:
             manifests = render_manifests(config, secrets, redact=False)
         except RenderError as exc:
