@@ -511,6 +511,33 @@ class DeployConfig:
             else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
         ),
     )
+    # --- AWS infrastructure (aws_provision) ---
+    aws_stack_name: str = setting(
+        "", "DEPLOY_AWS_STACK_NAME", "CloudFormation stack of the infrastructure (default: APP-infra)."
+    )
+    aws_availability_zones: list = setting(
+        [], "DEPLOY_AWS_AVAILABILITY_ZONES", "Availability zones (at least 2); empty: the region's first two."
+    )
+    public_subnet_cidrs: list = setting(
+        ["10.0.0.0/20", "10.0.16.0/20"],
+        "DEPLOY_PUBLIC_SUBNET_CIDRS",
+        "Public subnets (load balancers, NAT), one per zone.",
+    )
+    private_subnet_cidrs: list = setting(
+        ["10.0.64.0/18", "10.0.128.0/18"], "DEPLOY_PRIVATE_SUBNET_CIDRS", "Private subnets (nodes, pods), one per zone."
+    )
+    nat_gateways: str = setting(
+        "single",
+        "DEPLOY_NAT_GATEWAYS",
+        "'single': one NAT gateway (cheaper); 'per-az': one per zone (survives a zone).",
+        choices=("single", "per-az"),
+    )
+    node_instance_type: str = setting("t3.large", "DEPLOY_NODE_INSTANCE_TYPE", "EC2 instance type of the nodes.")
+    node_count_min: int = setting(
+        2, "DEPLOY_NODE_COUNT_MIN", "Fewest nodes of the managed node group.", check=_positive
+    )
+    node_count_max: int = setting(4, "DEPLOY_NODE_COUNT_MAX", "Most nodes of the managed node group.", check=_positive)
+    node_disk_size: int = setting(50, "DEPLOY_NODE_DISK_SIZE", "Disk of each node, in GiB.", check=_positive)
     # --- templates ---
     template_dirs: list = setting(
         [],

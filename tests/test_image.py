@@ -160,7 +160,7 @@ def test_dockerfile_passes_hadolint_and_checkov():
     tools = ROOT / ".venv-tools" / "bin"
     checkov_args = ["--framework", "dockerfile", "--skip-download", "--quiet", "--compact", "-f", "Dockerfile"]
     for tool, args in (("hadolint", ["Dockerfile"]), ("checkov", checkov_args)):
-        path = shutil.which(tool) or tools / tool
+        path = tools / tool if (tools / tool).exists() else Path(shutil.which(tool) or tools / tool)
         if not Path(path).exists():
             pytest.fail(f"{tool} is not installed: run 'make venv' (requirements/tools.txt)")
         result = subprocess.run([str(path), *args], cwd=ROOT, capture_output=True, text=True)

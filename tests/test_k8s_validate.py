@@ -128,7 +128,8 @@ def test_secret_file_variables_must_point_into_a_mounted_secret():
 
 
 def _checkov():
-    found = shutil.which("checkov") or ROOT / ".venv-tools" / "bin" / "checkov"
+    found = ROOT / ".venv-tools" / "bin" / "checkov"
+    found = found if found.exists() else Path(shutil.which("checkov") or found)
     if not Path(found).exists():
         pytest.fail("checkov is not installed: run 'make venv' (it installs requirements/tools.txt into .venv-tools)")
     return str(found)

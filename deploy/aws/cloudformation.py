@@ -1,0 +1,500 @@
+"""The AWS infrastructure of the deploy, as one CloudFormation stack rendered from the same settings.
+
+VPC with public and private subnets in each availability zone and NAT, the
+EKS cluster (secrets encrypted with KMS) and a managed node group, its
+add-ons (VPC CNI with network policy enforcement on, CoreDNS, kube-proxy, EBS
+and EFS CSI drivers, Pod Identity agent, metrics-server), IAM roles given to
+pods through EKS Pod Identity, the EFS file system with a mount target in
+each private subnet, and the ECR repository. Its outputs are the deploy
+settings: cluster name, file system id, repository URI.
+"""
+
+import ipaddress
+import json
+import re
+import time
+
+import yaml
+
+from deploy.aws.ecr import LIFECYCLE
+from deploy.aws.session import AwsError, call
+from deploy.conf import ConfigError
+from deploy.k8s import names
+
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)$")
+TERMINAL = re.compile(r"_(COMPLETE|FAILED)$")
+POD_IDENTITY_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+                   "Action": ["sts:AssumeRole", "sts:TagSession"]}],
+}  # fmt: skip
+ADDONS = ["vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "aws-efs-csi-driver", "eks-pod-identity-agent",
+          "metrics-server"]  # fmt: skip
+
+
+def _trust(service):
+    statement = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def _managed(name):
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::aws:policy/{name}"}
+
+
+# --- settings ----------------------------------------------------------------
+
+
+def check_settings(config):
+    """Everything that would make the stack fail, found before any AWS call."""
+    zones = config.aws_availability_zones
+    count = len(zones) if zones else 2
+    if zones and len(set(zones)) < 2:
+        raise ConfigError(
+            f"DEPLOY['aws_availability_zones'] must name at least 2 different zones (got {zones!r}): EKS and the "
+            "load balancers need two."
+        )
+    if not INSTANCE_TYPE.match(config.node_instance_type):
+        raise ConfigError(
+            f"DEPLOY['node_instance_type'] {config.node_instance_type!r} is not an EC2 instance type such as "
+            "'t3.large' or 'm6i.xlarge'."
+        )
+    if not 1 <= config.node_count_min <= config.node_count_max:
+        raise ConfigError(
+            f"DEPLOY['node_count_min'] ({config.node_count_min}) must be at least 1 and at most "
+            f"DEPLOY['node_count_max'] ({config.node_count_max})."
+        )
+    vpc = ipaddress.ip_network(config.vpc_cidr)
+    blocks = []
+    for setting in ("public_subnet_cidrs", "private_subnet_cidrs"):
+        cidrs = getattr(config, setting)
+        if len(cidrs) != count:
+            raise ConfigError(
+                f"DEPLOY['{setting}'] must have one CIDR per availability zone ({count}), not {len(cidrs)}."
+            )
+        for cidr in cidrs:
+            try:
+                network = ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ConfigError(f"DEPLOY['{setting}'] has {cidr!r}, which is not a CIDR block.") from None
+            if not network.subnet_of(vpc):
+                raise ConfigError(f"DEPLOY['{setting}'] has {cidr}, which is outside the VPC {vpc}.")
+            for other_setting, other in blocks:
+                if network.overlaps(other):
+                    raise ConfigError(
+                        f"DEPLOY['{setting}'] has {cidr}, which overlaps {other} of DEPLOY['{other_setting}']."
+                    )
+            blocks.append((setting, network))
+    return count
+
+
+# --- the template ----------------------------------------------------------------
+
+
+def render_template(config):
+    count = check_settings(config)
+    app = config.app_name
+    cluster_name = names.truncate(f"{app}-cluster")
+    zones = config.aws_availability_zones
+    resources, outputs = {}, {}
+
+    def az(i):
+        # Chosen zones are a parameter (its default), so the template itself names none.
+        return {"Fn::Select": [i, {"Ref": "AvailabilityZones"} if zones else {"Fn::GetAZs": ""}]}
+
+    def tags(name, **extra):
+        return [{"Key": "Name", "Value": f"{app}-{name}"}, {"Key": "app.kubernetes.io/part-of", "Value": app}] + [
+            {"Key": k, "Value": v} for k, v in extra.items()
+        ]
+
+    resources["Vpc"] = {
+        "Type": "AWS::EC2::VPC",
+        "Properties": {
+            "CidrBlock": config.vpc_cidr,
+            "EnableDnsHostnames": True,
+            "EnableDnsSupport": True,
+            "Tags": tags("vpc"),
+        },
+    }
+    resources["InternetGateway"] = {"Type": "AWS::EC2::InternetGateway", "Properties": {"Tags": tags("igw")}}
+    resources["GatewayAttachment"] = {
+        "Type": "AWS::EC2::VPCGatewayAttachment",
+        "Properties": {"VpcId": {"Ref": "Vpc"}, "InternetGatewayId": {"Ref": "InternetGateway"}},
+    }
+    resources["PublicRouteTable"] = {
+        "Type": "AWS::EC2::RouteTable",
+        "Properties": {"VpcId": {"Ref": "Vpc"}, "Tags": tags("public")},
+    }
+    resources["PublicRoute"] = {"Type": "AWS::EC2::Route", "DependsOn": "GatewayAttachment", "Properties": {
+        "RouteTableId": {"Ref": "PublicRouteTable"}, "DestinationCidrBlock": "0.0.0.0/0",
+        "GatewayId": {"Ref": "InternetGateway"}}}  # fmt: skip
+    nat_count = count if config.nat_gateways == "per-az" else 1
+    for i in range(count):
+        n = i + 1
+        resources[f"PublicSubnet{n}"] = {
+            "Type": "AWS::EC2::Subnet",
+            "Properties": {
+                "VpcId": {"Ref": "Vpc"},
+                "CidrBlock": config.public_subnet_cidrs[i],
+                "AvailabilityZone": az(i),
+                "MapPublicIpOnLaunch": True,
+                "Tags": tags(f"public-{n}", **{"kubernetes.io/role/elb": "1"}),
+            },
+        }
+        resources[f"PublicSubnet{n}Routes"] = {
+            "Type": "AWS::EC2::SubnetRouteTableAssociation",
+            "Properties": {"SubnetId": {"Ref": f"PublicSubnet{n}"}, "RouteTableId": {"Ref": "PublicRouteTable"}},
+        }
+        resources[f"PrivateSubnet{n}"] = {
+            "Type": "AWS::EC2::Subnet",
+            "Properties": {
+                "VpcId": {"Ref": "Vpc"},
+                "CidrBlock": config.private_subnet_cidrs[i],
+                "AvailabilityZone": az(i),
+                "Tags": tags(f"private-{n}", **{"kubernetes.io/role/internal-elb": "1"}),
+            },
+        }
+        nat = min(n, nat_count)
+        if n <= nat_count:
+            resources[f"NatAddress{n}"] = {
+                "Type": "AWS::EC2::EIP",
+                "DependsOn": "GatewayAttachment",
+                "Properties": {"Domain": "vpc", "Tags": tags(f"nat-{n}")},
+            }
+            resources[f"NatGateway{n}"] = {
+                "Type": "AWS::EC2::NatGateway",
+                "Properties": {
+                    "AllocationId": {"Fn::GetAtt": [f"NatAddress{n}", "AllocationId"]},
+                    "SubnetId": {"Ref": f"PublicSubnet{n}"},
+                    "Tags": tags(f"nat-{n}"),
+                },
+            }
+            resources[f"PrivateRouteTable{n}"] = {
+                "Type": "AWS::EC2::RouteTable",
+                "Properties": {"VpcId": {"Ref": "Vpc"}, "Tags": tags(f"private-{n}")},
+            }
+            resources[f"PrivateRoute{n}"] = {
+                "Type": "AWS::EC2::Route",
+                "Properties": {
+                    "RouteTableId": {"Ref": f"PrivateRouteTable{n}"},
+                    "DestinationCidrBlock": "0.0.0.0/0",
+                    "NatGatewayId": {"Ref": f"NatGateway{n}"},
+                },
+            }
+        resources[f"PrivateSubnet{n}Routes"] = {
+            "Type": "AWS::EC2::SubnetRouteTableAssociation",
+            "Properties": {
+                "SubnetId": {"Ref": f"PrivateSubnet{n}"},
+                "RouteTableId": {"Ref": f"PrivateRouteTable{nat}"},
+            },
+        }
+    private = [{"Ref": f"PrivateSubnet{i + 1}"} for i in range(count)]
+    public = [{"Ref": f"PublicSubnet{i + 1}"} for i in range(count)]
+
+    resources["SecretsKey"] = {
+        "Type": "AWS::KMS::Key",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "Description": f"Envelope encryption of {cluster_name}'s Secrets",
+            "EnableKeyRotation": True,
+            "KeyPolicy": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "AccountAdministers",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    }
+                ],
+            },
+        },
+    }
+    resources["ClusterRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": _trust("eks.amazonaws.com"),
+            "ManagedPolicyArns": [_managed("AmazonEKSClusterPolicy")],
+        },
+    }
+    resources["NodeRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": _trust("ec2.amazonaws.com"),
+            "ManagedPolicyArns": [
+                _managed("AmazonEKSWorkerNodePolicy"),
+                _managed("AmazonEC2ContainerRegistryReadOnly"),
+                _managed("AmazonEKS_CNI_Policy"),
+            ],
+        },
+    }
+    resources["Cluster"] = {
+        "Type": "AWS::EKS::Cluster",
+        "Properties": {
+            "Name": cluster_name,
+            "Version": config.kubernetes_version,
+            "RoleArn": {"Fn::GetAtt": ["ClusterRole", "Arn"]},
+            "ResourcesVpcConfig": {
+                "SubnetIds": private + public,
+                "EndpointPublicAccess": True,
+                "EndpointPrivateAccess": True,
+            },
+            "AccessConfig": {
+                "AuthenticationMode": "API_AND_CONFIG_MAP",
+                "BootstrapClusterCreatorAdminPermissions": True,
+            },
+            "EncryptionConfig": [
+                {"Provider": {"KeyArn": {"Fn::GetAtt": ["SecretsKey", "Arn"]}}, "Resources": ["secrets"]}
+            ],
+            "Logging": {
+                "ClusterLogging": {"EnabledTypes": [{"Type": "api"}, {"Type": "audit"}, {"Type": "authenticator"}]}
+            },
+        },
+    }
+    resources["NodeGroup"] = {
+        "Type": "AWS::EKS::Nodegroup",
+        "Properties": {
+            "ClusterName": {"Ref": "Cluster"},
+            "NodeRole": {"Fn::GetAtt": ["NodeRole", "Arn"]},
+            "Subnets": private,
+            "InstanceTypes": [config.node_instance_type],
+            "AmiType": "AL2023_x86_64_STANDARD",
+            "DiskSize": config.node_disk_size,
+            "ScalingConfig": {
+                "MinSize": config.node_count_min,
+                "MaxSize": config.node_count_max,
+                "DesiredSize": config.node_count_min,
+            },
+            "UpdateConfig": {"MaxUnavailable": 1},
+        },
+    }
+    for role, policy in (
+        ("EbsCsiRole", "service-role/AmazonEBSCSIDriverPolicy"),
+        ("EfsCsiRole", "service-role/AmazonEFSCSIDriverPolicy"),
+    ):
+        resources[role] = {
+            "Type": "AWS::IAM::Role",
+            "Properties": {"AssumeRolePolicyDocument": POD_IDENTITY_TRUST, "ManagedPolicyArns": [_managed(policy)]},
+        }
+    resources["LoadBalancerControllerRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": POD_IDENTITY_TRUST,
+            "ManagedPolicyArns": [_managed("ElasticLoadBalancingFullAccess")],
+            "Policies": [
+                {
+                    "PolicyName": "load-balancer-controller",
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Resource": "*",
+                                "Action": [
+                                    "ec2:Describe*",
+                                    "ec2:CreateSecurityGroup",
+                                    "ec2:CreateTags",
+                                    "ec2:DeleteTags",
+                                    "ec2:AuthorizeSecurityGroupIngress",
+                                    "ec2:RevokeSecurityGroupIngress",
+                                    "ec2:DeleteSecurityGroup",
+                                    "acm:DescribeCertificate",
+                                    "acm:ListCertificates",
+                                    "wafv2:GetWebACLForResource",
+                                    "shield:GetSubscriptionState",
+                                    "iam:CreateServiceLinkedRole",
+                                    "cognito-idp:DescribeUserPoolClient",
+                                ],
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+    resources["AppRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": POD_IDENTITY_TRUST,
+            "Description": f"The app's pods ({config.namespace}/{app}); attach the policies it needs.",
+        },
+    }
+    for addon in ADDONS:
+        properties = {"ClusterName": {"Ref": "Cluster"}, "AddonName": addon, "ResolveConflicts": "OVERWRITE"}
+        if addon == "vpc-cni":
+            # Without this, NetworkPolicies are accepted and not enforced.
+            properties["ConfigurationValues"] = json.dumps({"enableNetworkPolicy": "true"})
+        if addon in ("aws-ebs-csi-driver", "aws-efs-csi-driver"):
+            role = "EbsCsiRole" if "ebs" in addon else "EfsCsiRole"
+            account = "ebs-csi-controller-sa" if "ebs" in addon else "efs-csi-controller-sa"
+            properties["PodIdentityAssociations"] = [
+                {"ServiceAccount": account, "RoleArn": {"Fn::GetAtt": [role, "Arn"]}}
+            ]
+        logical = "Addon" + "".join(part.capitalize() for part in re.split(r"[-]", addon))
+        resources[logical] = {
+            "Type": "AWS::EKS::Addon",
+            "DependsOn": ["NodeGroup", "AddonEksPodIdentityAgent"]
+            if addon != "eks-pod-identity-agent"
+            else ["NodeGroup"],
+            "Properties": properties,
+        }
+    for logical, namespace, account, role in (
+        ("LoadBalancerControllerIdentity", "kube-system", "aws-load-balancer-controller", "LoadBalancerControllerRole"),
+        ("AppIdentity", config.namespace, names.resource_name(app), "AppRole"),
+    ):
+        resources[logical] = {
+            "Type": "AWS::EKS::PodIdentityAssociation",
+            "Properties": {
+                "ClusterName": {"Ref": "Cluster"},
+                "Namespace": namespace,
+                "ServiceAccount": account,
+                "RoleArn": {"Fn::GetAtt": [role, "Arn"]},
+            },
+        }
+    resources["StaticFilesSecurityGroup"] = {
+        "Type": "AWS::EC2::SecurityGroup",
+        "Properties": {
+            "GroupDescription": f"NFS to the static files of {app}",
+            "VpcId": {"Ref": "Vpc"},
+            "SecurityGroupIngress": [
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 2049,
+                    "ToPort": 2049,
+                    "CidrIp": config.vpc_cidr,
+                    "Description": "NFS from the VPC",
+                }
+            ],
+            "Tags": tags("efs"),
+        },
+    }
+    resources["StaticFiles"] = {
+        "Type": "AWS::EFS::FileSystem",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "Encrypted": True,
+            "PerformanceMode": "generalPurpose",
+            "ThroughputMode": "elastic",
+            "FileSystemTags": [{"Key": "Name", "Value": f"{app}-static"}],
+        },
+    }
+    for i in range(count):
+        resources[f"StaticFilesMount{i + 1}"] = {
+            "Type": "AWS::EFS::MountTarget",
+            "Properties": {
+                "FileSystemId": {"Ref": "StaticFiles"},
+                "SubnetId": {"Ref": f"PrivateSubnet{i + 1}"},
+                "SecurityGroups": [{"Ref": "StaticFilesSecurityGroup"}],
+            },
+        }
+    resources["Repository"] = {"Type": "AWS::ECR::Repository", "DeletionPolicy": "Retain",
+                               "UpdateReplacePolicy": "Retain", "Properties": {
+        "RepositoryName": _repository(config), "ImageTagMutability": "IMMUTABLE",
+        "ImageScanningConfiguration": {"ScanOnPush": True}, "EncryptionConfiguration": {"EncryptionType": "AES256"},
+        "LifecyclePolicy": {"LifecyclePolicyText": json.dumps(LIFECYCLE)}}}  # fmt: skip
+    outputs = {
+        "ClusterName": {"Description": "DEPLOY['eks_cluster']", "Value": {"Ref": "Cluster"}},
+        "EfsFileSystemId": {"Description": "DEPLOY['efs_file_system_id']", "Value": {"Ref": "StaticFiles"}},
+        "RepositoryUri": {"Description": "DEPLOY['image_repository']",
+                          "Value": {"Fn::GetAtt": ["Repository", "RepositoryUri"]}},
+        "AppRoleArn": {"Description": "DEPLOY['app_role_arn']", "Value": {"Fn::GetAtt": ["AppRole", "Arn"]}},
+        "VpcId": {"Description": "The VPC", "Value": {"Ref": "Vpc"}},
+        "VpcCidr": {"Description": "DEPLOY['vpc_cidr']", "Value": config.vpc_cidr},
+    }  # fmt: skip
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"Infrastructure of {app}: VPC, EKS, EFS, ECR (rendered by manage.py aws_provision)",
+    }
+    if zones:
+        template["Parameters"] = {
+            "AvailabilityZones": {
+                "Type": "List<AWS::EC2::AvailabilityZone::Name>",
+                "Default": ",".join(zones),
+                "Description": "DEPLOY['aws_availability_zones']",
+            }
+        }
+    return {**template, "Resources": resources, "Outputs": outputs}
+
+
+def _repository(config):
+    return config.image_repository.split("/", 1)[1] if "/" in config.image_repository else config.image_repository
+
+
+def to_text(template):
+    return json.dumps(template, indent=2, sort_keys=False) + "\n"
+
+
+# --- the stack -----------------------------------------------------------------------
+
+
+def stack_name(config):
+    return config.aws_stack_name or names.truncate(f"{config.app_name}-infra")
+
+
+def current_template(cloudformation, name):
+    """The deployed template (dict) and stack status, or (None, None)."""
+    try:
+        stacks = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    except cloudformation.exceptions.ClientError as exc:
+        if "does not exist" in str(exc):
+            return None, None
+        raise
+    body = cloudformation.get_template(StackName=name, TemplateStage="Original")["TemplateBody"]
+    if isinstance(body, str):
+        body = yaml.safe_load(body)
+    return body, stacks[0]["StackStatus"]
+
+
+def plan_change_set(cloudformation, name, template, exists):
+    kind = "UPDATE" if exists else "CREATE"
+    change_set_name = f"aws-provision-{int(time.time())}"
+    created = call(
+        f"Creating a change set for stack {name}",
+        cloudformation.create_change_set,
+        StackName=name,
+        ChangeSetName=change_set_name,
+        ChangeSetType=kind,
+        TemplateBody=to_text(template),
+        Capabilities=["CAPABILITY_NAMED_IAM", "CAPABILITY_IAM"],
+    )
+    for _ in range(600):
+        described = cloudformation.describe_change_set(ChangeSetName=created["Id"], StackName=name)
+        if described["Status"] in ("CREATE_COMPLETE", "FAILED"):
+            break
+        time.sleep(1)
+    if described["Status"] == "FAILED" and "didn't contain changes" not in described.get("StatusReason", ""):
+        raise AwsError(f"The change set for {name} failed: {described.get('StatusReason')}")
+    changes = [
+        {
+            "action": c["ResourceChange"]["Action"],
+            "resource": c["ResourceChange"]["LogicalResourceId"],
+            "type": c["ResourceChange"]["ResourceType"],
+            "replacement": c["ResourceChange"].get("Replacement", ""),
+        }
+        for c in described.get("Changes", [])
+    ]
+    return created["Id"], changes
+
+
+def stream_events(cloudformation, name, since, progress, timeout=3600):
+    """Print stack events as they arrive; return the final status and the first failure (resource, reason)."""
+    seen, deadline, failure = set(), time.monotonic() + timeout, None
+    while True:
+        events = call("Reading stack events", cloudformation.describe_stack_events, StackName=name)["StackEvents"]
+        for event in reversed(events):
+            if event["EventId"] in seen or event["Timestamp"].timestamp() < since:
+                continue
+            seen.add(event["EventId"])
+            status, reason = event["ResourceStatus"], event.get("ResourceStatusReason", "")
+            progress(f"{event['LogicalResourceId']:<32} {status:<24} {reason}")
+            if status.endswith("_FAILED") and failure is None and "cancelled" not in reason.lower():
+                failure = (event["LogicalResourceId"], event.get("ResourceType", ""), reason)
+        stack = call("Reading the stack", cloudformation.describe_stacks, StackName=name)["Stacks"][0]
+        status = stack["StackStatus"]
+        if TERMINAL.search(status) and not status.endswith("_IN_PROGRESS"):
+            return status, failure, {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        if time.monotonic() > deadline:
+            raise AwsError(f"Stack {name} is still {status} after {timeout} s.")
+        time.sleep(5)

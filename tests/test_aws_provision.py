@@ -1,0 +1,210 @@
+"""aws_provision: the CloudFormation template (cfn-lint) and the stack's life (moto)."""
+
+import json
+import os
+import shutil
+import subprocess
+from io import StringIO
+from pathlib import Path
+from unittest import mock
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from moto import mock_aws
+
+from deploy.aws import cloudformation as cfn
+from deploy.conf import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "eu-west-1"
+OPTIONS = {
+    "default": {},
+    "three-zones-nat-per-az": {
+        "aws_availability_zones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
+        "public_subnet_cidrs": ["10.0.0.0/20", "10.0.16.0/20", "10.0.32.0/20"],
+        "private_subnet_cidrs": ["10.0.64.0/19", "10.0.96.0/19", "10.0.128.0/19"],
+        "nat_gateways": "per-az",
+    },
+    "bigger-nodes": {"node_instance_type": "m6i.2xlarge", "node_count_min": 3, "node_count_max": 10},
+    "other-names": {"app_name": "shop", "namespace": "shop", "aws_stack_name": "shop-prod",
+                    "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/web",
+                    "kubernetes_version": "1.31"},
+}  # fmt: skip
+
+
+def _cfn_lint():
+    found = ROOT / ".venv-tools" / "bin" / "cfn-lint"
+    found = found if found.exists() else Path(shutil.which("cfn-lint") or found)
+    if not Path(found).exists():
+        pytest.fail("cfn-lint is not installed: run 'make venv' (requirements/tools.txt)")
+    return str(found)
+
+
+def test_cfn_lint_passes_for_the_default_and_each_option(tmp_path):
+    files = []
+    for name, deploy in OPTIONS.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(cfn.to_text(cfn.render_template(load_config(deploy, environ={}))))
+        files.append(str(path))
+    result = subprocess.run([_cfn_lint(), "--regions", REGION, "--", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_template_has_what_the_deploy_needs():
+    template = cfn.render_template(load_config({}, environ={}))
+    types = [r["Type"] for r in template["Resources"].values()]
+    for kind in ("AWS::EC2::VPC", "AWS::EC2::NatGateway", "AWS::EKS::Cluster", "AWS::EKS::Nodegroup",
+                 "AWS::EFS::FileSystem", "AWS::ECR::Repository", "AWS::EKS::PodIdentityAssociation"):  # fmt: skip
+        assert kind in types
+    assert types.count("AWS::EC2::Subnet") == 4 and types.count("AWS::EFS::MountTarget") == 2
+    addons = {r["Properties"]["AddonName"]: r["Properties"] for r in template["Resources"].values()
+              if r["Type"] == "AWS::EKS::Addon"}  # fmt: skip
+    assert set(addons) == set(cfn.ADDONS)
+    assert json.loads(addons["vpc-cni"]["ConfigurationValues"]) == {"enableNetworkPolicy": "true"}
+    assert set(template["Outputs"]) >= {"ClusterName", "EfsFileSystemId", "RepositoryUri"}
+
+
+def test_a_changed_setting_changes_only_its_sections():
+    base = cfn.render_template(load_config({}, environ={}))
+    changed = cfn.render_template(load_config({"node_instance_type": "m6i.large"}, environ={}))
+    differing = {k for k in base["Resources"] if base["Resources"][k] != changed["Resources"][k]}
+    assert differing == {"NodeGroup"}
+    per_az = cfn.render_template(load_config({"nat_gateways": "per-az"}, environ={}))
+    added = set(per_az["Resources"]) - set(base["Resources"])
+    assert added == {"NatAddress2", "NatGateway2", "PrivateRouteTable2", "PrivateRoute2"}
+    differing = {k for k in base["Resources"] if base["Resources"][k] != per_az["Resources"][k]}
+    assert differing == {"PrivateSubnet2Routes"}
+
+
+@pytest.mark.parametrize(
+    ("deploy", "message"),
+    [
+        ({"aws_availability_zones": ["eu-west-1a"]}, "at least 2 different zones"),
+        ({"aws_availability_zones": ["eu-west-1a", "eu-west-1a"]}, "at least 2 different zones"),
+        ({"public_subnet_cidrs": ["10.0.0.0/20", "10.0.64.0/20"]}, r"overlaps 10\.0\.64\.0/20"),
+        ({"private_subnet_cidrs": ["10.0.64.0/18", "10.1.0.0/18"]}, "outside the VPC"),
+        ({"node_instance_type": "large-t3"}, "not an EC2 instance type"),
+        ({"node_instance_type": "t3.huge"}, "not an EC2 instance type"),
+        ({"node_count_min": 5, "node_count_max": 3}, "node_count_min"),
+        ({"public_subnet_cidrs": ["10.0.0.0/20"]}, "one CIDR per availability zone"),
+    ],
+)
+def test_bad_settings_end_before_any_aws_call(settings, deploy, message, monkeypatch):
+    settings.DEPLOY = deploy
+    with (
+        mock.patch("boto3.Session", side_effect=AssertionError("no AWS call may happen")),
+        pytest.raises(CommandError, match=message) as excinfo,
+    ):
+        call_command("aws_provision", stdout=StringIO())
+    assert "\n" not in str(excinfo.value)
+    with pytest.raises(ConfigError):
+        cfn.check_settings(load_config(deploy, environ={}))
+
+
+@pytest.fixture
+def aws(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "DEPLOY_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cfn.time, "sleep", lambda seconds: None)
+    with mock_aws():
+        yield boto3.client("cloudformation", region_name=REGION)
+
+
+def provision(*args):
+    out = StringIO()
+    call_command("aws_provision", "--no-input", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_stack_is_created_its_events_shown_and_its_outputs_read(aws, monkeypatch):
+    # moto creates no EKS cluster, node group, add-on or pod identity association from CloudFormation
+    # (it warns and skips them), and an output that refers to one makes it drop every output: the
+    # ClusterName output is left out here. Those resources are checked by cfn-lint only.
+    render = cfn.render_template
+
+    def without_cluster_output(config):
+        template = render(config)
+        template["Outputs"].pop("ClusterName")
+        return template
+
+    monkeypatch.setattr(cfn, "render_template", without_cluster_output)
+    out = provision()
+    stack = aws.describe_stacks(StackName="django-app-infra")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    # Events as they arrived (moto records the stack's own events, not each resource's).
+    assert "CREATE_IN_PROGRESS" in out and "CREATE_COMPLETE" in out
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["RepositoryUri"].endswith("/django-app")
+    assert outputs["EfsFileSystemId"].startswith("fs-")
+    assert "DEPLOY['efs_file_system_id'] = 'fs-" in out
+    assert Path("build/cloudformation/django-app-infra.json").exists()
+    assert boto3.client("eks", region_name=REGION).list_clusters()["clusters"] == []  # as said above
+
+
+def test_an_unchanged_template_is_nothing_to_change_without_a_change_set(aws):
+    provision()
+    with mock.patch.object(cfn, "plan_change_set", side_effect=AssertionError("no change set")):
+        assert "Nothing to change" in provision()
+
+
+def test_plan_shows_the_change_set_and_executes_nothing(aws, settings):
+    provision()
+    settings.DEPLOY = {"node_instance_type": "m6i.large"}
+    report = json.loads(provision("--plan", "--json"))
+    assert report["executed"] is False
+    assert {c["resource"] for c in report["changes"]} >= {"NodeGroup"}
+    deployed = aws.get_template(StackName="django-app-infra")["TemplateBody"]
+    deployed = deployed if isinstance(deployed, dict) else json.loads(deployed)
+    assert deployed["Resources"]["NodeGroup"]["Properties"]["InstanceTypes"] == ["t3.large"]
+
+
+def test_a_failed_create_is_reported_with_its_resource_and_reason(aws):
+    # An ECR repository of that name already exists: moto refuses the creation at once.
+    boto3.client("ecr", region_name=REGION).create_repository(repositoryName="django-app")
+    with pytest.raises(CommandError, match=r"Creating stack django-app-infra: .*RepositoryAlreadyExists.*django-app"):
+        provision()
+
+
+def test_failed_stack_events_name_the_resource(aws):
+    """The path real CloudFormation takes: a resource fails, the stack rolls back (events stubbed)."""
+    from datetime import UTC, datetime
+
+    client = boto3.client("cloudformation", region_name=REGION)
+    stubber = Stubber(client)
+    now = datetime.now(UTC)
+    event = {"StackId": "id", "EventId": "e1", "StackName": "s", "LogicalResourceId": "NodeGroup",
+             "ResourceType": "AWS::EKS::Nodegroup", "Timestamp": now, "ResourceStatus": "CREATE_FAILED",
+             "ResourceStatusReason": "Instance type t3.huge is not supported"}  # fmt: skip
+    stubber.add_response("describe_stack_events", {"StackEvents": [event]})
+    stubber.add_response(
+        "describe_stacks",
+        {"Stacks": [{"StackName": "s", "CreationTime": now, "StackStatus": "ROLLBACK_COMPLETE"}]},
+    )
+    lines = []
+    with stubber:
+        final, failure, _ = cfn.stream_events(client, "s", 0, lines.append)
+    assert final == "ROLLBACK_COMPLETE"
+    assert failure == ("NodeGroup", "AWS::EKS::Nodegroup", "Instance type t3.huge is not supported")
+    assert "NodeGroup" in lines[0] and "CREATE_FAILED" in lines[0]
+
+
+def test_delete_asks_for_the_stack_name(aws, monkeypatch):
+    # moto cannot delete the full stack (it deletes the VPC before what is in it): a small one shows the flow.
+    small = {"Resources": {"Repository": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": "x"}}},
+             "Outputs": {}}  # fmt: skip
+    monkeypatch.setattr(cfn, "render_template", lambda config: small)
+    provision()
+    monkeypatch.setattr("builtins.input", lambda prompt: "wrong-name")
+    with pytest.raises(CommandError, match="Cancelled"):
+        call_command("aws_provision", "--delete", stdout=StringIO())
+    provision("--delete")
+    stacks = aws.describe_stacks()["Stacks"]
+    assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == "django-app-infra")
