@@ -1,4 +1,5 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,16 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+def tool(name):
+    """A scanner from .venv-tools (make venv installs requirements/tools.txt there), else from PATH."""
+    found = ROOT / ".venv-tools" / "bin" / name
+    if not found.exists():
+        found = Path(shutil.which(name) or found)
+    if not found.exists():
+        pytest.fail(f"{name} is not installed: run 'make venv' (it installs requirements/tools.txt into .venv-tools)")
+    return str(found)
 
 
 def free_port():

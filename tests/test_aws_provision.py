@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 from io import StringIO
 from pathlib import Path
@@ -17,6 +16,7 @@ from moto import mock_aws
 
 from deploy.aws import cloudformation as cfn
 from deploy.conf import ConfigError, load_config
+from tests.conftest import tool
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
@@ -35,21 +35,13 @@ OPTIONS = {
 }  # fmt: skip
 
 
-def _cfn_lint():
-    found = ROOT / ".venv-tools" / "bin" / "cfn-lint"
-    found = found if found.exists() else Path(shutil.which("cfn-lint") or found)
-    if not Path(found).exists():
-        pytest.fail("cfn-lint is not installed: run 'make venv' (requirements/tools.txt)")
-    return str(found)
-
-
 def test_cfn_lint_passes_for_the_default_and_each_option(tmp_path):
     files = []
     for name, deploy in OPTIONS.items():
         path = tmp_path / f"{name}.json"
         path.write_text(cfn.to_text(cfn.render_template(load_config(deploy, environ={}))))
         files.append(str(path))
-    result = subprocess.run([_cfn_lint(), "--regions", REGION, "--", *files], capture_output=True, text=True)
+    result = subprocess.run([tool("cfn-lint"), "--regions", REGION, "--", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

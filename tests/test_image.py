@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PYTHON, ROOT, free_port, http_get, production_env
+from tests.conftest import PYTHON, ROOT, free_port, http_get, production_env, tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BASE = "local/python:3.12-slim-bookworm"
@@ -157,11 +157,7 @@ def test_compose_files_are_valid():
 
 
 def test_dockerfile_passes_hadolint_and_checkov():
-    tools = ROOT / ".venv-tools" / "bin"
     checkov_args = ["--framework", "dockerfile", "--skip-download", "--quiet", "--compact", "-f", "Dockerfile"]
-    for tool, args in (("hadolint", ["Dockerfile"]), ("checkov", checkov_args)):
-        path = tools / tool if (tools / tool).exists() else Path(shutil.which(tool) or tools / tool)
-        if not Path(path).exists():
-            pytest.fail(f"{tool} is not installed: run 'make venv' (requirements/tools.txt)")
-        result = subprocess.run([str(path), *args], cwd=ROOT, capture_output=True, text=True)
+    for name, args in (("hadolint", ["Dockerfile"]), ("checkov", checkov_args)):
+        result = subprocess.run([tool(name), *args], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr

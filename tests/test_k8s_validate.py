@@ -1,6 +1,5 @@
 import copy
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pytest
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, load_config
 from deploy.k8s.render import render_manifests, write_manifests
 from deploy.k8s.validate import policy_problems, schema_problems
+from tests.conftest import tool
 from tests.k8s_helpers import MODES, by_kind, mode_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,22 +127,12 @@ def test_secret_file_variables_must_point_into_a_mounted_secret():
     assert any("SECRET_KEY_FILE" in p for p in _broken(mutate))
 
 
-def _checkov():
-    found = ROOT / ".venv-tools" / "bin" / "checkov"
-    found = found if found.exists() else Path(shutil.which("checkov") or found)
-    if not Path(found).exists():
-        pytest.fail("checkov is not installed: run 'make venv' (it installs requirements/tools.txt into .venv-tools)")
-    return str(found)
-
-
 @pytest.mark.slow
 def test_checkov_reports_no_failed_check_in_any_mode(tmp_path):
     for mode in MODES:
         write_manifests(render_manifests(mode_config(mode)), tmp_path / mode)
-    result = subprocess.run(
-        [_checkov(), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json", "-d", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    command = [tool("checkov"), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json"]
+    result = subprocess.run([*command, "-d", str(tmp_path)], capture_output=True, text=True, timeout=600)
     reports = json.loads(result.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     failed = [
