@@ -684,7 +684,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.connection.shutdown(2)
                     return None
                 if fault.status:
-                    reason = {500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(
+                    reason = {422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(
                         fault.status, "Error"
                     )
                     return self._send(fault.status, ApiError(fault.status, reason, "injected fault").status())

@@ -251,6 +251,33 @@ def test_a_field_owned_by_another_manager_is_a_conflict_unless_forced(server):
     assert {"object": f"ConfigMap {NS}/django-app", "result": "configured"} in report["objects"]
 
 
+def test_a_field_this_tool_never_managed_is_not_taken_without_force_conflicts(server):
+    deploy()
+    server.server_side_apply(
+        "", "v1", "ConfigMap", "configmaps", NS, "django-app",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "django-app"}, "data": {"HAND_MADE": "1"}},
+        "kubectl-edit", True, False,
+    )  # fmt: skip
+    # The next render manages HAND_MADE too, which another manager owns.
+    import os
+
+    os.environ["DEPLOY_EXTRA_ENV"] = '{"HAND_MADE": "2"}'
+    try:
+        message = failing_deploy()
+        assert 'conflict with "kubectl-edit": .data.HAND_MADE' in message and "--force-conflicts" in message
+        assert server.get("configmaps", "django-app", NS)["data"]["HAND_MADE"] == "1"
+        deploy("--force-conflicts")
+        assert server.get("configmaps", "django-app", NS)["data"]["HAND_MADE"] == "2"
+    finally:
+        del os.environ["DEPLOY_EXTRA_ENV"]
+
+
+def test_an_invalid_object_is_a_clear_422(server):
+    server.faults.append(Fault("PATCH", r"/horizontalpodautoscalers/", status=422))
+    message = failing_deploy()
+    assert "rejected the object as invalid (422)" in message and "Applied before the failure" in message
+
+
 def test_fields_a_manager_stops_applying_are_removed(server, monkeypatch):
     monkeypatch.setenv("DEPLOY_EXTRA_ENV", '{"FEATURE_X": "on"}')
     deploy()

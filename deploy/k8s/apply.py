@@ -18,19 +18,27 @@ TIMEOUT = (5, 60)  # connect, read (seconds) for one request
 
 
 class ClusterError(Exception):
-    """The cluster refused or could not be reached; ``status`` is the HTTP status when there is one."""
+    """The cluster refused or could not be reached.
 
-    def __init__(self, message, status=None):
+    ``status`` is the HTTP status when there is one; ``causes`` the Status
+    causes (for a 409 apply conflict: one per field, with the other manager).
+    """
+
+    def __init__(self, message, status=None, causes=()):
         super().__init__(message)
         self.status = status
+        self.causes = list(causes)
+
+
+def _status(exc):
+    try:
+        return json.loads(exc.body)
+    except (TypeError, ValueError):
+        return {}
 
 
 def _status_message(exc):
-    try:
-        body = json.loads(exc.body)
-    except (TypeError, ValueError):
-        return str(exc.reason or exc)
-    return body.get("message") or str(exc.reason)
+    return _status(exc).get("message") or str(exc.reason or exc)
 
 
 def explain(exc, doing):
@@ -54,7 +62,7 @@ def explain(exc, doing):
             text = f"{doing}: the API server failed ({status}): {message}"
         else:
             text = f"{doing}: {status} {message}"
-        return ClusterError(text, status)
+        return ClusterError(text, status, _status(exc).get("details", {}).get("causes", []))
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | OSError):
         reason = getattr(exc, "reason", None) or exc
         return ClusterError(f"{doing}: cannot reach the cluster's API server ({reason}).")

@@ -116,6 +116,7 @@ class Deployer:
         self.force_conflicts = force_conflicts
         self.progress = progress or (lambda message: None)
         self.report = DeployReport()
+        self.previous = {}  # what the last recorded revision applied, by (kind, namespace, name)
 
     # --- apply --------------------------------------------------------------
 
@@ -124,9 +125,17 @@ class Deployer:
         try:
             after = self.cluster.apply(manifest, dry_run=dry_run, force=self.force_conflicts)
         except ClusterError as exc:
-            if exc.status != 409 or not self._owned_before(before, manifest):
+            if exc.status != 409:
                 raise
-            # The conflicting fields were ours before: take them back.
+            foreign = self._foreign_conflicts(before, exc.causes, self.previous.get(_key(manifest)))
+            if foreign:
+                raise ClusterError(
+                    f"{exc} Fields this tool never managed are owned by another manager: {'; '.join(foreign)}. "
+                    "Remove that manager's edit, or rerun with --force-conflicts to take them over.",
+                    409,
+                    exc.causes,
+                ) from None
+            # Every conflicting field was ours before someone changed it: take it back.
             after = self.cluster.apply(manifest, dry_run=dry_run, force=True)
         if before is None:
             result = "created"
@@ -139,12 +148,23 @@ class Deployer:
             self.progress(f"{describe(manifest)} {result}{' (dry run)' if dry_run else ''}")
         return after
 
-    def _owned_before(self, live, manifest):
-        if live is None:
-            return False
-        return any(
-            entry.get("manager") == self.cluster.field_manager for entry in live["metadata"].get("managedFields") or []
-        )
+    def _foreign_conflicts(self, live, causes, previous=None):
+        """The conflict causes on fields this tool did not apply before.
+
+        "Ours" is what the last revision applied (another manager's update takes a
+        field's ownership away, so managedFields alone would forget it) and what our
+        field manager still owns.
+        """
+        ours = {p for p in _leaf_paths(previous) if p} if previous else set()
+        for entry in (live or {}).get("metadata", {}).get("managedFields") or []:
+            if entry.get("manager") == self.cluster.field_manager:
+                ours |= set(_field_paths(entry.get("fieldsV1") or {}))
+        foreign = []
+        for cause in causes or [{"field": "(unknown)", "message": "conflict"}]:
+            path = _cause_path(cause.get("field", ""))
+            if not any(path[: len(mine)] == mine or mine[: len(path)] == path for mine in ours if mine):
+                foreign.append(cause.get("message") or cause.get("field", ""))
+        return foreign
 
     def apply_all(self, manifests, dry_run=False):
         for manifest in sorted(manifests, key=sort_key):
@@ -186,8 +206,10 @@ class Deployer:
 
     def _deploy_locked(self, manifests, rollback_of):
         config = self.config
-        releases = history(self.cluster, config.app_name, config.namespace)
+        releases = history(self.cluster, config.app_name, config.namespace, with_manifests=True)
         revision = max((r.revision for r in releases), default=0) + 1
+        if releases:
+            self.previous = {_key(m): m for m in releases[-1].manifests or []}
         self.report.revision = revision
         note = f"rollback to revision {rollback_of}" if rollback_of else ""
         record(
@@ -241,8 +263,7 @@ class Deployer:
                 self.report,
             )
         target = good[-1].revision
-        previous = history(self.cluster, config.app_name, config.namespace, with_manifests=True)
-        manifests = next(r.manifests for r in previous if r.revision == target)
+        manifests = good[-1].manifests  # the releases were read with their manifests
         self.progress(f"rollout failed: rolling back to revision {target}")
         _, _, late = phases(manifests)
         self.apply_all(late)
@@ -349,6 +370,40 @@ _KNOWN_KINDS = [
     ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
 ]  # fmt: skip
+
+
+def _key(manifest):
+    meta = manifest["metadata"]
+    return (manifest["kind"], meta.get("namespace"), meta["name"])
+
+
+def _leaf_paths(obj, prefix=()):
+    """Paths of an applied object's leaves; a list is one leaf."""
+    if isinstance(obj, dict) and obj:
+        for key, value in obj.items():
+            yield from _leaf_paths(value, (*prefix, key))
+    else:
+        yield prefix
+
+
+def _field_paths(fields, prefix=()):
+    """Paths of a FieldsV1 tree, by field names only (list item keys dropped)."""
+    if not fields:
+        yield prefix
+    for key, sub in fields.items():
+        if key.startswith("f:"):
+            yield from _field_paths(sub, (*prefix, key[2:]))
+        elif key.startswith(("k:", "v:", "i:")):
+            yield from _field_paths(sub, prefix)
+        elif key == ".":
+            yield prefix
+
+
+def _cause_path(field):
+    """'.spec.template.spec.containers[name="web"].image' -> ('spec', ..., 'containers', 'image')."""
+    import re
+
+    return tuple(part for part in re.sub(r"\[[^\]]*\]", "", field).split(".") if part)
 
 
 def _redact_secret_diff(manifest, diff):
