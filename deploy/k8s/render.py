@@ -86,8 +86,12 @@ def yaml_value(value):
 
 APP_UID = 10001
 NOBODY = 65534
-# Components that are other software: their name label is the software's, their version its image's.
-THIRD_PARTY = {
+# The image whose tag is each component's version label: a new app release
+# then does not restart PostgreSQL or Redis through a changed pod label.
+COMPONENT_IMAGES = {
+    "postgres": lambda c: c.postgres_image,
+    "postgres-backup": lambda c: c.postgres_image,
+    "redis": lambda c: c.redis_image,
     "prometheus": lambda c: c.prometheus_image,
     "kube-state-metrics": lambda c: c.kube_state_metrics_image,
     "node-exporter": lambda c: c.node_exporter_image,
@@ -96,6 +100,8 @@ THIRD_PARTY = {
     "fluentd": lambda c: c.fluentd_image,
     "efk-setup": lambda c: c.curl_image,
 }
+# Components that are other software: their name label is the software's.
+THIRD_PARTY = {"prometheus", "kube-state-metrics", "node-exporter", "elasticsearch", "kibana", "fluentd", "efk-setup"}
 
 
 def pod_security_context(uid):
@@ -130,22 +136,15 @@ def _secret_data(values, redact):
 
 def build_context(config, secrets, redact, env=None):
     app = config.app_name
-    # Each component's version is its own image's: a new app release does not
-    # restart PostgreSQL or Redis through a changed pod label.
-    versions = {
-        "postgres": config.postgres_image.rpartition(":")[2],
-        "postgres-backup": config.postgres_image.rpartition(":")[2],
-        "redis": config.redis_image.rpartition(":")[2],
-    }
 
     def name(component=None):
         return names.resource_name(app, component)
 
     def labels(component):
-        found = names.labels(app, component, versions.get(component, config.image_tag))
+        image = COMPONENT_IMAGES.get(component)
+        found = names.labels(app, component, image(config).rpartition(":")[2] if image else config.image_tag)
         if component in THIRD_PARTY:
             found["app.kubernetes.io/name"] = component
-            found["app.kubernetes.io/version"] = names.truncate(THIRD_PARTY[component](config).rpartition(":")[2])
         return found
 
     def selector(component):
