@@ -5,6 +5,7 @@ says what was refused and why (401, 403 with the verb and resource, 409 with
 the fields, 422 with the field, 5xx, unreachable, timeouts).
 """
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -75,7 +76,8 @@ class Cluster:
     def __init__(self, api_client, field_manager=FIELD_MANAGER):
         self.api_client = api_client
         self.field_manager = field_manager
-        cache = Path(tempfile.gettempdir()) / f"k8s-deploy-discovery-{abs(hash(api_client.configuration.host))}.json"
+        host = hashlib.sha256(api_client.configuration.host.encode()).hexdigest()[:16]
+        cache = Path(tempfile.gettempdir()) / f"k8s-deploy-discovery-{host}.json"
         try:
             self.dynamic = DynamicClient(api_client, cache_file=str(cache))
         except Exception as exc:
