@@ -207,6 +207,11 @@ class FakeApiServer:
         self.scenarios = {}
         self.pod_logs = {}  # pod name -> text
         self._stop = threading.Event()
+        for namespace in ("default", "kube-system", "kube-public"):  # as every cluster has them
+            self.objects[("", "namespaces", None, namespace)] = {
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": namespace, "uid": str(uuid.uuid4()), "resourceVersion": "1"},
+            }  # fmt: skip
 
     # lifecycle
     def __enter__(self):
@@ -264,7 +269,12 @@ class FakeApiServer:
         meta["generation"] = 1
         meta["resourceVersion"] = str(next(self.versions))
 
+    def _namespace_must_exist(self, namespace):
+        if namespace and ("", "namespaces", None, namespace) not in self.objects:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
+
     def server_side_apply(self, group, version, kind, plural, namespace, name, body, manager, force, dry_run):
+        self._namespace_must_exist(namespace)
         if body.get("kind") != kind or body.get("metadata", {}).get("name") != name:
             raise ApiError(400, "BadRequest", "the name and kind of the body do not match the URL")
         if not manager:
@@ -341,6 +351,7 @@ class FakeApiServer:
             return copy.deepcopy(obj), 201 if created else 200
 
     def create(self, group, version, kind, plural, namespace, body, dry_run):
+        self._namespace_must_exist(namespace)
         name = body.get("metadata", {}).get("name")
         key = self._key(group, plural, namespace, name)
         with self.lock:

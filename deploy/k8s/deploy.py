@@ -320,21 +320,25 @@ class Deployer:
 
     # --- dry run and diff -----------------------------------------------------------
 
+    def _new_namespaces(self, manifests):
+        """Rendered namespaces that do not exist yet: the server cannot dry-run objects into them."""
+        rendered = {m["metadata"]["name"] for m in manifests if m["kind"] == "Namespace"}
+        return {ns for ns in rendered if self.cluster.get("v1", "Namespace", ns) is None}
+
     def dry_run(self, manifests):
-        namespace_exists = self.cluster.get("v1", "Namespace", self.config.namespace) is not None
+        new = self._new_namespaces(manifests)
         for manifest in sorted(manifests, key=sort_key):
-            if not namespace_exists and manifest["metadata"].get("namespace") == self.config.namespace:
-                # The server cannot dry-run into a namespace that does not exist yet.
+            if manifest["metadata"].get("namespace") in new:
                 self.report.objects.append({"object": describe(manifest), "result": "created"})
                 continue
             self.apply_one(manifest, dry_run=True)
-        if namespace_exists:
+        if self.config.namespace not in new:
             self.prune(manifests, dry_run=True)
         self.report.outcome = "dry-run"
         return self.report
 
     def diff(self, manifests):
-        namespace_exists = self.cluster.get("v1", "Namespace", self.config.namespace) is not None
+        new = self._new_namespaces(manifests)
         for manifest in sorted(manifests, key=sort_key):
             live = self.cluster.get_manifest(manifest)
             name = describe(manifest)
@@ -342,7 +346,7 @@ class Deployer:
                 after = manifest
                 before_text = ""
             else:
-                if manifest["metadata"].get("namespace") and not namespace_exists:
+                if manifest["metadata"].get("namespace") in new:
                     after = manifest
                 else:
                     after = self.cluster.apply(manifest, dry_run=True, force=True)
