@@ -220,24 +220,14 @@ class Deployer:
         if rollback_of:
             jobs = []  # an old release's migrations are not run again
         self.apply_all(early)
-        try:
-            self.wait_all([m for m in early if _component(m) in DATA_COMPONENTS])
-        except WaitFailure as failure:
-            set_outcome(self.cluster, config.app_name, config.namespace, revision, "failed", "data services")
-            self.report.outcome = "failed"
-            raise DeployFailed(
-                f"PostgreSQL or Redis did not become ready; the app was not touched.\n{failure}", self.report
-            ) from None
+        self._wait_or_stop(
+            [m for m in early if _component(m) in DATA_COMPONENTS],
+            revision,
+            "PostgreSQL or Redis did not become ready; the app was not touched.",
+        )
         if jobs:
             self.apply_all(jobs)
-            try:
-                self.wait_all(jobs)
-            except WaitFailure as failure:
-                set_outcome(self.cluster, config.app_name, config.namespace, revision, "failed", "migration failed")
-                self.report.outcome = "failed"
-                raise DeployFailed(
-                    f"The migration Job failed; the running Deployment was not touched.\n{failure}", self.report
-                ) from None
+            self._wait_or_stop(jobs, revision, "The migration Job failed; the running Deployment was not touched.")
         self.apply_all(late)
         try:
             self.wait_all(late)
@@ -251,6 +241,15 @@ class Deployer:
                 set_outcome(self.cluster, config.app_name, config.namespace, previous.revision, "superseded")
         self.report.outcome = outcome
         return self.report
+
+    def _wait_or_stop(self, manifests, revision, sentence):
+        """Wait for ``manifests``; on failure record the revision as failed and stop, before the app is touched."""
+        try:
+            self.wait_all(manifests)
+        except WaitFailure as failure:
+            set_outcome(self.cluster, self.config.app_name, self.config.namespace, revision, "failed", sentence)
+            self.report.outcome = "failed"
+            raise DeployFailed(f"{sentence}\n{failure}", self.report) from None
 
     def _roll_back(self, revision, releases, failure):
         config = self.config
