@@ -89,11 +89,11 @@ def commands_page():
 
 def manifest_pages():
     """{component: page} for the default configuration (Secret values redacted)."""
-    manifests = render_manifests(load_config({}, environ={}))
+    config = load_config({}, environ={})
     pages = {}
     by_component = {}
-    for manifest in manifests:
-        component = _component_of(manifest)
+    for manifest in render_manifests(config):
+        component = _component_of(manifest, config)
         by_component.setdefault(component, []).append(manifest)
     for component, items in by_component.items():
         title = COMPONENT_TITLES.get(component, component)
@@ -105,10 +105,9 @@ def manifest_pages():
     return pages
 
 
-def _component_of(manifest):
+def _component_of(manifest, config):
     origin = manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
     namespace = manifest["metadata"].get("namespace")
-    config = load_config({}, environ={})
     if namespace == config.monitoring_namespace or origin in {
         "prometheus",
         "kube-state-metrics",

@@ -15,6 +15,7 @@ from io import StringIO
 import boto3
 import botocore.exceptions
 import pytest
+import yaml
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
@@ -133,7 +134,7 @@ def test_cluster_lookup_and_kubeconfig(aws):
     info = eks.describe_cluster(session(), "shop")
     assert info.endpoint.startswith("https://") and info.status == "ACTIVE" and info.version == "1.33"
     assert set(info.subnets) == set(subnets)
-    config = json.loads(json.dumps(__import__("yaml").safe_load(eks.kubeconfig(info, REGION, "ops"))))
+    config = yaml.safe_load(eks.kubeconfig(info, REGION, "ops"))
     user = config["users"][0]["user"]["exec"]
     assert user["command"] == "aws" and user["args"][-3:] == ["shop", "--output", "json"]
     assert user["env"] == [{"name": "AWS_PROFILE", "value": "ops"}]

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import get_commands, load_command_class
 
 from deploy import docs
-from deploy.conf import load_config
+from deploy.conf import describe_settings, load_config
 from deploy.k8s import observability
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ def test_generated_reference_pages_match_the_code():
 
 def test_the_configuration_reference_lists_every_setting():
     text = (DOCS / "reference" / "configuration.md").read_text()
-    for row in __import__("deploy.conf", fromlist=["describe_settings"]).describe_settings():
+    for row in describe_settings():
         assert f"| `{row['name']}` |" in text and f"`{row['env']}`" in text
 
 

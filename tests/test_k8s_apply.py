@@ -1,6 +1,7 @@
 """k8s_deploy against the in-process fake API server (tests/fake_apiserver.py)."""
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -19,7 +20,7 @@ NS = "django-app"
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("DEPLOY_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
@@ -261,7 +262,7 @@ def test_a_field_owned_by_another_manager_is_a_conflict_unless_forced(server):
     assert {"object": f"ConfigMap {NS}/django-app", "result": "configured"} in report["objects"]
 
 
-def test_a_field_this_tool_never_managed_is_not_taken_without_force_conflicts(server):
+def test_a_field_this_tool_never_managed_is_not_taken_without_force_conflicts(server, monkeypatch):
     deploy()
     server.server_side_apply(
         "", "v1", "ConfigMap", "configmaps", NS, "django-app",
@@ -269,17 +270,12 @@ def test_a_field_this_tool_never_managed_is_not_taken_without_force_conflicts(se
         "kubectl-edit", True, False,
     )  # fmt: skip
     # The next render manages HAND_MADE too, which another manager owns.
-    import os
-
-    os.environ["DEPLOY_EXTRA_ENV"] = '{"HAND_MADE": "2"}'
-    try:
-        message = failing_deploy()
-        assert 'conflict with "kubectl-edit": .data.HAND_MADE' in message and "--force-conflicts" in message
-        assert server.get("configmaps", "django-app", NS)["data"]["HAND_MADE"] == "1"
-        deploy("--force-conflicts")
-        assert server.get("configmaps", "django-app", NS)["data"]["HAND_MADE"] == "2"
-    finally:
-        del os.environ["DEPLOY_EXTRA_ENV"]
+    monkeypatch.setenv("DEPLOY_EXTRA_ENV", '{"HAND_MADE": "2"}')
+    message = failing_deploy()
+    assert 'conflict with "kubectl-edit": .data.HAND_MADE' in message and "--force-conflicts" in message
+    assert server.get("configmaps", "django-app", NS)["data"]["HAND_MADE"] == "1"
+    deploy("--force-conflicts")
+    assert server.get("configmaps", "django-app", NS)["data"]["HAND_MADE"] == "2"
 
 
 def test_an_invalid_object_is_a_clear_422(server):

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 from io import StringIO
 
 import pytest
@@ -13,7 +14,7 @@ from django.core.management.base import CommandError
 @pytest.fixture(autouse=True)
 def no_cluster(monkeypatch, tmp_path):
     """Nothing points at a cluster: no KUBECONFIG, an empty home, not in a pod."""
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("DEPLOY_") or name in {"KUBECONFIG", "KUBERNETES_SERVICE_HOST"}:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

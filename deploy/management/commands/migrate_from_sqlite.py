@@ -165,9 +165,8 @@ class Command(BaseCommand):
                 progress=progress,
             )
         except CopyError as exc:
-            done = ""
             raise CommandError(
-                f"The copy stopped: {exc}{done} Tables already copied are recorded in the target: "
+                f"The copy stopped: {exc} Tables already copied are recorded in the target: "
                 "rerun with --resume to finish, or --truncate to start over."
             ) from None
         if options["verify"]:
