@@ -23,7 +23,7 @@ from tests.conftest import PYTHON, ROOT, production_env, target_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sqlite_source"])
 
-SEED_TESTAPP = """
+SEED_TESTAPP = r"""
 import datetime as dt
 import django
 django.setup()
@@ -38,6 +38,29 @@ c = City.objects.create(country=z, name="Nowhere", population=2**40, area=None, 
 r = Road.objects.create(toll=None)
 r.cities.set([a, b])
 Road.objects.create(toll=True).cities.set([c])
+
+# Values at the edges of each fast-path type's canonical text.
+import uuid
+from decimal import Decimal
+from tests.testapp.models import Reading
+UTC = dt.timezone.utc
+Reading.objects.create(
+    taken_at=dt.datetime(99, 1, 2, 3, 4, 5, 120000, tzinfo=UTC), day=dt.date(1, 1, 1), at=dt.time(0, 0),
+    value=0.1 + 0.2, ratio=Decimal("12345678.1234"), whole=Decimal("999999"), label='comma, "quote"',
+    note="line1\nline2\r\nline3\n\\.\n", data={"b": 1, "a": [1, 2.5, None, True], "ünï": "日本", "n": {"z": {}}},
+    flag=True, raw=b"", span=dt.timedelta(days=3, microseconds=5), ref=uuid.uuid4(), count=32767, country=fr,
+)
+Reading.objects.create(
+    taken_at=dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC), day=dt.date(9999, 12, 31),
+    at=dt.time(23, 59, 59, 999999), value=-0.0, ratio=Decimal("-0.0001"), whole=Decimal("-5"),
+    label="back\\slash\ttab \b\f\v", note="\\.", data="just a string", extra=[2**70, 1e-07, "x,y"],
+    flag=False, raw=b"\x00\xff", span=dt.timedelta(0), count=0,
+)
+Reading.objects.create(taken_at=dt.datetime(2024, 1, 1, tzinfo=UTC), at=dt.time(12, 0, 0, 100000), value=1e-05,
+                       ratio=Decimal("0"), label="ünïcödé 日本", note="", data=None,
+                       span=dt.timedelta(days=-1, seconds=5))
+for value in (1e15, 1e16, 123456789.0, 2.0**60, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), None):
+    Reading.objects.create(taken_at=dt.datetime(2000, 1, 1, 0, 0, 0, 500000, tzinfo=UTC), value=value, data=0)
 """
 
 
@@ -122,6 +145,35 @@ def test_copy_and_verify_every_model_and_field_type(source):
 
     largest = max(Road.objects.values_list("pk", flat=True))
     assert Road.objects.create().pk == largest + 1
+
+
+def test_every_fast_table_is_proven_by_digests(source):
+    """The canonical text SQLite gives each value is the one PostgreSQL renders back: no chunk needs the slow path."""
+    import json
+
+    report = json.loads(migrate("--source", str(source), "--verify", "--json"))
+    assert report["verified"] is True
+    slow = {label: t["compared_by_value"] for label, t in report["tables"].items() if t["compared_by_value"]}
+    assert slow == {"testapp.City": 1}, "only the table with a custom field is compared value by value"
+    again = json.loads(migrate("--source", str(source), "--verify-only", "--json"))
+    slow = {label: t["compared_by_value"] for label, t in again["tables"].items() if t["compared_by_value"]}
+    assert slow == {"testapp.City": 1}
+
+
+def test_an_unusual_but_equal_value_is_compared_by_value_and_passes(source):
+    import json
+
+    with sqlite3.connect(source) as db:  # Django reads both; neither is the form Django writes
+        db.execute("UPDATE catalog_order SET placed_at = '2024-01-01 10:00:00.5' WHERE id = 2")
+        db.execute("UPDATE testapp_reading SET ref = upper(ref) WHERE ref IS NOT NULL")
+    db.close()
+    report = json.loads(migrate("--source", str(source), "--verify", "--json"))
+    assert report["verified"] is True
+    assert report["tables"]["catalog.Order"]["compared_by_value"] == 1
+    assert report["tables"]["testapp.Reading"]["compared_by_value"] == 1
+    from apps.catalog.models import Order
+
+    assert Order.objects.get(pk=2).placed_at == dt.datetime(2024, 1, 1, 10, 0, 0, 500000, tzinfo=dt.UTC)
 
 
 def test_json_report_and_plan(source):
@@ -245,6 +297,20 @@ def _start(dsn, source, *args):
     )  # fmt: skip
 
 
+def _rows_in(dsn, table):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+# When to kill the copy: (name, condition on (tables marked done or None, seconds since start)).
+KILL_POINTS = [
+    ("as soon as the checkpoint exists", lambda done, elapsed: done is not None),
+    ("in the middle of the copy", lambda done, elapsed: done is not None and elapsed > 0.4),
+    ("after the tables are committed", lambda done, elapsed: bool(done)),
+    ("again while re-adding foreign keys", lambda done, elapsed: bool(done)),
+]
+
+
 @pytest.mark.slow
 def test_killed_at_several_points_then_resumed_and_verified(seeded_sqlite, tmp_path):
     source = tmp_path / "big.sqlite3"
@@ -259,24 +325,72 @@ def test_killed_at_several_points_then_resumed_and_verified(seeded_sqlite, tmp_p
     db.close()
     dsn = target_database_url()
     kills = []
-    for threshold in (None, 0, 2, 5, 9):
+    for name, condition in KILL_POINTS:
         process = _start(dsn, source, *(["--resume"] if kills else []))
-        deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline:
+        started = time.monotonic()
+        while process.poll() is None and time.monotonic() < started + 60:
             done = _state(dsn)
-            if done is not None and (threshold is None or done >= threshold):
+            if condition(done, time.monotonic() - started):
                 break
             time.sleep(0.005)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
-            kills.append((threshold, _state(dsn)))
-    assert len(kills) >= 3, f"the copy ended before it could be interrupted: {kills}"
+            done = _state(dsn)
+            kills.append((name, done))
+            if not done:
+                # Nothing is committed before every table is copied and checked.
+                assert _rows_in(dsn, "catalog_product") == 0 and _rows_in(dsn, "django_session") == 0
+    names = [name for name, _ in kills]
+    assert len(kills) >= 3 and names[0] == KILL_POINTS[0][0], f"the copy ended before it could be interrupted: {kills}"
+    assert any(done for _, done in kills), "no kill fell between the commit and the end"
     final = _start(dsn, source, "--resume", "--verify", "--json")
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     assert '"verified": true' in out
     assert _state(dsn) is None, "a finished copy leaves no checkpoint"
+
+
+@pytest.mark.slow
+def test_resume_then_verify_uses_the_digests_of_the_first_run(source):
+    """Tables an earlier run committed are proven with the digests it kept, JSON included."""
+    dsn = target_database_url()
+    process = _start(dsn, source)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and not _state(dsn) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if process.poll() is not None:
+        pytest.skip("the copy ended before it could be interrupted after its commit")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE catalog_product SET attributes = attributes || '{\"extra\": 1}' WHERE id = 5")
+        conn.execute("UPDATE catalog_tag SET name = 'renamed' WHERE id = 3")
+    final = _start(dsn, source, "--resume", "--verify")
+    _, err = final.communicate(timeout=300)
+    assert final.returncode == 3, err
+    assert "catalog_product pk=5 column attributes" in err
+    assert "catalog_tag pk=3 column name" in err
+
+
+def test_doubles_are_printed_as_postgresql_prints_them():
+    import random
+    import struct
+
+    from deploy.sqlite.plan import float8_text
+
+    rng = random.Random(7)
+    values = [0.1 + 0.2, -0.0, 1e-4, 1e-5, 1e15, 1e16, 123456789.0, 2.0**60, 5e-324, 1.7976931348623157e308]
+    for _ in range(5000):
+        values.append(struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0])
+        values.append(float(rng.getrandbits(rng.randint(50, 70))))
+        values.append(round(rng.uniform(-1000, 1000), rng.randint(0, 6)))
+    values = [v for v in values if v == v and abs(v) != float("inf")] + [float("inf"), float("-inf")]
+    with connection.cursor() as cursor:
+        cursor.execute("SET extra_float_digits TO 1")
+        cursor.execute("SELECT v::text FROM unnest(%s::float8[]) v", [values])
+        printed = [row[0] for row in cursor.fetchall()]
+    assert [float8_text(v) for v in values] == printed
 
 
 def test_an_interrupted_copy_must_be_resumed_or_truncated(source):
@@ -291,7 +405,8 @@ def test_an_interrupted_copy_must_be_resumed_or_truncated(source):
             ["{}", '{"constraints": [], "indexes": []}'],
         )
         cursor.execute(
-            "CREATE TABLE deploy_sqlite_copy_table (run_id integer, table_name text, rows bigint, seconds float)"
+            "CREATE TABLE deploy_sqlite_copy_table (run_id integer, table_name text, rows bigint, seconds float, "
+            "chunks jsonb)"
         )
     with pytest.raises(CommandError, match="interrupted: rerun with --resume"):
         migrate("--source", str(source))
@@ -301,49 +416,101 @@ def test_an_interrupted_copy_must_be_resumed_or_truncated(source):
 # --- the preflight ---------------------------------------------------------------------
 
 
-def test_preflight_reports_every_problem_and_writes_nothing(source):
+# (SQL applied to the source, the problem the preflight must report)
+DAMAGE = [
+    ("UPDATE catalog_product SET name = '{}' WHERE id = 1".format("x" * 201),
+     "catalog_product pk=1 column name: is 201 characters long, more than max_length 200"),
+    ("UPDATE catalog_product SET name = 'trailing' || printf('%200s', '') WHERE id = 14",  # PostgreSQL would cut it
+     "catalog_product pk=14 column name: is 208 characters long, more than max_length 200"),
+    ("UPDATE catalog_product SET description = 'nul' || char(0) || 'byte' WHERE id = 2",
+     "catalog_product pk=2 column description: contains a NUL character"),
+    ("UPDATE catalog_orderline SET quantity = 4294967296 WHERE id = 3",
+     "catalog_orderline pk=3 column quantity: is not an integer in the range"),
+    ("UPDATE catalog_product SET created_at = '2023-02-30 10:00:00' WHERE id = 4",
+     "catalog_product pk=4 column created_at: is not a valid datetime"),
+    ("UPDATE catalog_product SET release_date = '2023-13-01' WHERE id = 5",
+     "catalog_product pk=5 column release_date: is not a valid date"),
+    ("UPDATE catalog_product SET price = 'twelve' WHERE id = 6",
+     "catalog_product pk=6 column price: is not a decimal number"),
+    ("UPDATE catalog_product SET uuid = 'not-a-uuid' WHERE id = 7",
+     "catalog_product pk=7 column uuid: is not a valid UUID"),
+    ("UPDATE catalog_product SET attributes = '{bad json' WHERE id = 8",
+     "catalog_product pk=8 column attributes: is not valid JSON"),
+    ("UPDATE catalog_product SET name = CAST(X'C328' AS TEXT) WHERE id = 9",
+     "catalog_product pk=9 column name: is not valid UTF-8"),
+    ("UPDATE catalog_product SET price = 123456789012 WHERE id = 10",
+     "catalog_product pk=10 column price: does not fit max_digits=10"),
+    ("UPDATE catalog_product SET price = 1.015 WHERE id = 12",
+     "catalog_product pk=12 column price: has more than decimal_places=2 decimal places"),
+    ("UPDATE catalog_product SET sku = X'41424344' WHERE id = 13",
+     "catalog_product pk=13 column sku: is stored as a BLOB, not as text"),
+    ("UPDATE catalog_orderline SET order_id = 999999 WHERE id = 11", "catalog_orderline pk=11: orphan row"),
+]  # fmt: skip
+
+
+def _damage(source, extra=()):
     with sqlite3.connect(source) as db:
         db.execute("PRAGMA ignore_check_constraints = ON")
-        db.execute("UPDATE catalog_product SET name = ? WHERE id = 1", ["x" * 201])
-        db.execute("UPDATE catalog_product SET description = 'nul' || char(0) || 'byte' WHERE id = 2")
-        db.execute("UPDATE catalog_orderline SET quantity = 4294967296 WHERE id = 3")
-        db.execute("UPDATE catalog_product SET created_at = '2023-02-30 10:00:00' WHERE id = 4")
-        db.execute("UPDATE catalog_product SET release_date = '2023-13-01' WHERE id = 5")
-        db.execute("UPDATE catalog_product SET price = 'twelve' WHERE id = 6")
-        db.execute("UPDATE catalog_product SET uuid = 'not-a-uuid' WHERE id = 7")
-        db.execute("UPDATE catalog_product SET attributes = '{bad json' WHERE id = 8")
-        db.execute("UPDATE catalog_product SET name = CAST(X'C328' AS TEXT) WHERE id = 9")
-        db.execute("UPDATE catalog_product SET price = 123456789012 WHERE id = 10")
         db.execute("PRAGMA foreign_keys = OFF")
-        db.execute("UPDATE catalog_orderline SET order_id = 999999 WHERE id = 11")
-        db.execute("DELETE FROM django_migrations WHERE app = 'catalog'")
+        for sql, _ in DAMAGE:
+            db.execute(sql)
+        for sql in extra:
+            db.execute(sql)
     db.close()
-    with pytest.raises(CommandError) as excinfo:
-        migrate("--source", str(source))
-    message = str(excinfo.value)
-    assert excinfo.value.returncode == 1
-    expected = [
-        "catalog_product pk=1 column name: is 201 characters long, more than max_length 200",
-        "catalog_product pk=2 column description: contains a NUL character",
-        "catalog_orderline pk=3 column quantity: is not an integer in the range",
-        "catalog_product pk=4 column created_at: is not a valid datetime",
-        "catalog_product pk=5 column release_date: is not a valid date",
-        "catalog_product pk=6 column price: is not a decimal number",
-        "catalog_product pk=7 column uuid: is not a valid UUID",
-        "catalog_product pk=8 column attributes: is not valid JSON",
-        "catalog_product pk=9 column name: is not valid UTF-8",
-        "catalog_product pk=10 column price: does not fit max_digits=10",
-        "catalog_orderline pk=11: orphan row",
-        "migration(s) of the code are not applied to the SQLite file (catalog.0001_initial",
-    ]
-    for line in expected:
-        assert line in message, line
-    assert "nothing was written" in message
+
+
+def _assert_nothing_written(before):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM catalog_product")
         assert cursor.fetchone()[0] == 0
         cursor.execute("SELECT to_regclass('deploy_sqlite_copy_run')")
         assert cursor.fetchone()[0] is None
+    assert _schema() == before, "every index and constraint the copy dropped is back"
+
+
+def _schema():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE connamespace = 'public'::regnamespace "
+            "UNION ALL SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
+        )
+        return cursor.fetchall()
+
+
+def test_preflight_during_the_copy_reports_every_problem_and_writes_nothing(source):
+    """The checks run as the rows stream into uncommitted transactions: a problem rolls every one back."""
+    before = _schema()
+    _damage(source)
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source))
+    message = str(excinfo.value)
+    assert excinfo.value.returncode == 1
+    for _, line in DAMAGE:
+        assert line in message, line
+    assert "nothing was written" in message
+    _assert_nothing_written(before)
+
+
+def test_preflight_reports_every_problem_when_the_copy_cannot_start(source):
+    before = _schema()
+    _damage(source, ["DELETE FROM django_migrations WHERE app = 'catalog'"])
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source))
+    message = str(excinfo.value)
+    assert excinfo.value.returncode == 1
+    for line in [*(line for _, line in DAMAGE), "migration(s) of the code are not applied to the SQLite file"]:
+        assert line in message, line
+    _assert_nothing_written(before)
+
+
+def test_truncate_keeps_the_old_rows_when_the_preflight_fails(source):
+    migrate("--source", str(source))
+    _damage(source)
+    with pytest.raises(CommandError, match="nothing was written"):
+        migrate("--source", str(source), "--truncate")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM catalog_product")
+        assert cursor.fetchone()[0] > 0
 
 
 def test_a_damaged_file_fails_integrity_check(source):

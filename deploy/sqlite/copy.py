@@ -7,29 +7,55 @@ The order of work, and why:
    checkpoint and drop them, in one transaction. Loading into bare tables,
    then re-creating them, checks each constraint in one set-based pass
    instead of one deferred trigger per row.
-2. Copy each table in its own transaction, marked done in that transaction:
-   TRUNCATE, then ``COPY ... FROM STDIN`` fed in bounded chunks. On the fast
-   path SQLite itself builds each row's COPY text; tables are spread over
-   worker threads (SQLite and psycopg release the GIL while they work).
-3. In one final transaction: re-create indexes and constraints (every row is
-   checked here, before the commit), move sequences past the largest key,
-   and remove the checkpoint.
+2. Workers (threads: SQLite and psycopg release the GIL while they work)
+   each open one transaction on the target and take tables, largest first:
+   TRUNCATE, ``COPY ... FROM STDIN (FORMAT csv)`` fed with chunks whose text
+   SQLite builds itself, the table's indexes and unique constraints re-built,
+   the table marked done. Meanwhile another thread runs the source's
+   ``PRAGMA integrity_check`` and ``foreign_key_check``.
+3. The workers commit only when every check passed: the integrity checks,
+   every value of every table (the read flags what the fast path cannot
+   carry; PostgreSQL rejects the rest), every index. If anything failed,
+   every transaction is rolled back, the dropped definitions are put back and
+   the full preflight names every problem: the target is as it was.
+4. In one final transaction: re-add the foreign keys (each validates every
+   row), move sequences past the largest key, and remove the checkpoint.
+
+A copy killed at any moment is finished by ``--resume``: tables are marked
+done in the transaction that loads them, with the digests verification
+needs.
 """
 
+import contextlib
+import queue
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.core.management.color import no_style
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from deploy.sqlite import state
-from deploy.sqlite.source import read_only_uri
+from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, range_sql
+from deploy.sqlite.plan import _q, sql_literal
+from deploy.sqlite.preflight import Problem, _judge, integrity_problems, value_problems
+
+CHECK_CACHE_KB = 32_000
 
 
 class CopyError(Exception):
     """The copy stopped; the message says where and what was already done."""
+
+
+class PreflightFailed(Exception):
+    """The source has problems: every transaction was rolled back."""
+
+    def __init__(self, problems, resumed=False):
+        super().__init__(f"{len(problems)} problem(s)")
+        self.problems = problems
+        self.resumed = resumed
 
 
 @dataclass
@@ -46,14 +72,11 @@ class CopyReport:
     tables: list = field(default_factory=list)
     seconds: float = 0.0
     resumed: bool = False
+    chunks: dict = field(default_factory=dict)  # table -> [Chunk], for verification
 
     @property
     def rows(self):
         return sum(t.rows for t in self.tables)
-
-
-def _q(name):
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --- constraints -----------------------------------------------------------
@@ -63,30 +86,33 @@ def capture_definitions(cursor, tables):
     """Secondary indexes, unique and foreign-key constraints touching ``tables``."""
     cursor.execute(
         """
-        SELECT c.conname, c.conrelid::regclass::text, c.contype, pg_get_constraintdef(c.oid)
-        FROM pg_constraint c
+        SELECT c.conname, c.conrelid::regclass::text, r.relname, c.contype, pg_get_constraintdef(c.oid)
+        FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
         WHERE c.contype IN ('f', 'u')
           AND (c.conrelid = ANY(%(oids)s::regclass[]) OR c.confrelid = ANY(%(oids)s::regclass[]))
         ORDER BY c.contype DESC, c.conname
         """,
-        {"oids": list(tables)},
+        {"oids": [_q(t) for t in tables]},
     )
     constraints = [
-        {"name": name, "table": table, "type": contype, "definition": definition}
-        for name, table, contype, definition in cursor.fetchall()
+        {"name": name, "table": table, "relname": relname, "type": contype, "definition": definition}
+        for name, table, relname, contype, definition in cursor.fetchall()
     ]
     cursor.execute(
         """
-        SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, pg_get_indexdef(i.indexrelid)
-        FROM pg_index i
+        SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, r.relname, pg_get_indexdef(i.indexrelid)
+        FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid
         WHERE i.indrelid = ANY(%(oids)s::regclass[])
           AND NOT i.indisprimary
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
         ORDER BY 1
         """,
-        {"oids": list(tables)},
+        {"oids": [_q(t) for t in tables]},
     )
-    indexes = [{"name": name, "table": table, "definition": d} for name, table, d in cursor.fetchall()]
+    indexes = [
+        {"name": name, "table": table, "relname": relname, "definition": d}
+        for name, table, relname, d in cursor.fetchall()
+    ]
     return {"constraints": constraints, "indexes": indexes}
 
 
@@ -98,86 +124,156 @@ def drop_definitions(cursor, definitions):
         cursor.execute(f"DROP INDEX IF EXISTS {index['name']}")
 
 
-def recreate_definitions(cursor, definitions):
-    """Indexes, then unique constraints, then foreign keys (which validate every row)."""
+def _existing(cursor):
+    cursor.execute("SELECT indexrelid::regclass::text FROM pg_index")
+    indexes = {row[0] for row in cursor.fetchall()}
+    cursor.execute("SELECT conname FROM pg_constraint")
+    return indexes, {row[0] for row in cursor.fetchall()}
+
+
+def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
+    """Put back what a copy dropped and is not there yet: indexes, unique constraints, then foreign keys.
+
+    Indexes and unique constraints are checked against every row as they are
+    created. ``foreign_keys`` is True (add and check them), False (leave
+    them), or "later": add them NOT VALID, for :func:`validate_foreign_keys`.
+    """
+    existing_indexes, existing_constraints = _existing(cursor)
     for index in definitions["indexes"]:
-        cursor.execute(index["definition"])
+        if only_table in (None, index.get("relname")) and index["name"] not in existing_indexes:
+            cursor.execute(index["definition"])
     for c in sorted(definitions["constraints"], key=lambda c: c["type"] == "f"):
+        if c["name"] in existing_constraints or (c["type"] == "f" and not foreign_keys):
+            continue
+        if only_table not in (None, c.get("relname")):
+            continue
+        later = " NOT VALID" if c["type"] == "f" and foreign_keys == "later" else ""
         try:
             with transaction.atomic(using=cursor.db.alias):
-                cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {_q(c['name'])} {c['definition']}")
-        except Exception as exc:
-            raise CopyError(
-                f"Re-creating constraint {c['name']} on {c['table']} failed: {str(exc).strip()}. "
-                "The rows are copied but this constraint does not hold; fix the source, then rerun with --truncate."
-            ) from None
+                cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {_q(c['name'])} {c['definition']}{later}")
+        except DatabaseError as exc:
+            raise ConstraintFailed(c, exc) from None
 
 
-# --- one table -----------------------------------------------------------
+def validate_foreign_keys(target_alias, definitions, workers=2):
+    """Check every row against each foreign key added NOT VALID, tables in parallel.
+
+    Validating takes a lock that two validations of one table cannot share, so
+    each worker takes a table and validates its keys one after the other.
+    """
+    names = [c["name"] for c in definitions["constraints"] if c["type"] == "f"]
+    with connections[target_alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+            "WHERE contype = 'f' AND NOT convalidated AND conname = ANY(%s) ORDER BY 1, 2",
+            [names],
+        )
+        pending = {}
+        for table, name in cursor.fetchall():
+            pending.setdefault(table, []).append(name)
+    if not pending:
+        return
+    work = queue.Queue()
+    for table, constraint_names in pending.items():
+        work.put((table, constraint_names))
+
+    def worker():
+        try:
+            with connections[target_alias].cursor() as cursor:
+                while True:
+                    try:
+                        table, constraint_names = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    for name in constraint_names:
+                        try:
+                            cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {_q(name)}")
+                        except DatabaseError as exc:
+                            raise ConstraintFailed({"name": name, "table": table}, exc) from None
+        finally:
+            connections[target_alias].close()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pending))), thread_name_prefix="validate") as pool:
+        for future in [pool.submit(worker) for _ in range(max(1, min(workers, len(pending))))]:
+            future.result()
 
 
-def _copy_fast(plan, raw, pg_cursor, batch_size, progress):
-    cursor = raw.execute(plan.select_copy_text())
-    columns = ", ".join(_q(c) for c in plan.column_names)
-    rows = 0
-    with pg_cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN") as copy:
-        while True:
-            batch = cursor.fetchmany(batch_size)
-            if not batch:
-                break
-            copy.write("\n".join([row[0] for row in batch]) + "\n")
-            rows += len(batch)
-            progress(plan, len(batch))
-    return rows
+class ConstraintFailed(Exception):
+    def __init__(self, constraint, exc):
+        self.constraint = constraint
+        detail = getattr(getattr(exc, "__cause__", None), "diag", None)
+        detail = getattr(detail, "message_detail", None) or ""
+        message = str(exc).strip().splitlines()[0]
+        detail = f" ({detail})" if detail else ""
+        super().__init__(f"constraint {constraint['name']} does not hold: {message}{detail}")
 
 
-def _copy_general(plan, source_alias, target, pg_cursor, batch_size, progress):
-    """Values through the ORM on both sides: correct for any field type."""
-    columns = ", ".join(_q(c) for c in plan.column_names)
-    fields = [c.field for c in plan.columns]
-    queryset = (
-        plan.model._base_manager.using(source_alias)
-        .order_by(plan.pk.attname)
-        .values_list(*[c.attname for c in plan.columns])
-    )
-    rows = 0
-    with pg_cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN") as copy:
-        for values in queryset.iterator(chunk_size=batch_size):
-            copy.write_row([f.get_db_prep_save(v, connection=target) for f, v in zip(fields, values, strict=True)])
-            rows += 1
-            if rows % batch_size == 0:
-                progress(plan, batch_size)
-    progress(plan, rows % batch_size)
-    return rows
+# --- the copy ----------------------------------------------------------------
 
 
-def copy_table(plan, source, target_alias, run_id, batch_size, progress):
-    """Copy one table in one transaction that also records it as done."""
-    started = time.monotonic()
-    progress(plan, 0)
-    target = connections[target_alias]
-    raw = sqlite3.connect(read_only_uri(source.path), uri=True)
-    try:
-        with transaction.atomic(using=target_alias), target.cursor() as cursor:
-            cursor.execute("SET LOCAL TIME ZONE 'UTC'")
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            cursor.execute(f"TRUNCATE {_q(plan.table)}")
-            if plan.fast:
-                rows = _copy_fast(plan, raw, cursor.cursor, batch_size, progress)
-            else:
-                rows = _copy_general(plan, source.alias, target, cursor.cursor, batch_size, progress)
-            seconds = time.monotonic() - started
-            state.mark_done(cursor, run_id, plan.table, rows, seconds)
-    except CopyError:
-        raise
-    except Exception as exc:
-        raise CopyError(f"Copying {plan.label} (table {plan.table}) failed: {str(exc).strip()}") from exc
-    finally:
-        raw.close()
-    return TableResult(plan.label, plan.table, rows, seconds, "fast" if plan.fast else "general")
+class _Pipe:
+    """Feeds a COPY from a second thread, so SQLite builds the next chunk while PostgreSQL takes this one.
+
+    At most two chunks wait in between: memory stays bounded whichever side is faster.
+    """
+
+    def __init__(self, copy):
+        self.copy, self.error = copy, None
+        self.queue = queue.Queue(maxsize=2)
+        self.thread = threading.Thread(target=self._run, name="copy-pipe", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def _run(self):
+        try:
+            while (data := self.queue.get()) is not None:
+                self.copy.write(memoryview(data))
+        except BaseException as exc:
+            self.error = exc
+            while self.queue.get() is not None:  # let the reader finish; it raises at its next write
+                pass
+
+    def write(self, data):
+        if self.error:
+            raise self.error
+        self.queue.put(data)
+
+    def __exit__(self, *exc_info):
+        self.queue.put(None)
+        self.thread.join()
+        if self.error and exc_info[0] is None:
+            raise self.error
 
 
-# --- the whole copy ----------------------------------------------------------
+class _Switch(Exception):
+    """Stop copying this table: a problem was found, here or elsewhere."""
+
+
+class _Rollback(Exception):
+    pass
+
+
+def start_source_check(path):
+    """``PRAGMA integrity_check`` then ``foreign_key_check`` in a background thread: a future of (problems, damaged).
+
+    The command starts it first thing, so that it runs while everything else gets ready.
+    """
+
+    def check():
+        raw = open_reader(path, text=True)
+        # Index checks look rows up at random: a larger page cache saves most of their reads.
+        raw.execute(f"PRAGMA cache_size = -{CHECK_CACHE_KB}")
+        try:
+            return integrity_problems(raw)
+        finally:
+            raw.close()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-check")
+    future = pool.submit(check)
+    pool.shutdown(wait=False)
+    return future
 
 
 def source_identity(source):
@@ -185,8 +281,257 @@ def source_identity(source):
     return {"path": str(source.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def copy_database(source, plans, target_alias, *, batch_size=10_000, resume=False, workers=2, progress=None):
-    """Copy ``plans`` (a list of TablePlan) from ``source`` into ``target_alias``."""
+class Copier:
+    """Workers that copy tables into uncommitted transactions, and commit them together when all is well."""
+
+    def __init__(self, source, target_alias, run, batch_size, workers, progress, source_check, digests):
+        self.source, self.alias, self.run, self.source_check = source, target_alias, run, source_check
+        self.digests = digests
+        self.batch_size, self.workers, self.progress = batch_size, workers, progress
+        self.problems, self.results, self.chunks = [], [], {}
+        self.lock = threading.Lock()
+        self.problem_found = threading.Event()  # workers stop copying and only look for problems
+        self.damaged = threading.Event()  # the source cannot be trusted: stop everything
+        self.commit = False
+        target = connections[target_alias]
+        self.time_zone = target.timezone_name
+        self.ops = target.ops
+
+    # The coordinator ---------------------------------------------------------
+
+    def copy(self, plans):
+        work = queue.Queue()
+        self.expected = len(plans)
+        for plan in sorted(plans, key=lambda p: -p.rows):  # largest first, so the workers finish together
+            work.put(plan)
+        n = max(1, min(self.workers, len(plans)))
+        barrier = threading.Barrier(n + 1, action=self._decide)
+        self.source_check.add_done_callback(self._source_checked)
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="copy") as pool:
+            futures = [pool.submit(self._worker, work, barrier) for _ in range(n)]
+            try:
+                self.source_check.result()
+            except Exception as exc:  # the checks did not run: nothing may be committed
+                self._add([Problem("source", f"the integrity check could not run: {exc}")])
+            with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: it says why below
+                barrier.wait()
+            for future in futures:
+                future.result()  # a worker's own failure, if any
+        if not self.commit:
+            raise PreflightFailed(self._sorted_problems(plans))
+
+    def _decide(self):
+        # Commit only what is whole: every table copied, and nothing found anywhere.
+        self.commit = not self.problems and len(self.results) == self.expected
+
+    def _add(self, problems):
+        if problems:
+            with self.lock:
+                self.problems += problems
+            self.problem_found.set()
+
+    def _sorted_problems(self, plans):
+        """Each problem once (the read and the full checks may both name it), table by table."""
+        order = {p.table: i for i, p in enumerate(plans)}
+        unique = {}
+        for problem in self.problems:
+            unique.setdefault((problem.where, str(problem.pk), problem.column, problem.message[:20]), problem)
+        return sorted(unique.values(), key=lambda p: (order.get(p.where, -1), str(p.pk), p.column or ""))
+
+    def _source_checked(self, future):
+        if future.exception() is not None:
+            return  # copy() reports it
+        problems, damaged = future.result()
+        if damaged:
+            self.damaged.set()
+        self._add(problems)
+
+    # A worker ----------------------------------------------------------------
+
+    def _worker(self, work, barrier):
+        raw = open_reader(self.source.path)
+        text_raw = open_reader(self.source.path, text=True)
+        try:
+            with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
+                cursor.execute(f"SET LOCAL TIME ZONE {sql_literal(self.time_zone)}")
+                cursor.execute("SET LOCAL DateStyle TO ISO, YMD")
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                cursor.execute("SET LOCAL maintenance_work_mem TO '256MB'")
+                while True:
+                    try:
+                        plan = work.get_nowait()
+                    except queue.Empty:
+                        break
+                    if self.damaged.is_set():
+                        continue
+                    if self.problem_found.is_set():
+                        self._scan(text_raw, plan)
+                        continue
+                    self._copy_or_scan(cursor, raw, text_raw, plan)
+                barrier.wait()
+                if not self.commit:
+                    raise _Rollback
+        except (_Rollback, threading.BrokenBarrierError):
+            return
+        except BaseException:
+            barrier.abort()
+            raise
+        finally:
+            raw.close()
+            text_raw.close()
+            # Each worker thread has its own Django connections: close them.
+            connections[self.alias].close()
+            connections[self.source.alias].close()
+
+    def _copy_or_scan(self, cursor, raw, text_raw, plan):
+        started = time.monotonic()
+        self.progress(plan, 0)
+        try:
+            with transaction.atomic(using=self.alias):  # a savepoint: a failed table leaves nothing
+                cursor.execute(f"TRUNCATE {_q(plan.table)}")
+                if plan.fast:
+                    rows, chunks = self._copy_fast(cursor, raw, plan)
+                else:
+                    if self._scan(text_raw, plan):
+                        return
+                    rows = self._copy_general(cursor, plan)
+                    chunks = None  # compared through the ORM
+                recreate_missing(cursor, self.run.definitions, only_table=plan.table, foreign_keys=False)
+                seconds = time.monotonic() - started
+                kept = [c.as_list() for c in chunks] if chunks else None
+                state.mark_done(cursor, self.run.id, plan.table, rows, seconds, kept)
+        except _Switch:
+            if not self.damaged.is_set():
+                self._scan(text_raw, plan)
+            return
+        except sqlite3.DatabaseError as exc:
+            self.damaged.set()
+            self._add([Problem(plan.table, f"cannot be read from the source ({exc}): restore it from a backup")])
+            return
+        except ConstraintFailed as exc:
+            self._add([Problem(plan.table, str(exc))])
+            return
+        except DatabaseError as exc:
+            # PostgreSQL refused a value the read did not flag: the full checks say which.
+            if not self._scan(text_raw, plan):
+                message = str(exc).strip().splitlines()[0]
+                self._add([Problem(plan.table, f"PostgreSQL refused a row: {message}")])
+            return
+        with self.lock:
+            self.results.append(TableResult(plan.label, plan.table, rows, seconds, "fast" if plan.fast else "general"))
+            self.chunks[plan.table] = chunks
+
+    def _scan(self, text_raw, plan):
+        """Every check of the table, exactly (no copy); True if it found a problem."""
+        try:
+            problems = value_problems(text_raw, plan, self.ops)
+        except sqlite3.DatabaseError as exc:
+            self.damaged.set()
+            problems = [Problem(plan.table, f"cannot be read from the source ({exc}): restore it from a backup")]
+        self._add(problems)
+        return bool(problems)
+
+    def _copy_fast(self, cursor, raw, plan):
+        reader = TableReader(raw, plan, self.batch_size, digests=self.digests)
+        digests = Digests(plan) if self.digests else None
+        columns = ", ".join(_q(c.name) for c in plan.copy_columns)
+        rows = 0
+        with (
+            cursor.cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN (FORMAT csv, FREEZE)") as copy,
+            _Pipe(copy) as pipe,
+        ):
+            for piece in reader.pieces():
+                if self.problem_found.is_set():
+                    raise _Switch
+                text = piece.text
+                if piece.flagged:
+                    extra = self._closer_look(reader, piece)
+                    if extra:
+                        text = text + b"\n" + extra if text else extra
+                if text:
+                    pipe.write(text + b"\n")
+                if digests:
+                    digests.add(piece, clean=not piece.flagged)
+                rows += piece.rows
+                self.progress(plan, piece.rows)
+        if not digests:
+            return rows, None
+        chunks = digests.finish()
+        if plan.json_columns:
+            json_digests(cursor, plan, chunks)
+        return rows, chunks
+
+    def _closer_look(self, reader, piece):
+        """The lines of the flagged rows of a piece that are fine after all; _Switch if one is not."""
+        lines, problems = [], []
+        for pk, line, found in reader.flagged_rows(piece.lo, piece.hi):
+            verdicts = [(column, _judge(kind, column, value), value) for column, kind, value in found]
+            bad = [Problem(reader.plan.table, m, pk, column.name, value) for column, m, value in verdicts if m]
+            if line is None and not bad:
+                bad = [Problem(reader.plan.table, "holds a value of a type its field does not store", pk)]
+            problems += bad
+            if not bad:
+                lines.append(line)
+        if problems:
+            self._add(problems)
+            raise _Switch
+        return b"\n".join(lines)
+
+    def _copy_general(self, cursor, plan):
+        """Values through the ORM on both sides: correct for any field type."""
+        target = connections[self.alias]
+        columns = ", ".join(_q(c) for c in plan.column_names)
+        fields = [c.field for c in plan.columns]
+        queryset = (
+            plan.model._base_manager.using(self.source.alias)
+            .order_by(plan.pk.attname)
+            .values_list(*[c.attname for c in plan.columns])
+        )
+        rows = 0
+        with cursor.cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN") as copy:
+            for values in queryset.iterator(chunk_size=self.batch_size):
+                if self.problem_found.is_set():
+                    raise _Switch
+                copy.write_row([f.get_db_prep_save(v, connection=target) for f, v in zip(fields, values, strict=True)])
+                rows += 1
+                if rows % self.batch_size == 0:
+                    self.progress(plan, self.batch_size)
+        self.progress(plan, rows % self.batch_size)
+        return rows
+
+
+def json_digests(cursor, plan, chunks):
+    """Each chunk's digest of its JSON as PostgreSQL prints what it just parsed from the source's text."""
+    for chunk in chunks:
+        params = []
+        where = range_sql(f"t.{_q(plan.pk.name)}", chunk.lo, chunk.hi, params)
+        cursor.execute(json_digest_sql(plan).replace("{where}", where.replace("?", "%s")), params)
+        chunk.json_digest = bytes(cursor.fetchone()[0]).hex()
+
+
+# --- the whole copy ----------------------------------------------------------
+
+
+def copy_database(
+    source,
+    plans,
+    target_alias,
+    *,
+    batch_size=10_000,
+    resume=False,
+    workers=2,
+    progress=None,
+    source_check=None,
+    digests=True,
+):
+    """Copy ``plans`` (a list of TablePlan) from ``source`` into ``target_alias``.
+
+    ``source_check`` is the future of :func:`start_source_check`, if already started.
+    ``digests``: take the digests verification needs as the rows are read (for a
+    verification right after; a later one reads the source again).
+    Raises :class:`PreflightFailed` (nothing written, or, when resuming, nothing
+    more) when the source has problems, :class:`CopyError` when the copy fails.
+    """
     progress = progress or (lambda plan, rows: None)
     started = time.monotonic()
     report = CopyReport()
@@ -215,54 +560,66 @@ def copy_database(source, plans, target_alias, *, batch_size=10_000, resume=Fals
     for plan in plans:
         if plan.table in run.done:
             report.tables.append(TableResult(plan.label, plan.table, run.done[plan.table], 0.0, "resumed"))
+            report.chunks[plan.table] = [Chunk.from_list(c) for c in run.chunks.get(plan.table) or []] or None
             progress(plan, run.done[plan.table])
 
-    def work(plan):
+    if todo:
+        copier = Copier(
+            source,
+            target_alias,
+            run,
+            batch_size,
+            workers,
+            progress,
+            source_check or start_source_check(source.path),
+            digests,
+        )
         try:
-            return copy_table(plan, source, target_alias, run.id, batch_size, progress)
-        finally:
-            # Each worker thread has its own Django connections: close them.
-            connections[target_alias].close()
-            connections[source.alias].close()
+            copier.copy(todo)
+        except PreflightFailed as failed:
+            if not run.done:
+                forget_run(target_alias)  # put back what was dropped: the target is as it was
+            failed.resumed = bool(run.done)
+            raise
+        except DatabaseError as exc:  # the target went away, or refused something else
+            raise CopyError(f"PostgreSQL stopped the copy: {str(exc).strip().splitlines()[0]}.") from exc
+        report.tables += copier.results
+        report.chunks.update(copier.chunks)
 
-    # Largest tables first, so the workers finish together.
-    todo.sort(key=lambda p: -p.rows)
-    if workers > 1 and len(todo) > 1:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
-            report.tables += list(pool.map(work, todo))
-    else:
-        report.tables += [copy_table(p, source, target_alias, run.id, batch_size, progress) for p in todo]
-
+    try:
+        with transaction.atomic(using=target_alias), target.cursor() as cursor:
+            recreate_missing(cursor, run.definitions, foreign_keys="later")
+            for sql in target.ops.sequence_reset_sql(no_style(), [p.model for p in plans]):
+                cursor.execute(sql)
+        validate_foreign_keys(target_alias, run.definitions, workers)
+    except ConstraintFailed as exc:
+        raise CopyError(
+            f"Re-creating {exc}. The rows are copied but this constraint does not hold; "
+            "fix the source, then rerun with --truncate."
+        ) from None
     with transaction.atomic(using=target_alias), target.cursor() as cursor:
-        recreate_definitions(cursor, run.definitions)
-        for sql in target.ops.sequence_reset_sql(no_style(), [p.model for p in plans]):
-            cursor.execute(sql)
         state.finish(cursor)
     report.tables.sort(key=lambda t: t.label)
     report.seconds = time.monotonic() - started
     return report
 
 
+def forget_run(target_alias):
+    """Put back what an interrupted or failed copy dropped, and forget it (rows are left as they are)."""
+    target = connections[target_alias]
+    with transaction.atomic(using=target_alias), target.cursor() as cursor:
+        run = state.current_run(cursor)
+        if run:
+            recreate_missing(cursor, run.definitions)
+            state.finish(cursor)
+
+
 def truncate_tables(target_alias, plans):
-    """Empty every planned table (``--truncate``), and forget any interrupted copy."""
+    """Empty every planned table, and forget any interrupted copy."""
     target = connections[target_alias]
     with transaction.atomic(using=target_alias), target.cursor() as cursor:
         run = state.current_run(cursor)
         cursor.execute(f"TRUNCATE {', '.join(_q(p.table) for p in plans)}")
         if run:
-            _recreate_if_missing(cursor, run.definitions)
+            recreate_missing(cursor, run.definitions)
             state.finish(cursor)
-
-
-def _recreate_if_missing(cursor, definitions):
-    """After an interrupted copy: put back what it had dropped (the tables are empty now)."""
-    cursor.execute("SELECT indexrelid::regclass::text FROM pg_index")
-    existing_indexes = {row[0] for row in cursor.fetchall()}
-    cursor.execute("SELECT conname FROM pg_constraint")
-    existing_constraints = {row[0] for row in cursor.fetchall()}
-    for index in definitions["indexes"]:
-        if index["name"] not in existing_indexes:
-            cursor.execute(index["definition"])
-    for c in sorted(definitions["constraints"], key=lambda c: c["type"] == "f"):
-        if c["name"] not in existing_constraints:
-            cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {_q(c['name'])} {c['definition']}")

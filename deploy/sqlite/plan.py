@@ -1,13 +1,29 @@
 """What a copy moves: every concrete model of every installed app, as tables.
 
-Each column gets the SQLite expression that turns its stored value into the
-text PostgreSQL's COPY parses (the fast path), when its field type has one.
+For each column whose field type has a fast path, this module holds three
+pieces of SQL that must agree with each other:
+
+- :func:`sqlite_text`: the SQLite expression giving the column's value as a
+  CSV field that PostgreSQL's ``COPY ... (FORMAT csv)`` parses into the same
+  value the ORM reads from SQLite. It is also the canonical text of the value
+  that verification compares.
+- :func:`pg_text`: the PostgreSQL expression giving the same text from the
+  stored value. A row is proven when PostgreSQL renders it back, byte for
+  byte, as the text the source gave.
+- :func:`fast_checks`: conditions that are true for a source value the fast
+  path cannot carry faithfully (a value PostgreSQL would accept but change,
+  or one the ORM reads in another way). Values PostgreSQL rejects outright
+  (malformed JSON, invalid UTF-8, NUL characters, integers out of range) are
+  left to PostgreSQL: the copy stops and the full preflight names them.
+
 A table with any column of another type (a custom or third-party field) is
-copied on the general path instead: values read through the ORM, converted by
-the field for PostgreSQL, written with psycopg.
+copied on the general path instead: values read through the ORM, converted
+by the field for PostgreSQL, written with psycopg, compared through the ORM.
 """
 
+import math
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 
 from django.apps import apps
 
@@ -26,8 +42,11 @@ FAST_TYPES = (
     | TEMPORAL_TYPES
     | {"BooleanField", "UUIDField", "JSONField", "DecimalField", "FloatField", "BinaryField", "DurationField"}
 )
+# SQLite keeps decimals as doubles: beyond 15 digits they are not exact, so
+# such columns take the general path (the ORM's own conversion).
+MAX_FAST_DECIMAL_DIGITS = 15
 
-RATE_ESTIMATE = 250_000  # rows per second on the fast path, for --plan's estimate
+RATE_ESTIMATE = 150_000  # rows per second on the fast path (2 cores, checks included), for --plan
 
 
 def stored_type(field):
@@ -41,32 +60,191 @@ def _q(name):
     return '"' + name.replace('"', '""') + '"'
 
 
-def _escaped(expr):
-    """COPY text escaping: backslash, tab, newline, carriage return."""
-    return f"replace(replace(replace(replace({expr}, '\\', '\\\\'), char(9), '\\t'), char(10), '\\n'), char(13), '\\r')"
+def sql_literal(text):
+    return "'" + str(text).replace("'", "''") + "'"
 
 
-def copy_expression(column, kind):
-    """SQLite expression giving the COPY text of one column (``\\N`` for NULL)."""
-    col = _q(column)
-    if kind in INTEGER_TYPES or kind == "BooleanField":
-        expr = col
-    elif kind in TEXT_TYPES or kind == "JSONField":
-        expr = _escaped(col)
-    elif kind in TEMPORAL_TYPES or kind == "UUIDField":
-        expr = col  # formats checked by the preflight: digits, '-', ':', '.', ' '
+# --- the canonical text of a value ----------------------------------------------
+
+
+def sqlite_text(column):
+    """SQLite expression: the CSV field of one column ('' for NULL, text always quoted)."""
+    col, kind = _q(column.name), column.kind
+    if kind in INTEGER_TYPES or kind in {"BooleanField", "UUIDField", "DateField"}:
+        return f"coalesce({col}, '')"
+    if kind in TEXT_TYPES or kind == "JSONField":
+        return (
+            f"CASE WHEN {col} IS NULL THEN '' WHEN instr({col}, '\"') "
+            f"THEN '\"' || replace({col}, '\"', '\"\"') || '\"' ELSE '\"' || {col} || '\"' END"
+        )
+    if kind in {"DateTimeField", "TimeField"}:  # PostgreSQL prints no trailing zeros in the fraction
+        full = 26 if kind == "DateTimeField" else 15
+        return (
+            f"CASE WHEN {col} IS NULL THEN '' WHEN length({col}) = {full} "
+            f"THEN rtrim(rtrim({col}, '0'), '.') ELSE {col} END"
+        )
+    if kind == "DecimalField":
+        return f"CASE WHEN {col} IS NULL THEN '' ELSE printf('%.{int(column.field.decimal_places)}f', {col}) END"
+    if kind == "FloatField":
+        return f"CASE WHEN {col} IS NULL THEN '' ELSE deploy_float8({col}) END"
+    if kind == "BinaryField":
+        return f"CASE WHEN {col} IS NULL THEN '' ELSE '\\x' || hex({col}) END"
+    if kind == "DurationField":
+        return f"CASE WHEN {col} IS NULL THEN '' ELSE {col} || ' microseconds' END"
+    raise ValueError(f"no fast path for {kind}")
+
+
+def pg_text(column, time_zone, ref="t"):
+    """PostgreSQL expression: the same text as :func:`sqlite_text`, from the stored value.
+
+    Not for JSON: it is stored parsed (jsonb), so its source text cannot be
+    rebuilt; JSON columns have digests of their own (see deploy.sqlite.chunks).
+    """
+    col, kind = f"{ref}.{_q(column.name)}", column.kind
+    if kind in INTEGER_TYPES or kind in {"DateField", "DecimalField", "FloatField", "TimeField"}:
+        return f"coalesce({col}::text, '')"
+    if kind == "BooleanField":
+        return f"coalesce({col}::int::text, '')"
+    if kind in TEXT_TYPES:
+        return f"coalesce('\"' || replace({col}, '\"', '\"\"') || '\"', '')"
+    if kind == "DateTimeField":
+        return f"coalesce(({col} AT TIME ZONE {sql_literal(time_zone)})::text, '')"
+    if kind == "UUIDField":
+        return f"coalesce(replace({col}::text, '-', ''), '')"
+    if kind == "BinaryField":
+        return f"coalesce('\\x' || upper(encode({col}, 'hex')), '')"
+    if kind == "DurationField":
+        return f"coalesce((extract(epoch FROM {col}) * 1000000)::bigint::text || ' microseconds', '')"
+    raise ValueError(f"no fast path for {kind}")
+
+
+def fast_checks(column):
+    """(kind of check, SQLite condition) pairs true for a value the fast path cannot carry as is."""
+    col, kind, field = _q(column.name), column.kind, column.field
+    checks = []
+    if kind in TEXT_TYPES or kind == "JSONField":
+        checks.append(("blob", f"typeof({col}) = 'blob'"))
+        if kind in TEXT_TYPES and getattr(field, "max_length", None):
+            # PostgreSQL silently cuts a varchar whose excess is spaces: never let it.
+            checks.append(("length", f"length({col}) > {int(field.max_length)}"))
+    elif kind == "BooleanField":
+        checks.append(("boolean", f"typeof({col}) NOT IN ('integer', 'null') OR {col} NOT IN (0, 1)"))
+    elif kind == "DateTimeField":
+        checks.append(("datetime", datetime_check(col)))
+    elif kind == "DateField":
+        checks.append(("date", date_check(col)))
+    elif kind == "TimeField":
+        checks.append(("time", time_check(col)))
     elif kind == "DecimalField":
-        expr = f"CAST({col} AS TEXT)"  # SQLite's 15 significant digits, as Django reads it
+        checks.append(("decimal", decimal_check(col, field)))
     elif kind == "FloatField":
-        expr = f"printf('%!.17g', {col})"  # round-trips a double exactly
+        checks.append(("float", f"typeof({col}) NOT IN ('real', 'integer', 'null')"))
+    elif kind == "UUIDField":
+        # PostgreSQL rejects 32 characters that are not 32 hex digits; other spellings it would accept.
+        checks.append(("uuid", f"typeof({col}) NOT IN ('text', 'null') OR length({col}) <> 32"))
     elif kind == "BinaryField":
-        expr = f"'\\\\x' || hex({col})"
+        checks.append(("binary", f"typeof({col}) NOT IN ('blob', 'null')"))
     elif kind == "DurationField":
-        expr = f"{col} || ' microseconds'"
-    else:
-        raise ValueError(f"no fast path for {kind}")
-    # Not coalesce(): hex(NULL) and printf() of NULL give '' rather than NULL.
-    return f"CASE WHEN {col} IS NULL THEN '\\N' ELSE {expr} END"
+        checks.append(("duration", f"typeof({col}) NOT IN ('integer', 'null')"))
+    return checks
+
+
+def datetime_check(col):
+    """Anything but Django's own 'YYYY-MM-DD HH:MM:SS[.ffffff]' naming a real instant."""
+    fraction = f"substr({col}, 20) GLOB '.{_DIGIT * 6}'"
+    return (
+        # '+0 days' carries an impossible day over (2023-02-30 becomes 2023-03-02); given the fraction it
+        # would also round the seconds, so it sees the first 19 characters only.
+        f"{col} IS NOT NULL AND NOT (datetime(substr({col}, 1, 19), '+0 days') IS substr({col}, 1, 19) "
+        f"AND (length({col}) = 19 OR (length({col}) = 26 AND {fraction})))"
+    )
+
+
+def date_check(col):
+    # '+0 days' makes SQLite carry an impossible day over (2023-02-30 becomes 2023-03-02).
+    return (
+        f"{col} IS NOT NULL AND NOT (typeof({col}) = 'text' AND length({col}) = 10 AND date({col}, '+0 days') IS {col})"
+    )
+
+
+def time_check(col):
+    return (
+        f"{col} IS NOT NULL AND NOT (typeof({col}) = 'text' AND time(substr({col}, 1, 8)) IS substr({col}, 1, 8) "
+        f"AND (length({col}) = 8 OR (length({col}) = 15 AND substr({col}, 9) GLOB '.{_DIGIT * 6}')))"
+    )
+
+
+def decimal_check(col, field):
+    """Not a number, too large for max_digits, or (perhaps) more decimal places than the field keeps.
+
+    ``round(x)`` with no digits is plain arithmetic in SQLite, where ``round(x, n)``
+    prints and parses: the places are checked on the scaled value, with a margin far
+    above a double's rounding error, and the preflight judges what this flags.
+    """
+    limit = 10 ** (field.max_digits - field.decimal_places)
+    scaled = f"({col} * {10 ** int(field.decimal_places)})"
+    return (
+        f"typeof({col}) NOT IN ('integer', 'real', 'null') OR abs({col}) >= {limit} "
+        f"OR abs({scaled} - round({scaled})) > 1e-9 * (1 + abs({scaled}))"
+    )
+
+
+def float8_text(value):
+    """A double as PostgreSQL prints it: the shortest exact digits, fixed notation from 1e-4 to below 1e15."""
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = repr(value)  # the shortest digits that read back as this double
+    if abs(value) >= 2.0**53 and _on_boundary(text, value):
+        text = _inside(value)
+    sign = "-" if text.startswith("-") else ""
+    mantissa, _, exp = text.lstrip("-").partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    if not digits.rstrip("0"):
+        return sign + "0"
+    # The value is 0.DIGITS times 10 ** point.
+    point = len(whole) + int(exp or 0) - (len(whole + fraction) - len(digits))
+    digits = digits.rstrip("0")
+    return sign + (_fixed(digits, point) if -4 < point <= 15 else _scientific(digits, point))
+
+
+def _on_boundary(text, value):
+    """PostgreSQL's shortest digits must fall strictly between a double's neighbours' midpoints.
+
+    Python's may sit exactly on a midpoint (only possible from 2**53 on, where midpoints are integers).
+    """
+    with localcontext(prec=800):
+        candidate, exact = Decimal(text), Decimal(value)
+        below = (exact + Decimal(math.nextafter(value, -math.inf))) / 2
+        above = (exact + Decimal(math.nextafter(value, math.inf))) / 2
+        return candidate in (below, above)
+
+
+def _inside(value):
+    for precision in range(1, 18):
+        text = f"{value:.{precision - 1}e}"
+        if float(text) == value and not _on_boundary(text, value):
+            return text
+    return repr(value)
+
+
+def _fixed(digits, point):
+    if point <= 0:
+        return "0." + "0" * -point + digits
+    if point >= len(digits):
+        return digits + "0" * (point - len(digits))
+    return digits[:point] + "." + digits[point:]
+
+
+def _scientific(digits, point):
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    exp = point - 1
+    return f"{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+
+
+# --- tables ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -78,7 +256,13 @@ class Column:
 
     @property
     def fast(self):
+        if self.kind == "DecimalField":
+            return self.field.max_digits <= MAX_FAST_DECIMAL_DIGITS
         return self.kind in FAST_TYPES
+
+    @property
+    def is_json(self):
+        return self.kind == "JSONField"
 
 
 @dataclass(frozen=True)
@@ -98,10 +282,50 @@ class TablePlan:
     def column_names(self):
         return [c.name for c in self.columns]
 
-    def select_copy_text(self):
-        """One row of COPY text per source row, in primary-key order."""
-        parts = " || char(9) || ".join(copy_expression(c.name, c.kind) for c in self.columns)
-        return f"SELECT {parts} FROM {_q(self.table)} ORDER BY {_q(self.pk.name)}"
+    @property
+    def integer_pk(self):
+        """Keys that can be cut into ranges on both sides alike."""
+        return self.pk.kind in INTEGER_TYPES
+
+    @property
+    def json_columns(self):
+        return [c for c in self.columns if c.is_json]
+
+    @property
+    def copy_columns(self):
+        """Columns in the order of the COPY's fields: JSON last, so each line starts with what digests cover."""
+        return [c for c in self.columns if not c.is_json] + self.json_columns
+
+    def line_sql(self):
+        """SQLite: (the CSV fields of the columns other than JSON, of the JSON columns or None)."""
+        plain = _joined([sqlite_text(c) for c in self.copy_columns if not c.is_json] or ["''"])
+        json = _joined([sqlite_text(c) for c in self.json_columns]) if self.json_columns else None
+        return plain, json
+
+    def pg_line_sql(self, time_zone, ref="t"):
+        """PostgreSQL: the same text as the first half of :meth:`line_sql`, from the stored row."""
+        return _joined([pg_text(c, time_zone, ref) for c in self.copy_columns if not c.is_json] or ["''"])
+
+    def pg_json_sql(self, ref="t"):
+        """PostgreSQL: the JSON columns as PostgreSQL prints them (its own canonical form), tab-separated."""
+        parts = [f"coalesce({ref}.{_q(c.name)}::text, '')" for c in self.json_columns]
+        return " || E'\\t' || ".join(parts)
+
+    def check_sql(self):
+        """SQLite: true when any value of the row needs a closer look."""
+        conditions = [f"({sql})" for c in self.columns for _, sql in fast_checks(c)]
+        return " OR ".join(conditions) if conditions else "0"
+
+
+_DIGIT = "[0-9]"
+
+
+def _joined(parts):
+    """``a || ',' || b || ...`` nested as a balanced tree: each byte is copied log(n) times, not n/2."""
+    if len(parts) == 1:
+        return parts[0]
+    middle = len(parts) // 2
+    return f"({_joined(parts[:middle])} || ',' || {_joined(parts[middle:])})"
 
 
 def _matches(model, patterns):

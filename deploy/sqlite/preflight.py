@@ -6,6 +6,7 @@ while there is one.
 """
 
 import decimal
+import math
 import sqlite3
 import uuid
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.utils.dateparse import parse_date, parse_datetime, parse_time
 
 from deploy.sqlite import state
-from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES
+from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES, date_check, datetime_check, decimal_check, time_check
 
 MAX_PER_CHECK = 20
 # Rows that Django's own migrate creates (post_migrate); a copy replaces them.
@@ -50,21 +51,18 @@ def _q(name):
 
 
 # --- the source -------------------------------------------------------------
+#
+# The copy runs these at different moments: the structure before anything is
+# written; the integrity and foreign-key checks, and every value, while the
+# rows stream into transactions that are committed only when all of them
+# passed (see deploy.sqlite.copy). Either way a problem leaves the target as
+# it was.
 
 
-def source_problems(source, plans, target_alias):
+def structure_problems(source, plans):
+    """Migrations, tables and columns: the source is the database this code expects."""
     raw = source.raw
-    problems = []
-    try:
-        result = raw.execute("PRAGMA integrity_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return [Problem("source", f"the file is damaged ({exc}): restore it from a backup")]
-    if result != [("ok",)]:
-        problems += [Problem("source", f"PRAGMA integrity_check: {row[0]}") for row in result[:MAX_PER_CHECK]]
-        return problems  # a damaged file: nothing else it says can be trusted
-    for table, rowid, parent, _ in raw.execute("PRAGMA foreign_key_check").fetchall()[:MAX_PER_CHECK]:
-        problems.append(Problem(table, f"orphan row: its foreign key points at a missing row of {parent}", rowid))
-    problems += _migration_problems(source)
+    problems = _migration_problems(source)
     existing = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for plan in plans:
         if plan.table not in existing:
@@ -76,8 +74,43 @@ def source_problems(source, plans, target_alias):
         missing = [c for c in plan.column_names if c not in columns]
         if missing:
             problems.append(Problem(plan.table, f"columns missing from the source: {', '.join(missing)}"))
+    return problems
+
+
+def integrity_problems(raw):
+    """``PRAGMA integrity_check``, then ``PRAGMA foreign_key_check``; (problems, damaged)."""
+    try:
+        result = raw.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [Problem("source", f"the file is damaged ({exc}): restore it from a backup")], True
+    if result != [("ok",)]:
+        # A damaged file: nothing else it says can be trusted.
+        return [Problem("source", f"PRAGMA integrity_check: {row[0]}") for row in result[:MAX_PER_CHECK]], True
+    problems = []
+    for table, rowid, parent, _ in raw.execute("PRAGMA foreign_key_check").fetchall()[:MAX_PER_CHECK]:
+        problems.append(Problem(table, f"orphan row: its foreign key points at a missing row of {parent}", rowid))
+    return problems, False
+
+
+def data_problems(source, plans, target_alias, integrity=None):
+    """Every check of the source's data, one after the other, writing nothing.
+
+    For when the copy cannot start (its structure or the target has problems):
+    the report still names every problem, so they can all be fixed in one pass.
+    ``integrity`` is the result of :func:`integrity_problems`, if already run.
+    """
+    problems, damaged = integrity or integrity_problems(source.raw)
+    problems = list(problems)
+    if damaged:
+        return problems
+    existing = {name for (name,) in source.raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    ops = connections[target_alias].ops
+    for plan in plans:
+        if plan.table not in existing:
             continue
-        problems += value_problems(raw, plan, connections[target_alias].ops)
+        columns = {row[1] for row in source.raw.execute(f"PRAGMA table_info({_q(plan.table)})")}
+        if all(c in columns for c in plan.column_names):
+            problems += value_problems(source.raw, plan, ops)
     return problems
 
 
@@ -115,12 +148,18 @@ def _migration_problems(source):
 
 
 def _checks(plan, target_ops):
-    """(column, kind of check, SQL condition true for a bad or doubtful value)."""
+    """(column, kind of check, SQL condition true for a bad or doubtful value): every check, exactly.
+
+    The copy's own read runs the cheaper :func:`~deploy.sqlite.plan.fast_checks`
+    and leaves to PostgreSQL what it rejects outright; when anything is wrong,
+    these name every problem of the table.
+    """
     checks = []
     for c in plan.columns:
         col = _q(c.name)
         field = c.field
         if c.kind in TEXT_TYPES or c.kind == "JSONField":
+            checks.append((c, "blob", f"typeof({col}) = 'blob'"))
             checks.append((c, "nul", f"instr(CAST({col} AS BLOB), X'00') > 0"))
             if getattr(field, "max_length", None) and c.kind in TEXT_TYPES:
                 checks.append((c, "length", f"length({col}) > {int(field.max_length)}"))
@@ -135,32 +174,13 @@ def _checks(plan, target_ops):
         elif c.kind == "BooleanField":
             checks.append((c, "boolean", f"typeof({col}) NOT IN ('integer', 'null') OR {col} NOT IN (0, 1)"))
         elif c.kind == "DateTimeField":
-            pattern = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-            checks.append(
-                (
-                    c,
-                    "datetime",
-                    f"{col} IS NOT NULL AND NOT (substr({col}, 1, 19) GLOB '{pattern}' "
-                    f"AND (length({col}) = 19 OR (length({col}) = 26 AND substr({col}, 20, 1) = '.' "
-                    f"AND substr({col}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')) "
-                    f"AND datetime({col}, '+0 days') IS substr({col}, 1, 19))",
-                )
-            )
+            checks.append((c, "datetime", datetime_check(col)))
         elif c.kind == "DateField":
-            checks.append(
-                (c, "date", f"{col} IS NOT NULL AND NOT (length({col}) = 10 AND date({col}, '+0 days') IS {col})")
-            )
+            checks.append((c, "date", date_check(col)))
         elif c.kind == "TimeField":
-            checks.append(
-                (
-                    c,
-                    "time",
-                    f"{col} IS NOT NULL AND NOT (length({col}) IN (8, 15) AND time({col}) IS substr({col}, 1, 8))",
-                )
-            )
+            checks.append((c, "time", time_check(col)))
         elif c.kind == "DecimalField":
-            limit = 10 ** (field.max_digits - field.decimal_places)
-            checks.append((c, "decimal", f"typeof({col}) NOT IN ('integer', 'real', 'null') OR abs({col}) >= {limit}"))
+            checks.append((c, "decimal", decimal_check(col, field)))
         elif c.kind == "FloatField":
             checks.append((c, "float", f"typeof({col}) NOT IN ('integer', 'real', 'null')"))
         elif c.kind == "UUIDField":
@@ -169,6 +189,8 @@ def _checks(plan, target_ops):
             )
         elif c.kind == "JSONField":
             checks.append((c, "json", f"{col} IS NOT NULL AND (NOT json_valid({col}) OR instr({col}, '\\u0000') > 0)"))
+        elif c.kind == "BinaryField":
+            checks.append((c, "binary", f"typeof({col}) NOT IN ('blob', 'null')"))
         elif c.kind == "DurationField":
             checks.append((c, "duration", f"typeof({col}) NOT IN ('integer', 'null')"))
     return checks
@@ -181,7 +203,8 @@ def value_problems(raw, plan, target_ops):
     pk = _q(plan.pk.name)
     if checks:
         flags = ", ".join(f"({sql})" for _, _, sql in checks)
-        values = ", ".join(f"CAST({_q(c.name)} AS BLOB)" for c, _, _ in checks)
+        # Text as bytes (it may not be UTF-8); numbers as they are stored.
+        values = ", ".join(_q(c.name) if kind == "decimal" else f"CAST({_q(c.name)} AS BLOB)" for c, kind, _ in checks)
         where = " OR ".join(f"({sql})" for _, _, sql in checks)
         counts = {}
         query = f"SELECT {pk}, {flags}, {values} FROM {_q(plan.table)} WHERE {where} ORDER BY {pk}"
@@ -208,6 +231,10 @@ def _judge(kind, column, value):
     """A sentence for a bad value, or None when the doubtful value is fine after all."""
     text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
     field = column.field
+    if kind == "blob":
+        return "is stored as a BLOB, not as text: the application reads bytes here"
+    if kind == "binary":
+        return "is stored as text, not as a BLOB: the application reads a string here"
     if kind == "nul":
         return "contains a NUL character, which PostgreSQL text cannot hold"
     if kind == "length":
@@ -223,13 +250,7 @@ def _judge(kind, column, value):
     if kind == "time":
         return None if _parses(parse_time, text) else "is not a valid time"
     if kind == "decimal":
-        try:
-            number = decimal.Decimal(text)
-        except (decimal.InvalidOperation, TypeError):
-            return "is not a decimal number"
-        if not number.is_finite() or abs(number) >= 10 ** (field.max_digits - field.decimal_places):
-            return f"does not fit max_digits={field.max_digits}, decimal_places={field.decimal_places}"
-        return None
+        return _judge_decimal(value, field)
     if kind == "float":
         return "is not a number"
     if kind == "uuid":
@@ -243,6 +264,25 @@ def _judge(kind, column, value):
     if kind == "duration":
         return "is not a duration in microseconds"
     return f"failed the {kind} check"
+
+
+def _judge_decimal(value, field):
+    """SQLite keeps a decimal as a number (int or double); the application reads it rounded to the field."""
+    if not isinstance(value, int | float):
+        return "is not a decimal number"
+    if not math.isfinite(value) or abs(value) >= 10 ** (field.max_digits - field.decimal_places):
+        return f"does not fit max_digits={field.max_digits}, decimal_places={field.decimal_places}"
+    places = decimal.Decimal(1).scaleb(-field.decimal_places)
+    # As Django reads it: 15 significant digits, then rounded half-even to the field's places.
+    read = decimal.Context(prec=15).create_decimal_from_float(float(value)).quantize(places, decimal.ROUND_HALF_EVEN)
+    # As the copy writes it: the double rounded to the places (SQLite's printf).
+    written = decimal.Decimal(f"{float(value):.{field.decimal_places}f}")
+    if read != written:
+        return (
+            f"has more than decimal_places={field.decimal_places} decimal places: the application reads "
+            f"{read}, PostgreSQL would store {written}"
+        )
+    return None
 
 
 def _parses(parser, text):

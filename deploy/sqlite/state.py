@@ -5,7 +5,8 @@ constraints to load fast, then re-creates them. Their definitions are saved
 here in the same transaction that drops them, and each table is marked done
 in the same transaction as its COPY, so a copy killed at any moment can be
 finished by ``--resume`` with no row lost or duplicated, and no constraint
-forgotten.
+forgotten. The table's chunk digests are kept with it, so that ``--verify``
+after ``--resume`` proves the tables an earlier run copied.
 """
 
 import json
@@ -21,6 +22,7 @@ class Run:
     source: dict
     definitions: dict
     done: dict = field(default_factory=dict)  # table name -> rows
+    chunks: dict = field(default_factory=dict)  # table name -> [[lo, hi, rows, digest], ...]
 
 
 def ensure_tables(cursor):
@@ -33,7 +35,7 @@ def ensure_tables(cursor):
         f"CREATE TABLE IF NOT EXISTS {TABLE_TABLE} ("
         f" run_id integer NOT NULL REFERENCES {RUN_TABLE} (id) ON DELETE CASCADE,"
         " table_name text NOT NULL, rows bigint NOT NULL, seconds double precision NOT NULL,"
-        " PRIMARY KEY (run_id, table_name))"
+        " chunks jsonb, PRIMARY KEY (run_id, table_name))"
     )
 
 
@@ -51,8 +53,12 @@ def current_run(cursor):
     if row is None:
         return None
     source, definitions = (v if isinstance(v, dict) else json.loads(v) for v in row[1:])
-    cursor.execute(f"SELECT table_name, rows FROM {TABLE_TABLE} WHERE run_id = %s", [row[0]])
-    return Run(id=row[0], source=source, definitions=definitions, done=dict(cursor.fetchall()))
+    cursor.execute(f"SELECT table_name, rows, chunks FROM {TABLE_TABLE} WHERE run_id = %s", [row[0]])
+    done, chunks = {}, {}
+    for table, rows, table_chunks in cursor.fetchall():
+        done[table] = rows
+        chunks[table] = json.loads(table_chunks) if isinstance(table_chunks, str) else table_chunks
+    return Run(id=row[0], source=source, definitions=definitions, done=done, chunks=chunks)
 
 
 def start_run(cursor, source, definitions):
@@ -64,10 +70,10 @@ def start_run(cursor, source, definitions):
     return Run(id=cursor.fetchone()[0], source=source, definitions=definitions)
 
 
-def mark_done(cursor, run_id, table, rows, seconds):
+def mark_done(cursor, run_id, table, rows, seconds, chunks):
     cursor.execute(
-        f"INSERT INTO {TABLE_TABLE} (run_id, table_name, rows, seconds) VALUES (%s, %s, %s, %s)",
-        [run_id, table, rows, seconds],
+        f"INSERT INTO {TABLE_TABLE} (run_id, table_name, rows, seconds, chunks) VALUES (%s, %s, %s, %s, %s)",
+        [run_id, table, rows, seconds, json.dumps(chunks)],
     )
 
 

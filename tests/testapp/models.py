@@ -45,3 +45,24 @@ class Road(models.Model):
     id = models.SmallAutoField(primary_key=True)
     cities = models.ManyToManyField(City, related_name="roads")
     toll = models.BooleanField(null=True)
+
+
+class Reading(models.Model):
+    """Every fast-path field type, nullable, for values at the edges of their canonical text."""
+
+    taken_at = models.DateTimeField()
+    day = models.DateField(null=True)
+    at = models.TimeField(null=True)
+    value = models.FloatField(null=True)
+    ratio = models.DecimalField(max_digits=12, decimal_places=4, null=True)
+    whole = models.DecimalField(max_digits=6, decimal_places=0, null=True)
+    label = models.CharField(max_length=50, blank=True)
+    note = models.TextField(null=True)  # noqa: DJ001 - NULL and '' must both survive the copy
+    data = models.JSONField(null=True)
+    extra = models.JSONField(default=list)
+    flag = models.BooleanField(null=True)
+    raw = models.BinaryField(null=True)
+    span = models.DurationField(null=True)
+    ref = models.UUIDField(null=True)
+    count = models.PositiveSmallIntegerField(null=True)
+    country = models.ForeignKey(Country, null=True, on_delete=models.SET_NULL)

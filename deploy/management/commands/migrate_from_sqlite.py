@@ -12,9 +12,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from deploy.sqlite.copy import CopyError, copy_database, truncate_tables
+from deploy.sqlite import state
+from deploy.sqlite.copy import CopyError, PreflightFailed, copy_database, start_source_check, truncate_tables
 from deploy.sqlite.plan import RATE_ESTIMATE, copied_models, table_plan, unknown_excludes
-from deploy.sqlite.preflight import source_problems, target_problems
+from deploy.sqlite.preflight import data_problems, structure_problems, target_problems
 from deploy.sqlite.source import SourceError, open_source
 from deploy.sqlite.verify import MAX_DIFFERENCES, verify_copy
 
@@ -90,7 +91,9 @@ class Command(BaseCommand):
             help="Leave out an app or a model; may be given several times.",
         )
         parser.add_argument("--batch-size", type=int, default=10_000, help="Rows per chunk (default 10000).")
-        parser.add_argument("--workers", type=int, default=2, help="Tables copied at once (default 2).")
+        parser.add_argument(
+            "--workers", type=int, default=2, help="Transactions copying (and chunks verified) at once (default 2)."
+        )
         parser.add_argument("--plan", action="store_true", help="Show what would be copied, and write nothing.")
         parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
         parser.add_argument(
@@ -145,14 +148,20 @@ class Command(BaseCommand):
                 self._fail_with(problems, "Cannot verify")
             return self._verify(plans, source, target, options, copy_report=None)
 
-        problems = source_problems(source, plans, target) + target_problems(
+        source_check = start_source_check(source.path)  # the longest check: it runs while the rest gets ready
+        problems = structure_problems(source, plans) + target_problems(
             target, plans, truncate=options["truncate"], resume=options["resume"]
         )
         if problems:
+            # The copy cannot start: still name every problem of the data, so all are fixed in one pass.
+            problems = data_problems(source, plans, target, source_check.result()) + problems
             self._fail_with(problems, "The preflight found problems")
         if options["truncate"]:
             self._confirm_truncate(plans, target, options)
-            truncate_tables(target, plans)
+            if self._interrupted(target):
+                truncate_tables(target, plans)  # start over from a clean slate
+            # Otherwise each table is emptied in the transaction that copies it:
+            # a problem found during the copy leaves the target as it was.
         progress = self._progress("copied", options)
         try:
             report = copy_database(
@@ -163,7 +172,17 @@ class Command(BaseCommand):
                 resume=options["resume"],
                 workers=options["workers"],
                 progress=progress,
+                source_check=source_check,
+                digests=options["verify"],  # taken as the rows are read, for the verification that follows
             )
+        except PreflightFailed as failed:
+            if failed.resumed:
+                self._fail_with(
+                    failed.problems,
+                    "The preflight found problems",
+                    "the tables an earlier run copied are kept, nothing more was written",
+                )
+            self._fail_with(failed.problems, "The preflight found problems")
         except CopyError as exc:
             raise CommandError(
                 f"The copy stopped: {exc} Tables already copied are recorded in the target: "
@@ -179,8 +198,20 @@ class Command(BaseCommand):
         tty = hasattr(stream, "isatty") and stream.isatty()
         return Progress(verb, stream, tty, enabled=options["verbosity"] >= 1)
 
+    def _interrupted(self, target):
+        with connections[target].cursor() as cursor:
+            return state.current_run(cursor) is not None
+
     def _verify(self, plans, source, target, options, copy_report):
-        verification = verify_copy(plans, source.alias, target, progress=self._progress("verified", options))
+        verification = verify_copy(
+            plans,
+            source,
+            target,
+            chunks=copy_report.chunks if copy_report else None,
+            batch_size=options["batch_size"],
+            workers=options["workers"],
+            progress=self._progress("verified", options),
+        )
         self._report(copy_report, verification, options)
         if not verification.ok:
             shown = "\n".join(f"  - {d}" for d in verification.differences[:30])
@@ -192,10 +223,10 @@ class Command(BaseCommand):
             )
         return
 
-    def _fail_with(self, problems, heading):
+    def _fail_with(self, problems, heading, written="nothing was written to the target"):
         shown = "\n".join(f"  - {p}" for p in problems[:200])
         more = f"\n  … and {len(problems) - 200} more" if len(problems) > 200 else ""
-        raise CommandError(f"{heading} ({len(problems)}); nothing was written to the target:\n{shown}{more}")
+        raise CommandError(f"{heading} ({len(problems)}); {written}:\n{shown}{more}")
 
     def _confirm_truncate(self, plans, target, options):
         if not options["interactive"]:
@@ -241,7 +272,9 @@ class Command(BaseCommand):
                     tables[t.label] = {"table": t.table, "rows": t.rows, "seconds": round(t.seconds, 3), "path": t.path}
             if verification:
                 for label, v in verification.tables.items():
-                    tables.setdefault(label, {"table": v["table"], "rows": v["rows"]})["verified"] = v["verified"]
+                    entry = tables.setdefault(label, {"table": v["table"], "rows": v["rows"]})
+                    entry["verified"] = v["verified"]
+                    entry["compared_by_value"] = v["compared_by_value"]
             data = {
                 "tables": tables,
                 "rows": sum(t["rows"] for t in tables.values()),

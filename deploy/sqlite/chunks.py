@@ -1,0 +1,223 @@
+"""Reading the source in chunks of rows, each with the digest that proves it.
+
+SQLite builds each chunk's text itself: one CSV line per row (the canonical
+text of :mod:`deploy.sqlite.plan`), joined in primary-key order, so Python
+handles one string per chunk rather than one object per value. The same
+text feeds PostgreSQL's COPY and, hashed, is what verification compares with
+PostgreSQL's own rendering of the stored rows.
+
+Rows whose values need a closer look (see :func:`~deploy.sqlite.plan.fast_checks`)
+are left out of the chunk's text and returned apart; a chunk that had any
+carries no digest, so verification compares it value by value.
+
+JSON is stored parsed (jsonb): its source text cannot be rendered back. Each
+line therefore ends with the JSON fields, and the digest covers the part
+before them; the JSON has a digest of its own, of PostgreSQL's rendering of
+what it parsed, taken in the copy's transaction (or, with ``--verify-only``,
+from the source's JSON text parsed again).
+"""
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+
+from deploy.sqlite.plan import _q, fast_checks, float8_text
+from deploy.sqlite.source import read_only_uri
+
+
+def _float8(value):
+    if isinstance(value, int):  # a column without REAL affinity may hold integers
+        value = float(value)
+    return float8_text(value) if type(value) is float else None
+
+
+def open_reader(path, text=False):
+    """A read-only connection to the source; values as bytes unless ``text``."""
+    raw = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
+    if not text:
+        raw.text_factory = bytes
+    raw.create_function("deploy_float8", 1, _float8, deterministic=True)
+    return raw
+
+
+@dataclass
+class Chunk:
+    """Rows with keys in (lo, hi] (None: unbounded), their count, and the hex digests that prove them.
+
+    ``digest``: of the rows' text without JSON (None: compare by value);
+    ``json_digest``: of PostgreSQL's rendering of their JSON (None: no JSON, or not taken).
+    """
+
+    lo: object
+    hi: object
+    rows: int
+    digest: str | None
+    json_digest: str | None = None
+
+    def as_list(self):
+        return [self.lo, self.hi, self.rows, self.digest, self.json_digest]
+
+    @classmethod
+    def from_list(cls, values):
+        return cls(*values)
+
+
+@dataclass
+class Piece:
+    """One read of the source: the COPY text of its plain rows, the part digests cover, the flagged count."""
+
+    lo: object
+    hi: object
+    rows: int
+    text: bytes
+    digest_text: bytes
+    flagged: int
+
+
+def range_sql(column, lo, hi, params):
+    """A WHERE condition for keys in (lo, hi]; appends the bounds to ``params``."""
+    conditions = []
+    if lo is not None:
+        conditions.append(f"{column} > ?")
+        params.append(lo)
+    if hi is not None:
+        conditions.append(f"{column} <= ?")
+        params.append(hi)
+    return " AND ".join(conditions) or "1 = 1"
+
+
+class TableReader:
+    """The source's rows of one table, in primary-key order, a chunk at a time."""
+
+    def __init__(self, raw, plan, batch_size, digests=True):
+        """``digests``: also give each piece the text its digest covers (without it, only the COPY text)."""
+        self.raw, self.plan, self.batch_size = raw, plan, batch_size
+        self.pk = _q(plan.pk.name)
+        self.checks = [(c, kind, sql) for c in plan.columns for kind, sql in fast_checks(c)]
+        bad = " OR ".join(f"({sql})" for _, _, sql in self.checks) or "0"
+        plain, json = plan.line_sql()
+        self.line = plain if json is None else f"{plain} || ',' || {json}"
+        inner = f"SELECT {plain} AS p, {json or 'NULL'} AS j, ({bad}) AS bad, {self.pk} AS k FROM {_q(plan.table)}"
+        # The LIMIT keeps SQLite from folding the inner query into the outer one: p is built once per row.
+        # A line that came out NULL (a value of a type no check expected) is set aside like a flagged one:
+        # group_concat would otherwise skip it without a word.
+        bad = "(bad OR p IS NULL)" if json is None else "(bad OR p IS NULL OR j IS NULL)"
+        texts = f"group_concat(CASE WHEN {bad} THEN NULL ELSE p END, char(10))"
+        if json is not None:
+            line = f"group_concat(CASE WHEN {bad} THEN NULL ELSE p || ',' || j END, char(10))"
+            texts = f"{line}, {texts}" if digests else line
+        outer = f"SELECT {texts}, max(k), count(*), total({bad})"
+        self.first_sql = f"{outer} FROM ({inner} ORDER BY {self.pk} LIMIT {int(batch_size)})"
+        self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? ORDER BY {self.pk} LIMIT {int(batch_size)})"
+        self.separate = json is not None and digests
+
+    def pieces(self):
+        """Yield a :class:`Piece` per chunk of rows, the last one ending with an unbounded key."""
+        lo = None
+        while True:
+            if lo is None:
+                row = self.raw.execute(self.first_sql).fetchone()
+            else:
+                row = self.raw.execute(self.next_sql, [lo]).fetchone()
+            if self.separate:
+                text, digest_text, hi, rows, flagged = row
+            else:
+                text, hi, rows, flagged = row
+                digest_text = text
+            if not rows:
+                return
+            yield Piece(lo, hi, rows, text or b"", digest_text or b"", int(flagged))
+            lo = hi
+
+    def flagged_rows(self, lo, hi):
+        """(pk, line or None, [(column, kind, value)...]) for each row of (lo, hi] set aside."""
+        params = []
+        where = range_sql(self.pk, lo, hi, params)
+        columns = [f"({sql})" for _, _, sql in self.checks] + [_q(c.name) for c, _, _ in self.checks]
+        bad = " OR ".join([f"({sql})" for _, _, sql in self.checks] + [f"({self.line}) IS NULL"])
+        query = (
+            f"SELECT {', '.join([self.pk, self.line, *columns])} FROM {_q(self.plan.table)} "
+            f"WHERE {where} AND ({bad}) ORDER BY {self.pk}"
+        )
+        n = len(self.checks)
+        for row in self.raw.execute(query, params):
+            pk = row[0].decode("utf-8", errors="replace") if isinstance(row[0], bytes) else row[0]
+            found = [(c, kind, row[2 + n + i]) for i, (c, kind, _) in enumerate(self.checks) if row[2 + i]]
+            yield pk, row[1], found
+
+
+class Digests:
+    """Chunk digests for a table: one per piece when keys are integers, one for the whole table otherwise.
+
+    Text keys sort alike in SQLite and PostgreSQL only under the "C" collation,
+    which their indexes do not use: such tables are checked in one ordered pass.
+    """
+
+    def __init__(self, plan):
+        self.per_piece = plan.integer_pk
+        self.chunks = []
+        self._whole = hashlib.sha256()
+        self._whole_rows = 0
+        self._whole_ok = True
+
+    def add(self, piece, clean):
+        text = piece.digest_text
+        if self.per_piece:
+            digest = hashlib.sha256(text).hexdigest() if clean else None
+            self.chunks.append(Chunk(piece.lo, piece.hi, piece.rows, digest))
+            return
+        if self._whole_rows and text:
+            self._whole.update(b"\n")
+        self._whole.update(text)
+        self._whole_rows += piece.rows
+        self._whole_ok = self._whole_ok and clean
+
+    def finish(self):
+        if not self.per_piece:
+            digest = self._whole.hexdigest() if self._whole_ok else None
+            return [Chunk(None, None, self._whole_rows, digest)]
+        if not self.chunks:
+            return [Chunk(None, None, 0, hashlib.sha256(b"").hexdigest())]
+        self.chunks[-1].hi = None  # the last chunk also holds any larger key of the target
+        return self.chunks
+
+
+def _order(plan, ref="t"):
+    pk = f"{ref}.{_q(plan.pk.name)}"
+    return pk if plan.integer_pk else f'{pk} COLLATE "C"'
+
+
+# The rows reach string_agg in key order: if PostgreSQL ever fed them otherwise, the
+# digests would differ and the chunk be compared value by value, never passed wrongly.
+_DIGEST = "sha256(convert_to(coalesce(string_agg({column}, E'\\n'), ''), 'UTF8'))"
+
+
+def json_digest_sql(plan):
+    """PostgreSQL: the JSON digest of the stored rows with keys in ``{where}``."""
+    return (
+        f"SELECT {_DIGEST.format(column='line')} FROM (SELECT {plan.pg_json_sql()} AS line "
+        f"FROM {_q(plan.table)} t WHERE {{where}} ORDER BY {_order(plan)}) x"
+    )
+
+
+def digest_sql(plan, time_zone):
+    """PostgreSQL: count, digest, and JSON digest (or NULL) of the stored rows with keys in ``{where}``."""
+    json, json_digest = "NULL::text", "NULL::bytea"
+    if plan.json_columns:
+        json, json_digest = plan.pg_json_sql(), _DIGEST.format(column="jline")
+    return (
+        f"SELECT count(*), {_DIGEST.format(column='line')}, {json_digest} "
+        f"FROM (SELECT {plan.pg_line_sql(time_zone)} AS line, {json} AS jline "
+        f"FROM {_q(plan.table)} t WHERE {{where}} ORDER BY {_order(plan)}) x"
+    )
+
+
+def source_json_digest_sql(plan, table):
+    """PostgreSQL: the JSON digest of the source's JSON texts loaded into ``table``, parsed again."""
+    parts = [f"coalesce(s.j{i}::jsonb::text, '')" for i in range(len(plan.json_columns))]
+    line = " || E'\\t' || ".join(parts)
+    order = "s.pk" if plan.integer_pk else 's.pk COLLATE "C"'
+    return (
+        f"SELECT bool_and(ok), {_DIGEST.format(column='line')} FROM "
+        f"(SELECT ok, CASE WHEN ok THEN {line} ELSE '?' END AS line FROM {table} s ORDER BY {order}) x"
+    )
