@@ -179,23 +179,28 @@ def check_sequences(plans, target_alias, report):
                 )
 
 
-def check_orphans(plans, target_alias, report):
-    target = connections[target_alias]
-    with target.cursor() as cursor:
-        for plan in plans:
-            for f in plan.model._meta.concrete_fields:
-                if not (f.is_relation and (f.many_to_one or f.one_to_one)):
-                    continue
-                parent = f.related_model._meta
-                cursor.execute(
-                    f'SELECT c."{plan.pk.name}", c."{f.column}" FROM "{plan.table}" c '
-                    f'LEFT JOIN "{parent.db_table}" p ON c."{f.column}" = p."{f.target_field.column}" '
-                    f'WHERE c."{f.column}" IS NOT NULL AND p."{f.target_field.column}" IS NULL LIMIT 10'
-                )
-                for pk, value in cursor.fetchall():
-                    report.add(
-                        Difference(plan.table, pk, f.column, f"points at {parent.db_table} {value!r}, which is missing")
-                    )
+def foreign_keys(plans):
+    """(plan, field) for every foreign key (or one-to-one) column of the planned tables."""
+    return [
+        (plan, f)
+        for plan in plans
+        for f in plan.model._meta.concrete_fields
+        if f.is_relation and (f.many_to_one or f.one_to_one)
+    ]
+
+
+def orphans(cursor, plan, f):
+    """Differences for rows of ``plan`` whose ``f`` points at a missing row (at most 10)."""
+    parent = f.related_model._meta
+    cursor.execute(
+        f"SELECT c.{_q(plan.pk.name)}, c.{_q(f.column)} FROM {_q(plan.table)} c "
+        f"LEFT JOIN {_q(parent.db_table)} p ON c.{_q(f.column)} = p.{_q(f.target_field.column)} "
+        f"WHERE c.{_q(f.column)} IS NOT NULL AND p.{_q(f.target_field.column)} IS NULL LIMIT 10"
+    )
+    return [
+        Difference(plan.table, pk, f.column, f"points at {parent.db_table} {value!r}, which is missing")
+        for pk, value in cursor.fetchall()
+    ]
 
 
 class _Verifier:
@@ -207,15 +212,16 @@ class _Verifier:
         self.lock = threading.Lock()
         self.time_zone = connections[target_alias].timezone_name
         self.sql = {}
-        self.target_rows, self.suspect, self.started = {}, {}, {}
+        self.target_rows, self.suspect, self.started, self.orphans = {}, {}, {}, []
 
-    def run(self, work, workers, job):
+    def run(self, work, workers):
+        """Do the queued (job, *arguments) items, ``workers`` at a time."""
         n = max(1, min(workers, work.qsize()))
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify") as pool:
-            for future in [pool.submit(self._worker, work, job) for _ in range(n)]:
+            for future in [pool.submit(self._worker, work) for _ in range(n)]:
                 future.result()
 
-    def _worker(self, work, job):
+    def _worker(self, work):
         raw = open_reader(self.source.path)
         try:
             with connections[self.alias].cursor() as cursor:
@@ -225,16 +231,21 @@ class _Verifier:
                 cursor.execute("SET enable_bitmapscan TO off")  # key ranges read in key order, without a sort
                 while True:
                     try:
-                        item = work.get_nowait()
+                        job, *arguments = work.get_nowait()
                     except queue.Empty:
                         return
-                    job(cursor, raw, *item)
+                    job(cursor, raw, *arguments)
         finally:
             raw.close()
             connections[self.alias].close()
             connections[self.source.alias].close()
 
     # Jobs ----------------------------------------------------------------------
+
+    def orphan_check(self, cursor, raw, plan, f):
+        found = orphans(cursor, plan, f)
+        with self.lock:
+            self.orphans += found
 
     def source_chunks(self, cursor, raw, plan, out):
         """Digests from a read of the source made for the purpose (--verify-only)."""
@@ -324,14 +335,17 @@ def verify_copy(plans, source, target_alias, *, chunks=None, batch_size=10_000, 
     unknown = queue.Queue()
     for plan in sorted(fast, key=lambda p: -p.rows):
         if not known.get(plan.table):
-            unknown.put((plan, known))
+            unknown.put((verifier.source_chunks, plan, known))
     if unknown.qsize():
-        verifier.run(unknown, workers, verifier.source_chunks)
+        verifier.run(unknown, workers)
+    # Chunks of any table, and the orphan checks, shared by the workers: the largest work first.
     work = queue.Queue()
+    for plan, f in sorted(foreign_keys(plans), key=lambda item: -item[0].rows):
+        work.put((verifier.orphan_check, plan, f))
     for plan in sorted(fast, key=lambda p: -p.rows):
         for chunk in known[plan.table]:
-            work.put((plan, chunk))
-    verifier.run(work, workers, verifier.chunk)
+            work.put((verifier.chunk, plan, chunk))
+    verifier.run(work, workers)
 
     report = VerifyReport()
     for plan in sorted(plans, key=lambda p: p.label):
@@ -361,6 +375,7 @@ def verify_copy(plans, source, target_alias, *, chunks=None, batch_size=10_000, 
             "compared_by_value": len(suspect),
         }
     check_sequences(plans, target_alias, report)
-    check_orphans(plans, target_alias, report)
+    for difference in sorted(verifier.orphans, key=lambda d: (d.table, d.column or "", str(d.pk))):
+        report.add(difference)
     report.seconds = time.monotonic() - started
     return report
