@@ -125,10 +125,11 @@ def drop_definitions(cursor, definitions):
 
 
 def _existing(cursor):
+    """Index names, and (table, constraint name) pairs: constraint names are only unique per table."""
     cursor.execute("SELECT indexrelid::regclass::text FROM pg_index")
     indexes = {row[0] for row in cursor.fetchall()}
-    cursor.execute("SELECT conname FROM pg_constraint")
-    return indexes, {row[0] for row in cursor.fetchall()}
+    cursor.execute("SELECT conrelid::regclass::text, conname FROM pg_constraint")
+    return indexes, {tuple(row) for row in cursor.fetchall()}
 
 
 def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
@@ -143,7 +144,7 @@ def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
         if only_table in (None, index.get("relname")) and index["name"] not in existing_indexes:
             cursor.execute(index["definition"])
     for c in sorted(definitions["constraints"], key=lambda c: c["type"] == "f"):
-        if c["name"] in existing_constraints or (c["type"] == "f" and not foreign_keys):
+        if (c["table"], c["name"]) in existing_constraints or (c["type"] == "f" and not foreign_keys):
             continue
         if only_table not in (None, c.get("relname")):
             continue
@@ -161,16 +162,16 @@ def validate_foreign_keys(target_alias, definitions, workers=2):
     Validating takes a lock that two validations of one table cannot share, so
     each worker takes a table and validates its keys one after the other.
     """
-    names = [c["name"] for c in definitions["constraints"] if c["type"] == "f"]
+    ours = {(c["table"], c["name"]) for c in definitions["constraints"] if c["type"] == "f"}
     with connections[target_alias].cursor() as cursor:
         cursor.execute(
             "SELECT conrelid::regclass::text, conname FROM pg_constraint "
-            "WHERE contype = 'f' AND NOT convalidated AND conname = ANY(%s) ORDER BY 1, 2",
-            [names],
+            "WHERE contype = 'f' AND NOT convalidated ORDER BY 1, 2"
         )
         pending = {}
         for table, name in cursor.fetchall():
-            pending.setdefault(table, []).append(name)
+            if (table, name) in ours:
+                pending.setdefault(table, []).append(name)
     if not pending:
         return
     work = queue.Queue()
