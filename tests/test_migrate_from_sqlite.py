@@ -288,12 +288,12 @@ def _state(dsn):
         return conn.execute("SELECT count(*) FROM deploy_sqlite_copy_table").fetchone()[0]
 
 
-def _start(dsn, source, *args):
+def _start(dsn, source, *args, **popen):
     env = production_env(DATABASE_URL=dsn, DJANGO_SETTINGS_MODULE="tests.settings")
     return subprocess.Popen(
         [PYTHON, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", "--batch-size", "500",
          "--workers", "1", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )  # fmt: skip
 
 
@@ -311,11 +311,11 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.slow
-def test_killed_at_several_points_then_resumed_and_verified(seeded_sqlite, tmp_path):
+@pytest.fixture
+def big_source(seeded_sqlite, tmp_path):
+    """The seeded source with 150,000 more rows: a copy long enough to be caught in the middle of a table."""
     source = tmp_path / "big.sqlite3"
     shutil.copy(seeded_sqlite, source)
-    # Make the copy long enough to be caught in the middle of a table.
     with sqlite3.connect(source) as db:
         db.executescript(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150000) "
@@ -323,6 +323,12 @@ def test_killed_at_several_points_then_resumed_and_verified(seeded_sqlite, tmp_p
             "SELECT printf('key%08d', i), printf('data-%d', i), '2030-01-01 00:00:00' FROM n;"
         )
     db.close()
+    return source
+
+
+@pytest.mark.slow
+def test_killed_at_several_points_then_resumed_and_verified(big_source):
+    source = big_source
     dsn = target_database_url()
     kills = []
     for name, condition in KILL_POINTS:
@@ -349,6 +355,27 @@ def test_killed_at_several_points_then_resumed_and_verified(seeded_sqlite, tmp_p
     assert final.returncode == 0, err
     assert '"verified": true' in out
     assert _state(dsn) is None, "a finished copy leaves no checkpoint"
+
+
+@pytest.mark.slow
+def test_ctrl_c_rolls_back_and_says_how_to_go_on(big_source):
+    dsn = target_database_url()
+    # Ctrl-C as at a terminal (a parent started in the background may have passed SIGINT on as ignored).
+    process = _start(dsn, big_source, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while process.poll() is None and _state(dsn) is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)  # in the middle of the copy
+    if process.poll() is not None:
+        pytest.skip("the copy ended before it could be interrupted")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "Interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert _state(dsn) == 0 and _rows_in(dsn, "django_session") == 0
+    final = _start(dsn, big_source, "--resume", "--verify")
+    _, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
 
 
 @pytest.mark.slow

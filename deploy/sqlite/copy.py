@@ -293,6 +293,7 @@ class Copier:
         self.lock = threading.Lock()
         self.problem_found = threading.Event()  # workers stop copying and only look for problems
         self.damaged = threading.Event()  # the source cannot be trusted: stop everything
+        self.cancelled = threading.Event()  # interrupted (Ctrl-C): roll back and leave
         self.commit = False
         target = connections[target_alias]
         self.time_zone = target.timezone_name
@@ -311,11 +312,16 @@ class Copier:
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="copy") as pool:
             futures = [pool.submit(self._worker, work, barrier) for _ in range(n)]
             try:
-                self.source_check.result()
-            except Exception as exc:  # the checks did not run: nothing may be committed
-                self._add([Problem("source", f"the integrity check could not run: {exc}")])
-            with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: it says why below
-                barrier.wait()
+                try:
+                    self.source_check.result()
+                except Exception as exc:  # the checks did not run: nothing may be committed
+                    self._add([Problem("source", f"the integrity check could not run: {exc}")])
+                with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: it says why below
+                    barrier.wait()
+            except BaseException:  # interrupted: the workers roll back and stop
+                self.cancelled.set()
+                barrier.abort()
+                raise
             for future in futures:
                 future.result()  # a worker's own failure, if any
         if not self.commit:
@@ -363,7 +369,7 @@ class Copier:
                         plan = work.get_nowait()
                     except queue.Empty:
                         break
-                    if self.damaged.is_set():
+                    if self.damaged.is_set() or self.cancelled.is_set():
                         continue
                     if self.problem_found.is_set():
                         self._scan(text_raw, plan)
@@ -442,6 +448,8 @@ class Copier:
             _Pipe(copy) as pipe,
         ):
             for piece in reader.pieces():
+                if self.cancelled.is_set():
+                    raise threading.BrokenBarrierError
                 if self.problem_found.is_set():
                     raise _Switch
                 text = piece.text

@@ -16,6 +16,7 @@ fast path are compared through the ORM throughout. Then each sequence must be
 past the largest key, and no foreign key may point at a missing row.
 """
 
+import contextlib
 import hashlib
 import json
 import queue
@@ -218,8 +219,14 @@ class _Verifier:
         """Do the queued (job, *arguments) items, ``workers`` at a time."""
         n = max(1, min(workers, work.qsize()))
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify") as pool:
-            for future in [pool.submit(self._worker, work) for _ in range(n)]:
-                future.result()
+            try:
+                for future in [pool.submit(self._worker, work) for _ in range(n)]:
+                    future.result()
+            except BaseException:  # interrupted, or a worker failed: the others stop after their item
+                while not work.empty():
+                    with contextlib.suppress(queue.Empty):
+                        work.get_nowait()
+                raise
 
     def _worker(self, work):
         raw = open_reader(self.source.path)

@@ -188,6 +188,11 @@ class Command(BaseCommand):
                 f"The copy stopped: {exc} Tables already copied are recorded in the target: "
                 "rerun with --resume to finish, or --truncate to start over."
             ) from None
+        except KeyboardInterrupt:
+            raise CommandError(
+                "Interrupted: the tables being copied were rolled back; those already committed are recorded "
+                "in the target. Rerun with --resume to finish, or --truncate to start over."
+            ) from None
         if options["verify"]:
             return self._verify(plans, source, target, options, copy_report=report)
         self._report(report, None, options)
