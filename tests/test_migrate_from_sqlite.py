@@ -599,3 +599,21 @@ def test_datetimes_keep_their_microseconds(source):
     from apps.catalog.models import Order
 
     assert Order.objects.get(pk=1).placed_at == dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC)
+
+
+def test_naive_datetimes_keep_their_wall_clock_time_without_use_tz(source):
+    """USE_TZ = False: SQLite holds local wall-clock times, read and written in TIME_ZONE on both sides."""
+    from django.test import override_settings
+
+    with sqlite3.connect(source) as db:
+        db.execute("UPDATE catalog_order SET placed_at = '2024-07-01 12:00:00' WHERE id = 1")
+        db.execute("UPDATE catalog_order SET placed_at = '2024-01-15 23:30:00.250000' WHERE id = 2")
+    db.close()
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"):
+        migrate("--source", str(source), "--verify")
+        from apps.catalog.models import Order
+
+        assert Order.objects.get(pk=1).placed_at == dt.datetime(2024, 7, 1, 12, 0)
+        assert Order.objects.get(pk=2).placed_at == dt.datetime(2024, 1, 15, 23, 30, 0, 250000)
+        open_source(source)
+        assert all_values(Order, "sqlite_source") == all_values(Order, "default")
