@@ -362,13 +362,15 @@ def test_ctrl_c_rolls_back_and_says_how_to_go_on(big_source):
     dsn = target_database_url()
     # Ctrl-C as at a terminal (a parent started in the background may have passed SIGINT on as ignored).
     process = _start(dsn, big_source, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 60
-    while process.poll() is None and _state(dsn) is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.2)  # in the middle of the copy
+    # As soon as the checkpoint exists the workers are copying, and they commit only once all is copied.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if conn.execute("SELECT to_regclass('deploy_sqlite_copy_run') IS NOT NULL").fetchone()[0]:
+                break
     if process.poll() is not None:
-        pytest.skip("the copy ended before it could be interrupted")
-    process.send_signal(signal.SIGINT)
+        pytest.skip("the copy ended before it could be interrupted: " + process.communicate()[1][-300:])
+    process.send_signal(signal.SIGINT)  # in the middle of the copy: nothing is committed yet
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
     assert "Interrupted" in err and "--resume" in err and "Traceback" not in err
