@@ -17,7 +17,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.utils.dateparse import parse_date, parse_datetime, parse_time
 
 from deploy.sqlite import state
-from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES, date_check, datetime_check, decimal_check, time_check
+from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES, fast_checks
 
 MAX_PER_CHECK = 20
 # Rows that Django's own migrate creates (post_migrate); a copy replaces them.
@@ -152,17 +152,18 @@ def _checks(plan, target_ops):
 
     The copy's own read runs the cheaper :func:`~deploy.sqlite.plan.fast_checks`
     and leaves to PostgreSQL what it rejects outright; when anything is wrong,
-    these name every problem of the table.
+    these name every problem of the table: the same checks, the UUID one made
+    exact, and those of what PostgreSQL would reject.
     """
     checks = []
     for c in plan.columns:
         col = _q(c.name)
-        field = c.field
+        for kind, sql in fast_checks(c):
+            if kind == "uuid":
+                sql = f"{col} IS NOT NULL AND NOT (length({col}) = 32 AND NOT {col} GLOB '*[^0-9a-f]*')"
+            checks.append((c, kind, sql))
         if c.kind in TEXT_TYPES or c.kind == "JSONField":
-            checks.append((c, "blob", f"typeof({col}) = 'blob'"))
             checks.append((c, "nul", f"instr(CAST({col} AS BLOB), X'00') > 0"))
-            if getattr(field, "max_length", None) and c.kind in TEXT_TYPES:
-                checks.append((c, "length", f"length({col}) > {int(field.max_length)}"))
         if c.kind in INTEGER_TYPES:
             low, high = target_ops.integer_field_range(c.kind)
             bounds = []
@@ -171,28 +172,8 @@ def _checks(plan, target_ops):
             if high is not None:
                 bounds.append(f"{col} > {int(high)}")
             checks.append((c, "integer", f"typeof({col}) NOT IN ('integer', 'null') OR " + " OR ".join(bounds)))
-        elif c.kind == "BooleanField":
-            checks.append((c, "boolean", f"typeof({col}) NOT IN ('integer', 'null') OR {col} NOT IN (0, 1)"))
-        elif c.kind == "DateTimeField":
-            checks.append((c, "datetime", datetime_check(col)))
-        elif c.kind == "DateField":
-            checks.append((c, "date", date_check(col)))
-        elif c.kind == "TimeField":
-            checks.append((c, "time", time_check(col)))
-        elif c.kind == "DecimalField":
-            checks.append((c, "decimal", decimal_check(col, field)))
-        elif c.kind == "FloatField":
-            checks.append((c, "float", f"typeof({col}) NOT IN ('integer', 'real', 'null')"))
-        elif c.kind == "UUIDField":
-            checks.append(
-                (c, "uuid", f"{col} IS NOT NULL AND NOT (length({col}) = 32 AND NOT {col} GLOB '*[^0-9a-f]*')")
-            )
         elif c.kind == "JSONField":
             checks.append((c, "json", f"{col} IS NOT NULL AND (NOT json_valid({col}) OR instr({col}, '\\u0000') > 0)"))
-        elif c.kind == "BinaryField":
-            checks.append((c, "binary", f"typeof({col}) NOT IN ('blob', 'null')"))
-        elif c.kind == "DurationField":
-            checks.append((c, "duration", f"typeof({col}) NOT IN ('integer', 'null')"))
     return checks
 
 
