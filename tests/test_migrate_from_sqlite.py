@@ -547,8 +547,64 @@ def test_a_damaged_file_fails_integrity_check(source):
     page = 4096
     data[page * 3 : page * 3 + 200] = b"\xff" * 200
     source.write_bytes(bytes(data))
-    with pytest.raises(CommandError, match=r"integrity_check|damaged|malformed"):
+    with pytest.raises(CommandError, match=r"(?s)source: damaged, PRAGMA quick_check says: .*Page 4"):
         migrate("--source", str(source))
+
+
+def _swap_indexes(source, table):
+    """Point a table's two unique indexes at each other's b-tree: each now disagrees with the table."""
+    with sqlite3.connect(source) as db:
+        (a, root_a), (b, root_b) = db.execute(
+            "SELECT name, rootpage FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND name LIKE 'sqlite_autoindex_%' ORDER BY name LIMIT 2",
+            [table],
+        ).fetchall()
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute(
+            "UPDATE sqlite_master SET rootpage = CASE name WHEN ? THEN ? ELSE ? END WHERE name IN (?, ?)",
+            [a, root_b, root_a, a, b],
+        )
+    db.close()
+
+
+def test_the_indexes_a_copy_reads_through_are_checked_in_full(source):
+    """testapp_country's key is text: its rows are read in key order through an index, so that index must be right.
+
+    (Through the swapped index, ``ORDER BY code`` gives the names as codes; quick_check sees nothing.)
+    """
+    before = _schema()
+    _swap_indexes(source, "testapp_country")
+    expected = r"damaged, PRAGMA integrity_check\(\"testapp_country\"\) says: row \d+ missing from index"
+    with pytest.raises(CommandError, match=expected):
+        migrate("--source", str(source))
+    _assert_nothing_written(before)
+
+
+def test_a_failed_copy_reports_what_the_full_integrity_check_finds(source):
+    """catalog_product is read by rowid, so its indexes do not hold the copy up; a failure report still names them."""
+    before = _schema()
+    _damage(source)
+    _swap_indexes(source, "catalog_product")
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source))
+    message = str(excinfo.value)
+    assert "damaged, PRAGMA integrity_check says: row 1 missing from index sqlite_autoindex_catalog_product" in message
+    assert DAMAGE[0][1] in message
+    _assert_nothing_written(before)
+
+
+def test_read_by_index_knows_the_rowid(source):
+    from deploy.sqlite.preflight import read_by_index
+
+    with sqlite3.connect(source) as db:
+        indexed = {t: read_by_index(db, t) for t in ("catalog_product", "testapp_country", "testapp_road")}
+        db.execute('CREATE TABLE "big" ("id" bigint NOT NULL PRIMARY KEY)')
+        db.execute('CREATE TABLE "unsigned" ("id" integer unsigned NOT NULL PRIMARY KEY)')
+        indexed.update(big=read_by_index(db, "big"), unsigned=read_by_index(db, "unsigned"))
+    db.close()
+    assert indexed == {
+        "catalog_product": False, "testapp_country": True, "testapp_road": False, "big": True, "unsigned": True,
+    }  # fmt: skip
 
 
 # --- bad invocations ---------------------------------------------------------------

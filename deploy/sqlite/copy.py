@@ -11,8 +11,9 @@ The order of work, and why:
    each open one transaction on the target and take tables, largest first:
    TRUNCATE, ``COPY ... FROM STDIN (FORMAT csv)`` fed with chunks whose text
    SQLite builds itself, the table's indexes and unique constraints re-built,
-   the table marked done. Meanwhile another thread runs the source's
-   ``PRAGMA integrity_check`` and ``foreign_key_check``.
+   the table marked done. Meanwhile another thread checks the source's
+   integrity (see :func:`~deploy.sqlite.preflight.integrity_problems`) and
+   runs its ``PRAGMA foreign_key_check``.
 3. The workers commit only when every check passed: the integrity checks,
    every value of every table (the read flags what the fast path cannot
    carry; PostgreSQL rejects the rest), every index. If anything failed,
@@ -40,7 +41,7 @@ from django.db import DatabaseError, connections, transaction
 from deploy.sqlite import state
 from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, range_sql
 from deploy.sqlite.plan import _q, sql_literal
-from deploy.sqlite.preflight import Problem, _judge, integrity_problems, value_problems
+from deploy.sqlite.preflight import Problem, _judge, integrity_problems, read_by_index, value_problems
 
 CHECK_CACHE_KB = 32_000
 
@@ -256,10 +257,12 @@ class _Rollback(Exception):
     pass
 
 
-def start_source_check(path):
-    """``PRAGMA integrity_check`` then ``foreign_key_check`` in a background thread: a future of (problems, damaged).
+def start_source_check(path, plans):
+    """The source's integrity and foreign-key checks in a background thread: a future of (problems, damaged).
 
     The command starts it first thing, so that it runs while everything else gets ready.
+    The copy commits only once it passed; if anything was found, the full preflight
+    (with the full ``PRAGMA integrity_check``) names every problem.
     """
 
     def check():
@@ -267,7 +270,9 @@ def start_source_check(path):
         # Index checks look rows up at random: a larger page cache saves most of their reads.
         raw.execute(f"PRAGMA cache_size = -{CHECK_CACHE_KB}")
         try:
-            return integrity_problems(raw)
+            existing = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            indexed = [p.table for p in plans if p.table in existing and read_by_index(raw, p.table)]
+            return integrity_problems(raw, indexed=indexed)
         finally:
             raw.close()
 
@@ -275,6 +280,16 @@ def start_source_check(path):
     future = pool.submit(check)
     pool.shutdown(wait=False)
     return future
+
+
+def full_integrity_problems(path):
+    """What the full ``PRAGMA integrity_check`` finds beyond the copy's quick check: named in any failure report."""
+    raw = open_reader(path, text=True)
+    raw.execute(f"PRAGMA cache_size = -{CHECK_CACHE_KB}")
+    try:
+        return integrity_problems(raw, foreign_keys=False)[0]
+    finally:
+        raw.close()
 
 
 def source_identity(source):
@@ -325,6 +340,8 @@ class Copier:
             for future in futures:
                 future.result()  # a worker's own failure, if any
         if not self.commit:
+            if not self.damaged.is_set() and not self.cancelled.is_set():
+                self._add(full_integrity_problems(self.source.path))
             raise PreflightFailed(self._sorted_problems(plans))
 
     def _decide(self):
@@ -580,7 +597,7 @@ def copy_database(
             batch_size,
             workers,
             progress,
-            source_check or start_source_check(source.path),
+            source_check or start_source_check(source.path, plans),
             digests,
         )
         try:

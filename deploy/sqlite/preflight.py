@@ -77,29 +77,60 @@ def structure_problems(source, plans):
     return problems
 
 
-def integrity_problems(raw):
-    """``PRAGMA integrity_check``, then ``PRAGMA foreign_key_check``; (problems, damaged)."""
-    try:
-        result = raw.execute("PRAGMA integrity_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return [Problem("source", f"the file is damaged ({exc}): restore it from a backup")], True
-    if result != [("ok",)]:
-        # A damaged file: nothing else it says can be trusted.
-        return [Problem("source", f"PRAGMA integrity_check: {row[0]}") for row in result[:MAX_PER_CHECK]], True
+def read_by_index(raw, table):
+    """Whether reading ``table`` in key order goes through an index: its key is not the rowid.
+
+    Only a column declared exactly ``INTEGER PRIMARY KEY`` is the rowid; any other key
+    (text, UUID, ``bigint``, ``integer unsigned``) is found through an index of its own.
+    """
+    keys = [(name, declared) for _, name, declared, _, _, pk in raw.execute(f"PRAGMA table_info({_q(table)})") if pk]
+    return not (len(keys) == 1 and keys[0][1].upper() == "INTEGER")
+
+
+def integrity_problems(raw, indexed=None, foreign_keys=True):
+    """``PRAGMA integrity_check``, then ``PRAGMA foreign_key_check``; (problems, damaged).
+
+    With ``indexed`` (table names), the copy's checks: ``PRAGMA quick_check`` of the whole
+    file (every page, record, NOT NULL and CHECK constraint, in linear time), and the full
+    check only of these tables, the ones whose rows are read through an index. What the
+    full check adds for the others is that SQLite's indexes match its tables: the copy
+    never reads them, and PostgreSQL builds its own and checks every unique constraint.
+    """
+    pragmas = ["integrity_check"] if indexed is None else ["quick_check"]
+    pragmas += [f"integrity_check({_q(table)})" for table in indexed or ()]
+    for pragma in pragmas:
+        try:
+            result = raw.execute(f"PRAGMA {pragma}").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [Problem("source", f"the file is damaged ({exc}): restore it from a backup")], True
+        if result != [("ok",)]:
+            # A damaged file: nothing else it says can be trusted.
+            said = result[:MAX_PER_CHECK]
+            return [Problem("source", f"damaged, PRAGMA {pragma} says: {row[0]}") for row in said], True
     problems = []
+    if not foreign_keys:
+        return problems, False
     for table, rowid, parent, _ in raw.execute("PRAGMA foreign_key_check").fetchall()[:MAX_PER_CHECK]:
         problems.append(Problem(table, f"orphan row: its foreign key points at a missing row of {parent}", rowid))
     return problems, False
 
 
-def data_problems(source, plans, target_alias, integrity=None):
+def data_problems(source, plans, target_alias, checked=None):
     """Every check of the source's data, one after the other, writing nothing.
 
     For when the copy cannot start (its structure or the target has problems):
     the report still names every problem, so they can all be fixed in one pass.
-    ``integrity`` is the result of :func:`integrity_problems`, if already run.
+    ``checked`` is the result of the copy's own checks, if they ran
+    (:func:`integrity_problems` with ``indexed``): the full integrity check
+    then adds what their quick check leaves out.
     """
-    problems, damaged = integrity or integrity_problems(source.raw)
+    if checked is None:
+        problems, damaged = integrity_problems(source.raw)
+    else:
+        problems, damaged = checked
+        if not damaged:
+            more, damaged = integrity_problems(source.raw, foreign_keys=False)
+            problems = [*more, *problems]
     problems = list(problems)
     if damaged:
         return problems

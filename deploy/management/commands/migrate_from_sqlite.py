@@ -148,7 +148,7 @@ class Command(BaseCommand):
                 self._fail_with(problems, "Cannot verify")
             return self._verify(plans, source, target, options, copy_report=None)
 
-        source_check = start_source_check(source.path)  # the longest check: it runs while the rest gets ready
+        source_check = start_source_check(source.path, plans)  # runs while the rest gets ready
         problems = structure_problems(source, plans) + target_problems(
             target, plans, truncate=options["truncate"], resume=options["resume"]
         )
