@@ -422,6 +422,32 @@ def test_doubles_are_printed_as_postgresql_prints_them():
     assert [float8_text(v) for v in values] == printed
 
 
+def test_printed_lines_are_the_strict_lines(source):
+    """The copy prints each line with printf (NULL prints as ''); rows set aside use the strict line: they agree."""
+    from deploy.sqlite.chunks import open_reader
+    from deploy.sqlite.plan import _printed
+
+    raw = open_reader(source)
+    compared = {}
+    for plan in (table_plan(m) for m in copied_models()[0]):
+        if not plan.fast:
+            continue
+        plain, json = plan.line_sql()
+        line = plain if json is None else f"{plain} || ',' || {json}"
+        bad = plan.check_sql()
+        differ, rows = raw.execute(
+            f"SELECT total({line} IS NOT {plan.strict_line_sql()}), count(*) FROM {plan.table} WHERE NOT coalesce({bad}, 0)"
+        ).fetchone()
+        assert differ == 0, plan.table
+        compared[plan.table] = rows
+    assert (
+        raw.execute(f"SELECT {_printed([str(i) for i in range(250)])}").fetchone()[0]
+        == ",".join(str(i) for i in range(250)).encode()
+    )
+    raw.close()
+    assert compared["testapp_reading"] >= 10 and compared["catalog_product"] > 100
+
+
 def test_an_interrupted_copy_must_be_resumed_or_truncated(source):
     migrate("--source", str(source))
     with connection.cursor() as cursor:  # as if a copy had died after its first step

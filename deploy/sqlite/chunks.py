@@ -96,17 +96,15 @@ class TableReader:
         self.checks = [(c, kind, sql) for c in plan.columns for kind, sql in fast_checks(c)]
         bad = " OR ".join(f"({sql})" for _, _, sql in self.checks) or "0"
         plain, json = plan.line_sql()
-        self.line = plain if json is None else f"{plain} || ',' || {json}"
+        # The rows set aside are printed strictly: NULL if a value cannot be (see plan.sqlite_text).
+        self.line = plan.strict_line_sql()
         inner = f"SELECT {plain} AS p, {json or 'NULL'} AS j, ({bad}) AS bad, {self.pk} AS k FROM {_q(plan.table)}"
         # The LIMIT keeps SQLite from folding the inner query into the outer one: p is built once per row.
-        # A line that came out NULL (a value of a type no check expected) is set aside like a flagged one:
-        # group_concat would otherwise skip it without a word.
-        bad = "(bad OR p IS NULL)" if json is None else "(bad OR p IS NULL OR j IS NULL)"
-        texts = f"group_concat(CASE WHEN {bad} THEN NULL ELSE p END, char(10))"
+        texts = "group_concat(CASE WHEN bad THEN NULL ELSE p END, char(10))"
         if json is not None:
-            line = f"group_concat(CASE WHEN {bad} THEN NULL ELSE p || ',' || j END, char(10))"
+            line = "group_concat(CASE WHEN bad THEN NULL ELSE p || ',' || j END, char(10))"
             texts = f"{line}, {texts}" if digests else line
-        outer = f"SELECT {texts}, max(k), count(*), total({bad})"
+        outer = f"SELECT {texts}, max(k), count(*), total(bad)"
         self.first_sql = f"{outer} FROM ({inner} ORDER BY {self.pk} LIMIT {int(batch_size)})"
         self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? ORDER BY {self.pk} LIMIT {int(batch_size)})"
         self.separate = json is not None and digests
@@ -134,7 +132,8 @@ class TableReader:
         params = []
         where = range_sql(self.pk, lo, hi, params)
         columns = [f"({sql})" for _, _, sql in self.checks] + [_q(c.name) for c, _, _ in self.checks]
-        bad = " OR ".join([f"({sql})" for _, _, sql in self.checks] + [f"({self.line}) IS NULL"])
+        # Exactly the rows the read set aside: any other is in the piece's text already.
+        bad = " OR ".join(f"({sql})" for _, _, sql in self.checks) or "0"
         query = (
             f"SELECT {', '.join([self.pk, self.line, *columns])} FROM {_q(self.plan.table)} "
             f"WHERE {where} AND ({bad}) ORDER BY {self.pk}"

@@ -3,7 +3,7 @@
 For each column whose field type has a fast path, this module holds three
 pieces of SQL that must agree with each other:
 
-- :func:`sqlite_text`: the SQLite expression giving the column's value as a
+- :func:`sqlite_field`: the SQLite expression giving the column's value as a
   CSV field that PostgreSQL's ``COPY ... (FORMAT csv)`` parses into the same
   value the ORM reads from SQLite. It is also the canonical text of the value
   that verification compares.
@@ -67,31 +67,44 @@ def sql_literal(text):
 # --- the canonical text of a value ----------------------------------------------
 
 
-def sqlite_text(column):
-    """SQLite expression: the CSV field of one column ('' for NULL, text always quoted)."""
+def sqlite_field(column):
+    """SQLite expression: the CSV field of one column's value, NULL for NULL (text always quoted).
+
+    A field is NULL only for a NULL value, or for a value :func:`fast_checks` flags
+    (a float column's text): the copy's lines are built with ``printf``, which
+    prints NULL as the empty field.
+    """
     col, kind = _q(column.name), column.kind
     if kind in INTEGER_TYPES or kind in {"BooleanField", "UUIDField", "DateField"}:
-        return f"coalesce({col}, '')"
+        return col
     if kind in TEXT_TYPES or kind == "JSONField":
-        return (
-            f"CASE WHEN {col} IS NULL THEN '' WHEN instr({col}, '\"') "
-            f"THEN '\"' || replace({col}, '\"', '\"\"') || '\"' ELSE '\"' || {col} || '\"' END"
-        )
+        return f"'\"' || replace({col}, '\"', '\"\"') || '\"'"
     if kind in {"DateTimeField", "TimeField"}:  # PostgreSQL prints no trailing zeros in the fraction
         full = 26 if kind == "DateTimeField" else 15
-        return (
-            f"CASE WHEN {col} IS NULL THEN '' WHEN length({col}) = {full} "
-            f"THEN rtrim(rtrim({col}, '0'), '.') ELSE {col} END"
-        )
+        return f"CASE WHEN length({col}) = {full} THEN rtrim(rtrim({col}, '0'), '.') ELSE {col} END"
     if kind == "DecimalField":
-        return f"CASE WHEN {col} IS NULL THEN '' ELSE printf('%.{int(column.field.decimal_places)}f', {col}) END"
+        return f"CASE WHEN {col} IS NOT NULL THEN printf('%.{int(column.field.decimal_places)}f', {col}) END"
     if kind == "FloatField":
-        return f"CASE WHEN {col} IS NULL THEN '' ELSE deploy_float8({col}) END"
+        return f"deploy_float8({col})"
     if kind == "BinaryField":
-        return f"CASE WHEN {col} IS NULL THEN '' ELSE '\\x' || hex({col}) END"
+        return f"CASE WHEN {col} IS NOT NULL THEN '\\x' || hex({col}) END"
     if kind == "DurationField":
-        return f"CASE WHEN {col} IS NULL THEN '' ELSE {col} || ' microseconds' END"
+        return f"{col} || ' microseconds'"
     raise ValueError(f"no fast path for {kind}")
+
+
+def sqlite_text(column):
+    """SQLite expression: the same field, '' for NULL, and NULL for a value it cannot print (a float's text)."""
+    field = sqlite_field(column)
+    if column.kind == "FloatField":
+        return f"CASE WHEN {_q(column.name)} IS NULL THEN '' ELSE {field} END"
+    return f"coalesce({field}, '')"
+
+
+def _printed(fields):
+    """One ``printf`` for a line of fields (NULL prints as ''), a function's arguments at a time."""
+    groups = [fields[i : i + 100] for i in range(0, len(fields), 100)]
+    return " || ',' || ".join(f"printf('{','.join(['%s'] * len(g))}', {', '.join(g)})" for g in groups)
 
 
 def pg_text(column, time_zone, ref="t"):
@@ -297,10 +310,20 @@ class TablePlan:
         return [c for c in self.columns if not c.is_json] + self.json_columns
 
     def line_sql(self):
-        """SQLite: (the CSV fields of the columns other than JSON, of the JSON columns or None)."""
-        plain = _joined([sqlite_text(c) for c in self.copy_columns if not c.is_json] or ["''"])
-        json = _joined([sqlite_text(c) for c in self.json_columns]) if self.json_columns else None
+        """SQLite: (the CSV fields of the columns other than JSON, of the JSON columns or None).
+
+        One ``printf`` per line: it builds the line once, where ``||`` copies it at every step.
+        """
+        plain = _printed([sqlite_field(c) for c in self.copy_columns if not c.is_json] or ["''"])
+        json = _printed([sqlite_field(c) for c in self.json_columns]) if self.json_columns else None
         return plain, json
+
+    def strict_line_sql(self):
+        """SQLite: the whole line as :meth:`line_sql` prints it, or NULL if a value cannot be printed.
+
+        For the rows the checks set aside: their line is used only when they turn out fine.
+        """
+        return _joined([sqlite_text(c) for c in self.copy_columns])
 
     def pg_line_sql(self, time_zone, ref="t"):
         """PostgreSQL: the same text as the first half of :meth:`line_sql`, from the stored row."""
