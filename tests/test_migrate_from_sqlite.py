@@ -436,7 +436,8 @@ def test_printed_lines_are_the_strict_lines(source):
         line = plain if json is None else f"{plain} || ',' || {json}"
         bad = plan.check_sql()
         differ, rows = raw.execute(
-            f"SELECT total({line} IS NOT {plan.strict_line_sql()}), count(*) FROM {plan.table} WHERE NOT coalesce({bad}, 0)"
+            f"SELECT total({line} IS NOT {plan.strict_line_sql()}), count(*) "
+            f"FROM {plan.table} WHERE NOT coalesce({bad}, 0)"
         ).fetchone()
         assert differ == 0, plan.table
         compared[plan.table] = rows
@@ -663,6 +664,24 @@ def test_no_source_configured_and_no_traceback(tmp_path):
     assert result.returncode == 1
     assert "No SQLite source: pass --source PATH, or set SQLITE_SOURCE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_system_checks_run_unless_skipped(source):
+    from django.core import checks
+    from django.core.management.base import SystemCheckError
+
+    def failing(app_configs, **kwargs):
+        return [checks.Error("broken on purpose", id="tests.E001")]
+
+    checks.register(failing)
+    try:
+        with pytest.raises(SystemCheckError, match="broken on purpose"):
+            call_command("migrate_from_sqlite", "--source", str(source), "--plan", skip_checks=False, stdout=StringIO())
+        out = StringIO()
+        call_command("migrate_from_sqlite", "--source", str(source), "--plan", "--skip-checks", stdout=out)
+        assert "Nothing was written." in out.getvalue()
+    finally:
+        checks.registry.registry.registered_checks.discard(failing)
 
 
 def test_truncate_asks_for_confirmation(source, monkeypatch):

@@ -67,6 +67,8 @@ class Command(BaseCommand):
         "Copy every row of every installed model from the SQLite database (--source, or SQLITE_SOURCE) into "
         "PostgreSQL, in bounded memory with COPY, and with --verify prove that the copy is identical."
     )
+    # The system checks run in handle(), as migrate's do: there, while the source's own checks have started.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--source", metavar="PATH", help="SQLite file to copy from (default: SQLITE_SOURCE).")
@@ -99,6 +101,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-input", "--noinput", action="store_false", dest="interactive", help="Never ask for confirmation."
         )
+        parser.add_argument("--skip-checks", action="store_true", help="Skip system checks.")
 
     def handle(self, *args, **options):
         self.options = options
@@ -140,6 +143,11 @@ class Command(BaseCommand):
     def _run(self, source, options):
         plans, skipped = self._plans(source, options["exclude"])
         target = options["database"]
+        source_check = None
+        if not (options["plan"] or options["verify_only"]):
+            source_check = start_source_check(source.path, plans)  # the longest check: it runs meanwhile
+        if not options["skip_checks"]:
+            self.check(databases=[target])
         if options["plan"]:
             return self._show_plan(plans, skipped, options)
         if options["verify_only"]:
@@ -148,7 +156,6 @@ class Command(BaseCommand):
                 self._fail_with(problems, "Cannot verify")
             return self._verify(plans, source, target, options, copy_report=None)
 
-        source_check = start_source_check(source.path, plans)  # runs while the rest gets ready
         problems = structure_problems(source, plans) + target_problems(
             target, plans, truncate=options["truncate"], resume=options["resume"]
         )
