@@ -155,9 +155,15 @@ def test_every_fast_table_is_proven_by_digests(source):
     assert report["verified"] is True
     slow = {label: t["compared_by_value"] for label, t in report["tables"].items() if t["compared_by_value"]}
     assert slow == {"testapp.City": 1}, "only the table with a custom field is compared value by value"
+    # The copy validated every foreign key just before: no orphan query repeats that.
+    from deploy.sqlite.verify import foreign_keys
+
+    keys = len(foreign_keys([table_plan(m) for m in copied_models()[0]]))
+    assert keys > 10 and report["foreign_keys"] == {"queried": 0, "validated_by_the_copy": keys}
     again = json.loads(migrate("--source", str(source), "--verify-only", "--json"))
     slow = {label: t["compared_by_value"] for label, t in again["tables"].items() if t["compared_by_value"]}
     assert slow == {"testapp.City": 1}
+    assert again["foreign_keys"] == {"queried": keys, "validated_by_the_copy": 0}
 
 
 def test_an_unusual_but_equal_value_is_compared_by_value_and_passes(source):

@@ -74,6 +74,7 @@ class CopyReport:
     seconds: float = 0.0
     resumed: bool = False
     chunks: dict = field(default_factory=dict)  # table -> [Chunk], for verification
+    validated: set = field(default_factory=set)  # (table name, constraint name) of the foreign keys this run validated
 
     @property
     def rows(self):
@@ -162,8 +163,10 @@ def validate_foreign_keys(target_alias, definitions, workers=2):
 
     Validating takes a lock that two validations of one table cannot share, so
     each worker takes a table and validates its keys one after the other.
+    Returns the (table name, constraint name) pairs it validated.
     """
-    ours = {(c["table"], c["name"]) for c in definitions["constraints"] if c["type"] == "f"}
+    keys = [c for c in definitions["constraints"] if c["type"] == "f"]
+    ours = {(c["table"], c["name"]): c.get("relname", c["table"]) for c in keys}
     with connections[target_alias].cursor() as cursor:
         cursor.execute(
             "SELECT conrelid::regclass::text, conname FROM pg_constraint "
@@ -174,7 +177,7 @@ def validate_foreign_keys(target_alias, definitions, workers=2):
             if (table, name) in ours:
                 pending.setdefault(table, []).append(name)
     if not pending:
-        return
+        return set()
     work = queue.Queue()
     for table, constraint_names in pending.items():
         work.put((table, constraint_names))
@@ -198,6 +201,7 @@ def validate_foreign_keys(target_alias, definitions, workers=2):
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pending))), thread_name_prefix="validate") as pool:
         for future in [pool.submit(worker) for _ in range(max(1, min(workers, len(pending))))]:
             future.result()
+    return {(ours[(table, name)], name) for table, names in pending.items() for name in names}
 
 
 class ConstraintFailed(Exception):
@@ -617,7 +621,7 @@ def copy_database(
             recreate_missing(cursor, run.definitions, foreign_keys="later")
             for sql in target.ops.sequence_reset_sql(no_style(), [p.model for p in plans]):
                 cursor.execute(sql)
-        validate_foreign_keys(target_alias, run.definitions, workers)
+        report.validated = validate_foreign_keys(target_alias, run.definitions, workers)
     except ConstraintFailed as exc:
         raise CopyError(
             f"Re-creating {exc}. The rows are copied but this constraint does not hold; "

@@ -220,6 +220,7 @@ class Command(BaseCommand):
             source,
             target,
             chunks=copy_report.chunks if copy_report else None,
+            validated=copy_report.validated if copy_report else None,
             batch_size=options["batch_size"],
             workers=options["workers"],
             progress=self._progress("verified", options),
@@ -295,6 +296,7 @@ class Command(BaseCommand):
                 "verified": verification.ok if verification else None,
                 "verify_seconds": round(verification.seconds, 3) if verification else None,
                 "differences": [str(d) for d in verification.differences] if verification else [],
+                "foreign_keys": verification.foreign_keys if verification else None,
             }
             self.stdout.write(json.dumps(data, indent=2))
             return
@@ -307,9 +309,12 @@ class Command(BaseCommand):
                 f"({rate:,.0f} rows/s){' (resumed)' if copy_report.resumed else ''}."
             )
         if verification and verification.ok:
+            keys = verification.foreign_keys
+            validated = keys["validated_by_the_copy"]
+            by_copy = f", {validated} validated by the copy" if validated else ""
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Verified: {len(verification.tables)} tables identical, row by row, sequences and foreign "
-                    f"keys checked ({verification.seconds:.1f} s)."
+                    f"keys checked ({keys['queried']} queried{by_copy}; {verification.seconds:.1f} s)."
                 )
             )
