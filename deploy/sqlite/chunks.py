@@ -12,7 +12,7 @@ carries no digest, so verification compares it value by value.
 
 JSON is stored parsed (jsonb): its source text cannot be rendered back. Each
 line therefore ends with the JSON fields, and the digest covers the part
-before them; the JSON has a digest of its own, of PostgreSQL's rendering of
+before them; the JSON has a digest of its own, of PostgreSQL's hashes of
 what it parsed, taken in the copy's transaction (or, with ``--verify-only``,
 from the source's JSON text parsed again).
 """
@@ -21,7 +21,7 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 
-from deploy.sqlite.plan import _q, fast_checks, float8_text
+from deploy.sqlite.plan import _q, fast_checks, float8_text, pg_json_hash
 from deploy.sqlite.source import read_only_uri
 
 
@@ -45,7 +45,7 @@ class Chunk:
     """Rows with keys in (lo, hi] (None: unbounded), their count, and the hex digests that prove them.
 
     ``digest``: of the rows' text without JSON (None: compare by value);
-    ``json_digest``: of PostgreSQL's rendering of their JSON (None: no JSON, or not taken).
+    ``json_digest``: of PostgreSQL's hashes of their JSON as parsed (None: no JSON, or not taken).
     """
 
     lo: object
@@ -213,8 +213,7 @@ def digest_sql(plan, time_zone):
 
 def source_json_digest_sql(plan, table):
     """PostgreSQL: the JSON digest of the source's JSON texts loaded into ``table``, parsed again."""
-    parts = [f"coalesce(s.j{i}::jsonb::text, '')" for i in range(len(plan.json_columns))]
-    line = " || E'\\t' || ".join(parts)
+    line = " || E'\\t' || ".join(pg_json_hash(f"s.j{i}") for i in range(len(plan.json_columns)))
     order = "s.pk" if plan.integer_pk else 's.pk COLLATE "C"'
     return (
         f"SELECT bool_and(ok), {_DIGEST.format(column='line')} FROM "

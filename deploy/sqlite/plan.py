@@ -93,6 +93,16 @@ def sqlite_field(column):
     raise ValueError(f"no fast path for {kind}")
 
 
+def pg_json_hash(expression):
+    """PostgreSQL: the text of a JSON value's 64-bit hash as parsed (jsonb), '' for NULL.
+
+    JSON is stored parsed, so its source text cannot be rendered back: what is
+    compared is the parsed value. ``jsonb_hash_extended`` hashes it as stored,
+    consistently with jsonb equality, at half the cost of printing it.
+    """
+    return f"coalesce(jsonb_hash_extended(({expression})::jsonb, 0)::text, '')"
+
+
 def sqlite_text(column):
     """SQLite expression: the same field, '' for NULL, and NULL for a value it cannot print (a float's text)."""
     field = sqlite_field(column)
@@ -330,9 +340,8 @@ class TablePlan:
         return _joined([pg_text(c, time_zone, ref) for c in self.copy_columns if not c.is_json] or ["''"])
 
     def pg_json_sql(self, ref="t"):
-        """PostgreSQL: the JSON columns as PostgreSQL prints them (its own canonical form), tab-separated."""
-        parts = [f"coalesce({ref}.{_q(c.name)}::text, '')" for c in self.json_columns]
-        return " || E'\\t' || ".join(parts)
+        """PostgreSQL: the JSON columns' hashes (see :func:`pg_json_hash`), tab-separated."""
+        return " || E'\\t' || ".join(pg_json_hash(f"{ref}.{_q(c.name)}") for c in self.json_columns)
 
     def check_sql(self):
         """SQLite: true when any value of the row needs a closer look."""

@@ -5,9 +5,10 @@ order, chunk by chunk. PostgreSQL renders each stored row back into the
 canonical text the source gave it (see :mod:`deploy.sqlite.plan`) and hashes
 each chunk server-side, so only digests cross the wire; the source's digests
 come from the copy's own read (or, with ``--verify-only``, from a read made
-for the purpose). JSON is stored parsed, so its digest is of PostgreSQL's own
-rendering: the one the copy took right after parsing the source's text, or,
-with ``--verify-only``, that of the source's JSON sent again and parsed.
+for the purpose). JSON is stored parsed, so its digest is of PostgreSQL's
+hashes of the parsed values (``jsonb_hash_extended``): the one the copy took
+right after parsing the source's text, or, with ``--verify-only``, that of the
+source's JSON sent again and parsed.
 
 A chunk whose digests differ, or that holds a value the fast path set aside,
 is compared value by value through the ORM on both sides, which names the
