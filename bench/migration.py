@@ -16,7 +16,10 @@ migrate_from_sqlite at N/4 to show how its memory grows with the data.
 
 Each fast tool runs ``--repeat`` times (default 3), each time into a fresh
 target after a CHECKPOINT and with no autovacuum at work; the fastest run
-counts, for every tool alike.
+counts, for every tool alike. The runs go in rounds (pgloader, the floor,
+migrate_from_sqlite, migrate_from_sqlite --verify, then again): this
+machine's speed drifts over minutes, and rounds share the drift out instead
+of giving one tool all its runs in a fast or a slow spell.
 
 Usage: python bench/migration.py [--rows 1000000] [--growth] [--repeat 3]
 """
@@ -91,13 +94,21 @@ def measure(argv_list, env=None, shell=False):
     return seconds, peak / 1024
 
 
-def best_of(repeat, fresh_target, run):
-    """The fastest of ``repeat`` runs (``run(target)`` gives seconds and peak MB), each into a fresh target.
+def in_rounds(repeat, tools):
+    """{name: (fastest seconds, largest peak MB)} of ``repeat`` rounds, each running every tool once.
 
+    ``tools``: {name: (fresh_target, run)}, ``run(target)`` giving seconds and peak MB.
     This machine's timings vary from one run to the next; every fast tool gets the same number of tries.
     """
-    runs = [run(fresh_target()) for _ in range(repeat)]
-    return min(seconds for seconds, _ in runs), max(peak for _, peak in runs)
+    runs = {name: [] for name in tools}
+    for round_ in range(repeat):
+        for name, (fresh_target, run) in tools.items():
+            log(f"round {round_ + 1}/{repeat}: {name}")
+            runs[name].append(run(fresh_target()))
+    return {
+        name: (min(seconds for seconds, _ in measured), max(peak for _, peak in measured))
+        for name, measured in runs.items()
+    }
 
 
 def recreate(name):
@@ -179,24 +190,6 @@ def main():
     log(f"seeding {args.rows} rows into {source}")
     seed(source, args.rows)
     rows = row_count(source)
-    results = {}
-
-    log("pgloader")
-    results["pgloader"] = (
-        *best_of(
-            args.repeat,
-            lambda: recreate("bench_pgloader"),
-            lambda url: measure(["pgloader", "--quiet", str(source), url]),
-        ),
-        rows,
-        "",
-    )
-
-    log("floor: sqlite3 -csv | psql \\copy")
-    floor = best_of(
-        args.repeat, lambda: migrated("bench_floor"), lambda url: measure(floor_command(source, url), shell=True)
-    )
-    results["floor (csv | \\copy)"] = (*floor, rows, "")
 
     small = work / "small.sqlite3"
     tenth = max(args.rows // 10, 1000)
@@ -211,17 +204,29 @@ def main():
     )  # fmt: skip
     url = migrated("bench_loaddata")
     seconds_l, peak_l = measure([sys.executable, "manage.py", "loaddata", str(dump)], env=env_for(url))
-    results["dumpdata + loaddata"] = (seconds_d + seconds_l, max(peak_d, peak_l), small_rows, f"at {small_rows} rows")
+    slow = (seconds_d + seconds_l, max(peak_d, peak_l), small_rows, f"at {small_rows} rows")
 
-    log("migrate_from_sqlite")
     command = [sys.executable, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", "-v0"]
-    copy = best_of(args.repeat, lambda: migrated("bench_copy"), lambda url: measure(command, env=env_for(url)))
-    results["migrate_from_sqlite"] = (*copy, rows, "")
-    log("migrate_from_sqlite --verify")
-    verify = best_of(
-        args.repeat, lambda: migrated("bench_copy"), lambda url: measure([*command, "--verify"], env=env_for(url))
+    fast = in_rounds(
+        args.repeat,
+        {
+            "pgloader": (
+                lambda: recreate("bench_pgloader"),
+                lambda url: measure(["pgloader", "--quiet", str(source), url]),
+            ),
+            "floor (csv | \\copy)": (
+                lambda: migrated("bench_floor"),
+                lambda url: measure(floor_command(source, url), shell=True),
+            ),
+            "migrate_from_sqlite": (lambda: migrated("bench_copy"), lambda url: measure(command, env=env_for(url))),
+            "migrate_from_sqlite --verify": (
+                lambda: migrated("bench_copy"),
+                lambda url: measure([*command, "--verify"], env=env_for(url)),
+            ),
+        },
     )
-    results["migrate_from_sqlite --verify"] = (*verify, rows, "")
+    results = {name: (*measured, rows, "") for name, measured in fast.items()}
+    results["dumpdata + loaddata"] = slow
 
     if args.growth:
         quarter = work / "quarter.sqlite3"
