@@ -43,6 +43,8 @@ from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, o
 from deploy.sqlite.plan import _q, sql_literal
 from deploy.sqlite.preflight import Problem, _judge, integrity_problems, read_by_index, value_problems
 
+# Page cache of the full integrity check, whose index checks look rows up at random: a larger
+# cache saves most of their reads. It runs only when a copy has failed, with the workers done.
 CHECK_CACHE_KB = 32_000
 
 
@@ -270,9 +272,7 @@ def start_source_check(path, plans):
     """
 
     def check():
-        raw = open_reader(path, text=True)
-        # Index checks look rows up at random: a larger page cache saves most of their reads.
-        raw.execute(f"PRAGMA cache_size = -{CHECK_CACHE_KB}")
+        raw = open_reader(path, text=True)  # its page cache stays at SQLite's default: the copy's memory is bounded
         try:
             existing = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             indexed = [p.table for p in plans if p.table in existing and read_by_index(raw, p.table)]
