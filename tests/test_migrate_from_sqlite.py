@@ -2,6 +2,7 @@
 
 import datetime as dt
 import hashlib
+import itertools
 import shutil
 import signal
 import sqlite3
@@ -453,6 +454,90 @@ def test_printed_lines_are_the_strict_lines(source):
     )
     raw.close()
     assert compared["testapp_reading"] >= 10 and compared["catalog_product"] > 100
+
+
+def test_a_table_shared_by_two_readers_is_read_once_and_whole(source):
+    """The owner splits the keys it has not read at a chunk boundary; the helper reads the upper half."""
+    import threading
+
+    from deploy.sqlite.chunks import Digests, TableReader, open_reader
+    from deploy.sqlite.copy import _Share
+
+    plan = table_plan(apps.get_model("catalog", "Product"))
+    owner, helper = open_reader(source), open_reader(source)
+    alone = [p.text for p in TableReader(owner, plan, 7).pieces()]
+    last, count = owner.execute("SELECT max(id), count(*) FROM catalog_product").fetchone()
+    digests = Digests(plan)
+    share = _Share(plan, None, digests, last, 7)
+    pieces = TableReader(owner, plan, 7).pieces(bound=share.bound)
+    texts = [next(pieces)]
+    asked = []
+    thread = threading.Thread(target=lambda: asked.append(share.ask()))
+    thread.start()
+    while share.state == "open":
+        time.sleep(0.01)
+    texts += list(pieces)
+    thread.join()
+    assert asked[0] is not None and asked[0] == share.limit and asked[0] < last
+    texts += list(TableReader(helper, plan, 7).pieces(lo=asked[0]))
+    owner.close()
+    helper.close()
+    for piece in texts:
+        digests.add(piece, clean=True)
+    lines = sorted(b"\n".join(p.text for p in texts if p.text).split(b"\n"))
+    assert lines == sorted(b"\n".join(alone).split(b"\n")), "every row once"
+    chunks = digests.finish()
+    assert chunks[0].lo is None and chunks[-1].hi is None
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(chunks)), "the chunks tile the keys"
+    assert any(c.hi == asked[0] for c in chunks) and sum(c.rows for c in chunks) == count
+
+
+def _slow_product(monkeypatch):
+    """Slow the reading of catalog_product, so the other worker runs out of tables and helps; record the shares."""
+    from deploy.sqlite import copy as copy_module
+
+    feed, ask, shares = copy_module.Copier._feed, copy_module._Share.ask, []
+
+    def slow_feed(self, reader, piece, pipe, digests):
+        if reader.plan.table == "catalog_product":
+            time.sleep(0.02)
+        return feed(self, reader, piece, pipe, digests)
+
+    def recorded_ask(share):
+        start = ask(share)
+        shares.append(start)
+        return start
+
+    monkeypatch.setattr(copy_module.Copier, "_feed", slow_feed)
+    monkeypatch.setattr(copy_module._Share, "ask", recorded_ask)
+    return shares
+
+
+def test_a_worker_out_of_tables_helps_read_the_largest(source, monkeypatch):
+    import json
+
+    shares = _slow_product(monkeypatch)
+    report = json.loads(migrate("--source", str(source), "--batch-size", "10", "--verify", "--json"))
+    assert any(start is not None for start in shares), "the other worker took a share"
+    assert report["verified"] is True
+    open_source(source)
+    from apps.catalog.models import Product
+
+    assert all_values(Product, "default") == all_values(Product, "sqlite_source")
+
+
+def test_a_problem_in_a_shared_part_rolls_everything_back(source, monkeypatch):
+    before = _schema()
+    with sqlite3.connect(source) as db:
+        last = db.execute("SELECT max(id) FROM catalog_product").fetchone()[0]
+        db.execute("UPDATE catalog_product SET name = printf('%300s', 'x') WHERE id = ?", [last - 3])
+    db.close()
+    shares = _slow_product(monkeypatch)
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source), "--batch-size", "10")
+    assert any(start is not None and start < last - 3 for start in shares), "the helper read the bad row"
+    assert f"catalog_product pk={last - 3} column name: is 300 characters long" in str(excinfo.value)
+    _assert_nothing_written(before)
 
 
 def test_an_interrupted_copy_must_be_resumed_or_truncated(source):

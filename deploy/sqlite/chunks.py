@@ -105,15 +105,24 @@ class TableReader:
             line = "group_concat(CASE WHEN bad THEN NULL ELSE p || ',' || j END, char(10))"
             texts = f"{line}, {texts}" if digests else line
         outer = f"SELECT {texts}, max(k), count(*), total(bad)"
-        self.first_sql = f"{outer} FROM ({inner} ORDER BY {self.pk} LIMIT {int(batch_size)})"
-        self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? ORDER BY {self.pk} LIMIT {int(batch_size)})"
+        limit = f"ORDER BY {self.pk} LIMIT {int(batch_size)}"
+        self.first_sql = f"{outer} FROM ({inner} {limit})"
+        self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? {limit})"
+        self.bounded_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? AND {self.pk} <= ? {limit})"
         self.separate = json is not None and digests
 
-    def pieces(self):
-        """Yield a :class:`Piece` per chunk of rows, the last one ending with an unbounded key."""
-        lo = None
+    def pieces(self, lo=None, bound=lambda lo: None):
+        """Yield a :class:`Piece` per chunk of rows with keys above ``lo``, in key order.
+
+        ``bound(lo)``, asked before each chunk, gives the largest key still to read
+        (None: to the end). The pieces cover the key range without a gap: the last
+        one ends at the bound, even with no rows, or with an unbounded key.
+        """
         while True:
-            if lo is None:
+            hi_bound = bound(lo)
+            if hi_bound is not None:
+                row = self.raw.execute(self.bounded_sql, [lo, hi_bound]).fetchone()
+            elif lo is None:
                 row = self.raw.execute(self.first_sql).fetchone()
             else:
                 row = self.raw.execute(self.next_sql, [lo]).fetchone()
@@ -122,6 +131,10 @@ class TableReader:
             else:
                 text, hi, rows, flagged = row
                 digest_text = text
+            if hi_bound is not None and rows < self.batch_size:
+                if rows or lo != hi_bound:
+                    yield Piece(lo, hi_bound, rows, text or b"", digest_text or b"", int(flagged))
+                return
             if not rows:
                 return
             yield Piece(lo, hi, rows, text or b"", digest_text or b"", int(flagged))
@@ -160,10 +173,11 @@ class Digests:
         self._whole_ok = True
 
     def add(self, piece, clean):
+        """Take a piece's digest; per piece, pieces may come from several threads in any order."""
         text = piece.digest_text
         if self.per_piece:
             digest = hashlib.sha256(text).hexdigest() if clean else None
-            self.chunks.append(Chunk(piece.lo, piece.hi, piece.rows, digest))
+            self.chunks.append(Chunk(piece.lo, piece.hi, piece.rows, digest))  # list.append is atomic
             return
         if self._whole_rows and text:
             self._whole.update(b"\n")
@@ -177,6 +191,7 @@ class Digests:
             return [Chunk(None, None, self._whole_rows, digest)]
         if not self.chunks:
             return [Chunk(None, None, 0, hashlib.sha256(b"").hexdigest())]
+        self.chunks.sort(key=lambda c: (c.lo is not None, c.lo))
         self.chunks[-1].hi = None  # the last chunk also holds any larger key of the target
         return self.chunks
 

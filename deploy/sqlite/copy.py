@@ -11,9 +11,11 @@ The order of work, and why:
    each open one transaction on the target and take tables, largest first:
    TRUNCATE, ``COPY ... FROM STDIN (FORMAT csv)`` fed with chunks whose text
    SQLite builds itself, the table's indexes and unique constraints re-built,
-   the table marked done. Meanwhile another thread checks the source's
-   integrity (see :func:`~deploy.sqlite.preflight.integrity_problems`) and
-   runs its ``PRAGMA foreign_key_check``.
+   the table marked done; a worker out of tables helps read a large table
+   another is still copying (see :class:`_Share`). Meanwhile another thread
+   checks the source's integrity (see
+   :func:`~deploy.sqlite.preflight.integrity_problems`) and runs its
+   ``PRAGMA foreign_key_check``.
 3. The workers commit only when every check passed: the integrity checks,
    every value of every table (the read flags what the fast path cannot
    carry; PostgreSQL rejects the rest), every index. If anything failed,
@@ -255,6 +257,60 @@ class _Pipe:
             raise self.error
 
 
+class _Share:
+    """A table one worker is copying whose rows a worker with nothing left to do may help read.
+
+    The helper asks; at its next chunk boundary the owner splits the keys it has
+    not read yet in two, keeps the lower half and hands the upper half over. The
+    helper reads it with its own SQLite connection into the owner's COPY. So the
+    largest table no longer keeps one worker busy while the other waits.
+    """
+
+    def __init__(self, plan, pipe, digests, last_key, batch_size):
+        self.plan, self.pipe, self.digests = plan, pipe, digests
+        self.last_key, self.batch_size = last_key, batch_size
+        self.cond = threading.Condition()
+        self.state = "open"  # then "asked", then "split", "declined" or "closed"
+        self.start = self.limit = None
+        self.rows, self.error, self.abandoned = 0, None, False
+        self.helped = threading.Event()
+
+    def ask(self):
+        """The helper: the key after which its share starts, or None if there is none (waits for the owner)."""
+        with self.cond:
+            if self.state != "open":
+                return None
+            self.state = "asked"
+            self.cond.wait_for(lambda: self.state != "asked")
+            return self.start if self.state == "split" else None
+
+    def bound(self, lo):
+        """The owner, before each chunk: the largest key it still reads (None: to the end)."""
+        with self.cond:
+            if self.state == "asked" and lo is not None:
+                if self.last_key - lo > 2 * self.batch_size:  # worth sharing
+                    self.start = self.limit = lo + (self.last_key - lo) // 2
+                    self.state = "split"
+                else:
+                    self.state = "declined"
+                self.cond.notify_all()
+            return self.limit
+
+    def finish(self, abandon=False):
+        """The owner, done (or failing): no more sharing; wait for the helper. The helper's rows."""
+        with self.cond:
+            self.abandoned = abandon
+            if self.state in ("open", "asked"):
+                self.state = "closed"
+                self.cond.notify_all()
+            split = self.state == "split"
+        if split:
+            self.helped.wait()  # the helper stops at its next chunk if abandoned
+            if self.error is not None and not abandon:
+                raise self.error
+        return self.rows
+
+
 class _Switch(Exception):
     """Stop copying this table: a problem was found, here or elsewhere."""
 
@@ -309,6 +365,7 @@ class Copier:
         self.digests = digests
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
         self.problems, self.results, self.chunks = [], [], {}
+        self.shares = []  # tables being copied that a worker out of work may help read
         self.lock = threading.Lock()
         self.problem_found = threading.Event()  # workers stop copying and only look for problems
         self.damaged = threading.Event()  # the source cannot be trusted: stop everything
@@ -396,6 +453,7 @@ class Copier:
                         self._scan(text_raw, plan)
                         continue
                     self._copy_or_scan(cursor, raw, text_raw, plan)
+                self._help(raw)
                 barrier.wait()
                 if not self.commit:
                     raise _Rollback
@@ -468,28 +526,78 @@ class Copier:
             cursor.cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN (FORMAT csv, FREEZE)") as copy,
             _Pipe(copy) as pipe,
         ):
-            for piece in reader.pieces():
-                if self.cancelled.is_set():
-                    raise threading.BrokenBarrierError
-                if self.problem_found.is_set():
-                    raise _Switch
-                text = piece.text
-                if piece.flagged:
-                    extra = self._closer_look(reader, piece)
-                    if extra:
-                        text = text + b"\n" + extra if text else extra
-                if text:
-                    pipe.write(text + b"\n")
-                if digests:
-                    digests.add(piece, clean=not piece.flagged)
-                rows += piece.rows
-                self.progress(plan, piece.rows)
+            share = self._share(raw, plan, pipe, digests)
+            try:
+                for piece in reader.pieces(bound=share.bound if share else lambda lo: None):
+                    self._feed(reader, piece, pipe, digests)
+                    rows += piece.rows
+                if share:
+                    rows += share.finish()
+            except BaseException:
+                if share:
+                    share.finish(abandon=True)
+                raise
+            finally:
+                if share:
+                    with self.lock:
+                        self.shares.remove(share)
         if not digests:
             return rows, None
         chunks = digests.finish()
         if plan.json_columns:
             json_digests(cursor, plan, chunks)
         return rows, chunks
+
+    def _share(self, raw, plan, pipe, digests):
+        """Offer a large table with integer keys to a worker that runs out of tables (None: not offered)."""
+        if self.workers < 2 or not plan.integer_pk or plan.rows < 4 * self.batch_size:
+            return None
+        (last_key,) = raw.execute(f"SELECT max({_q(plan.pk.name)}) FROM {_q(plan.table)}").fetchone()
+        if not isinstance(last_key, int):
+            return None
+        share = _Share(plan, pipe, digests, last_key, self.batch_size)
+        with self.lock:
+            self.shares.append(share)
+        return share
+
+    def _feed(self, reader, piece, pipe, digests):
+        """Send a piece's rows to the COPY (those set aside too, once judged fine), and take its digest."""
+        if self.cancelled.is_set():
+            raise threading.BrokenBarrierError
+        if self.problem_found.is_set():
+            raise _Switch
+        text = piece.text
+        if piece.flagged:
+            extra = self._closer_look(reader, piece)
+            if extra:
+                text = text + b"\n" + extra if text else extra
+        if text:
+            pipe.write(text + b"\n")
+        if digests:
+            digests.add(piece, clean=not piece.flagged)
+        self.progress(reader.plan, piece.rows)
+
+    def _help(self, raw):
+        """Out of tables: read a share of a table another worker is still copying, into its COPY."""
+        while not (self.problem_found.is_set() or self.cancelled.is_set() or self.damaged.is_set()):
+            with self.lock:
+                share = next((s for s in self.shares if s.state == "open"), None)
+            if share is None:
+                return
+            start = share.ask()
+            if start is None:
+                continue
+            try:
+                reader = TableReader(raw, share.plan, self.batch_size, digests=self.digests)
+                for piece in reader.pieces(lo=start):
+                    if share.abandoned:
+                        break
+                    self._feed(reader, piece, share.pipe, share.digests)
+                    share.rows += piece.rows
+            except BaseException as exc:
+                share.error = exc
+            finally:
+                share.helped.set()
 
     def _closer_look(self, reader, piece):
         """The lines of the flagged rows of a piece that are fine after all; _Switch if one is not."""
