@@ -10,9 +10,9 @@ The order of work, and why:
 2. Workers (threads: SQLite and psycopg release the GIL while they work)
    each open one transaction on the target and take tables, largest first:
    TRUNCATE, ``COPY ... FROM STDIN (FORMAT csv)`` fed with chunks whose text
-   SQLite builds itself, the table's indexes and unique constraints re-built,
-   the table marked done; a worker out of tables helps read a large table
-   another is still copying (see :class:`_Share`). Meanwhile another thread
+   SQLite builds itself. A worker out of tables helps read a large table
+   another is still copying (see :class:`_Share`); then each re-builds its
+   tables' indexes and unique constraints and marks them done. Meanwhile another thread
    checks the source's integrity (see
    :func:`~deploy.sqlite.preflight.integrity_problems`) and runs its
    ``PRAGMA foreign_key_check``.
@@ -442,6 +442,7 @@ class Copier:
                 cursor.execute("SET LOCAL DateStyle TO ISO, YMD")
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
                 cursor.execute("SET LOCAL maintenance_work_mem TO '256MB'")
+                loaded = []  # tables whose rows are in, their indexes still to build
                 while True:
                     try:
                         plan = work.get_nowait()
@@ -452,8 +453,11 @@ class Copier:
                     if self.problem_found.is_set():
                         self._scan(text_raw, plan)
                         continue
-                    self._copy_or_scan(cursor, raw, text_raw, plan)
+                    loaded += self._copy_or_scan(cursor, raw, text_raw, plan)
+                # Out of tables: help read one another worker is still copying, then build the indexes
+                # of this worker's tables while that one builds its own (they commit together anyway).
                 self._help(raw)
+                self._build(cursor, loaded)
                 barrier.wait()
                 if not self.commit:
                     raise _Rollback
@@ -470,6 +474,7 @@ class Copier:
             connections[self.source.alias].close()
 
     def _copy_or_scan(self, cursor, raw, text_raw, plan):
+        """Load a table's rows; [(plan, rows, chunks, started)] if they are in, [] if not (a problem was found)."""
         started = time.monotonic()
         self.progress(plan, 0)
         try:
@@ -479,33 +484,47 @@ class Copier:
                     rows, chunks = self._copy_fast(cursor, raw, plan)
                 else:
                     if self._scan(text_raw, plan):
-                        return
+                        return []
                     rows = self._copy_general(cursor, plan)
                     chunks = None  # compared through the ORM
-                recreate_missing(cursor, self.run.definitions, only_table=plan.table, foreign_keys=False)
-                seconds = time.monotonic() - started
-                kept = [c.as_list() for c in chunks] if chunks else None
-                state.mark_done(cursor, self.run.id, plan.table, rows, seconds, kept)
         except _Switch:
             if not self.damaged.is_set():
                 self._scan(text_raw, plan)
-            return
+            return []
         except sqlite3.DatabaseError as exc:
             self.damaged.set()
             self._add([Problem(plan.table, f"cannot be read from the source ({exc}): restore it from a backup")])
-            return
-        except ConstraintFailed as exc:
-            self._add([Problem(plan.table, str(exc))])
-            return
+            return []
         except DatabaseError as exc:
             # PostgreSQL refused a value the read did not flag: the full checks say which.
             if not self._scan(text_raw, plan):
                 message = str(exc).strip().splitlines()[0]
                 self._add([Problem(plan.table, f"PostgreSQL refused a row: {message}")])
-            return
-        with self.lock:
-            self.results.append(TableResult(plan.label, plan.table, rows, seconds, "fast" if plan.fast else "general"))
-            self.chunks[plan.table] = chunks
+            return []
+        return [(plan, rows, chunks, started)]
+
+    def _build(self, cursor, loaded):
+        """Re-build the loaded tables' indexes and unique constraints (each checks every row); mark them done."""
+        for plan, rows, chunks, started in loaded:
+            if self.problem_found.is_set() or self.damaged.is_set() or self.cancelled.is_set():
+                return  # nothing will be committed
+            try:
+                with transaction.atomic(using=self.alias):
+                    recreate_missing(cursor, self.run.definitions, only_table=plan.table, foreign_keys=False)
+                    seconds = time.monotonic() - started
+                    kept = [c.as_list() for c in chunks] if chunks else None
+                    state.mark_done(cursor, self.run.id, plan.table, rows, seconds, kept)
+            except ConstraintFailed as exc:
+                self._add([Problem(plan.table, str(exc))])
+                continue
+            except DatabaseError as exc:
+                message = str(exc).strip().splitlines()[0]
+                self._add([Problem(plan.table, f"PostgreSQL could not re-build its indexes: {message}")])
+                continue
+            path = "fast" if plan.fast else "general"
+            with self.lock:
+                self.results.append(TableResult(plan.label, plan.table, rows, seconds, path))
+                self.chunks[plan.table] = chunks
 
     def _scan(self, text_raw, plan):
         """Every check of the table, exactly (no copy); True if it found a problem."""
