@@ -660,6 +660,22 @@ def test_truncate_keeps_the_old_rows_when_the_preflight_fails(source):
         assert cursor.fetchone()[0] > 0
 
 
+def test_a_constraint_the_rows_break_names_its_table_and_writes_nothing(source):
+    """Unique constraints are re-built after the load, each checking every row: one that fails rolls all back."""
+    with connection.cursor() as cursor:  # the target is stricter than the source
+        cursor.execute("ALTER TABLE catalog_order ADD CONSTRAINT test_one_order_per_status UNIQUE (status)")
+    try:
+        before = _schema()
+        with pytest.raises(CommandError) as excinfo:
+            migrate("--source", str(source))
+        assert "catalog_order: constraint test_one_order_per_status does not hold" in str(excinfo.value)
+        assert "is duplicated" in str(excinfo.value)
+        _assert_nothing_written(before)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE catalog_order DROP CONSTRAINT IF EXISTS test_one_order_per_status")
+
+
 def test_a_damaged_file_fails_integrity_check(source):
     data = bytearray(source.read_bytes())
     page = 4096
