@@ -14,14 +14,14 @@ It prints wall time, rows/s and peak memory (largest process) for each, and
 each time as a ratio of pgloader's. With --growth it also runs
 migrate_from_sqlite at N/4 to show how its memory grows with the data.
 
-Each fast tool runs ``--repeat`` times (default 3), each time into a fresh
+Each fast tool runs ``--repeat`` times (default 5), each time into a fresh
 target after a CHECKPOINT and with no autovacuum at work; the fastest run
 counts, for every tool alike. The runs go in rounds (pgloader, the floor,
 migrate_from_sqlite, migrate_from_sqlite --verify, then again): this
 machine's speed drifts over minutes, and rounds share the drift out instead
 of giving one tool all its runs in a fast or a slow spell.
 
-Usage: python bench/migration.py [--rows 1000000] [--growth] [--repeat 3]
+Usage: python bench/migration.py [--rows 1000000] [--growth] [--repeat 5]
 """
 
 import argparse
@@ -103,8 +103,8 @@ def in_rounds(repeat, tools):
     runs = {name: [] for name in tools}
     for round_ in range(repeat):
         for name, (fresh_target, run) in tools.items():
-            log(f"round {round_ + 1}/{repeat}: {name}")
             runs[name].append(run(fresh_target()))
+            log(f"round {round_ + 1}/{repeat}: {name}: {runs[name][-1][0]:.2f} s")
     return {
         name: (min(seconds for seconds, _ in measured), max(peak for _, peak in measured))
         for name, measured in runs.items()
@@ -177,7 +177,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--growth", action="store_true", help="Also measure memory at N/4 rows.")
-    parser.add_argument("--repeat", type=int, default=3, help="Runs of each fast tool; the fastest counts (default 3).")
+    parser.add_argument("--repeat", type=int, default=5, help="Runs of each fast tool; the fastest counts (default 5).")
     args = parser.parse_args()
     for tool in ("pgloader", "sqlite3", "psql"):
         if not shutil.which(tool):
