@@ -727,6 +727,23 @@ def test_a_failed_copy_reports_what_the_full_integrity_check_finds(source):
     _assert_nothing_written(before)
 
 
+def test_the_copys_orphan_check_finds_what_foreign_key_check_finds(source):
+    from deploy.sqlite.preflight import _orphans
+
+    with sqlite3.connect(source) as db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("UPDATE catalog_orderline SET order_id = 999999 WHERE id IN (3, 5)")
+        db.execute("UPDATE catalog_product SET category_id = 777777 WHERE id = 8")
+        db.execute("UPDATE testapp_city SET country_id = 'QQ' WHERE name = 'Paris'")  # a text key (to_field)
+        db.execute("DELETE FROM testapp_country WHERE code = 'JP'")
+        pragma = sorted(tuple(row[:3]) for row in db.execute("PRAGMA foreign_key_check"))
+        assert sorted(_orphans(db)) == pragma
+    db.close()
+    assert len(pragma) == 5 and {table for table, _, _ in pragma} == {
+        "catalog_orderline", "catalog_product", "testapp_city",
+    }  # fmt: skip
+
+
 def test_read_by_index_knows_the_rowid(source):
     from deploy.sqlite.preflight import read_by_index
 
