@@ -12,10 +12,9 @@ The order of work, and why:
    TRUNCATE, ``COPY ... FROM STDIN (FORMAT csv)`` fed with chunks whose text
    SQLite builds itself. A worker out of tables helps read a large table
    another is still copying (see :class:`_Share`); then each re-builds its
-   tables' indexes and unique constraints and marks them done. Meanwhile another thread
-   checks the source's integrity (see
-   :func:`~deploy.sqlite.preflight.integrity_problems`) and runs its
-   ``PRAGMA foreign_key_check``.
+   tables' indexes and unique constraints and marks them done. Meanwhile
+   another thread checks the source's integrity and looks for orphan rows
+   (see :func:`~deploy.sqlite.preflight.integrity_problems`).
 3. The workers commit only when every check passed: the integrity checks,
    every value of every table (the read flags what the fast path cannot
    carry; PostgreSQL rejects the rest), every index. If anything failed,

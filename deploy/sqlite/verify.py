@@ -196,7 +196,7 @@ def foreign_keys(plans):
 
 
 def validated_keys(target_alias, validated):
-    """(table, column) of the single-column foreign keys whose constraint is among ``validated``.
+    """(table, column, parent table, parent column) of the single-column foreign keys validated by a copy.
 
     ``validated``: (table name, constraint name) pairs a copy validated in this run.
     """
