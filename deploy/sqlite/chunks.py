@@ -94,7 +94,7 @@ class TableReader:
         self.raw, self.plan, self.batch_size = raw, plan, batch_size
         self.pk = _q(plan.pk.name)
         self.checks = [(c, kind, sql) for c in plan.columns for kind, sql in fast_checks(c)]
-        bad = " OR ".join(f"({sql})" for _, _, sql in self.checks) or "0"
+        bad = plan.check_sql()
         plain, json = plan.line_sql()
         # The rows set aside are printed strictly: NULL if a value cannot be (see plan.sqlite_text).
         self.line = plan.strict_line_sql()
@@ -146,7 +146,7 @@ class TableReader:
         where = range_sql(self.pk, lo, hi, params)
         columns = [f"({sql})" for _, _, sql in self.checks] + [_q(c.name) for c, _, _ in self.checks]
         # Exactly the rows the read set aside: any other is in the piece's text already.
-        bad = " OR ".join(f"({sql})" for _, _, sql in self.checks) or "0"
+        bad = self.plan.check_sql()
         query = (
             f"SELECT {', '.join([self.pk, self.line, *columns])} FROM {_q(self.plan.table)} "
             f"WHERE {where} AND ({bad}) ORDER BY {self.pk}"
