@@ -17,6 +17,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--environment", metavar="NAME", help="Provision this environment of DEPLOY['environments']."
+        )
         parser.add_argument("--plan", action="store_true", help="Create a change set and show it; execute nothing.")
         parser.add_argument("--render", action="store_true", help="Print the template and stop (no AWS call).")
         parser.add_argument(
@@ -32,7 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            config = get_config()
+            config = get_config(options["environment"])
             template = cfn.render_template(config)
         except ConfigError as exc:
             raise CommandError(f"Invalid infrastructure settings: {exc}") from None
