@@ -629,6 +629,17 @@ class DeployConfig:
         "'existing': the account already has one (there can be only one per account).",
         choices=("create", "existing"),
     )
+    aws_cloudformation_role_arn: str = setting(
+        "",
+        "DEPLOY_AWS_CLOUDFORMATION_ROLE_ARN",
+        "Role CloudFormation assumes to change the stacks (the delivery stack's CloudFormationRoleArn output); "
+        "empty: the caller's own permissions.",
+        check=lambda v: (
+            None
+            if not v or re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", v)
+            else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ),
+    )
     ci_cluster_access: str = setting(
         "cluster",
         "DEPLOY_CI_CLUSTER_ACCESS",

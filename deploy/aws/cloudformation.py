@@ -447,7 +447,7 @@ def current_template(cloudformation, name):
     return body, stacks[0]["StackStatus"]
 
 
-def plan_change_set(cloudformation, name, template, exists):
+def plan_change_set(cloudformation, name, template, exists, role_arn=""):
     kind = "UPDATE" if exists else "CREATE"
     change_set_name = f"aws-provision-{int(time.time())}"
     created = call(
@@ -458,6 +458,7 @@ def plan_change_set(cloudformation, name, template, exists):
         ChangeSetType=kind,
         TemplateBody=to_text(template),
         Capabilities=["CAPABILITY_NAMED_IAM", "CAPABILITY_IAM"],
+        **({"RoleARN": role_arn} if role_arn else {}),
     )
     for _ in range(600):
         described = cloudformation.describe_change_set(ChangeSetName=created["Id"], StackName=name)
