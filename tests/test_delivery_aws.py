@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
 
+from deploy.aws import cloudformation as cfn
 from deploy.aws import delivery
 from deploy.aws.secrets import read_secrets
 from deploy.aws.session import AwsError
@@ -109,7 +110,7 @@ def may_assume(template, logical, sub, aud="sts.amazonaws.com"):
 
 
 def owned(environment):
-    cluster = f"shop-{environment}"
+    cluster = f"shop-{environment}-cluster"
     return {
         "cluster": f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/{cluster}",
         "nodegroup": f"arn:aws:eks:{REGION}:{ACCOUNT}:nodegroup/{cluster}/nodes/4ec6a1b2",
@@ -197,13 +198,14 @@ def test_each_role_trusts_only_its_repository_and_branch_or_environment():
 def test_the_infrastructure_roles_change_stacks_only_through_the_cloudformation_role():
     template = render()
     plan, apply = statements_of(template, "InfraPlanRole"), statements_of(template, "InfraApplyRole")
-    stack = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/shop-infra/0a1b2c3d"
+    stack = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/shop-staging-infra/0a1b2c3d"
+    assert allows(plan, "cloudformation:CreateChangeSet", stack.replace("staging", "production"))
     assert allows(plan, "cloudformation:CreateChangeSet", stack)
     assert not allows(plan, "cloudformation:ExecuteChangeSet", stack)
     assert not allows(plan, "cloudformation:DeleteStack", stack)
     assert allows(apply, "cloudformation:ExecuteChangeSet", stack)
     assert not allows(apply, "cloudformation:DeleteStack", stack)
-    assert not allows(apply, "cloudformation:ExecuteChangeSet", stack.replace("shop-infra", "other-infra"))
+    assert not allows(apply, "cloudformation:ExecuteChangeSet", stack.replace("shop-staging-infra", "shop-delivery"))
     cfn_role = f"arn:aws:iam::{ACCOUNT}:role/CloudFormationRole"
     passed = {"iam:PassedToService": "cloudformation.amazonaws.com"}
     for statements in (plan, apply):
@@ -217,7 +219,7 @@ def test_access_entries_give_each_role_its_own_cluster():
     template = render()
     for name in ("staging", "production"):
         entry = template["Resources"][f"Deploy{name.capitalize()}Access"]["Properties"]
-        assert entry["ClusterName"] == f"shop-{name}"
+        assert entry["ClusterName"] == f"shop-{name}-cluster"
         assert entry["PrincipalArn"] == {"Fn::GetAtt": [f"Deploy{name.capitalize()}Role", "Arn"]}
         assert entry["AccessPolicies"][0]["AccessScope"] == {"Type": "cluster"}
     shared = {**DEPLOY, "eks_cluster": "shop", "ci_cluster_access": "namespace"}
@@ -262,8 +264,29 @@ def test_cfn_lint_passes_for_each_variant(tmp_path):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(render(deploy), indent=2))
         files.append(str(path))
+    for name in DEPLOY["environments"]:  # and each environment's infrastructure stack
+        path = tmp_path / f"infra-{name}.json"
+        path.write_text(cfn.to_text(cfn.render_template(load_config(DEPLOY, environ={}, environment=name))))
+        files.append(str(path))
     result = subprocess.run([tool("cfn-lint"), "--regions", REGION, "--", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_environment_has_its_own_infrastructure_stack_and_the_first_owns_the_repository():
+    staging, production = (load_config(DEPLOY, environ={}, environment=n) for n in ("staging", "production"))
+    assert (cfn.stack_name(staging), cfn.stack_name(production)) == ("shop-staging-infra", "shop-production-infra")
+    assert cfn.stack_name(load_config(DEPLOY, environ={})) == "shop-infra"  # without --environment, as before
+    ours, theirs = cfn.render_template(staging), cfn.render_template(production)
+    assert ours["Resources"]["Cluster"]["Properties"]["Name"] == "shop-staging-cluster" == staging.eks_cluster
+    assert theirs["Resources"]["Cluster"]["Properties"]["Name"] == "shop-production-cluster"
+    # One repository (one image, promoted by digest): a second stack creating it would fail (it exists).
+    assert "Repository" in ours["Resources"] and "RepositoryUri" in ours["Outputs"]
+    assert "Repository" not in theirs["Resources"] and "RepositoryUri" not in theirs["Outputs"]
+    assert theirs["Resources"]["AppIdentity"]["Properties"]["Namespace"] == "shop-production"
+    # The delivery roles point at the clusters and stacks these templates create.
+    arns = delivery.resource_arns(production)
+    assert arns["cluster"].endswith(":cluster/shop-production-cluster")
+    assert "stack/shop-production-infra/" in arns["stack"]
 
 
 def test_the_preflight_reads_only_what_the_settings_name():

@@ -17,7 +17,7 @@ ENVIRONMENTS = {
         "namespace": "shop-staging",
         "hosts": ["staging.shop.example.com"],
         "replicas_max": 3,
-        "eks_cluster": "shop-staging",
+        "eks_cluster": "shop-staging-cluster",
         "secrets_name": "shop/staging",
     },
     "production": {
@@ -26,7 +26,7 @@ ENVIRONMENTS = {
         "replicas_min": 3,
         "replicas_max": 10,
         "memory_limit": "1Gi",
-        "eks_cluster": "shop-production",
+        "eks_cluster": "shop-production-cluster",
         "secrets_name": "shop/production",
     },
 }

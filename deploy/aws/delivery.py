@@ -20,7 +20,7 @@ wildcard, so a fork, another branch or another environment gets nothing.
 
 import re
 
-from deploy.aws.cloudformation import stack_name
+from deploy.aws.cloudformation import infra_cluster_name, stack_name
 from deploy.aws.ecr import repository_name
 from deploy.conf import ConfigError
 from deploy.k8s import names
@@ -162,7 +162,8 @@ def _camel(name):
 
 
 def cluster_name(config):
-    return config.eks_cluster or names.truncate(f"{config.app_name}-cluster")
+    """The environment's cluster: DEPLOY['eks_cluster'], or the one its infrastructure stack creates."""
+    return config.eks_cluster or infra_cluster_name(config)
 
 
 def _arn(service, region, rest):
