@@ -80,7 +80,9 @@ def test_jobs_run_in_order_and_production_waits_for_staging_and_its_environment(
         commands = [s.get("run", "") for s in jobs[f"deploy-{name}"]["steps"]]
         deploy = next(c for c in commands if "k8s_deploy" in c and "--rollback" not in c)
         assert re.fullmatch(
-            rf"python manage\.py k8s_deploy --environment {name} --json --no-input > deploy-report-{name}\.json", deploy
+            rf"python manage\.py k8s_deploy --environment {name} --eks-cluster shop-{name}-cluster --json --no-input "
+            rf"> deploy-report-{name}\.json",
+            deploy,
         )
         smoke = commands.index(next(c for c in commands if c.startswith("curl --fail")))
         assert commands.index(deploy) < smoke

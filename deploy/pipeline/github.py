@@ -98,7 +98,10 @@ def _url(config):
 
 def _deploy_job(base, name, config, needs, options):
     report = f"deploy-report-{name}.json"
-    deploy = f"python manage.py k8s_deploy --environment {name} --json --no-input > {report}"
+    # The cluster is named, so a job never "succeeds" by finding none and applying nothing; it is the cluster
+    # whose access entry the environment's role has.
+    cluster = delivery.cluster_name(config)
+    deploy = f"python manage.py k8s_deploy --environment {name} --eks-cluster {cluster} --json --no-input > {report}"
     steps = [
         *_python(options["python_version"], options["requirements"]),
         _credentials(base, f"deploy-{name}"),
@@ -114,8 +117,8 @@ def _deploy_job(base, name, config, needs, options):
         {
             "name": "Roll back after a failed smoke test",
             "if": "failure() && steps.smoke.outcome == 'failure'",
-            "run": f"python manage.py k8s_deploy --environment {name} --rollback --json --no-input "
-            f"> rollback-report-{name}.json",
+            "run": f"python manage.py k8s_deploy --environment {name} --eks-cluster {cluster} --rollback --json "
+            f"--no-input > rollback-report-{name}.json",
         },
         {
             "name": "Attach the deploy report",
