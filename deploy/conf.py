@@ -646,7 +646,8 @@ class DeployConfig:
         "What the environment's deploy role may do in its cluster (EKS access entry): 'cluster': cluster "
         "administrator, needed when it applies cluster-scoped objects (Namespace, ClusterRoles, StorageClasses); "
         "'namespace': administrator of this environment's namespaces only, for a cluster shared with another "
-        "environment (an administrator applies the cluster-scoped objects).",
+        "environment; k8s_deploy still applies the cluster-scoped objects, which this access refuses, so it "
+        "suits only a render without them (not yet an option).",
         choices=("cluster", "namespace"),
     )
 
