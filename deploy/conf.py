@@ -172,6 +172,42 @@ def _is_ip(value):
     return True
 
 
+def _environments(value):
+    for name, overrides in value.items():
+        if not isinstance(name, str) or _dns_label(name):
+            return (
+                f"a mapping of environment names (lower-case letters, digits and '-') to settings ({name!r} is not one)"
+            )
+        if not isinstance(overrides, dict):
+            return (
+                f"a mapping of environment names to dicts of settings ({name!r} maps to a {type(overrides).__name__})"
+            )
+        known = {f.name for f in setting_fields()} - _NOT_PER_ENVIRONMENT
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            return (
+                f"settings of this tool only; environment {name!r} has unknown or not per-environment setting(s) "
+                f"{', '.join(map(repr, unknown))}"
+            )
+    return None
+
+
+def _github_repository(value):
+    ok = not value or re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+", value)
+    return None if ok else "empty, or a GitHub repository as 'owner/name'"
+
+
+def _git_ref_name(value):
+    # What GitHub allows in a branch or environment name that can also sit in an OIDC subject claim.
+    ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}", value) and ".." not in value and "*" not in value
+    return None if ok else "a branch or GitHub environment name (letters, digits, '.', '_', '-', '/'; no wildcard)"
+
+
+def _secret_name(value):
+    ok = not value or re.fullmatch(r"[A-Za-z0-9/_+=.@-]{1,512}", value)
+    return None if ok else "empty, or an AWS Secrets Manager secret name such as 'shop/staging'"
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     # --- identity ---
@@ -545,6 +581,75 @@ class DeployConfig:
         "Folders searched for templates before the built-in k8s_templates/: "
         "a project overrides a template by its relative name.",
     )
+    # --- environments and delivery (docs/delivery.md) ---
+    environments: dict = setting(
+        {},
+        None,
+        "Named environments (such as 'staging' and 'production'): each maps to the settings it changes, "
+        "for example {'staging': {'namespace': 'shop-staging', 'hosts': ['staging.shop.example.com']}}. "
+        "--environment NAME selects one; the other settings are shared. Environment variables still win.",
+        check=_environments,
+    )
+    environment: str = setting(
+        "",
+        None,
+        "The selected environment's name (set by --environment; empty when none is selected).",
+    )
+    secrets_name: str = setting(
+        "",
+        "DEPLOY_SECRETS_NAME",
+        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD and "
+        "DEPLOY_REDIS_PASSWORD as one JSON object; k8s_deploy reads it when it applies. "
+        "Empty: those environment variables.",
+        check=_secret_name,
+    )
+    github_repository: str = setting(
+        "",
+        "DEPLOY_GITHUB_REPOSITORY",
+        "GitHub repository ('owner/name') whose workflows may assume the delivery roles (aws_provision --delivery).",
+        check=_github_repository,
+    )
+    github_branch: str = setting(
+        "main",
+        "DEPLOY_GITHUB_BRANCH",
+        "Branch whose pushes build and deploy (the pipeline's trigger and the build role's trust).",
+        check=_git_ref_name,
+    )
+    github_environment: str = setting(
+        "",
+        "DEPLOY_GITHUB_ENVIRONMENT",
+        "GitHub environment of this environment's deploy job; only jobs in it may assume its role "
+        "(default: the environment's name).",
+        check=lambda v: _git_ref_name(v) if v else None,
+    )
+    github_oidc_provider: str = setting(
+        "create",
+        "DEPLOY_GITHUB_OIDC_PROVIDER",
+        "'create': the delivery stack creates the account's GitHub OIDC identity provider; "
+        "'existing': the account already has one (there can be only one per account).",
+        choices=("create", "existing"),
+    )
+    aws_cloudformation_role_arn: str = setting(
+        "",
+        "DEPLOY_AWS_CLOUDFORMATION_ROLE_ARN",
+        "Role CloudFormation assumes to change the stacks (the delivery stack's CloudFormationRoleArn output); "
+        "empty: the caller's own permissions.",
+        check=lambda v: (
+            None
+            if not v or re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", v)
+            else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ),
+    )
+    ci_cluster_access: str = setting(
+        "cluster",
+        "DEPLOY_CI_CLUSTER_ACCESS",
+        "What the environment's deploy role may do in its cluster (EKS access entry): 'cluster': cluster "
+        "administrator, needed when it applies cluster-scoped objects (Namespace, ClusterRoles, StorageClasses); "
+        "'namespace': administrator of this environment's namespaces only, for a cluster shared with another "
+        "environment; k8s_deploy still applies the cluster-scoped objects, which this access refuses, so it "
+        "suits only a render without them (not yet an option).",
+        choices=("cluster", "namespace"),
+    )
 
     @property
     def image(self):
@@ -627,14 +732,55 @@ def _parse(f, raw, source):
     raise ConfigError(f"has an unsupported type {get_args(f.type) or f.type}")  # pragma: no cover
 
 
-def _describe(f):
+def _describe(f, environment=""):
     env = f.metadata["env"]
-    return f"DEPLOY['{f.name}']" + (f" (environment variable {env})" if env else "")
+    where = f"DEPLOY['environments'][{environment!r}]" if environment else "DEPLOY"
+    return f"{where}['{f.name}']" + (f" (environment variable {env})" if env else "")
 
 
-def load_config(deploy=None, environ=None):
-    """Build and validate a :class:`DeployConfig`; raise :class:`ConfigError` on a bad value."""
+# Settings an environment cannot change: the list itself, and what all environments share.
+_NOT_PER_ENVIRONMENT = {"environments", "environment", "github_repository"}
+
+
+def environment_names(deploy):
+    environments = deploy.get("environments") or {}
+    return list(environments) if isinstance(environments, dict) else []
+
+
+def select_environment(deploy, name):
+    """``deploy`` with the settings of environment ``name`` laid over it."""
+    known = environment_names(deploy)
+    if not known:
+        raise ConfigError(
+            f"Unknown environment {name!r}: DEPLOY['environments'] declares none. Declare them in "
+            "settings.DEPLOY['environments'], for example {'staging': {...}, 'production': {...}} "
+            "(docs/delivery.md), or leave out --environment."
+        )
+    if name not in known:
+        raise ConfigError(
+            f"Unknown environment {name!r}: the known ones are {', '.join(sorted(known))} (DEPLOY['environments'])."
+        )
+    overrides = deploy["environments"][name]
+    if not isinstance(overrides, dict):
+        raise ConfigError(
+            f"DEPLOY['environments'][{name!r}] must be a dict of settings, not {type(overrides).__name__}."
+        )
+    return {**deploy, **overrides, "environment": name}
+
+
+def load_config(deploy=None, environ=None, environment=None):
+    """Build and validate a :class:`DeployConfig`; raise :class:`ConfigError` on a bad value.
+
+    With ``environment``, that entry of ``DEPLOY['environments']`` is laid over ``deploy`` first.
+    """
     deploy = dict(deploy or {})
+    overridden = set()
+    if environment:
+        merged = select_environment(deploy, environment)
+        overridden = {k for k in deploy["environments"][environment]}
+        deploy = merged
+    elif "environment" in deploy:
+        raise ConfigError("DEPLOY['environment'] is set by --environment, not in settings; remove it.")
     environ = os.environ if environ is None else environ
     known = {f.name: f for f in setting_fields()}
     unknown = sorted(set(deploy) - set(known))
@@ -646,6 +792,17 @@ def load_config(deploy=None, environ=None):
         raise ConfigError(
             f"DEPLOY has unknown setting(s): {hints}. The settings are listed in docs/reference/configuration.md."
         )
+    if environment:
+        bad = sorted(overridden & _NOT_PER_ENVIRONMENT)
+        if bad:
+            raise ConfigError(
+                f"DEPLOY['environments'][{environment!r}] sets {', '.join(map(repr, bad))}, which all environments "
+                "share: set it once in DEPLOY."
+            )
+
+    def describe(f):
+        return _describe(f, environment if f.name in overridden else "")
+
     values = {}
     for name, f in known.items():
         env_name = f.metadata["env"]
@@ -658,7 +815,7 @@ def load_config(deploy=None, environ=None):
         try:
             values[name] = _parse(f, raw, source)
         except ConfigError as exc:
-            raise ConfigError(f"{_describe(f)} {exc}; got {_preview(raw)}.") from None
+            raise ConfigError(f"{describe(f)} {exc}; got {_preview(raw)}.") from None
     config = DeployConfig(**values)
     for f in setting_fields():
         value = getattr(config, f.name)
@@ -670,7 +827,7 @@ def load_config(deploy=None, environ=None):
             allowed = check(value)
             problem = f"must be {allowed}" if allowed else None
         if problem:
-            raise ConfigError(f"{_describe(f)} {problem}; got {_preview(value)}.")
+            raise ConfigError(f"{describe(f)} {problem}; got {_preview(value)}.")
     _check_together(config)
     return config
 
@@ -741,12 +898,21 @@ cpu_millis = _cpu_millis
 memory_bytes = _bytes
 
 
-def get_config():
-    """The configuration of this project: ``settings.DEPLOY`` and the environment."""
+def get_config(environment=None):
+    """The configuration of this project: ``settings.DEPLOY`` and the environment.
+
+    ``environment`` names an entry of ``DEPLOY['environments']`` (``--environment``).
+    """
     deploy = getattr(settings, "DEPLOY", {})
     if not isinstance(deploy, dict):
         raise ConfigError(f"settings.DEPLOY must be a dict, not {type(deploy).__name__}.")
-    return load_config(deploy)
+    return load_config(deploy, environment=environment)
+
+
+def get_environment_names():
+    """The names declared in ``settings.DEPLOY['environments']``, in their order."""
+    deploy = getattr(settings, "DEPLOY", {})
+    return environment_names(deploy) if isinstance(deploy, dict) else []
 
 
 def get_secrets(environ=None):

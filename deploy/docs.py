@@ -17,7 +17,7 @@ from django.core.management import load_command_class
 from deploy.conf import describe_settings, load_config
 from deploy.k8s.render import render_manifests, to_yaml
 
-COMMANDS = ("k8s_deploy", "migrate_from_sqlite", "eks_kubeconfig", "aws_provision", "deploy_docs")
+COMMANDS = ("k8s_deploy", "migrate_from_sqlite", "eks_kubeconfig", "aws_provision", "deploy_pipeline", "deploy_docs")
 COMPONENT_TITLES = {
     "base": "Namespace, quota and service account",
     "app": "The application",
@@ -46,7 +46,14 @@ def configuration_page():
         "the setting and what is allowed.",
         "",
         "Secret values never go in `DEPLOY`: `k8s_deploy` reads them from the environment when it applies "
-        "(`DEPLOY_SECRET_KEY`, `DEPLOY_POSTGRES_PASSWORD`, `DEPLOY_REDIS_PASSWORD`).",
+        "(`DEPLOY_SECRET_KEY`, `DEPLOY_POSTGRES_PASSWORD`, `DEPLOY_REDIS_PASSWORD`), or, when `secrets_name` is "
+        "set, from that AWS Secrets Manager secret.",
+        "",
+        "Environments: `DEPLOY['environments']` names environments (such as `staging` and `production`), each a "
+        "dict of the settings below that it changes; `--environment NAME` (`k8s_deploy`, `aws_provision`, "
+        "`eks_kubeconfig`) lays that dict over `DEPLOY`. Precedence: environment variable, then the selected "
+        "environment, then `DEPLOY`, then the default. An unknown name stops the command and lists the known "
+        "ones. See [Continuous delivery](../delivery.md).",
         "",
         "| setting | type | default | environment variable | meaning |",
         "|---|---|---|---|---|",
@@ -56,7 +63,8 @@ def configuration_page():
         if row["choices"]:
             meaning += " One of: " + ", ".join(f"`{c}`" for c in row["choices"]) + "."
         lines.append(
-            f"| `{row['name']}` | {row['type']} | {_value(row['default'])} | `{row['env']}` | "
+            f"| `{row['name']}` | {row['type']} | {_value(row['default'])} | "
+            f"{'`' + row['env'] + '`' if row['env'] else '—'} | "
             f"{meaning.replace('|', '\\|')} |"
         )
     return "\n".join(lines) + "\n"

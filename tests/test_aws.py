@@ -409,3 +409,20 @@ def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_kubeconfig_for_an_environment_takes_its_cluster_and_region(aws, settings):
+    make_cluster(aws, name="shop-staging")
+    settings.DEPLOY = {
+        "environments": {"staging": {"eks_cluster": "shop-staging", "aws_region": REGION}, "production": {}}
+    }
+    out = StringIO()
+    call_command("eks_kubeconfig", "--environment", "staging", stdout=out)
+    config = yaml.safe_load(out.getvalue())
+    assert config["users"][0]["user"]["exec"]["args"][-3:] == ["shop-staging", "--output", "json"]
+    with pytest.raises(
+        CommandError, match=r"Environment 'production' names no EKS cluster: set DEPLOY\['environments'\]"
+    ):
+        call_command("eks_kubeconfig", "--environment", "production", stdout=StringIO())
+    with pytest.raises(CommandError, match=r"Name the EKS cluster .* or pass --environment NAME"):
+        call_command("eks_kubeconfig", stdout=StringIO())

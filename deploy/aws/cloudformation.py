@@ -93,7 +93,7 @@ def check_settings(config):
 def render_template(config):
     count = check_settings(config)
     app = config.app_name
-    cluster_name = names.truncate(f"{app}-cluster")
+    cluster_name = infra_cluster_name(config)
     zones = config.aws_availability_zones
     resources, outputs = {}, {}
 
@@ -389,20 +389,26 @@ def render_template(config):
                 "SecurityGroups": [{"Ref": "StaticFilesSecurityGroup"}],
             },
         }
-    resources["Repository"] = {"Type": "AWS::ECR::Repository", "DeletionPolicy": "Retain",
+    owns_repository = repository_owner(config)
+    repository = {"Type": "AWS::ECR::Repository", "DeletionPolicy": "Retain",
                                "UpdateReplacePolicy": "Retain", "Properties": {
         "RepositoryName": _repository(config), "ImageTagMutability": "IMMUTABLE",
         "ImageScanningConfiguration": {"ScanOnPush": True}, "EncryptionConfiguration": {"EncryptionType": "AES256"},
         "LifecyclePolicy": {"LifecyclePolicyText": json.dumps(LIFECYCLE)}}}  # fmt: skip
+    if owns_repository:
+        resources["Repository"] = repository
     outputs = {
         "ClusterName": {"Description": "DEPLOY['eks_cluster']", "Value": {"Ref": "Cluster"}},
         "EfsFileSystemId": {"Description": "DEPLOY['efs_file_system_id']", "Value": {"Ref": "StaticFiles"}},
-        "RepositoryUri": {"Description": "DEPLOY['image_repository']",
-                          "Value": {"Fn::GetAtt": ["Repository", "RepositoryUri"]}},
         "AppRoleArn": {"Description": "DEPLOY['app_role_arn']", "Value": {"Fn::GetAtt": ["AppRole", "Arn"]}},
         "VpcId": {"Description": "The VPC", "Value": {"Ref": "Vpc"}},
         "VpcCidr": {"Description": "DEPLOY['vpc_cidr']", "Value": config.vpc_cidr},
     }  # fmt: skip
+    if owns_repository:
+        outputs["RepositoryUri"] = {
+            "Description": "DEPLOY['image_repository']",
+            "Value": {"Fn::GetAtt": ["Repository", "RepositoryUri"]},
+        }
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"Infrastructure of {app}: VPC, EKS, EFS, ECR (rendered by manage.py aws_provision)",
@@ -429,8 +435,24 @@ def to_text(template):
 # --- the stack -----------------------------------------------------------------------
 
 
+def _scoped(config):
+    """The app's name, and the environment's after it when one is selected (each environment its own stack)."""
+    return f"{config.app_name}-{config.environment}" if config.environment else config.app_name
+
+
 def stack_name(config):
-    return config.aws_stack_name or names.truncate(f"{config.app_name}-infra")
+    return config.aws_stack_name or names.truncate(f"{_scoped(config)}-infra")
+
+
+def infra_cluster_name(config):
+    """The EKS cluster the stack creates: APP-cluster, or APP-ENVIRONMENT-cluster for an environment."""
+    return names.truncate(f"{_scoped(config)}-cluster")
+
+
+def repository_owner(config):
+    """Whether this stack creates the ECR repository: one image, promoted by digest, lives in the first
+    environment's stack (or the only stack); the other environments pull from it."""
+    return not config.environment or config.environment == next(iter(config.environments), None)
 
 
 def current_template(cloudformation, name):
@@ -447,7 +469,7 @@ def current_template(cloudformation, name):
     return body, stacks[0]["StackStatus"]
 
 
-def plan_change_set(cloudformation, name, template, exists):
+def plan_change_set(cloudformation, name, template, exists, role_arn=""):
     kind = "UPDATE" if exists else "CREATE"
     change_set_name = f"aws-provision-{int(time.time())}"
     created = call(
@@ -458,6 +480,7 @@ def plan_change_set(cloudformation, name, template, exists):
         ChangeSetType=kind,
         TemplateBody=to_text(template),
         Capabilities=["CAPABILITY_NAMED_IAM", "CAPABILITY_IAM"],
+        **({"RoleARN": role_arn} if role_arn else {}),
     )
     for _ in range(600):
         described = cloudformation.describe_change_set(ChangeSetName=created["Id"], StackName=name)

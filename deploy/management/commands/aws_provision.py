@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deploy.aws import cloudformation as cfn
 from deploy.aws.session import AwsError, call, session
-from deploy.conf import ConfigError, get_config
+from deploy.conf import ConfigError, get_config, get_environment_names
 
 
 class Command(BaseCommand):
@@ -17,6 +17,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--environment", metavar="NAME", help="Provision this environment of DEPLOY['environments']."
+        )
+        parser.add_argument(
+            "--delivery",
+            action="store_true",
+            help="The delivery stack instead: the GitHub OIDC provider and the roles the pipeline assumes, for every "
+            "environment (or the --environment given).",
+        )
         parser.add_argument("--plan", action="store_true", help="Create a change set and show it; execute nothing.")
         parser.add_argument("--render", action="store_true", help="Print the template and stop (no AWS call).")
         parser.add_argument(
@@ -32,11 +41,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            config = get_config()
-            template = cfn.render_template(config)
+            config = get_config(options["environment"])
+            if options["delivery"]:
+                template, name = self._delivery(config, options["environment"])
+            else:
+                template, name = cfn.render_template(config), cfn.stack_name(config)
         except ConfigError as exc:
             raise CommandError(f"Invalid infrastructure settings: {exc}") from None
-        name = cfn.stack_name(config)
+        self.role_arn = config.aws_cloudformation_role_arn
         output = Path(options["output"] or f"build/cloudformation/{name}.json")
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(cfn.to_text(template))
@@ -51,6 +63,14 @@ class Command(BaseCommand):
             return self._apply(client, name, template, output, options)
         except AwsError as exc:
             raise CommandError(str(exc)) from None
+
+    def _delivery(self, config, environment):
+        from deploy.aws import delivery
+
+        names = [environment] if environment else get_environment_names()
+        environments = {name: get_config(name) for name in names}
+        name = delivery.delivery_stack_name(config) + (f"-{environment}" if environment else "")
+        return delivery.render_delivery_template(config, environments), name
 
     def _say(self, options, text):
         if not options["json"] and options["verbosity"] >= 1:
@@ -76,11 +96,14 @@ class Command(BaseCommand):
                 TemplateBody=cfn.to_text(template),
                 Capabilities=["CAPABILITY_NAMED_IAM", "CAPABILITY_IAM"],
                 OnFailure="ROLLBACK",
+                **({"RoleARN": self.role_arn} if self.role_arn else {}),
             )
             report["changes"] = [{"action": "Add", "resource": r, "type": v["Type"], "replacement": ""}
                                  for r, v in template["Resources"].items()]  # fmt: skip
             return self._finish(client, name, started, report, options)
-        change_set, changes = cfn.plan_change_set(client, name, template, exists=deployed is not None)
+        change_set, changes = cfn.plan_change_set(
+            client, name, template, exists=deployed is not None, role_arn=self.role_arn
+        )
         report["changes"] = changes
         for c in changes:
             self._say(options, f"  {c['action']:<8} {c['resource']:<34} {c['type']}"
@@ -118,7 +141,8 @@ class Command(BaseCommand):
             raise CommandError(f"Stack {name} ended {final}: {resource} ({kind}) failed: {reason}")
         self._say(options, f"Stack {name} is {final}. Deploy settings from its outputs:")
         for key, setting in (("ClusterName", "eks_cluster"), ("EfsFileSystemId", "efs_file_system_id"),
-                             ("RepositoryUri", "image_repository"), ("AppRoleArn", "app_role_arn")):  # fmt: skip
+                             ("RepositoryUri", "image_repository"), ("AppRoleArn", "app_role_arn"),
+                             ("CloudFormationRoleArn", "aws_cloudformation_role_arn")):  # fmt: skip
             if key in outputs:
                 self._say(options, f"  DEPLOY['{setting}'] = {outputs[key]!r}")
         return self._json(report, options)

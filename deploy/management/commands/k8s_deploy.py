@@ -31,6 +31,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
+            "--environment",
+            metavar="NAME",
+            help="Deploy this environment of DEPLOY['environments'] (such as staging or production).",
+        )
+        parser.add_argument(
             "--render", action="store_true", help="Print the manifests as one multi-document YAML and stop."
         )
         parser.add_argument(
@@ -96,7 +101,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.verbosity = options["verbosity"]
         try:
-            config = get_config()
+            config = get_config(options["environment"])
         except ConfigError as exc:
             raise CommandError(f"Invalid deploy configuration: {exc}") from None
         secrets = get_secrets()
@@ -184,6 +189,15 @@ class Command(BaseCommand):
                 "docs/deploying.md), or pass --skip-preflight to deploy anyway."
             )
 
+    def _read_secrets(self, config, options):
+        from deploy.aws.secrets import read_secrets
+        from deploy.aws.session import AwsError
+
+        try:
+            return read_secrets(self._aws_session(config, options), config.secrets_name)
+        except AwsError as exc:
+            raise CommandError(f"{exc} Nothing was applied.") from None
+
     def _push(self, config, options):
         import dataclasses
 
@@ -211,6 +225,8 @@ class Command(BaseCommand):
             return None
         if options["push"]:
             config = self._push(config, options)
+        if config.secrets_name:
+            secrets = self._read_secrets(config, options)
         writes = not (options["dry_run"] or options["diff"])
         if cluster_source.kind == "eks" and writes and not options["skip_preflight"]:
             self._preflight(cluster_source, cluster, config, options, stop=False)

@@ -1,0 +1,1 @@
+"""CI pipelines generated from the deploy settings (``manage.py deploy_pipeline``)."""
