@@ -163,3 +163,17 @@ def test_sqlite_affinity_follows_sqlites_rules():
     assert [preflight.sqlite_affinity(t) for t in ("real", "double precision", "decimal", "bool", "tsvector")] == [
         "real", "real", "numeric", "numeric", "numeric"
     ]  # fmt: skip
+
+
+def test_a_source_column_of_another_type_than_its_field_stores_is_named_with_its_exclude(schema_source, monkeypatch):
+    """As Wagtail's search index: the field (loaded for PostgreSQL) stores tsvector, the file has text."""
+    field = Visit._meta.get_field("note")
+    monkeypatch.setattr(field, "db_type", lambda connection: "tsvector")
+    source = open_source(schema_source)
+    try:
+        problems = preflight.structure_problems(source, [table_plan(Visit), table_plan(Place)])
+    finally:
+        source.close()
+    assert [(p.where, p.column) for p in problems] == [("schemaapp_visit", "note")]
+    assert "schemaapp.Visit.note (TextField) is tsvector here, but text in the source" in problems[0].message
+    assert "--exclude schemaapp.Visit" in problems[0].message

@@ -523,8 +523,7 @@ def target_type_problems(cursor, connection, plans):
     column of another type would refuse it or change it. Text types take each
     other's text (a ``varchar`` made ``text`` by hand is fine).
     """
-    wanted = {c.name: c.field.db_type(connection) for p in plans for c in p.columns}
-    oids = _regtypes(cursor, connection, {t for t in wanted.values() if t})
+    oids = _regtypes(cursor, connection, {c.field.db_type(connection) for p in plans for c in p.columns} - {None})
     cursor.execute(
         """
         SELECT r.relname, a.attname, a.atttypid::oid, format_type(a.atttypid, a.atttypmod), t.typcategory
