@@ -17,7 +17,8 @@ from django.db import connection
 
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# No test database: the test makes a PostgreSQL database of its own, named after the configured one.
+pytestmark = pytest.mark.slow
 
 MODELS = """
 from django.db import models

@@ -16,7 +16,8 @@ from django.db import connection
 
 from tests.conftest import PYTHON, ROOT, production_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# No test database: the test makes a PostgreSQL database of its own, named after the configured one.
+pytestmark = pytest.mark.slow
 
 SETTINGS = "tests.wagtail_project.settings"
 
