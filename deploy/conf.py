@@ -915,6 +915,16 @@ def get_environment_names():
     return environment_names(deploy) if isinstance(deploy, dict) else []
 
 
+def sqlite_source(environ=None):
+    """The SQLite file ``migrate_from_sqlite`` copies from without ``--source`` ('' if none).
+
+    ``SQLITE_SOURCE`` in the environment, then ``settings.SQLITE_SOURCE``: a project
+    that adds the deploy app needs nothing else (the app makes the database alias).
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get("SQLITE_SOURCE") or str(getattr(settings, "SQLITE_SOURCE", "") or "")
+
+
 def get_secrets(environ=None):
     environ = os.environ if environ is None else environ
     return DeploySecrets(**{name: environ.get(env, "") for name, env in DeploySecrets.ENV.items()})

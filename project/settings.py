@@ -109,17 +109,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A probe must not hang on an unreachable server.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 
-# The SQLite database that migrate_from_sqlite copies from. It is opened
-# read-only and the deploy app's router never migrates it.
-SQLITE_SOURCE = env.str("SQLITE_SOURCE", default="")
-if SQLITE_SOURCE:
-    DATABASES["sqlite_source"] = {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": f"file:{Path(SQLITE_SOURCE).resolve()}?mode=ro",
-        "OPTIONS": {"uri": True},
-        "TEST": {"MIGRATE": False},
-    }
-    DATABASE_ROUTERS = ["deploy.routers.SQLiteSourceRouter"]
+# The SQLite database that migrate_from_sqlite copies from is SQLITE_SOURCE
+# (or --source): the deploy app makes its read-only alias when the command
+# runs. The router keeps that alias out of migrate, should it ever be defined.
+DATABASE_ROUTERS = ["deploy.routers.SQLiteSourceRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -23,8 +23,10 @@ from project.settings import INSTALLED_APPS, STORAGES  # noqa: E402
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Models that exist only in the tests, so that the SQLite copy is shown to
-# work for any project's models, custom fields included.
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+# work for any project's models, custom fields included (testapp), and the
+# schemas of real projects: inheritance, squashed migrations, keys without
+# constraints (schemaapp).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp", "tests.schemaapp"]
 
 # The SQLite source alias exists from the start, so that tests may list it in
 # their databases; migrate_from_sqlite --source points it at each test's file.

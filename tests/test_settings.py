@@ -44,8 +44,10 @@ import django, sys
 django.setup()
 from django.conf import settings
 from django.db import connections
-print(settings.DATABASE_ROUTERS)
-with connections["sqlite_source"].cursor() as cursor:
+from deploy.sqlite.source import open_source
+print(sorted(settings.DATABASES))
+source = open_source()  # no --source: SQLITE_SOURCE
+with connections[source.alias].cursor() as cursor:
     cursor.execute("SELECT v FROM t")
     print(cursor.fetchall())
     try:
@@ -65,8 +67,8 @@ def test_sqlite_source_is_a_read_only_alias(tmp_path):
     env = production_env(SQLITE_SOURCE=path)
     result = subprocess.run([PYTHON, "-c", SOURCE_PROBE], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    routers, rows, error = result.stdout.splitlines()
-    assert routers == "['deploy.routers.SQLiteSourceRouter']"
+    aliases, rows, error = result.stdout.splitlines()
+    assert aliases == "['default']"  # the settings define no source alias: the deploy app makes it
     assert rows == "[('ä',)]"
     assert error == "OperationalError attempt to write a readonly database"
     assert path.read_bytes() == before

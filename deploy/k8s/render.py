@@ -29,7 +29,18 @@ import yaml
 from deploy.conf import DeploySecrets
 from deploy.k8s import names, observability
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "k8s_templates"
+
+def _builtin_templates():
+    """The templates that come with the deploy app.
+
+    In this repository they are its top-level ``k8s_templates/``; ``pip install``
+    ships them inside the app, as ``deploy/k8s_templates/`` (see pyproject.toml).
+    """
+    installed = Path(__file__).resolve().parents[1] / "k8s_templates"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "k8s_templates"
+
+
+BUILTIN_TEMPLATES = _builtin_templates()
 REDACTED = "<redacted>"
 
 # Apply order (server-side apply goes rank by rank; prune and delete go backwards).

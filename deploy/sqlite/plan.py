@@ -390,9 +390,20 @@ def copied_models(exclude=()):
     return models, skipped
 
 
+def table_columns(model):
+    """The fields whose columns are in the model's own table, in table order.
+
+    ``local_concrete_fields``: a multi-table-inheritance child's table holds its own
+    fields and the link to its parent (the parent's fields live in the parent's
+    table, copied as a model of its own). Generated columns are PostgreSQL's to
+    compute: they are neither written nor compared.
+    """
+    return [f for f in model._meta.local_concrete_fields if not getattr(f, "generated", False)]
+
+
 def table_plan(model, rows=0):
     opts = model._meta
-    columns = tuple(Column(f.column, f.attname, f, stored_type(f)) for f in opts.concrete_fields)
+    columns = tuple(Column(f.column, f.attname, f, stored_type(f)) for f in table_columns(model))
     pk = next(c for c in columns if c.field is opts.pk)
     return TablePlan(model=model, label=opts.label, table=opts.db_table, pk=pk, columns=columns, rows=rows)
 

@@ -11,7 +11,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass
 
-from django.db import connections
+from django.db import DatabaseError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
 from django.utils.dateparse import parse_date, parse_datetime, parse_time
@@ -20,6 +20,7 @@ from deploy.sqlite import state
 from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES, fast_checks
 
 MAX_PER_CHECK = 20
+INTEGER_OIDS = {20, 21, 23}  # bigint, smallint, integer
 # Rows that Django's own migrate creates (post_migrate); a copy replaces them.
 MIGRATE_CREATED = {"contenttypes.contenttype", "auth.permission", "sites.site"}
 
@@ -63,6 +64,7 @@ def structure_problems(source, plans):
     """Migrations, tables and columns: the source is the database this code expects."""
     raw = source.raw
     problems = _migration_problems(source)
+    migrated = not problems
     existing = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for plan in plans:
         if plan.table not in existing:
@@ -70,10 +72,74 @@ def structure_problems(source, plans):
                 Problem(plan.table, f"table of {plan.label} is missing from the source: apply its migrations there")
             )
             continue
-        columns = {row[1] for row in raw.execute(f"PRAGMA table_info({_q(plan.table)})")}
-        missing = [c for c in plan.column_names if c not in columns]
+        declared = {row[1]: row[2] for row in raw.execute(f"PRAGMA table_info({_q(plan.table)})")}
+        missing = [c for c in plan.column_names if c not in declared]
+        if missing and migrated:
+            # Every migration is applied, yet the model has columns the file lacks: its fields depend on the
+            # database vendor (Wagtail's search index has text columns only in PostgreSQL).
+            problems.append(
+                Problem(
+                    plan.table,
+                    f"columns of {plan.label} missing from the source: {', '.join(missing)}: its fields differ by "
+                    f"database vendor, so the copy cannot fill them. Leave the model out with --exclude "
+                    f"{exclude_label(plan)} and rebuild its rows on PostgreSQL (a search index with its own "
+                    "command, e.g. Wagtail's update_index)",
+                )
+            )
         if missing:
-            problems.append(Problem(plan.table, f"columns missing from the source: {', '.join(missing)}"))
+            if not migrated:
+                problems.append(Problem(plan.table, f"columns missing from the source: {', '.join(missing)}"))
+            continue
+        problems += _vendor_type_problems(plan, declared, connections[source.alias])
+    return problems
+
+
+def sqlite_affinity(declared):
+    """SQLite's type affinity of a declared column type (its rules, in their order)."""
+    declared = (declared or "").upper()
+    if "INT" in declared:
+        return "integer"
+    if any(word in declared for word in ("CHAR", "CLOB", "TEXT")):
+        return "text"
+    if "BLOB" in declared or not declared:
+        return "blob"
+    if any(word in declared for word in ("REAL", "FLOA", "DOUB")):
+        return "real"
+    return "numeric"
+
+
+def exclude_label(plan):
+    """What --exclude takes to leave this table out: an automatic many-to-many table follows its model."""
+    owner = plan.model._meta.auto_created
+    return owner._meta.label if owner else plan.label
+
+
+def _vendor_problem(plan, column, said):
+    field = column.field
+    return Problem(
+        plan.table,
+        f"{plan.label}.{field.name} ({type(field).__name__}) {said}: its field differs by database vendor, so the "
+        f"copy cannot carry its values. Leave the model out with --exclude {exclude_label(plan)} and rebuild its "
+        "rows on PostgreSQL (a search index with its own command, e.g. Wagtail's update_index)",
+        column=column.name,
+    )
+
+
+def _vendor_type_problems(plan, declared, sqlite_connection):
+    """Columns whose source type is not what the field (as this code defines it) stores in SQLite.
+
+    Some apps define a field by the database vendor they run on (Wagtail's search
+    index: text in SQLite, ``tsvector`` in PostgreSQL): the model loaded for the copy
+    is PostgreSQL's, the file was made by SQLite's. Types are compared by SQLite's
+    affinity, so spellings from older Django versions (``bool``, ``integer unsigned``)
+    agree with today's.
+    """
+    problems = []
+    for column in plan.columns:
+        expected = column.field.db_type(sqlite_connection)
+        if expected is None or sqlite_affinity(expected) == sqlite_affinity(declared[column.name]):
+            continue
+        problems.append(_vendor_problem(plan, column, f"is {expected} here, but {declared[column.name]} in the source"))
     return problems
 
 
@@ -202,7 +268,7 @@ def _migration_problems(source):
                 "with this code (DATABASE_URL=sqlite:///COPY python manage.py migrate), then copy from it.",
             )
         )
-    unknown = sorted(f"{a}.{n}" for a, n in set(loader.applied_migrations) - set(loader.graph.nodes))
+    unknown = sorted(f"{a}.{n}" for a, n in unknown_migrations(loader))
     if unknown:
         problems.append(
             Problem(
@@ -212,6 +278,20 @@ def _migration_problems(source):
             )
         )
     return problems
+
+
+def unknown_migrations(loader):
+    """Applied migrations the code does not know, judged as Django's ``MigrationLoader`` judges them.
+
+    A recorded name is known when it is a node of the graph, or one that a node
+    replaces: applying a squashed migration records every name it replaces, and
+    a file applied before the squash keeps its own name (``Migration.replaces``).
+    """
+    known = set(loader.graph.nodes)
+    for key, migration in {**loader.disk_migrations, **loader.replacements}.items():
+        known.add(key)
+        known.update(tuple(replaced) for replaced in migration.replaces)
+    return set(loader.applied_migrations) - known
 
 
 def _checks(plan, target_ops):
@@ -396,6 +476,7 @@ def target_problems(alias, plans, truncate=False, resume=False):
         )
         return problems
     with connection.cursor() as cursor:
+        problems += target_type_problems(cursor, connection, plans)
         run = state.current_run(cursor)
         if run and not (resume or truncate):
             problems.append(
@@ -419,4 +500,69 @@ def target_problems(alias, plans, truncate=False, resume=False):
                         "use --truncate to empty the copied tables first",
                     )
                 )
+    return problems
+
+
+def _regtypes(cursor, connection, names):
+    """{type as a field declares it: the oid of its base type, or None if PostgreSQL cannot name it}."""
+    oids = {}
+    for name in sorted(names):
+        try:
+            with transaction.atomic(using=connection.alias):
+                cursor.execute("SELECT to_regtype(%s)::oid", [name])
+                oids[name] = cursor.fetchone()[0]
+        except DatabaseError:
+            oids[name] = None
+    return oids
+
+
+def target_type_problems(cursor, connection, plans):
+    """Columns of the target whose type is not the one their field makes (changed by hand, or by vendor).
+
+    The copy writes the source's text (or the field's value) into each column; a
+    column of another type would refuse it or change it. Text types take each
+    other's text (a ``varchar`` made ``text`` by hand is fine).
+    """
+    oids = _regtypes(cursor, connection, {c.field.db_type(connection) for p in plans for c in p.columns} - {None})
+    cursor.execute(
+        """
+        SELECT r.relname, a.attname, a.atttypid::oid, format_type(a.atttypid, a.atttypmod), t.typcategory
+        FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid
+        WHERE r.oid = ANY(%s::regclass[]) AND a.attnum > 0 AND NOT a.attisdropped
+        """,
+        [[_q(p.table) for p in plans]],
+    )
+    actual = {(table, column): (oid, name, category) for table, column, oid, name, category in cursor.fetchall()}
+    cursor.execute("SELECT oid, typcategory FROM pg_type WHERE oid = ANY(%s)", [[o for o in oids.values() if o]])
+    categories = dict(cursor.fetchall())
+    problems = []
+    for plan in plans:
+        for column in plan.columns:
+            expected = column.field.db_type(connection)
+            found = actual.get((plan.table, column.name))
+            if found is None:
+                problems.append(
+                    Problem(
+                        plan.table,
+                        f"the target has no column {column.name}: migrate it with this code "
+                        f"(python manage.py migrate --database {connection.alias})",
+                        column=column.name,
+                    )
+                )
+                continue
+            oid, name, category = found
+            want = oids.get(expected)
+            if want is None or want == oid or (category == "S" and categories.get(want) == "S"):
+                continue
+            if oid in INTEGER_OIDS and want in INTEGER_OIDS:
+                continue  # a key Django made bigint since: the values' range is checked row by row
+            problems.append(
+                Problem(
+                    plan.table,
+                    f"{plan.label}.{column.field.name} ({type(column.field).__name__}) makes {expected}, but the "
+                    f"target's column is {name}: the copy cannot carry the source's values into it. Migrate the "
+                    f"target with this code, or leave the model out with --exclude {exclude_label(plan)}",
+                    column=column.name,
+                )
+            )
     return problems

@@ -1,9 +1,12 @@
 """The SQLite source: a database alias for the ORM, and a raw read-only connection.
 
 The alias (``sqlite_source`` unless ``DEPLOY_SQLITE_ALIAS`` says otherwise)
-is the one the settings define from ``SQLITE_SOURCE``; ``--source PATH``
-defines it at run time. Either way the file is opened with ``mode=ro``, and
-the deploy app's router never migrates it.
+is made here, at run time, for the file ``--source PATH`` names, or else
+``SQLITE_SOURCE`` (the environment, then settings): a project that adds the
+deploy app to ``INSTALLED_APPS`` needs nothing more. A project may still
+define the alias in ``DATABASES`` itself; it is used when neither says a
+file. Either way the file is opened with ``mode=ro``, and the deploy app's
+router (if the project lists it) keeps the alias out of ``migrate``.
 
 The copy reads through a second, raw ``sqlite3`` connection to the same file:
 Django's SQLite connection converts values to Python objects as it reads
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from deploy import conf
 from deploy.routers import source_alias
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -49,9 +53,21 @@ def read_only_uri(path):
     return f"file:{Path(path).resolve()}?mode=ro"
 
 
+def alias_settings(path):
+    """The source alias's ``DATABASES`` entry: the file, read-only, never migrated (built only here)."""
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": read_only_uri(path),
+        "OPTIONS": {"uri": True},
+        "TEST": {"MIGRATE": False},
+    }
+
+
 def open_source(path=None):
     """Open the SQLite source read-only; raise :class:`SourceError` if it cannot be used."""
     alias = source_alias()
+    if path is None:
+        path = conf.sqlite_source() or None
     if path is None:
         if alias not in connections.settings:
             raise SourceError(
@@ -64,12 +80,7 @@ def open_source(path=None):
     with open(path, "rb") as handle:
         if handle.read(16) != SQLITE_MAGIC:
             raise SourceError(f"{path} is not a SQLite database (its header is not 'SQLite format 3').")
-    settings_dict = {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": read_only_uri(path),
-        "OPTIONS": {"uri": True},
-        "TEST": {"MIGRATE": False},
-    }
+    settings_dict = alias_settings(path)
     current = connections.settings.get(alias)
     if current is None or _path_of_alias(alias).resolve() != path.resolve():
         if current is not None:

@@ -186,12 +186,17 @@ def check_sequences(plans, target_alias, report):
 
 
 def foreign_keys(plans):
-    """(plan, field) for every foreign key (or one-to-one) column of the planned tables."""
+    """(plan, field) for every foreign key (or one-to-one) column of the planned tables that is a constraint.
+
+    A key declared ``db_constraint=False`` may point at a row that is gone on
+    purpose (a log entry of a deleted page): its value is data, copied and
+    compared like any other, never an orphan.
+    """
     return [
-        (plan, f)
+        (plan, c.field)
         for plan in plans
-        for f in plan.model._meta.concrete_fields
-        if f.is_relation and (f.many_to_one or f.one_to_one)
+        for c in plan.columns
+        if c.field.is_relation and (c.field.many_to_one or c.field.one_to_one) and c.field.db_constraint
     ]
 
 
