@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from deploy.tls import https_marker
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -156,16 +158,20 @@ STORAGES = {
 
 # --- Security --------------------------------------------------------------
 
-# TLS ends at the load balancer, which says so in X-Forwarded-Proto.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# TLS ends at the load balancer. How a request that came over HTTPS is known,
+# as META_KEY=value: HTTP_X_FORWARDED_PROTO=https behind a balancer that sends
+# X-Forwarded-Proto (the ALB), SERVER_PORT=8443 behind one that sends HTTPS to
+# its own port (the NLB), empty for "trust nothing". k8s_deploy sets it, with
+# the redirect and cookie settings, from DEPLOY['exposure'] (deploy/k8s/exposure.py).
+SECURE_PROXY_SSL_HEADER = https_marker(env.str("SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO=https"))
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # The probe and metrics paths answer plain HTTP from the kubelet and Prometheus.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^startupz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
