@@ -134,11 +134,16 @@ CACHES = {
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="app"),
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SOCKET_CONNECT_TIMEOUT": 2,
-            "SOCKET_TIMEOUT": 2,
+            # A cache outage degrades the site instead of failing it: errors read
+            # as misses (pages computed, sessions read from the database), after
+            # short time-outs so that a request does not wait on a dead server.
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": env.float("CACHE_CONNECT_TIMEOUT", default=0.5),
+            "SOCKET_TIMEOUT": env.float("CACHE_TIMEOUT", default=1.0),
         },
     },
 }
+# Sessions are written to the database and cached: they survive a cache outage.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=60)
 # /boom/ raises on purpose (log pipeline checks); off unless asked for.
