@@ -195,6 +195,11 @@ USE_TZ = True
 # --- Logging: one JSON object per line on stdout ---------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# Servers log on stdout; manage.py sets LOG_STREAM=stderr, so that a command's
+# own output (a --json report) stays alone on stdout.
+LOG_STREAM = env.str("LOG_STREAM", default="stdout")
+if LOG_STREAM not in ("stdout", "stderr"):
+    raise ImproperlyConfigured(f"LOG_STREAM must be 'stdout' or 'stderr', not {LOG_STREAM!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -203,7 +208,7 @@ LOGGING = {
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "stream": f"ext://sys.{LOG_STREAM}",
             "formatter": "json",
             "filters": ["request_id"],
         },
