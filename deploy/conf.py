@@ -284,7 +284,8 @@ class DeployConfig:
     extra_env: dict = setting(
         {},
         "DEPLOY_EXTRA_ENV",
-        "Extra non-secret environment variables of the app (a JSON object in the environment variable).",
+        "Extra non-secret environment variables of the app (a JSON object in the environment variable). "
+        "Variables the stack sets itself (DEBUG, ALLOWED_HOSTS, DATABASE_URL, SECURE_SSL_REDIRECT, …) are refused.",
         check=_extra_env,
     )
     # --- exposure ---
@@ -297,7 +298,9 @@ class DeployConfig:
     exposure: str = setting(
         "nlb",
         "DEPLOY_EXPOSURE",
-        "'nlb': a LoadBalancer Service for the AWS Load Balancer Controller; 'alb': an Ingress.",
+        "'nlb': a LoadBalancer Service (a Network Load Balancer; with certificate_arn it ends TLS on 443 and sends "
+        "to the pods' port 8443, and Django redirects HTTP; without one, plain HTTP only); 'alb': an Ingress (an "
+        "Application Load Balancer that ends TLS, redirects HTTP and sends X-Forwarded-Proto).",
         choices=("nlb", "alb"),
     )
     load_balancer_scheme: str = setting(
@@ -309,7 +312,8 @@ class DeployConfig:
     certificate_arn: str = setting(
         "",
         "DEPLOY_CERTIFICATE_ARN",
-        "ACM certificate for HTTPS; required with 'alb', optional with 'nlb'.",
+        "ACM certificate for HTTPS; required with 'alb'. With 'nlb' and none, the site is served over plain HTTP "
+        "(no redirect, cookies not Secure): set one for production.",
         check=_acm_arn,
     )
     vpc_cidr: str = setting(
@@ -371,7 +375,8 @@ class DeployConfig:
     postgres_backup_schedule: str = setting(
         "0 3 * * *",
         "DEPLOY_POSTGRES_BACKUP_SCHEDULE",
-        "When the backup CronJob runs pg_dump (cron syntax, UTC).",
+        "When the backup CronJob runs pg_dump (five cron fields, or @hourly, @daily, @weekly, @monthly, @yearly; "
+        "UTC).",
         check=_cron,
     )
     postgres_backup_size: str = setting(
