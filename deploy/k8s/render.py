@@ -170,7 +170,7 @@ def _check_extra_env(config):
     if clash:
         raise RenderError(
             f"DEPLOY['extra_env'] (environment variable DEPLOY_EXTRA_ENV) must not set {', '.join(clash)}: "
-            f"the stack sets {'it' if len(clash) == 1 else 'them'} from other settings (owned: {', '.join(owned)}). "
+            f"the stack owns {'it' if len(clash) == 1 else 'them'} (it sets or decides {', '.join(owned)}). "
             "Remove it from DEPLOY['extra_env'] and use the setting that owns it (docs/reference/configuration.md)."
         )
 
