@@ -375,8 +375,7 @@ class DeployConfig:
     postgres_backup_schedule: str = setting(
         "0 3 * * *",
         "DEPLOY_POSTGRES_BACKUP_SCHEDULE",
-        "When the backup CronJob runs pg_dump (five cron fields, or @hourly, @daily, @weekly, @monthly, @yearly; "
-        "UTC).",
+        "When the backup CronJob runs pg_dump (five cron fields, or @hourly, @daily, @weekly, @monthly, @yearly; UTC).",
         check=_cron,
     )
     postgres_backup_size: str = setting(
