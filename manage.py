@@ -5,6 +5,8 @@ import sys
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    # Log records on stderr: stdout is the command's own output (a --json report).
+    os.environ.setdefault("LOG_STREAM", "stderr")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 

@@ -34,7 +34,16 @@ _SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 _EFS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
-_CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+# (name, lowest, highest, names) of the five fields, as the CronJob controller parses them.
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
 class ConfigError(ValueError):
@@ -53,32 +62,32 @@ def setting(default, env=None, help="", choices=None, check=None, secret=False):
 
 
 def _dns_label(value):
-    if not _DNS_LABEL.match(value) or len(value) > 63:
+    if not _DNS_LABEL.fullmatch(value) or len(value) > 63:
         return "lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
     return None
 
 
 def _cpu(value):
-    return None if _CPU.match(value) else "a CPU quantity such as '250m', '1' or '1.5'"
+    return None if _CPU.fullmatch(value) else "a CPU quantity such as '250m', '1' or '1.5'"
 
 
 def _memory(value):
-    return None if _MEMORY.match(value) else "a memory quantity such as '512Mi' or '2Gi'"
+    return None if _MEMORY.fullmatch(value) else "a memory quantity such as '512Mi' or '2Gi'"
 
 
 def _image_repository(value):
-    ok = _IMAGE_REPOSITORY.match(value)
+    ok = _IMAGE_REPOSITORY.fullmatch(value)
     return None if ok else "an image repository such as '123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop'"
 
 
 def _image_tag(value):
     if value == "latest":
         return "a fixed tag (a version or a commit), not 'latest'"
-    return None if _IMAGE_TAG.match(value) else "letters, digits, '_', '.' and '-', at most 128 characters"
+    return None if _IMAGE_TAG.fullmatch(value) else "letters, digits, '_', '.' and '-', at most 128 characters"
 
 
 def _digest(value):
-    return None if not value or _DIGEST.match(value) else "empty, or 'sha256:' followed by 64 hex digits"
+    return None if not value or _DIGEST.fullmatch(value) else "empty, or 'sha256:' followed by 64 hex digits"
 
 
 def _positive(value):
@@ -94,7 +103,7 @@ def _at_least_two(value):
 
 
 def _hosts(value):
-    bad = [h for h in value if not _HOSTNAME.match(h)]
+    bad = [h for h in value if not _HOSTNAME.fullmatch(h)]
     if not value:
         return "at least one host name"
     return f"host names such as 'shop.example.com' ({', '.join(map(repr, bad))} is not one)" if bad else None
@@ -122,13 +131,13 @@ def _optional_cidr(value):
 def _acm_arn(value):
     return (
         None
-        if not value or _ACM_ARN.match(value)
+        if not value or _ACM_ARN.fullmatch(value)
         else "an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
     )
 
 
 def _efs_id(value):
-    return None if not value or _EFS_ID.match(value) else "an EFS file system id such as 'fs-0123456789abcdef0'"
+    return None if not value or _EFS_ID.fullmatch(value) else "an EFS file system id such as 'fs-0123456789abcdef0'"
 
 
 def _image(value):
@@ -139,7 +148,32 @@ def _image(value):
 
 
 def _cron(value):
-    return None if _CRON.match(value) else "a cron schedule such as '0 3 * * *'"
+    allowed = "a cron schedule of five fields such as '0 3 * * *', or @hourly, @daily, @weekly, @monthly, @yearly"
+    if value in _CRON_MACROS:
+        return None
+    fields = value.split(" ")
+    if len(fields) != len(_CRON_FIELDS) or not all(fields):
+        return allowed
+    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        if not all(_cron_item(item, low, high, names) for item in text.split(",")):
+            return f"{allowed} ({what} {text!r} is not one: values {low}-{high}, '*', ranges a-b, steps /n, lists)"
+    return None
+
+
+def _cron_item(item, low, high, names):
+    def number(text):
+        if text.lower() in names:
+            return names.index(text.lower()) + low
+        return int(text) if text.isascii() and text.isdigit() else None
+
+    span, _, step = item.partition("/")
+    if step and not (step.isascii() and step.isdigit() and int(step) >= 1):
+        return False
+    if span in ("*", "?"):
+        return True
+    first, _, last = span.partition("-")
+    first, last = number(first), number(last) if last else number(first)
+    return first is not None and last is not None and low <= first <= last <= high
 
 
 def _port(value):
@@ -148,7 +182,7 @@ def _port(value):
 
 def _extra_env(value):
     for name, item in value.items():
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             return f"environment variable names of letters, digits and '_' ({name!r} is not one)"
         if _SECRET_LOOKING.search(name):
             return (
@@ -161,7 +195,7 @@ def _extra_env(value):
 
 
 def _dns_name(value):
-    return None if not value or _HOSTNAME.match(value) or _is_ip(value) else "a host name or an IP address"
+    return None if not value or _HOSTNAME.fullmatch(value) or _is_ip(value) else "a host name or an IP address"
 
 
 def _is_ip(value):
@@ -286,7 +320,8 @@ class DeployConfig:
     extra_env: dict = setting(
         {},
         "DEPLOY_EXTRA_ENV",
-        "Extra non-secret environment variables of the app (a JSON object in the environment variable).",
+        "Extra non-secret environment variables of the app (a JSON object in the environment variable). "
+        "Variables the stack sets itself (DEBUG, ALLOWED_HOSTS, DATABASE_URL, SECURE_SSL_REDIRECT, …) are refused.",
         check=_extra_env,
     )
     # --- exposure ---
@@ -299,7 +334,9 @@ class DeployConfig:
     exposure: str = setting(
         "nlb",
         "DEPLOY_EXPOSURE",
-        "'nlb': a LoadBalancer Service for the AWS Load Balancer Controller; 'alb': an Ingress.",
+        "'nlb': a LoadBalancer Service (a Network Load Balancer; with certificate_arn it ends TLS on 443 and sends "
+        "to the pods' port 8443, and Django redirects HTTP; without one, plain HTTP only); 'alb': an Ingress (an "
+        "Application Load Balancer that ends TLS, redirects HTTP and sends X-Forwarded-Proto).",
         choices=("nlb", "alb"),
     )
     load_balancer_scheme: str = setting(
@@ -311,7 +348,8 @@ class DeployConfig:
     certificate_arn: str = setting(
         "",
         "DEPLOY_CERTIFICATE_ARN",
-        "ACM certificate for HTTPS; required with 'alb', optional with 'nlb'.",
+        "ACM certificate for HTTPS; required with 'alb'. With 'nlb' and none, the site is served over plain HTTP "
+        "(no redirect, cookies not Secure): set one for production.",
         check=_acm_arn,
     )
     vpc_cidr: str = setting(
@@ -373,7 +411,7 @@ class DeployConfig:
     postgres_backup_schedule: str = setting(
         "0 3 * * *",
         "DEPLOY_POSTGRES_BACKUP_SCHEDULE",
-        "When the backup CronJob runs pg_dump (cron syntax, UTC).",
+        "When the backup CronJob runs pg_dump (five cron fields, or @hourly, @daily, @weekly, @monthly, @yearly; UTC).",
         check=_cron,
     )
     postgres_backup_size: str = setting(
@@ -409,7 +447,7 @@ class DeployConfig:
         "256mb",
         "DEPLOY_REDIS_MAX_MEMORY",
         "Redis maxmemory; keys are evicted LRU beyond it (cache only).",
-        check=lambda v: None if re.match(r"^\d+(kb|mb|gb)$", v) else "a Redis size such as '256mb'",
+        check=lambda v: None if re.fullmatch(r"\d+(kb|mb|gb)", v) else "a Redis size such as '256mb'",
     )
     # --- cluster policy ---
     quota_cpu_requests: str = setting(
@@ -485,7 +523,7 @@ class DeployConfig:
         "https://docs.example.com/django-k8s-aws/runbooks",
         "DEPLOY_RUNBOOK_URL",
         "Where docs/runbooks.md is published; every alert links to its section there.",
-        check=lambda v: None if re.match(r"^https?://[^ ]+$", v) else "an http(s) URL",
+        check=lambda v: None if re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", v) else "an http(s) URL",
     )
     logging: bool = setting(True, "DEPLOY_LOGGING", "Collect the app's JSON logs (EFK).")
     elasticsearch_replicas: int = setting(
@@ -543,7 +581,7 @@ class DeployConfig:
         "IAM role of the app's ServiceAccount (IRSA annotation), when the app calls AWS APIs.",
         check=lambda v: (
             None
-            if not v or re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$", v)
+            if not v or re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", v, re.ASCII)
             else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
         ),
     )
@@ -820,16 +858,32 @@ def load_config(deploy=None, environ=None, environment=None):
     for f in setting_fields():
         value = getattr(config, f.name)
         choices, check = f.metadata["choices"], f.metadata["check"]
-        problem = None
-        if choices and value not in choices:
+        problem = _control_characters(value)
+        if problem is None and choices and value not in choices:
             problem = f"must be one of {', '.join(map(repr, choices))}"
-        elif check:
+        elif problem is None and check:
             allowed = check(value)
             problem = f"must be {allowed}" if allowed else None
         if problem:
             raise ConfigError(f"{describe(f)} {problem}; got {_preview(value)}.")
     _check_together(config)
     return config
+
+
+def _control_characters(value):
+    """A newline or other control character in a text value: names, images, hosts, keys.
+
+    The values of DEPLOY['extra_env'] may hold newlines: they stay one quoted YAML value.
+    """
+    if isinstance(value, dict):
+        texts = list(map(str, value))
+    elif isinstance(value, list):
+        texts = value
+    else:
+        texts = [value] if isinstance(value, str) else []
+    if any(_CONTROL.search(text) for text in texts):
+        return "must be free of newlines and other control characters"
+    return None
 
 
 def _preview(value):

@@ -12,8 +12,10 @@ import tempfile
 from pathlib import Path
 
 from deploy.logging import gunicorn_logconfig
+from deploy.tls import gunicorn_secure_scheme_headers
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# One address, or several separated by commas (the NLB's TLS offload port beside 8000).
+bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "0.0.0.0:8000").split(",") if address.strip()]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
@@ -25,6 +27,10 @@ max_requests_jitter = max_requests // 10
 _SHM = "/dev/shm"  # noqa: S108 - tmpfs by design, not a shared temporary file
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", _SHM if Path(_SHM).is_dir() else None)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+# The scheme header gunicorn trusts is the one Django trusts (deploy/tls.py), none when HTTPS is told by the port.
+secure_scheme_headers = gunicorn_secure_scheme_headers(
+    os.environ.get("SECURE_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO=https")
+)
 
 accesslog = "-"
 errorlog = "-"

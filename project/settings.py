@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from deploy.tls import https_marker
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -125,11 +127,16 @@ CACHES = {
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="app"),
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SOCKET_CONNECT_TIMEOUT": 2,
-            "SOCKET_TIMEOUT": 2,
+            # A cache outage degrades the site instead of failing it: errors read
+            # as misses (pages computed, sessions read from the database), after
+            # short time-outs so that a request does not wait on a dead server.
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": env.float("CACHE_CONNECT_TIMEOUT", default=0.5),
+            "SOCKET_TIMEOUT": env.float("CACHE_TIMEOUT", default=1.0),
         },
     },
 }
+# Sessions are written to the database and cached: they survive a cache outage.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=60)
 # /boom/ raises on purpose (log pipeline checks); off unless asked for.
@@ -149,16 +156,20 @@ STORAGES = {
 
 # --- Security --------------------------------------------------------------
 
-# TLS ends at the load balancer, which says so in X-Forwarded-Proto.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# TLS ends at the load balancer. How a request that came over HTTPS is known,
+# as META_KEY=value: HTTP_X_FORWARDED_PROTO=https behind a balancer that sends
+# X-Forwarded-Proto (the ALB), SERVER_PORT=8443 behind one that sends HTTPS to
+# its own port (the NLB), empty for "trust nothing". k8s_deploy sets it, with
+# the redirect and cookie settings, from DEPLOY['exposure'] (deploy/k8s/exposure.py).
+SECURE_PROXY_SSL_HEADER = https_marker(env.str("SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO=https"))
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # The probe and metrics paths answer plain HTTP from the kubelet and Prometheus.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^startupz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -177,6 +188,11 @@ USE_TZ = True
 # --- Logging: one JSON object per line on stdout ---------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# Servers log on stdout; manage.py sets LOG_STREAM=stderr, so that a command's
+# own output (a --json report) stays alone on stdout.
+LOG_STREAM = env.str("LOG_STREAM", default="stdout")
+if LOG_STREAM not in ("stdout", "stderr"):
+    raise ImproperlyConfigured(f"LOG_STREAM must be 'stdout' or 'stderr', not {LOG_STREAM!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -185,7 +201,7 @@ LOGGING = {
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "stream": f"ext://sys.{LOG_STREAM}",
             "formatter": "json",
             "filters": ["request_id"],
         },

@@ -97,10 +97,12 @@ class Gunicorn:
 
 @contextmanager
 def run_gunicorn(tmp_path, workers=2, **env_overrides):
-    port = free_port()
+    """gunicorn on a free port, or on ``GUNICORN_BIND`` (addresses separated by commas; the first is ``url``)."""
+    bind = env_overrides.pop("GUNICORN_BIND", None) or f"127.0.0.1:{free_port()}"
+    port = int(bind.split(",")[0].rpartition(":")[2])
     log_path = tmp_path / f"gunicorn-{port}.log"
     env = production_env(
-        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_BIND=bind,
         WEB_CONCURRENCY=workers,
         PROMETHEUS_MULTIPROC_DIR=tmp_path / f"metrics-{port}",
         **env_overrides,

@@ -30,14 +30,27 @@ def test_probe_middleware_lets_other_methods_through():
     assert Client(HTTP_HOST="10.0.0.7").post("/healthz").status_code == 400
 
 
-def test_readiness_reports_the_failed_check_without_internals(client, settings):
+def test_readiness_reports_a_cache_outage_as_degraded_not_unready(client, settings):
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
     response = client.get("/readyz")
     body = response.json()
-    assert response.status_code == 503
-    assert body == {"status": "fail", "checks": {"database": "ok", "cache": "unavailable"}}
+    assert response.status_code == 200
+    assert body == {"status": "degraded", "checks": {"database": "ok", "cache": "unavailable"}}
     assert "127.0.0.1" not in json.dumps(body)
     assert client.get("/healthz").status_code == 200
+
+
+def test_readiness_fails_only_on_the_database_and_hides_internals(client, monkeypatch):
+    from deploy.health import checks
+
+    def broken(self):
+        raise OSError("could not connect to db.internal:5432 as app with password hunter2")
+
+    monkeypatch.setattr(checks.DatabaseCheck, "run", broken)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "fail", "checks": {"database": "unavailable", "cache": "ok"}}
+    assert "hunter2" not in response.content.decode() and "db.internal" not in response.content.decode()
 
 
 def test_unapplied_migrations_fail_startup_but_not_readiness(client, monkeypatch):

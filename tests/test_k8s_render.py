@@ -197,7 +197,7 @@ def test_secrets_are_redacted_unless_asked_for():
         "postgres://app:p%40ss%3Aw%2Frd@django-app-postgres.django-app.svc:5432/app"
     )
     assert real[("django-app", "REDIS_URL")] == "redis://:r3d%21s@django-app-redis.django-app.svc:6379/0"
-    assert "requirepass r3d!s" in real[("django-app-redis", "redis.conf")]
+    assert 'requirepass "r3d\\x21s"' in real[("django-app-redis", "redis.conf")]
     for configmap in by_kind(render_manifests(config, SECRETS, redact=False), "ConfigMap"):
         assert not any(s in yaml.safe_dump(configmap) for s in ("s3cr3t", "p@ss", "r3d!s"))
 

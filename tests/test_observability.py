@@ -117,6 +117,7 @@ FIRING = {
         "1x60",
         {"namespace": "django-app", "deployment": "django-app-redis"},
     ),
+    "DjangoCacheUnavailable": ('deploy_cache_up{job="django-app", pod="web-1"}', "0x60", "1x60", {}),
     "VolumeNearlyFull": (None, None, None, {"namespace": "django-app", "persistentvolumeclaim": "data"}),
 }
 

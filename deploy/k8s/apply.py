@@ -15,7 +15,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 FIELD_MANAGER = "django-k8s-deploy"
-TIMEOUT = (5, 60)  # connect, read (seconds) for one request
+TIMEOUT = (5, 30)  # connect, read (seconds) for one request, unless the ApiClient says otherwise
 
 
 class ClusterError(Exception):
@@ -42,8 +42,8 @@ def _status_message(exc):
     return _status(exc).get("message") or str(exc.reason or exc)
 
 
-def explain(exc, doing):
-    """One sentence for an error raised while ``doing`` something."""
+def explain(exc, doing, host=None, timeout=None):
+    """One sentence for an error raised while ``doing`` something (against ``host``)."""
     if isinstance(exc, ClusterError):
         return exc
     if isinstance(exc, DynamicApiError):
@@ -66,7 +66,14 @@ def explain(exc, doing):
         return ClusterError(text, status, _status(exc).get("details", {}).get("causes", []))
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | OSError):
         reason = getattr(exc, "reason", None) or exc
-        return ClusterError(f"{doing}: cannot reach the cluster's API server ({reason}).")
+        server = f"the cluster's API server {host}" if host else "the cluster's API server"
+        if isinstance(reason, urllib3.exceptions.TimeoutError | TimeoutError) or "timed out" in str(reason):
+            limits = f" ({timeout[0]:g} s to connect, {timeout[1]:g} s to answer)" if timeout else ""
+            return ClusterError(
+                f"{doing}: {server} did not answer in time{limits}. Check that the address in the kubeconfig "
+                "(or --context, --eks-cluster) is this cluster's API server and that it is reachable from here."
+            )
+        return ClusterError(f"{doing}: cannot reach {server} ({reason}).")
     return None
 
 
@@ -76,16 +83,20 @@ class Cluster:
     def __init__(self, api_client, field_manager=FIELD_MANAGER):
         self.api_client = api_client
         self.field_manager = field_manager
-        host = hashlib.sha256(api_client.configuration.host.encode()).hexdigest()[:16]
-        cache = Path(tempfile.gettempdir()) / f"k8s-deploy-discovery-{host}.json"
+        self.host = api_client.configuration.host
+        self.timeout = getattr(api_client, "request_timeout", TIMEOUT)
+        digest = hashlib.sha256(self.host.encode()).hexdigest()[:16]
+        cache = Path(tempfile.gettempdir()) / f"k8s-deploy-discovery-{digest}.json"
         try:
             self.dynamic = DynamicClient(api_client, cache_file=str(cache))
         except Exception as exc:
-            error = explain(exc, f"Connecting to {api_client.configuration.host}")
+            error = self._explain(exc, f"Connecting to {self.host} (API discovery)")
             if error is None:
                 raise
             raise error from None
-        self.host = api_client.configuration.host
+
+    def _explain(self, exc, doing):
+        return explain(exc, doing, self.host, self.timeout)
 
     def resource(self, api_version, kind):
         try:
@@ -94,12 +105,17 @@ class Cluster:
             raise ClusterError(
                 f"The cluster does not serve {kind} in {api_version}: is the API enabled, or the CRD installed?"
             ) from None
+        except Exception as exc:  # discovery of a group not cached yet talks to the server
+            error = self._explain(exc, f"Discovering {kind} ({api_version})")
+            if error is None:
+                raise
+            raise error from None
 
     def _call(self, doing, function, *args, **kwargs):
         try:
-            return function(*args, _request_timeout=TIMEOUT, **kwargs)
+            return function(*args, _request_timeout=self.timeout, **kwargs)
         except Exception as exc:
-            error = explain(exc, doing)
+            error = self._explain(exc, doing)
             if error is None:
                 raise
             raise error from None
@@ -107,13 +123,13 @@ class Cluster:
     def get(self, api_version, kind, name, namespace=None):
         resource = self.resource(api_version, kind)
         try:
-            found = resource.get(name=name, namespace=namespace, _request_timeout=TIMEOUT)
+            found = resource.get(name=name, namespace=namespace, _request_timeout=self.timeout)
         except DynamicApiError as exc:
             if exc.status == 404:
                 return None
-            raise explain(exc, f"Reading {kind} {name}") from None
+            raise self._explain(exc, f"Reading {kind} {name}") from None
         except Exception as exc:
-            error = explain(exc, f"Reading {kind} {name}")
+            error = self._explain(exc, f"Reading {kind} {name}")
             if error is None:
                 raise
             raise error from None
@@ -177,10 +193,10 @@ class Cluster:
         if resource.namespaced:
             kwargs["namespace"] = namespace
         try:
-            resource.delete(_request_timeout=TIMEOUT, **kwargs)
+            resource.delete(_request_timeout=self.timeout, **kwargs)
         except DynamicApiError as exc:
             if exc.status != 404:
-                raise explain(exc, f"Deleting {kind} {name}") from None
+                raise self._explain(exc, f"Deleting {kind} {name}") from None
 
     def pod_log(self, namespace, name, tail=20):
         try:
@@ -188,7 +204,7 @@ class Cluster:
                 "get",
                 f"/api/v1/namespaces/{namespace}/pods/{name}/log",
                 query_params=[("tailLines", tail)],
-                _request_timeout=TIMEOUT,
+                _request_timeout=self.timeout,
             )
         except Exception:
             return ""

@@ -16,15 +16,30 @@ class ClusterSource:
         return f"{self.kind} ({self.detail})"
 
 
+class NoSuchKubeconfig(Exception):
+    """KUBECONFIG names files of which none exists: an error, not "no cluster"."""
+
+
 def find_cluster(environ=None, home=None, eks_cluster=None):
-    """The configured cluster, or None when nothing points at one."""
+    """The configured cluster, or None when nothing points at one.
+
+    A ``KUBECONFIG`` that is set but names no existing file raises
+    :class:`NoSuchKubeconfig`: someone meant a cluster, and rendering to a
+    folder instead would hide the mistake.
+    """
     environ = os.environ if environ is None else environ
     if eks_cluster:
         return ClusterSource("eks", eks_cluster)
     if environ.get("KUBECONFIG"):
-        paths = [p for p in environ["KUBECONFIG"].split(os.pathsep) if p and Path(p).is_file()]
+        named = [p for p in environ["KUBECONFIG"].split(os.pathsep) if p]
+        paths = [p for p in named if Path(p).is_file()]
         if paths:
             return ClusterSource("kubeconfig", os.pathsep.join(paths))
+        if named:
+            raise NoSuchKubeconfig(
+                f"KUBECONFIG names {os.pathsep.join(named)}, which does not exist (or is not a file). "
+                "Fix the path, or unset KUBECONFIG to use ~/.kube/config or to render without a cluster."
+            )
     default = Path(home or Path.home()) / ".kube" / "config"
     if default.is_file():
         return ClusterSource("kubeconfig", str(default))

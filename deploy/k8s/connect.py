@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import urllib3
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
@@ -26,15 +28,41 @@ class Endpoint:
     token: Callable[[], str] | None = field(default=None, repr=False)
 
 
+# Seconds to connect to the API server, and to wait for each answer.
+DEFAULT_TIMEOUT = (5, 30)
+
+
 def _tuned(configuration):
-    configuration.retries = 1  # fail fast on an unreachable server; the deploy reports and can be rerun
+    # Fail fast: one retry when connecting fails, none when a server took the request and did not answer
+    # (another wait would only double the time-out); the deploy reports and can be rerun.
+    configuration.retries = urllib3.Retry(total=1, read=0, redirect=0)
     return configuration
 
 
-def api_client(source, context=None, endpoint=None):
-    """An ApiClient for ``source`` (a ClusterSource) or ``endpoint`` (an Endpoint)."""
+def _bounded(client, timeout):
+    """Every request of ``client`` gets ``timeout`` unless its caller gives one: discovery included.
+
+    The Kubernetes client waits forever by default, so a server that accepts
+    the connection and never answers would hang the deploy in discovery.
+    """
+    rest = client.rest_client
+    request = rest.request
+
+    def request_with_timeout(*args, _request_timeout=None, **kwargs):
+        return request(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+    rest.request = request_with_timeout
+    client.request_timeout = timeout
+    return client
+
+
+def api_client(source, context=None, endpoint=None, timeout=DEFAULT_TIMEOUT):
+    """An ApiClient for ``source`` (a ClusterSource) or ``endpoint`` (an Endpoint).
+
+    ``timeout`` is ``(connect, read)`` in seconds, applied to every request.
+    """
     if endpoint is not None:
-        return endpoint_client(endpoint)
+        return _bounded(endpoint_client(endpoint), timeout)
     configuration = k8s_client.Configuration()
     try:
         if source.kind == "in-cluster":
@@ -45,10 +73,17 @@ def api_client(source, context=None, endpoint=None):
             k8s_config.load_kube_config(
                 config_file=config_file, context=context, client_configuration=configuration, persist_config=False
             )
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ConnectError(
+            f"Cannot use the {source}: it is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}. "
+            "Fix the file, or point KUBECONFIG at a valid one."
+        ) from None
     except (ConfigException, OSError, ValueError, TypeError) as exc:
         where = f" context {context!r}" if context else ""
         raise ConnectError(f"Cannot use the {source}{where}: {exc}") from None
-    return k8s_client.ApiClient(_tuned(configuration))
+    return _bounded(k8s_client.ApiClient(_tuned(configuration)), timeout)
 
 
 def endpoint_client(endpoint):

@@ -26,6 +26,11 @@ RUNBOOKS = {
     "DjangoAutoscalerAtMaximum": ("autoscaler-at-maximum", "warning", "The autoscaler has been at its maximum"),
     "PostgresDown": ("postgres-down", "critical", "The in-cluster PostgreSQL has no ready pod"),
     "RedisDown": ("redis-down", "critical", "The in-cluster Redis has no available pod"),
+    "DjangoCacheUnavailable": (
+        "cache-unavailable",
+        "warning",
+        "App pods cannot reach the cache: the site runs degraded (pages computed, sessions from the database)",
+    ),
     "VolumeNearlyFull": ("volume-nearly-full", "warning", "A persistent volume has less than 10% free"),
 }
 
@@ -71,6 +76,8 @@ def alert_rules(config):
             f'kube_deployment_status_replicas_available{{namespace="{ns}",deployment="{redis}"}} < 1',
             "5m",
         ),
+        # Set by every readiness probe (deploy/health/views.py): holds for in-cluster and external caches alike.
+        "DjangoCacheUnavailable": (f'min(deploy_cache_up{{job="{APP_JOB}"}}) == 0', "5m"),
         "VolumeNearlyFull": (
             f'kubelet_volume_stats_available_bytes{{namespace="{ns}"}} '
             f'/ kubelet_volume_stats_capacity_bytes{{namespace="{ns}"}} < 0.10',

@@ -28,6 +28,7 @@ import yaml
 
 from deploy.conf import DeploySecrets
 from deploy.k8s import names, observability
+from deploy.k8s.exposure import exposure
 
 
 def _builtin_templates():
@@ -145,6 +146,56 @@ def _secret_data(values, redact):
     return {key: _b64(REDACTED if redact else value) for key, value in values.items()}
 
 
+def stack_env(config):
+    """The app's environment as the stack sets it (ConfigMap), before DEPLOY['extra_env']."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "ALLOWED_HOSTS": ",".join(config.hosts),
+        "CSRF_TRUSTED_ORIGINS": ",".join(f"https://{h}" for h in config.hosts),
+        "STATIC_ROOT": "/var/www/static",
+        "LOG_LEVEL": config.log_level,
+        "WEB_CONCURRENCY": str(config.web_concurrency),
+        "GUNICORN_THREADS": str(config.gunicorn_threads),
+        "GUNICORN_GRACEFUL_TIMEOUT": str(max(config.termination_grace_seconds - 10, 5)),
+        "PROMETHEUS_MULTIPROC_DIR": "/run/metrics",
+        "SECRET_KEY_FILE": "/run/secrets/app/SECRET_KEY",
+        "DATABASE_URL_FILE": "/run/secrets/app/DATABASE_URL",
+        "REDIS_URL_FILE": "/run/secrets/app/REDIS_URL",
+        **exposure(config).app_env(),
+    }
+
+
+# Variables the app reads that the stack decides even though it does not set them.
+_ALSO_OWNED = ("DEBUG", "DJANGO_READ_DOT_ENV_FILE")
+
+
+def owned_env_names(config):
+    """Names DEPLOY['extra_env'] may not set: what the stack sets, and what its ``*_FILE`` variables stand for."""
+    stack = stack_env(config)
+    return sorted({*stack, *(name.removesuffix("_FILE") for name in stack), *_ALSO_OWNED})
+
+
+def _check_extra_env(config):
+    owned = owned_env_names(config)
+    clash = sorted(set(config.extra_env) & set(owned))
+    if clash:
+        raise RenderError(
+            f"DEPLOY['extra_env'] (environment variable DEPLOY_EXTRA_ENV) must not set {', '.join(clash)}: "
+            f"the stack owns {'it' if len(clash) == 1 else 'them'} (it sets or decides {', '.join(owned)}). "
+            "Remove it from DEPLOY['extra_env'] and use the setting that owns it (docs/reference/configuration.md)."
+        )
+
+
+def redis_conf_string(value):
+    """``value`` as one redis.conf argument: double-quoted, every byte outside [A-Za-z0-9] as \\xHH.
+
+    Redis reads a double-quoted argument with these escapes back to exactly
+    ``value``, so no character (a newline, a quote, a space, '#') can end the
+    argument, add a directive or start a comment.
+    """
+    return '"' + "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}" for b in value.encode()) + '"'
+
+
 def build_context(config, secrets, redact, env=None):
     app = config.app_name
 
@@ -174,27 +225,15 @@ def build_context(config, secrets, redact, env=None):
     redis_auth = f":{quote(secrets.redis_password, safe='')}@" if secrets.redis_password else ""
     redis_url = f"{'rediss' if config.redis_tls else 'redis'}://{redis_auth}{redis_host}:{config.redis_port}/0"
 
-    app_env = {
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "ALLOWED_HOSTS": ",".join(config.hosts),
-        "CSRF_TRUSTED_ORIGINS": ",".join(f"https://{h}" for h in config.hosts),
-        "STATIC_ROOT": "/var/www/static",
-        "LOG_LEVEL": config.log_level,
-        "WEB_CONCURRENCY": str(config.web_concurrency),
-        "GUNICORN_THREADS": str(config.gunicorn_threads),
-        "GUNICORN_GRACEFUL_TIMEOUT": str(max(config.termination_grace_seconds - 10, 5)),
-        "PROMETHEUS_MULTIPROC_DIR": "/run/metrics",
-        "SECRET_KEY_FILE": "/run/secrets/app/SECRET_KEY",
-        "DATABASE_URL_FILE": "/run/secrets/app/DATABASE_URL",
-        "REDIS_URL_FILE": "/run/secrets/app/REDIS_URL",
-    }
+    app_env = stack_env(config)
+    _check_extra_env(config)
     app_env.update(
         {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in config.extra_env.items()}
     )
 
     redis_conf = "\n".join(
         [
-            f"requirepass {secrets.redis_password}",
+            f"requirepass {redis_conf_string(secrets.redis_password)}",
             f"maxmemory {config.redis_max_memory}",
             "maxmemory-policy allkeys-lru",
             'save ""',
@@ -209,6 +248,7 @@ def build_context(config, secrets, redact, env=None):
 
     return {
         "config": config,
+        "exposure": exposure(config),
         "managed_by": names.MANAGED_BY,
         "pod_security_context": pod_security_context(APP_UID),
         "container_security_context": container_security_context(APP_UID),

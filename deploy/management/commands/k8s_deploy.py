@@ -13,12 +13,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, ConfigError, get_config, get_secrets
 from deploy.k8s.apply import Cluster, ClusterError
-from deploy.k8s.cluster import find_cluster
-from deploy.k8s.connect import ConnectError, api_client
+from deploy.k8s.cluster import NoSuchKubeconfig, find_cluster
+from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, api_client
 from deploy.k8s.deploy import Deployer, DeployFailed
 from deploy.k8s.releases import LockHeld, history
 from deploy.k8s.render import RenderError, render_manifests, to_yaml, write_manifests
 from deploy.k8s.validate import describe, validate_manifests
+from deploy.management.output import JsonDocument
 
 DEFAULT_OUTPUT = "build/k8s"
 
@@ -69,6 +70,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--diff", action="store_true", help="Show what would change against the live objects.")
         parser.add_argument("--timeout", type=int, default=600, help="Seconds to wait for each workload (default 600).")
+        parser.add_argument(
+            "--request-timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT[1],
+            metavar="SECONDS",
+            help=f"Seconds to wait for each answer of the API server, discovery included (default "
+            f"{DEFAULT_TIMEOUT[1]}; connecting waits at most {DEFAULT_TIMEOUT[0]}).",
+        )
         parser.add_argument("--no-wait", action="store_true", help="Apply and return without waiting for rollouts.")
         parser.add_argument(
             "--prune-volumes",
@@ -99,6 +108,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        self.json = JsonDocument(self.stdout)
+        if not options["json"]:
+            return self._handle(options)
+        with self.json.run():
+            self._handle(options)
+        return None
+
+    def _handle(self, options):
         self.verbosity = options["verbosity"]
         try:
             config = get_config(options["environment"])
@@ -123,7 +140,10 @@ class Command(BaseCommand):
             "applied": False,
         }
         eks_cluster = options["eks_cluster"] or config.eks_cluster
-        cluster = find_cluster(eks_cluster=eks_cluster)
+        try:
+            cluster = find_cluster(eks_cluster=eks_cluster)
+        except NoSuchKubeconfig as exc:
+            raise CommandError(f"{exc} Nothing was written or applied.") from None
         if cluster is None and (options["preflight"] or options["history"] or options["push"]):
             raise CommandError(
                 "No cluster configured: --preflight, --history and --push need a kubeconfig, the in-cluster "
@@ -160,11 +180,14 @@ class Command(BaseCommand):
         from deploy.aws import eks
         from deploy.aws.session import AwsError
 
+        if options["request_timeout"] <= 0:
+            raise CommandError(f"--request-timeout must be more than 0 seconds, not {options['request_timeout']}.")
+        timeout = (min(DEFAULT_TIMEOUT[0], options["request_timeout"]), options["request_timeout"])
         try:
             if cluster.kind == "eks":
                 endpoint, _ = eks.endpoint(self._aws_session(config, options), cluster.detail)
-                return Cluster(api_client(None, endpoint=endpoint))
-            return Cluster(api_client(cluster, context=options["context"]))
+                return Cluster(api_client(None, endpoint=endpoint, timeout=timeout))
+            return Cluster(api_client(cluster, context=options["context"], timeout=timeout))
         except (ConnectError, ClusterError, AwsError) as exc:
             raise CommandError(str(exc)) from None
 
@@ -181,8 +204,10 @@ class Command(BaseCommand):
         except (AwsError, ClusterError) as exc:
             raise CommandError(f"The preflight could not run: {exc}") from None
         failed = [c.name for c in checks if not c.ok]
-        if stop or failed:
-            self.stdout.write(preflight.report(checks, as_json=options["json"] and stop))
+        if options["json"] and (stop or failed):
+            self.json.set(json.loads(preflight.report(checks, as_json=True)))
+        elif stop or failed:
+            self.stdout.write(preflight.report(checks))
         if failed:
             raise CommandError(
                 f"The preflight failed ({', '.join(failed)}); nothing was applied. Fix them (see the table and "
@@ -211,7 +236,7 @@ class Command(BaseCommand):
             digest = ecr.build_and_push(f"{config.image_repository}:{config.image_tag}")
         except AwsError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(
+        (self.stderr if options["json"] else self.stdout).write(
             f"Pushed {config.image_repository}:{config.image_tag} as {digest}{' (new repository)' if created else ''}."
         )
         return dataclasses.replace(config, image_digest=digest)
@@ -246,7 +271,7 @@ class Command(BaseCommand):
         try:
             if options["diff"]:
                 result = deployer.diff(manifests)
-                for diff in result.diffs:
+                for diff in [] if options["json"] else result.diffs:  # with --json, they are in the report
                     self.stdout.write(diff, ending="" if diff.endswith("\n") else "\n")
                 self._final(
                     report, result, options, f"{len(result.diffs)} object(s) would change; nothing was applied."
@@ -271,8 +296,7 @@ class Command(BaseCommand):
             raise CommandError(f"{exc} Nothing was applied.") from None
         except DeployFailed as exc:
             report.update(exc.report.as_dict(), applied=True)
-            if options["json"]:
-                self.stdout.write(json.dumps(report, indent=2))
+            self.json.set(report)
             raise CommandError(str(exc)) from None
         except ClusterError as exc:
             raise CommandError(str(exc)) from None
@@ -308,7 +332,7 @@ class Command(BaseCommand):
         except ClusterError as exc:
             raise CommandError(str(exc)) from None
         if options["json"]:
-            self.stdout.write(json.dumps([r.__dict__ for r in releases], indent=2))
+            self.json.set([r.__dict__ for r in releases])
             return
         if not releases:
             self.stdout.write(f"No revision recorded for {config.app_name} in namespace {config.namespace}.")
@@ -360,7 +384,7 @@ class Command(BaseCommand):
 
     def _report(self, report, options, sentence):
         if options["json"]:
-            self.stdout.write(json.dumps(report, indent=2))
+            self.json.set(report)
         elif self.verbosity >= 1:
             self.stdout.write(sentence)
             if self.verbosity >= 2:

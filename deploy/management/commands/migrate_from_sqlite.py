@@ -4,7 +4,6 @@ Exit status: 0 when done (and, with --verify, proven identical); 3 when
 verification finds differences; 1 when the copy could not run.
 """
 
-import json
 import sys
 import threading
 import time
@@ -12,6 +11,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from deploy.management.output import JsonDocument
 from deploy.sqlite import state
 from deploy.sqlite.copy import CopyError, PreflightFailed, copy_database, start_source_check, truncate_tables
 from deploy.sqlite.plan import RATE_ESTIMATE, copied_models, table_plan, unknown_excludes
@@ -104,6 +104,14 @@ class Command(BaseCommand):
         parser.add_argument("--skip-checks", action="store_true", help="Skip system checks.")
 
     def handle(self, *args, **options):
+        self.json = JsonDocument(self.stdout)
+        if not options["json"]:
+            return self._handle(options)
+        with self.json.run():  # one JSON document on stdout, errors included; logs on stderr
+            self._handle(options)
+        return None
+
+    def _handle(self, options):
         self.options = options
         self._check_options(options)
         try:
@@ -264,7 +272,7 @@ class Command(BaseCommand):
                 "rows": total,
                 "estimated_seconds": round(total / RATE_ESTIMATE, 1),
             }
-            self.stdout.write(json.dumps(data, indent=2))
+            self.json.set(data)
             return
         width = max((len(p.label) for p in plans), default=10)
         self.stdout.write(f"{'model':<{width}}  {'table':<32} {'rows':>10}  path")
@@ -298,7 +306,7 @@ class Command(BaseCommand):
                 "differences": [str(d) for d in verification.differences] if verification else [],
                 "foreign_keys": verification.foreign_keys if verification else None,
             }
-            self.stdout.write(json.dumps(data, indent=2))
+            self.json.set(data)
             return
         if options["verbosity"] < 1:
             return

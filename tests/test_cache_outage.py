@@ -1,0 +1,115 @@
+"""A Redis outage degrades the site; it does not take it down.
+
+The test runs a Redis of its own on a free port, starts gunicorn on it,
+logs in to the admin, then stops Redis under the running gunicorn.
+"""
+
+import re
+import subprocess
+import time
+
+import pytest
+import redis
+import requests
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HOST = {"Host": "localhost"}
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield process, port, client
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _login(base, username, password):
+    """The admin's own form, as a browser posts it: returns the logged-in session."""
+    session = requests.Session()
+    page = session.get(f"{base}/admin/login/?next=/admin/", headers=HOST, timeout=10)
+    assert page.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    answer = session.post(
+        f"{base}/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"},
+        headers=HOST,
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/", answer.text[:500]
+    return session
+
+
+def _get(session, base, path):
+    started = time.monotonic()
+    response = session.get(f"{base}{path}", headers=HOST, allow_redirects=False, timeout=10)
+    return response, time.monotonic() - started
+
+
+def _cache_up(base):
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    (value,) = re.findall(r"^deploy_cache_up(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+    return float(value)
+
+
+def test_a_redis_outage_degrades_the_site_without_taking_it_down(gunicorn_factory, own_redis):
+    process, port, client = own_redis
+    # Hashed as production hashes it (the test settings use a fast MD5 hasher that gunicorn does not accept).
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", None)
+    user.password = PBKDF2PasswordHasher().encode("a-long-admin-password-1", PBKDF2PasswordHasher().salt())
+    user.save()
+    overrides = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "SESSION_COOKIE_SECURE": "false",
+                 "CSRF_COOKIE_SECURE": "false"}  # fmt: skip
+    with gunicorn_factory(workers=2, **overrides) as server:
+        base = server.url
+        before = _login(base, "ops", "a-long-admin-password-1")
+        ready = requests.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json() == {
+            "status": "ok",
+            "checks": {"database": "ok", "cache": "ok"},
+        }
+        assert _cache_up(base) == 1
+        assert _get(requests, base, "/products/")[0].status_code == 200
+        assert client.dbsize() > 0, "the session and the page were cached in this Redis"
+
+        process.terminate()
+        process.wait(timeout=10)
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+
+        for path in ("/", "/products/", "/products/live/"):
+            response, seconds = _get(requests, base, path)
+            assert response.status_code == 200, (path, response.status_code)
+            assert seconds < 3, f"{path} waited {seconds:.1f} s on the dead cache"
+        ready = requests.get(f"{base}/readyz", headers={"Host": "10.0.0.7"}, timeout=10)
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "degraded", "checks": {"database": "ok", "cache": "unavailable"}}
+        assert _cache_up(base) == 0
+        # The session made before the outage is kept: it is read from the database.
+        response, _ = _get(before, base, "/admin/")
+        assert response.status_code == 200 and "Log out" in response.text
+        # A new admin login works while Redis is down, and its session holds.
+        during = _login(base, "ops", "a-long-admin-password-1")
+        response, _ = _get(during, base, "/admin/auth/user/")
+        assert response.status_code == 200 and "ops@example.com" in response.text
+        assert not [line for line in server.log_lines() if '"level": "ERROR"' in line], "no request failed"

@@ -1,0 +1,184 @@
+"""Settings that could inject structure or override the stack are refused, each with one message naming it."""
+
+import base64
+import os
+import subprocess
+import time
+from io import StringIO
+
+import pytest
+import redis
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from deploy.conf import ConfigError, DeploySecrets, load_config
+from deploy.k8s.render import owned_env_names, render_manifests
+from tests.conftest import PYTHON, ROOT, free_port
+
+
+@pytest.fixture(autouse=True)
+def no_cluster(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("DEPLOY_") or name in {"KUBECONFIG", "KUBERNETES_SERVICE_HOST"}:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+HOSTILE = [
+    ({"app_name": "django-app\n"}, "app_name"),
+    ({"namespace": "shop\n"}, "namespace"),
+    ({"image_repository": "django-app\n"}, "image_repository"),
+    ({"image_tag": "0.1.0\n"}, "image_tag"),
+    ({"image_tag": "0.1.0 "}, "image_tag"),
+    ({"image_digest": "sha256:" + "ab" * 32 + "\n"}, "image_digest"),
+    ({"postgres_image": "postgres:16.4\n"}, "postgres_image"),
+    ({"hosts": ["app.example.com\n"]}, "hosts"),
+    ({"certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc\n"}, "certificate_arn"),
+    ({"cpu_request": "250m\n"}, "cpu_request"),
+    ({"eks_cluster": "shop\nprod"}, "eks_cluster"),
+    ({"runbook_url": "https://docs.example.com/x\nevil"}, "runbook_url"),
+    ({"extra_env": {"GREETING\n": "x"}}, "extra_env"),
+    ({"postgres_backup_schedule": "0 3 * *\n*"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "61 3 * * *"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "0 3 * *"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "0 3 * * * *"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "0  3 * * *"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "0 3 * * 8"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "*/0 * * * *"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "5-1 * * * *"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "@reboot"}, "postgres_backup_schedule"),
+    ({"postgres_backup_schedule": "TZ=UTC 0 3 * * *"}, "postgres_backup_schedule"),
+]
+
+
+@pytest.mark.parametrize(("deploy", "setting"), HOSTILE, ids=[f"{s}-{i}" for i, (_, s) in enumerate(HOSTILE)])
+def test_a_hostile_value_is_one_command_error_naming_the_setting(settings, tmp_path, deploy, setting):
+    settings.DEPLOY = deploy
+    with pytest.raises(CommandError) as excinfo:
+        call_command("k8s_deploy", stdout=StringIO(), stderr=StringIO())
+    message = str(excinfo.value)
+    assert f"DEPLOY['{setting}']" in message
+    assert "\n" not in message, "one line, the bad value shown escaped"
+    assert not (tmp_path / "build").exists(), "nothing is written"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DEBUG", "ALLOWED_HOSTS", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL", "SECURE_SSL_REDIRECT",
+     "SECURE_PROXY_SSL_HEADER", "GUNICORN_BIND", "STATIC_ROOT", "CSRF_TRUSTED_ORIGINS", "SESSION_COOKIE_SECURE"],
+)  # fmt: skip
+def test_extra_env_may_not_set_what_the_stack_owns(settings, tmp_path, name):
+    settings.DEPLOY = {"extra_env": {name: "x"}}
+    with pytest.raises(CommandError) as excinfo:
+        call_command("k8s_deploy", stdout=StringIO(), stderr=StringIO())
+    message = str(excinfo.value)
+    assert "DEPLOY['extra_env']" in message and f"must not set {name}:" in message
+    assert "\n" not in message
+    assert not (tmp_path / "build").exists()
+
+
+def test_the_owned_names_are_the_ones_the_configmap_sets():
+    """Derived from the render, not a list kept beside it: every ConfigMap key of the app is owned."""
+    for mode in ({}, {"exposure": "alb", "certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/a"}):
+        config = load_config(mode, environ={})
+        (configmap,) = [
+            m for m in render_manifests(config) if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "django-app"
+        ]
+        assert set(configmap["data"]) <= set(owned_env_names(config))
+        assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DEBUG"} <= set(owned_env_names(config))
+    allowed = load_config({"extra_env": {"FEATURE_FLAGS": "a,b", "GREETING": "line one\nline two"}}, environ={})
+    assert render_manifests(allowed)
+
+
+@pytest.mark.parametrize(
+    "schedule", ["0 3 * * *", "*/15 2-4 1,15 jan-mar mon-fri", "@daily", "0 0 * * 7", "5/10 * ? * *"]
+)
+def test_valid_cron_schedules_pass(schedule):
+    assert load_config({"postgres_backup_schedule": schedule}, environ={}).postgres_backup_schedule == schedule
+
+
+def test_a_trailing_newline_from_the_environment_is_refused_without_a_traceback(tmp_path):
+    """The real command line: one 'CommandError:' line on stderr, exit 1, nothing written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_") and k != "KUBECONFIG"}
+    env.update(DJANGO_SETTINGS_MODULE="tests.settings", HOME=str(tmp_path), DEPLOY_IMAGE_TAG="1.2.3\n")
+    done = subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), "k8s_deploy", "--output", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert errors == [
+        "CommandError: Invalid deploy configuration: DEPLOY['image_tag'] (environment variable DEPLOY_IMAGE_TAG) "
+        "must be free of newlines and other control characters; got '1.2.3\\n'."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def _redis_conf(password):
+    secrets = DeploySecrets(secret_key="k", postgres_password="p", redis_password=password)
+    manifests = render_manifests(load_config({}, environ={}), secrets, redact=False)
+    (secret,) = [m for m in manifests if m["kind"] == "Secret" and m["metadata"]["name"] == "django-app-redis"]
+    return base64.b64decode(secret["data"]["redis.conf"]).decode()
+
+
+HOSTILE_PASSWORDS = [
+    "pw\nprotected-mode no",
+    'pw" \nrename-command CONFIG ""',
+    "pw # comment\r\nport 1",
+    "sp ace\\back\ttab'quote\"dq\x00nul\u00e9\n",
+]
+
+
+@pytest.mark.parametrize("password", HOSTILE_PASSWORDS)
+def test_a_redis_password_never_changes_redis_conf(tmp_path, password):
+    conf = _redis_conf(password)
+    plain = _redis_conf("plain")
+    assert len(conf.splitlines()) == len(plain.splitlines()), "the password added no line"
+    assert conf.splitlines()[1:] == plain.splitlines()[1:]
+    # The real Redis reads the file: the password is exactly the one set, and no directive was added.
+    (tmp_path / "redis.conf").write_text(conf)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            str(tmp_path / "redis.conf"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert client.ping()
+                break
+            except redis.ConnectionError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert client.config_get("requirepass") == {"requirepass": password}
+        assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port, password=password.split("\n")[0] + "x").ping()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_config_errors_name_the_environment_variable_too():
+    with pytest.raises(ConfigError, match=r"DEPLOY\['app_name'\] \(environment variable DEPLOY_APP_NAME\)"):
+        load_config({}, environ={"DEPLOY_APP_NAME": "django-app\n"})
