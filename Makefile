@@ -14,7 +14,8 @@ INSTALLER ?= auto
 DEMO_DB := build/demo.sqlite3
 DEMO_ROWS ?= 20000
 DEMO_PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
-DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/demo
+DEMO_PG_DB ?= demo
+DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/$(DEMO_PG_DB)
 
 .PHONY: venv lock demo serve test lint format bench docs clean
 
@@ -36,8 +37,8 @@ demo: venv
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py migrate --verbosity 0
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py seed_demo --rows $(DEMO_ROWS)
 	@echo "Demo SQLite database: $(DEMO_DB). Copying it into PostgreSQL ($(DEMO_PG_URL)) and proving the copy:"
-	psql "$(DEMO_PG_ADMIN_URL)" -qtc "SELECT 1 FROM pg_database WHERE datname = 'demo'" | grep -q 1 \
-		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE demo"
+	psql "$(DEMO_PG_ADMIN_URL)" -qtc "SELECT 1 FROM pg_database WHERE datname = '$(DEMO_PG_DB)'" | grep -q 1 \
+		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE $(DEMO_PG_DB)"
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate --verbosity 0
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate_from_sqlite --source $(DEMO_DB) --truncate --no-input --verify
 	DEBUG=true $(PY) manage.py k8s_deploy --output build/k8s
