@@ -360,7 +360,13 @@ def _run(command, env, what):
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         detail = "\n".join(line for line in (result.stderr or result.stdout).strip().splitlines()[-12:])
-        raise EnvError(f"{what} failed:\n{detail}")
+        hint = ""
+        if "hash" in detail.lower():
+            hint = (
+                "\nA file whose hash the lock does not list was refused: if a pin changed, run `make lock`; "
+                "otherwise the index served other bytes than the ones locked, and should be looked into."
+            )
+        raise EnvError(f"{what} failed:\n{detail}{hint}")
     return result
 
 

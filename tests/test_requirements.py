@@ -227,5 +227,8 @@ def test_an_install_refuses_a_file_whose_hash_the_lock_does_not_list(installer, 
     with pytest.raises(envs.EnvError, match=r"(?i)hash") as failure:
         sync_from(tmp_path / "tampered")
     assert "Traceback" not in str(failure.value)
+    assert "A file whose hash the lock does not list was refused: if a pin changed, run `make lock`" in str(
+        failure.value
+    )
     assert installed_value() is None
     assert not list(site.glob("tinypkg*"))
