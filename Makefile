@@ -71,6 +71,7 @@ bench: venv
 	$(PY) bench/serving.py
 	$(PY) bench/migration.py
 	$(PY) bench/image_size.py
+	$(PY) bench/setup_time.py --cold
 
 clean:
 	rm -rf build staticfiles .pytest_cache .ruff_cache

@@ -56,8 +56,9 @@ def measure(workdir, label, extra_env, rows, db):
     for target in ("venv", "demo"):
         if "UV_CACHE_DIR" in extra_env:  # cold: empty again for each clone
             shutil.rmtree(extra_env["UV_CACHE_DIR"], ignore_errors=True)
-        clone = fresh_clone(workdir, f"{label.replace(' ', '-')}-{target}")
+        clone = fresh_clone(workdir, f"{re.sub(r'[^a-z]+', '-', label)}-{target}")
         figures[target] = timed_make(clone, target, env)
+        print(f"{label}: make {target} {figures[target][0]:.1f} s", file=sys.stderr, flush=True)
         shutil.rmtree(clone, ignore_errors=True)
     return figures
 
