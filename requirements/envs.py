@@ -396,6 +396,14 @@ def sync(pairs, installer_choice="auto", root=ROOT, out=sys.stdout):
 
 def lock(upgrade=False, root=ROOT, out=sys.stdout):
     """Compile every requirements/*.txt into its hashed lock; keep existing pins unless --upgrade."""
+    directory = root / "requirements"
+    for _, target, _ in LOCKS:
+        previous = directory / target
+        if previous.exists() and re.search(r"^(<{7}|>{7})", previous.read_text(), flags=re.MULTILINE):
+            raise EnvError(
+                f"requirements/{target} holds merge conflict markers: take either side "
+                f"(git checkout --theirs requirements/{target}) and run `make lock` again"
+            )
     uv = find_uv(root, out, source="bootstrap.txt")
     if uv is None:
         raise EnvError("`make lock` needs uv, which pip could not install (see the line above): fix that and retry")
@@ -407,7 +415,6 @@ def lock(upgrade=False, root=ROOT, out=sys.stdout):
     }
     env.update(settings.uv_environment(primary_only=True))
     env["UV_CUSTOM_COMPILE_COMMAND"] = "make lock"
-    directory = root / "requirements"
     for source, target, constrained_by in LOCKS:
         if not (directory / source).exists():
             continue

@@ -78,6 +78,24 @@ def test_the_tools_and_bootstrap_locks_are_checked_too(copy):
     assert "requirements/tools.lock is missing: run `make lock`" in envs.check(copy)
 
 
+def test_make_lock_refuses_a_lock_with_merge_conflict_markers_and_changes_nothing(copy):
+    lock = copy / "requirements" / "dev.lock"
+    text = lock.read_text()
+    conflicted = text.replace("pytest==", "<<<<<<< HEAD\npytest==", 1).replace(
+        "\n# via", "\n=======\n>>>>>>> i99\n# via", 1
+    )
+    lock.write_text(conflicted)
+    before = {path.name: path.read_bytes() for path in (copy / "requirements").iterdir()}
+    with pytest.raises(envs.EnvError) as failure:
+        envs.lock(root=copy)
+    assert str(failure.value) == (
+        "requirements/dev.lock holds merge conflict markers: take either side "
+        "(git checkout --theirs requirements/dev.lock) and run `make lock` again"
+    )
+    assert {path.name: path.read_bytes() for path in (copy / "requirements").iterdir()} == before
+    assert not (copy / ".venv-bootstrap").exists()
+
+
 def test_the_runtime_lock_holds_the_same_files_as_the_development_lock(copy):
     base = envs.read_lock(ROOT / "requirements" / "base.lock")
     dev = envs.read_lock(ROOT / "requirements" / "dev.lock")
