@@ -25,6 +25,7 @@ needs to be installed first. Failures end with one line saying what to do.
 """
 
 import argparse
+import ast
 import os
 import re
 import shutil
@@ -230,9 +231,13 @@ def pip_settings(python=sys.executable):
     values = {}
     rank = {"global": 0, "install": 1, ":env:": 2}
     for line in listed.splitlines():
-        match = re.match(r"^([^.=]+)\.([a-z-]+)='(.*)'$", line)
+        match = re.match(r"^([^.=]+)\.([a-z-]+)=('.*')$", line)
         if match and match.group(1) in rank:
-            section, key, value = match.groups()
+            section, key, quoted = match.groups()
+            try:
+                value = ast.literal_eval(quoted)  # pip prints repr(): a multi-line value has "\n" in it
+            except (ValueError, SyntaxError):
+                continue
             if rank[section] >= values.get(key, (-1, ""))[0]:
                 values[key] = (rank[section], value)
     get = {key: value for key, (_, value) in values.items()}.get

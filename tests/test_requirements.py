@@ -145,7 +145,7 @@ def test_pip_settings_are_read_from_pip_with_its_variables_first(tmp_path, monke
     config = tmp_path / "pip.conf"
     config.write_text(
         "[global]\nindex-url = https://mirror.example/simple\n"
-        "extra-index-url = file:///srv/a/simple file:///srv/b/simple\nfind-links = /srv/wheels\n"
+        "extra-index-url =\n    file:///srv/a/simple\n    file:///srv/b/simple\nfind-links = /srv/wheels\n"
         "cert = /etc/mirror-ca.pem\ntimeout = 60\n"
     )
     for key in [key for key in os.environ if key.startswith("PIP_")]:
