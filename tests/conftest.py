@@ -18,12 +18,12 @@ PYTHON = sys.executable
 
 
 def tool(name):
-    """A scanner from .venv-tools (make venv installs requirements/tools.txt there), else from PATH."""
+    """A scanner from .venv-tools (make venv installs requirements/tools.lock there), else from PATH."""
     found = ROOT / ".venv-tools" / "bin" / name
     if not found.exists():
         found = Path(shutil.which(name) or found)
     if not found.exists():
-        pytest.fail(f"{name} is not installed: run 'make venv' (it installs requirements/tools.txt into .venv-tools)")
+        pytest.fail(f"{name} is not installed: run 'make venv' (it installs requirements/tools.lock into .venv-tools)")
     return str(found)
 
 
