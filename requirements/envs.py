@@ -21,7 +21,7 @@ would; locking uses the primary index only, so that the hashes in the lock are
 those of that index's files whatever mirror or wheel directory a machine adds.
 
 Runs with the standard library and pip's own copy of `packaging`: nothing
-needs to be installed first. Failures end with one line saying what to do.
+needs to be installed first. Failures end with a message saying what to do, not a traceback.
 """
 
 import argparse
