@@ -1,5 +1,6 @@
-# The app's image: wheels built in a builder stage, a slim runtime without
-# compilers, a non-root user, gunicorn started with exec so signals reach it.
+# The app's image: the locked runtime installed by uv in a builder stage, a slim
+# runtime without compilers or installers, a non-root user, gunicorn started
+# with exec so signals reach it.
 #
 #   docker build -t django-app:1.0.0 .
 #   docker build --build-arg EXTRA_CA_CERT="$(cat proxy-ca.crt)" ...   # behind a TLS-intercepting proxy
@@ -15,13 +16,17 @@ RUN if [ -n "$EXTRA_CA_CERT" ]; then \
         printf '%s\n' "$EXTRA_CA_CERT" > /usr/local/share/ca-certificates/build-extra.crt \
         && update-ca-certificates >/dev/null; \
     fi
-COPY requirements/base.txt /tmp/requirements.txt
-# Wheels first, then a virtual environment from them alone: the runtime copies
-# only the installed packages (no wheels, no build tools, no .pyc).
-RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt python -m pip wheel --wheel-dir /wheels -r /tmp/requirements.txt \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/python -m pip install --no-compile --no-index --find-links=/wheels -r /tmp/requirements.txt \
-    && /opt/venv/bin/python -m pip uninstall --yes pip \
+COPY requirements/bootstrap.lock requirements/base.lock /tmp/requirements/
+# The runtime's lock, the one the development environment's dev.lock holds too, installed by
+# uv (itself from its hashed lock) with every hash required: the image runs the same files.
+# A virtual environment without pip; the runtime copies only the installed packages
+# (no wheels, no caches, no .pyc).
+ENV UV_NO_CACHE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt python -m pip install --no-cache-dir --no-deps --require-hashes \
+        --target /opt/uv -r /tmp/requirements/bootstrap.lock \
+    && /opt/uv/bin/uv venv --quiet --no-config --python /usr/local/bin/python3.12 /opt/venv \
+    && /opt/uv/bin/uv pip sync --quiet --no-config --require-hashes --python /opt/venv/bin/python \
+        /tmp/requirements/base.lock \
     # The Kubernetes client's asyncio twin (41 MB) is never imported here.
     && rm -rf /opt/venv/lib/python3.12/site-packages/kubernetes/aio
 

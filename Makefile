@@ -1,26 +1,34 @@
 # Everything runs from the project's virtual environment, made on first use
-# from requirements/ with Python 3.12.
+# from the hashed locks in requirements/ with Python 3.12: uv (pinned in
+# requirements/bootstrap.lock, installed by pip into .venv-bootstrap) creates
+# and fills it, or pip where uv cannot be had. requirements/envs.py does both.
 PYTHON312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
 VENV := .venv
 PY := $(VENV)/bin/python
 TOOLS := .venv-tools
-STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | md5sum | cut -c1-12)
+ENVS := $(PYTHON312) requirements/envs.py
+LOCKS := requirements/bootstrap.lock requirements/dev.lock requirements/tools.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) requirements/*.txt | md5sum | cut -c1-12)
+# INSTALLER=pip forces the fallback; INSTALLER=uv fails rather than fall back.
+INSTALLER ?= auto
 DEMO_DB := build/demo.sqlite3
 DEMO_ROWS ?= 20000
 DEMO_PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
-DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/demo
+DEMO_PG_DB ?= demo
+DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/$(DEMO_PG_DB)
 
-.PHONY: venv demo serve test lint format bench docs clean
+.PHONY: venv lock demo serve test lint format bench docs clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements/base.txt requirements/dev.txt requirements/tools.txt
-	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.txt
-	test -x $(TOOLS)/bin/python || $(PYTHON312) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet -r requirements/tools.txt
+# The requirements files are in the stamp too: a pin changed without `make lock` stops here, naming the package.
+$(STAMP): $(LOCKS) requirements/envs.py
+	$(ENVS) sync --installer $(INSTALLER) $(VENV)=requirements/dev.lock $(TOOLS)=requirements/tools.lock
 	rm -f $(VENV)/.installed-* && touch $@
+
+## lock: compile requirements/*.txt into the hashed requirements/*.lock (UPGRADE=1: newest versions allowed).
+lock:
+	$(ENVS) lock $(if $(UPGRADE),--upgrade)
 
 ## demo: the main job on this machine; ends by itself.
 demo: venv
@@ -29,8 +37,8 @@ demo: venv
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py migrate --verbosity 0
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py seed_demo --rows $(DEMO_ROWS)
 	@echo "Demo SQLite database: $(DEMO_DB). Copying it into PostgreSQL ($(DEMO_PG_URL)) and proving the copy:"
-	psql "$(DEMO_PG_ADMIN_URL)" -qtc "SELECT 1 FROM pg_database WHERE datname = 'demo'" | grep -q 1 \
-		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE demo"
+	psql "$(DEMO_PG_ADMIN_URL)" -qtc "SELECT 1 FROM pg_database WHERE datname = '$(DEMO_PG_DB)'" | grep -q 1 \
+		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE $(DEMO_PG_DB)"
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate --verbosity 0
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate_from_sqlite --source $(DEMO_DB) --truncate --no-input --verify
 	DEBUG=true $(PY) manage.py k8s_deploy --output build/k8s
@@ -63,6 +71,7 @@ bench: venv
 	$(PY) bench/serving.py
 	$(PY) bench/migration.py
 	$(PY) bench/image_size.py
+	$(PY) bench/setup_time.py --cold
 
 clean:
 	rm -rf build staticfiles .pytest_cache .ruff_cache

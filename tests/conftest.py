@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import shutil
 import socket
@@ -17,13 +18,23 @@ PYTHON = sys.executable
 
 
 def tool(name):
-    """A scanner from .venv-tools (make venv installs requirements/tools.txt there), else from PATH."""
+    """A scanner from .venv-tools (make venv installs requirements/tools.lock there), else from PATH."""
     found = ROOT / ".venv-tools" / "bin" / name
     if not found.exists():
         found = Path(shutil.which(name) or found)
     if not found.exists():
-        pytest.fail(f"{name} is not installed: run 'make venv' (it installs requirements/tools.txt into .venv-tools)")
+        pytest.fail(f"{name} is not installed: run 'make venv' (it installs requirements/tools.lock into .venv-tools)")
     return str(found)
+
+
+def load_envs():
+    """requirements/envs.py (what `make venv` and `make lock` run), loaded from its file."""
+    if "envs" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("envs", ROOT / "requirements" / "envs.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["envs"] = module  # dataclasses look their module up by name
+        spec.loader.exec_module(module)
+    return sys.modules["envs"]
 
 
 def free_port():

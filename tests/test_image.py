@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PYTHON, ROOT, free_port, http_get, production_env, tool
+from tests.conftest import PYTHON, ROOT, free_port, http_get, load_envs, production_env, tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BASE = "local/python:3.12-slim-bookworm"
@@ -139,6 +139,22 @@ def test_the_image_stays_close_to_its_base(image):
     added = (sizes[image] - sizes[BASE]) / 1e6
     # Measured and reported by make bench; here a bound that catches a stray layer (wheels, caches).
     assert added < 250, f"the image adds {added:.0f} MB to its base"
+
+
+def test_the_image_holds_exactly_the_locked_runtime(image):
+    """The image's virtual environment: base.lock's packages at their locked versions, and nothing else."""
+    listing = "import importlib.metadata as m; print('\\n'.join(f'{d.name}=={d.version}' for d in m.distributions()))"
+    run = ["run", "--rm", "--network", "host", "--read-only", "--entrypoint", "python", image, "-c", listing]
+    envs = load_envs()
+    installed = {}
+    for line in docker(*run).stdout.split():
+        name, _, version = line.partition("==")
+        installed[envs.canonicalize_name(name)] = version
+    locked = {name: pin.version for name, pin in envs.read_lock(ROOT / "requirements" / "base.lock").items()}
+    assert installed == locked
+    # The development environment's lock holds the same versions (and files) of each.
+    dev = envs.read_lock(ROOT / "requirements" / "dev.lock")
+    assert {name: dev[name].version for name in locked} == locked
 
 
 def test_compose_files_are_valid():
