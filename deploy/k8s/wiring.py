@@ -43,6 +43,7 @@ DNS_PEER = {
 KUBE_APISERVER_PORT = 443
 KUBELET_PORT = 10250
 ANYTHING = "anything"
+UNISOLATED = "the absence of a policy isolating the pod"
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
 # name.namespace.svc[.cluster.local][:port]
@@ -441,7 +442,7 @@ def reachability(manifests):
     namespaces = _rendered_namespaces(manifests, stack)
     egress = _rules(stack, manifests, namespaces, "Egress")
     ingress = _rules(stack, manifests, namespaces, "Ingress")
-    unrestricted = [_Rule([], [ANYTHING], True, [], "no policy isolates it")]
+    unrestricted = [_Rule([], [ANYTHING], True, [], UNISOLATED)]
     flows = {}
 
     def add(source, destination, items, policies):
@@ -470,7 +471,7 @@ def reachability(manifests):
             for party in in_rule.outside + ([ANYTHING] if in_rule.everything and in_rule.outside == [] else []):
                 add(party, destination.party, _port_items(in_rule.ports, destination), {in_rule.policy})
     # A party that is several pods (the same component twice) collapses; so do duplicates of "anything".
-    return {flow: sorted(policies - {"no policy isolates it"}) or ["no policy isolates it"]
+    return {flow: sorted(policies - {UNISOLATED}) or [UNISOLATED]
             for flow, policies in flows.items()}  # fmt: skip
 
 
