@@ -407,6 +407,35 @@ def test_each_wiring_rule_can_fail(mutate, expected):
     assert any(expected in p for p in problems), problems
 
 
+def _relabel(manifests, job_name, source_label, regex):
+    data = _config_map(manifests, "prometheus-config")
+    config = yaml.safe_load(data["prometheus.yml"])
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == job_name)
+    next(r for r in job["relabel_configs"] if r["source_labels"] == [source_label])["regex"] = regex
+    data["prometheus.yml"] = yaml.safe_dump(config)
+
+
+@pytest.mark.parametrize(
+    ("job", "label", "regex"),
+    [
+        # The Service's name before names.service() named it.
+        ("node-exporter", "__meta_kubernetes_service_name", "node-exporter"),
+        ("django-app", "__meta_kubernetes_pod_container_port_name", "metrics"),
+    ],
+)
+def test_a_scrape_job_that_finds_no_rendered_target_fails(job, label, regex):
+    problems = _problems(lambda ms: _relabel(ms, job, label, regex))
+    assert any(f"scrape job {job!r} keeps no rendered target" in p for p in problems), problems
+    assert wiring.wiring_problems(_render(mode_config("default")), mode_config("default")) == []
+
+
+def test_a_pod_monitor_must_scrape_a_port_its_pods_declare():
+    def mutate(ms):
+        by_kind(ms, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0]["port"] = "metrics"
+
+    assert any("declares the port 'metrics' it scrapes" in p for p in _problems(mutate, "operator-monitoring"))
+
+
 def test_an_ingress_backend_must_name_a_rendered_service_and_port():
     def mutate(ms):
         (ingress,) = by_kind(ms, "Ingress")

@@ -10,6 +10,9 @@ everything). The wiring rule reads the whole render at once:
   ``command``) is a Service rendered in that namespace, or an external endpoint
   the configuration declares; a port named with it is one of that Service's
   ports. Ingress backends and StatefulSet ``serviceName`` name rendered Services.
+- **Scrape targets.** Every Prometheus job that discovers pods or endpoints
+  keeps at least one rendered target once its relabel ``keep``/``drop`` rules
+  run; every PodMonitor scrapes a port its pods declare.
 - **Selectors.** Every Service selects a rendered pod template and each of its
   ``targetPort`` is a port those containers declare (by number or name); every
   NetworkPolicy (and every same-namespace peer in it) selects a rendered pod.
@@ -29,6 +32,8 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
+
+import yaml
 
 from deploy.k8s import names
 from deploy.k8s.objects import containers, describe, label_selector_matches, pod_spec, pods, selects
@@ -202,6 +207,108 @@ def _ingress_backends(ingress):
 
 def _services(manifests):
     return {(m["metadata"].get("namespace"), m["metadata"]["name"]): m for m in manifests if m.get("kind") == "Service"}
+
+
+# --- Prometheus service discovery ----------------------------------------------------
+
+
+def _scrape_configs(manifests):
+    """(where, namespace, job) of every scrape job in a rendered prometheus.yml, and of every PodMonitor."""
+    for manifest in manifests:
+        if manifest.get("kind") != "ConfigMap":
+            continue
+        for key, text in (manifest.get("data") or {}).items():
+            if "scrape_configs" not in str(text):
+                continue
+            try:
+                parsed = yaml.safe_load(str(text))
+            except yaml.YAMLError:
+                continue
+            for job in (parsed or {}).get("scrape_configs") or [] if isinstance(parsed, dict) else []:
+                yield f"{describe(manifest)} key {key}", job
+
+
+def _sd_targets(job, manifests, stack):
+    """The meta labels of every target a Kubernetes service-discovery job would find among the rendered objects."""
+    for sd in job.get("kubernetes_sd_configs") or []:
+        role = sd.get("role")
+        wanted = set((sd.get("namespaces") or {}).get("names") or [])
+        if role == "pod":
+            for pod in stack:
+                if wanted and pod.namespace not in wanted:
+                    continue
+                for name, number, protocol in pod.ports:
+                    yield {
+                        **_meta_labels("pod", pod.labels),
+                        "__meta_kubernetes_namespace": pod.namespace,
+                        "__meta_kubernetes_pod_container_port_name": name or "",
+                        "__meta_kubernetes_pod_container_port_number": str(number),
+                        "__meta_kubernetes_pod_container_port_protocol": protocol,
+                    }
+        elif role in {"endpoints", "endpointslice", "service"}:
+            for (namespace, name), service in _services(manifests).items():
+                if wanted and namespace not in wanted:
+                    continue
+                chosen = [
+                    p for p in stack if p.namespace == namespace and selects(service["spec"].get("selector"), p.labels)
+                ]
+                for port in service["spec"].get("ports") or []:
+                    for pod in chosen if role != "service" else [None]:
+                        yield {
+                            **_meta_labels("service", service["metadata"].get("labels") or {}),
+                            **(_meta_labels("pod", pod.labels) if pod else {}),
+                            "__meta_kubernetes_namespace": namespace,
+                            "__meta_kubernetes_service_name": name,
+                            f"__meta_kubernetes_{'service_port' if role == 'service' else 'endpoint_port'}_name": (
+                                port.get("name") or ""
+                            ),
+                        }
+        else:
+            return  # nodes and ingresses are outside the render: nothing to check
+
+
+def _meta_labels(kind, labels):
+    return {f"__meta_kubernetes_{kind}_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v for k, v in labels.items()}
+
+
+def _kept(target, relabel_configs):
+    for rule in relabel_configs or []:
+        action = rule.get("action", "replace")
+        if action not in {"keep", "drop"}:
+            continue
+        value = rule.get("separator", ";").join(target.get(label, "") for label in rule.get("source_labels") or [])
+        matched = re.fullmatch(rule.get("regex", "(.*)"), value) is not None
+        if matched != (action == "keep"):
+            return False
+    return True
+
+
+def _scrape_problems(manifests, stack):
+    problems = []
+    for where, job in _scrape_configs(manifests):
+        if not job.get("kubernetes_sd_configs"):
+            continue
+        targets = list(_sd_targets(job, manifests, stack))
+        roles = {sd.get("role") for sd in job["kubernetes_sd_configs"]}
+        if roles & {"pod", "endpoints", "endpointslice", "service"} and not any(
+            _kept(target, job.get("relabel_configs")) for target in targets
+        ):
+            problems.append(
+                f"{where}: scrape job {job.get('job_name')!r} keeps no rendered target (its relabel rules match no "
+                "pod, Service or port of the render). Build its selectors from deploy.k8s.names."
+            )
+    for monitor in (m for m in manifests if m.get("kind") == "PodMonitor"):
+        namespace = monitor["metadata"].get("namespace")
+        chosen = [
+            p for p in stack
+            if p.namespace == namespace and label_selector_matches(monitor["spec"].get("selector"), p.labels)
+        ]  # fmt: skip
+        for endpoint in monitor["spec"].get("podMetricsEndpoints") or []:
+            if not any(_port_number(p, endpoint.get("port")) for p in chosen):
+                problems.append(
+                    f"{describe(monitor)}: no pod it selects declares the port {endpoint.get('port')!r} it scrapes."
+                )
+    return problems
 
 
 # --- pods and selectors --------------------------------------------------------
@@ -624,6 +731,7 @@ def wiring_problems(manifests, config):
     stack = stack_pods(manifests)
     problems = _reference_problems(manifests, config)
     problems += _selector_problems(manifests, stack)
+    problems += _scrape_problems(manifests, stack)
     problems += _flow_problems(manifests, config)
     return problems
 
