@@ -252,6 +252,21 @@ def test_renaming_the_database_service_fails_on_the_apps_database_url(tmp_path):
     assert SECRETS.postgres_password not in message and "pg-p%40ss" not in message
 
 
+def test_only_the_host_of_a_secret_url_is_read_never_its_password():
+    # A password that looks like a host must neither be taken for one nor appear in a message.
+    secrets = DeploySecrets("key", "db.evil.svc", "cache.evil.svc:1")
+    config = mode_config("default")
+    manifests = render_manifests(config, secrets, redact=False)
+    assert wiring.wiring_problems(manifests, config) == []
+    hosts = {(r.name, r.port) for r in wiring.references(manifests) if r.where.startswith("Secret")}
+    assert hosts == {("django-app-postgres", 5432), ("django-app-redis", 6379)}
+
+    by_kind(manifests, "Service", "django-app-postgres")[0]["metadata"]["name"] = "pg"
+    problems = "\n".join(wiring.wiring_problems(manifests, config))
+    assert "Secret django-app/django-app key DATABASE_URL names django-app-postgres.django-app.svc:5432" in problems
+    assert "evil" not in problems
+
+
 def test_dropping_a_flow_fails_the_render_naming_it(tmp_path):
     text = _builtin("redis/service.yaml")
     text = text[: text.index("  ingress:")] + "\n"

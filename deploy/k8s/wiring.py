@@ -32,6 +32,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -90,15 +91,16 @@ def _texts(manifest):
         for key, text in (manifest.get("data") or {}).items():
             yield f"{what} key {key}", str(text)
     elif kind == "Secret":
-        for key, text in (manifest.get("stringData") or {}).items():
-            yield f"{what} key {key}", str(text)
+        values = dict(manifest.get("stringData") or {})
         for key, encoded in (manifest.get("data") or {}).items():
             try:
-                text = base64.b64decode(encoded, validate=True).decode()
+                values.setdefault(key, base64.b64decode(encoded, validate=True).decode())
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 continue
-            if text != REDACTED:
-                yield f"{what} key {key}", text
+        for key, text in values.items():
+            host = _url_host(str(text))
+            if host:
+                yield f"{what} key {key}", host
     found = _pod_spec_of(manifest)
     if found is None:
         return
@@ -110,6 +112,24 @@ def _texts(manifest):
         for part in ("command", "args"):
             for path, text in _strings(container.get(part) or [], part):
                 yield f"{where} {path}", text
+
+
+def _url_host(text):
+    """``scheme://host[:port]`` of a URL, without what else it holds; None if ``text`` is not one URL.
+
+    Only this part of a Secret value is read: its password must never be
+    scanned, nor land in a message.
+    """
+    if text == REDACTED or not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", text):
+        return None
+    try:
+        parts = urlsplit(text)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/"
 
 
 def _pod_spec_of(manifest):
