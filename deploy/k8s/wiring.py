@@ -179,7 +179,8 @@ def _reference_problems(manifests, config):
             problems.append(
                 f"{ref.where} names {shown}, but no Service {ref.name!r} is rendered in namespace "
                 f"{ref.namespace!r} (there: {', '.join(there) or 'none'}). Build the host with "
-                "deploy.k8s.names.service(), or declare the server as an external endpoint."
+                "deploy.k8s.names.service(); a server outside the stack is declared as the external PostgreSQL "
+                "or Redis (postgres_host, redis_host), the only ones its NetworkPolicies let the app reach."
             )
             continue
         ports = [p.get("port") for p in service.get("spec", {}).get("ports", [])]
