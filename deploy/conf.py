@@ -160,6 +160,16 @@ def _extra_env(value):
     return None
 
 
+_FLOW = re.compile(r"\S+ -> \S+ (?:any|\d{1,5}/(?:TCP|UDP|SCTP)|any/(?:TCP|UDP|SCTP))")
+
+
+def _flows(value):
+    for item in value:
+        if not isinstance(item, str) or not _FLOW.fullmatch(item):
+            return f"flows such as 'django-app/worker -> 0.0.0.0/0 443/TCP' ({item!r} is not one)"
+    return None
+
+
 def _dns_name(value):
     return None if not value or _HOSTNAME.match(value) or _is_ip(value) else "a host name or an IP address"
 
@@ -544,6 +554,14 @@ class DeployConfig:
         "DEPLOY_TEMPLATE_DIRS",
         "Folders searched for templates before the built-in k8s_templates/: "
         "a project overrides a template by its relative name.",
+    )
+    extra_flows: list = setting(
+        [],
+        "DEPLOY_EXTRA_FLOWS",
+        "Network flows a project's own templates add, each 'SOURCE -> DESTINATION PORT/PROTOCOL' as on the "
+        "Network flows reference page (e.g. 'django-app/worker -> 0.0.0.0/0 443/TCP'): the render refuses any "
+        "NetworkPolicy allow that is neither needed by the stack nor listed here.",
+        check=_flows,
     )
 
     @property

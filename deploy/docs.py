@@ -162,7 +162,8 @@ def network_page():
         "configuration (`podSelector` and `namespaceSelector` as Kubernetes combines them, `ipBlock` for "
         "the outside, ports resolved on the destination pod). Every render checks that this matrix equals "
         "the flows the stack needs, declared in `deploy/k8s/wiring.py` (`needed_flows`): a flow missing or "
-        "one too many fails `k8s_deploy` naming it. Sources and destinations are `namespace/component` for "
+        "one too many fails `k8s_deploy` naming it; a project's own templates list their flows in "
+        "`DEPLOY['extra_flows']`. Sources and destinations are `namespace/component` for "
         "the stack's pods, a CIDR for the outside (the VPC holds the load balancer, the nodes, the kubelets "
         "and the Kubernetes API endpoint), and `namespace/{labels}` for pods outside the stack.",
         "",

@@ -323,6 +323,67 @@ def test_the_command_fails_on_a_stray_allow_and_writes_nothing(settings, tmp_pat
     assert not output.exists()
 
 
+WORKER = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ name("worker") }}
+  namespace: {{ namespace }}
+  labels: {{ labels("worker") }}
+spec:
+  selector:
+    matchLabels: {{ selector("worker") }}
+  template:
+    metadata:
+      labels: {{ labels("worker") }}
+    spec:
+      containers:
+        - {name: "worker", image: {{ image }}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ name("worker") }}
+  namespace: {{ namespace }}
+spec:
+  podSelector:
+    matchLabels: {{ selector("worker") }}
+  policyTypes: ["Egress"]
+  egress:
+    - to:
+        - ipBlock: {cidr: "0.0.0.0/0"}
+      ports:
+        - {port: 443, protocol: "TCP"}
+"""
+
+
+def test_a_projects_own_component_declares_its_flows_in_extra_flows(tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "worker.yaml").write_text(WORKER)
+    config = load_config({"template_dirs": [str(tmp_path)]}, environ={})
+    with pytest.raises(RenderError) as excinfo:
+        render_manifests(config)
+    # Its name resolution is the stack's (allow-dns covers the namespace); its own allow is not.
+    assert str(excinfo.value).count("stack does not need") == 1
+    assert "django-app/worker → 0.0.0.0/0 on 443/TCP" in str(excinfo.value)
+    declared = load_config(
+        {"template_dirs": [str(tmp_path)], "extra_flows": ["django-app/worker -> 0.0.0.0/0 443/TCP"]}, environ={}
+    )
+    manifests = render_manifests(declared)
+    assert Flow("django-app/worker", "kube-system/{k8s-app=kube-dns}", "53/UDP") in wiring.reachability(manifests)
+    # A declared flow that the policies do not allow is missing, like any other.
+    missing = load_config({"extra_flows": ["django-app/app -> 0.0.0.0/0 443/TCP"]}, environ={})
+    with pytest.raises(RenderError, match=r"do not allow django-app/app → 0.0.0.0/0 on 443/TCP.*extra_flows"):
+        render_manifests(missing)
+
+
+@pytest.mark.parametrize("flows", [["app -> db"], ["a -> b 5432"], ["a -> b 5432/tcp"], "a -> b any"])
+def test_a_malformed_extra_flow_is_refused_naming_the_setting(flows):
+    from deploy.conf import ConfigError
+
+    with pytest.raises(ConfigError, match="extra_flows"):
+        load_config({"extra_flows": flows}, environ={})
+
+
 def _problems(mutate, mode="default"):
     config = mode_config(mode)
     manifests = copy.deepcopy(_render(config))

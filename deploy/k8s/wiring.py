@@ -691,9 +691,15 @@ def needed_flows(config, manifests):
         if config.elasticsearch_replicas > 1:
             need("Elasticsearch nodes form a cluster", elasticsearch, elasticsearch,
                  names.service(config, "elasticsearch-nodes").target_port)  # fmt: skip
-    for party in everyone:
+    # Every pod of the render, a project's own included (allow-dns covers each namespace as a whole).
+    everyone += [pod.party for pod in stack_pods(manifests) if not pod.host_network]
+    for party in dict.fromkeys(everyone):
         need("every pod resolves names", party, dns, 53, "UDP")
         need("every pod resolves names", party, dns, 53, "TCP")
+    for declared in config.extra_flows:
+        flow, port = declared.rsplit(" ", 1)
+        source, destination = flow.split(" -> ")
+        needs.append(Need(Flow(source, destination, port), "declared in DEPLOY['extra_flows']"))
     return needs
 
 
@@ -737,7 +743,7 @@ def _flow_problems(manifests, config):
     ]
     problems += [
         f"The NetworkPolicies allow {flow}, which the stack does not need (allowed by {', '.join(policies)}). "
-        "Remove the allow, or declare the flow in deploy/k8s/wiring.py needed_flows()."
+        "Remove the allow, or declare the flow (DEPLOY['extra_flows'] for a project's own templates)."
         for flow, policies in sorted(allowed.items())
         if flow not in needed
     ]
