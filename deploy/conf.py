@@ -323,7 +323,12 @@ class DeployConfig:
     postgres_host: str = setting(
         "", "DEPLOY_POSTGRES_HOST", "Host of the external PostgreSQL (external mode).", check=_dns_name
     )
-    postgres_port: int = setting(5432, "DEPLOY_POSTGRES_PORT", "Port of PostgreSQL.", check=_port)
+    postgres_port: int = setting(
+        5432,
+        "DEPLOY_POSTGRES_PORT",
+        "Port of the external PostgreSQL (the in-cluster one listens on 5432).",
+        check=_port,
+    )
     postgres_cidr: str = setting(
         "",
         "DEPLOY_POSTGRES_CIDR",
@@ -364,7 +369,9 @@ class DeployConfig:
         choices=("in-cluster", "external"),
     )
     redis_host: str = setting("", "DEPLOY_REDIS_HOST", "Host of the external Redis (external mode).", check=_dns_name)
-    redis_port: int = setting(6379, "DEPLOY_REDIS_PORT", "Port of Redis.", check=_port)
+    redis_port: int = setting(
+        6379, "DEPLOY_REDIS_PORT", "Port of the external Redis (the in-cluster one listens on 6379).", check=_port
+    )
     redis_cidr: str = setting(
         "",
         "DEPLOY_REDIS_CIDR",

@@ -151,6 +151,20 @@ def test_every_service_name_host_and_port_comes_from_names_service():
     rendered = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in by_kind(manifests, "Service")}
     declared = {(names.service(config, c).namespace, names.service(config, c).name) for c in names.SERVICES}
     assert rendered == declared
+    for service in by_kind(manifests, "Service"):
+        if service["metadata"]["name"] == "shop":
+            continue  # the app's ports follow the exposure mode; the wiring rule checks their targets
+        (declared,) = [
+            names.service(config, c)
+            for c in names.SERVICES
+            if names.service(config, c).name == service["metadata"]["name"]
+        ]
+        ports = [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]]
+        assert ports == [(declared.port_name, declared.port, declared.port_name)]
+    # An in-cluster data service ignores the external port settings: one address for the URL and the policies.
+    odd = load_config({"postgres_port": 6543, "redis_port": 6380}, environ={})
+    assert names.endpoint(odd, "postgres").address == "django-app-postgres.django-app.svc:5432"
+    assert wiring.wiring_problems(_render(odd), odd) == []
     assert names.service(config, "elasticsearch").host == "shop-elasticsearch.logging.svc"
     assert names.endpoint(config, "postgres").address == "shop-postgres.shop-prod.svc:5432"
 
