@@ -40,7 +40,6 @@ from deploy.k8s import names
 from deploy.k8s.objects import containers, describe, label_selector_matches, pod_spec, pods, selects
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
-REDACTED = "<redacted>"
 # kube-dns, as every namespace's allow-dns policy names it.
 DNS_PEER = {
     "namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kube-system"}},
@@ -120,7 +119,7 @@ def _url_host(text):
     Only this part of a Secret value is read: its password must never be
     scanned, nor land in a message.
     """
-    if text == REDACTED or not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", text):
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", text):
         return None
     try:
         parts = urlsplit(text)
