@@ -194,6 +194,16 @@ def _extra_env(value):
     return None
 
 
+_FLOW = re.compile(r"\S+ -> \S+ (?:any|\d{1,5}/(?:TCP|UDP|SCTP)|any/(?:TCP|UDP|SCTP))")
+
+
+def _flows(value):
+    for item in value:
+        if not isinstance(item, str) or not _FLOW.fullmatch(item):
+            return f"flows such as 'django-app/worker -> 0.0.0.0/0 443/TCP' ({item!r} is not one)"
+    return None
+
+
 def _dns_name(value):
     return None if not value or _HOSTNAME.fullmatch(value) or _is_ip(value) else "a host name or an IP address"
 
@@ -387,7 +397,12 @@ class DeployConfig:
     postgres_host: str = setting(
         "", "DEPLOY_POSTGRES_HOST", "Host of the external PostgreSQL (external mode).", check=_dns_name
     )
-    postgres_port: int = setting(5432, "DEPLOY_POSTGRES_PORT", "Port of PostgreSQL.", check=_port)
+    postgres_port: int = setting(
+        5432,
+        "DEPLOY_POSTGRES_PORT",
+        "Port of the external PostgreSQL (the in-cluster one listens on 5432).",
+        check=_port,
+    )
     postgres_cidr: str = setting(
         "",
         "DEPLOY_POSTGRES_CIDR",
@@ -428,7 +443,9 @@ class DeployConfig:
         choices=("in-cluster", "external"),
     )
     redis_host: str = setting("", "DEPLOY_REDIS_HOST", "Host of the external Redis (external mode).", check=_dns_name)
-    redis_port: int = setting(6379, "DEPLOY_REDIS_PORT", "Port of Redis.", check=_port)
+    redis_port: int = setting(
+        6379, "DEPLOY_REDIS_PORT", "Port of the external Redis (the in-cluster one listens on 6379).", check=_port
+    )
     redis_cidr: str = setting(
         "",
         "DEPLOY_REDIS_CIDR",
@@ -687,6 +704,14 @@ class DeployConfig:
         "environment; k8s_deploy still applies the cluster-scoped objects, which this access refuses, so it "
         "suits only a render without them (not yet an option).",
         choices=("cluster", "namespace"),
+    )
+    extra_flows: list = setting(
+        [],
+        "DEPLOY_EXTRA_FLOWS",
+        "Network flows a project's own templates add, each 'SOURCE -> DESTINATION PORT/PROTOCOL' as on the "
+        "Network flows reference page (e.g. 'django-app/worker -> 0.0.0.0/0 443/TCP'): the render refuses any "
+        "NetworkPolicy allow that is neither needed by the stack nor listed here.",
+        check=_flows,
     )
 
     @property

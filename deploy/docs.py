@@ -3,7 +3,10 @@
 - ``docs/reference/configuration.md``: every setting of DeployConfig;
 - ``docs/reference/commands.md``: every option of the deploy app's commands;
 - ``docs/reference/manifests/*.md``: the YAML rendered for the default
-  configuration, one page per component.
+  configuration, one page per component;
+- ``docs/reference/network.md``: the reachability matrix the NetworkPolicies
+  allow (which the render checks equals the flows the stack needs), and how
+  the settings change it.
 
 ``python manage.py deploy_docs`` writes them; ``--check`` fails when a page
 is out of date (the test suite runs it).
@@ -15,6 +18,7 @@ from pathlib import Path
 from django.core.management import load_command_class
 
 from deploy.conf import describe_settings, load_config
+from deploy.k8s import wiring
 from deploy.k8s.render import render_manifests, to_yaml
 
 COMMANDS = ("k8s_deploy", "migrate_from_sqlite", "eks_kubeconfig", "aws_provision", "deploy_pipeline", "deploy_docs")
@@ -138,9 +142,62 @@ def _component_of(manifest, config):
     return "app"  # fmt: skip
 
 
+# Settings that switch flows on or off, shown against the default on the network page.
+NETWORK_VARIANTS = {
+    "External PostgreSQL (`postgres_mode: external`, `postgres_cidr: 10.20.0.0/16`)": {
+        "postgres_mode": "external", "postgres_host": "db.example.internal", "postgres_cidr": "10.20.0.0/16",
+    },
+    "External Redis (`redis_mode: external`, `redis_cidr: 10.30.0.0/16`)": {
+        "redis_mode": "external", "redis_host": "cache.example.internal", "redis_cidr": "10.30.0.0/16",
+    },
+    "Prometheus Operator (`monitoring_mode: operator`)": {"monitoring_mode": "operator"},
+    "Three Elasticsearch nodes (`elasticsearch_replicas: 3`)": {"elasticsearch_replicas": 3},
+    "No monitoring and no logging (`monitoring: false`, `logging: false`)": {"monitoring": False, "logging": False},
+}  # fmt: skip
+
+
+def _flow_cells(flow):
+    return f"`{flow.source}` | `{flow.destination}` | {flow.port}"
+
+
+def network_page():
+    config = load_config({}, environ={})
+    rows = wiring.matrix(config, render_manifests(config))
+    lines = [
+        GENERATED + "# Network flows",
+        "",
+        "Who may open a connection to whom, computed from the rendered NetworkPolicies for the default "
+        "configuration (`podSelector` and `namespaceSelector` as Kubernetes combines them, `ipBlock` for "
+        "the outside, ports resolved on the destination pod). Every render checks that this matrix equals "
+        "the flows the stack needs, declared in `deploy/k8s/wiring.py` (`needed_flows`): a flow missing or "
+        "one too many fails `k8s_deploy` naming it; a project's own templates list their flows in "
+        "`DEPLOY['extra_flows']`. Sources and destinations are `namespace/component` for "
+        "the stack's pods, a CIDR for the outside (the VPC holds the load balancer, the nodes, the kubelets "
+        "and the Kubernetes API endpoint), and `namespace/{labels}` for pods outside the stack.",
+        "",
+        "| from | to | port | why | allowed by |",
+        "|---|---|---|---|---|",
+    ]
+    for flow, why, policies in rows:
+        lines.append(f"| {_flow_cells(flow)} | {why} | {', '.join(policies)} |")
+    lines += ["", "## How the settings change it", ""]
+    default = {flow for flow, _, _ in rows}
+    for title, settings in NETWORK_VARIANTS.items():
+        variant_config = load_config(settings, environ={})
+        variant = {flow: why for flow, why, _ in wiring.matrix(variant_config, render_manifests(variant_config))}
+        added = sorted(set(variant) - default)
+        removed = sorted(default - set(variant))
+        lines += [f"### {title}", ""]
+        lines += [f"- adds `{flow.source}` → `{flow.destination}` {flow.port} ({variant[flow]})" for flow in added]
+        lines += [f"- removes `{flow.source}` → `{flow.destination}` {flow.port}" for flow in removed]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def pages():
     """{relative path under docs/: text} of every generated page."""
     result = {"reference/configuration.md": configuration_page(), "reference/commands.md": commands_page()}
+    result["reference/network.md"] = network_page()
     for component, text in manifest_pages().items():
         result[f"reference/manifests/{component}.md"] = text
     return result

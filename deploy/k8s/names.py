@@ -7,6 +7,7 @@ releases (such as the version).
 """
 
 import hashlib
+from dataclasses import dataclass
 
 MAX_NAME = 63
 MANAGED_BY = "django-k8s-deploy"
@@ -49,3 +50,88 @@ def labels(app_name, component, version):
 def release_selector(app_name):
     """The label selector of every object this tool created for ``app_name``."""
     return f"{PART_OF}={truncate(app_name)},app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+# --- Services: the one home of every in-cluster name, host and port ----------
+
+# component -> (namespace setting, pod component it selects, port name, Service port, container port, headless).
+# The port name is also the name of the container port the Service targets.
+SERVICES = {
+    "app": ("namespace", "app", "http", 80, 8000, False),
+    "postgres": ("namespace", "postgres", "postgres", 5432, 5432, False),
+    "postgres-headless": ("namespace", "postgres", "postgres", 5432, 5432, True),
+    "redis": ("namespace", "redis", "redis", 6379, 6379, False),
+    "prometheus": ("monitoring_namespace", "prometheus", "web", 9090, 9090, False),
+    "kube-state-metrics": ("monitoring_namespace", "kube-state-metrics", "metrics", 8080, 8080, False),
+    "node-exporter": ("monitoring_namespace", "node-exporter", "metrics", 9100, 9100, True),
+    "elasticsearch": ("logging_namespace", "elasticsearch", "http", 9200, 9200, False),
+    "elasticsearch-nodes": ("logging_namespace", "elasticsearch", "transport", 9300, 9300, True),
+    "kibana": ("logging_namespace", "kibana", "http", 5601, 5601, False),
+}
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Service of the stack: what its manifest declares and what its clients dial."""
+
+    component: str
+    name: str
+    namespace: str
+    selects: str
+    port_name: str
+    port: int
+    target_port: int
+    headless: bool = False
+    in_cluster: bool = True
+
+    @property
+    def host(self):
+        """The in-cluster DNS name clients use, whatever namespace they run in."""
+        return f"{self.name}.{self.namespace}.svc" if self.in_cluster else self.name
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
+
+    def url(self, scheme="http", path=""):
+        return f"{scheme}://{self.address}{path}"
+
+
+def service(config, component):
+    """The Service of ``component``: its name, namespace, host and ports, for templates and generated configs."""
+    try:
+        namespace_setting, selects, port_name, port, target_port, headless = SERVICES[component]
+    except KeyError:
+        raise KeyError(f"no Service is declared for component {component!r} in deploy/k8s/names.SERVICES") from None
+    return Service(
+        component=component,
+        name=resource_name(config.app_name, component),
+        namespace=getattr(config, namespace_setting),
+        selects=selects,
+        port_name=port_name,
+        port=port,
+        target_port=target_port,
+        headless=headless,
+    )
+
+
+def endpoint(config, component):
+    """Where the app reaches ``postgres`` or ``redis``: the in-cluster Service, or the configured external server."""
+    if getattr(config, f"{component}_in_cluster"):
+        return service(config, component)
+    port = getattr(config, f"{component}_port")
+    return Service(
+        component=component,
+        name=getattr(config, f"{component}_host"),
+        namespace="",
+        selects="",
+        port_name=component,
+        port=port,
+        target_port=port,
+        in_cluster=False,
+    )
+
+
+def external_endpoints(config):
+    """Host names the stack may dial outside its rendered Services: the servers configured as external."""
+    return {endpoint(config, c).host for c in ("postgres", "redis") if not getattr(config, f"{c}_in_cluster")}

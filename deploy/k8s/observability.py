@@ -127,7 +127,7 @@ def prometheus_config(config):
         "tls_config": {"ca_file": f"{account}/ca.crt"},
         "authorization": {"credentials_file": f"{account}/token"},
     }
-    monitoring = config.monitoring_namespace
+    node_exporter = names.service(config, "node-exporter")
     return {
         "global": {"scrape_interval": "30s", "evaluation_interval": "30s"},
         "rule_files": ["/etc/prometheus/rules/*.yml"],
@@ -140,13 +140,17 @@ def prometheus_config(config):
             },
             {
                 "job_name": "kube-state-metrics",
-                "static_configs": [{"targets": [f"{names.resource_name('kube-state-metrics')}.{monitoring}.svc:8080"]}],
+                "static_configs": [{"targets": [names.service(config, "kube-state-metrics").address]}],
             },
             {
                 "job_name": "node-exporter",
-                "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": [monitoring]}}],
+                "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": [node_exporter.namespace]}}],
                 "relabel_configs": [
-                    {"source_labels": ["__meta_kubernetes_service_name"], "regex": "node-exporter", "action": "keep"},
+                    {
+                        "source_labels": ["__meta_kubernetes_service_name"],
+                        "regex": _regex_literal(node_exporter.name),
+                        "action": "keep",
+                    },
                     {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
                 ],
             },
@@ -154,6 +158,11 @@ def prometheus_config(config):
             {"job_name": "cadvisor", "metrics_path": "/metrics/cadvisor", **node_sd},
         ],
     }
+
+
+def _regex_literal(text):
+    """``text`` as a regular expression matching only itself (a hyphen needs no escape outside a class)."""
+    return re.escape(text).replace("\\-", "-")
 
 
 def _label_name(label):
@@ -170,7 +179,7 @@ CRI_REGEX = r"^(?<time>[^ ]+) (?<stream>stdout|stderr) (?<logtag>[FP]) (?<log>.*
 
 def fluentd_config(config):
     """fluent.conf: tail, join partial lines, parse the app's JSON, add Kubernetes metadata, buffer to disk."""
-    es_host = f"{names.resource_name('elasticsearch')}.{config.logging_namespace}.svc"
+    elasticsearch = names.service(config, "elasticsearch")
     app_selector = names.selector_labels(config.app_name, "app")
     app_name = app_selector["app.kubernetes.io/name"]
     return f"""# Generated from deploy/k8s/observability.py: edit the rules there.
@@ -230,8 +239,8 @@ def fluentd_config(config):
 <match kubernetes.**>
   @type elasticsearch
   @id elasticsearch
-  host {es_host}
-  port 9200
+  host {elasticsearch.host}
+  port {elasticsearch.port}
   scheme http
   logstash_format true
   logstash_prefix logs-{app_name}
@@ -283,8 +292,8 @@ def parse_container_log(lines):
 
 def efk_setup_script(config):
     """The setup Job's script: index lifecycle (retention), index template, Kibana data view and saved search."""
-    es = f"http://{names.resource_name(config.app_name, 'elasticsearch')}:9200"
-    kibana = f"http://{names.resource_name(config.app_name, 'kibana')}:5601"
+    es = names.service(config, "elasticsearch").url()
+    kibana = names.service(config, "kibana").url()
     app_name = names.selector_labels(config.app_name, "app")["app.kubernetes.io/name"]
     policy = {"policy": {"phases": {
         "hot": {"actions": {"rollover": {"max_age": "1d", "max_primary_shard_size": "10gb"}}},

@@ -9,6 +9,11 @@ mappings in flow style), so no value, whatever it contains (``: ``, a newline,
 ``{{``), can change the structure of the document. An undefined variable is
 an error naming the template, its line and the variable.
 
+Wiring: the rendered set is read as one system before it is returned
+(``wiring.py``): a name that resolves to no Service, a selector that selects
+nothing, or a NetworkPolicy that allows more or less than the stack needs is
+a :class:`RenderError` naming the object and the flow.
+
 Overrides: the search path is ``DEPLOY['template_dirs']`` then the built-in
 ``k8s_templates/``; a template is found by its relative name in the first
 folder that has it, so a project replaces ``app/deployment.yaml`` by putting
@@ -27,7 +32,7 @@ import jinja2
 import yaml
 
 from deploy.conf import DeploySecrets
-from deploy.k8s import names, observability
+from deploy.k8s import names, observability, wiring
 from deploy.k8s.exposure import exposure
 
 
@@ -215,15 +220,14 @@ def build_context(config, secrets, redact, env=None):
             found["app.kubernetes.io/name"] = component
         return found
 
-    pg_host = f"{name('postgres')}.{config.namespace}.svc" if config.postgres_in_cluster else config.postgres_host
-    redis_host = f"{name('redis')}.{config.namespace}.svc" if config.redis_in_cluster else config.redis_host
-    pg_query = "" if config.postgres_in_cluster else "?sslmode=require"
+    postgres, redis = names.endpoint(config, "postgres"), names.endpoint(config, "redis")
+    pg_query = "" if postgres.in_cluster else "?sslmode=require"
     database_url = (
         f"postgres://{config.postgres_user}:{quote(secrets.postgres_password, safe='')}"
-        f"@{pg_host}:{config.postgres_port}/{config.postgres_database}{pg_query}"
+        f"@{postgres.address}/{config.postgres_database}{pg_query}"
     )
     redis_auth = f":{quote(secrets.redis_password, safe='')}@" if secrets.redis_password else ""
-    redis_url = f"{'rediss' if config.redis_tls else 'redis'}://{redis_auth}{redis_host}:{config.redis_port}/0"
+    redis_url = f"{'rediss' if config.redis_tls else 'redis'}://{redis_auth}{redis.address}/0"
 
     app_env = stack_env(config)
     _check_extra_env(config)
@@ -262,8 +266,12 @@ def build_context(config, secrets, redact, env=None):
         "app_env": app_env,
         "config_checksum": config_checksum,
         "migrate_job_name": names.truncate(f"{name('migrate')}-{migrate_hash}"),
-        "postgres_host": pg_host,
-        "redis_host": redis_host,
+        # Every Service's name, host and ports, and where the app finds PostgreSQL and Redis (names.py).
+        "service": lambda component: names.service(config, component),
+        "postgres": postgres,
+        "redis": redis,
+        "postgres_host": postgres.host,
+        "redis_host": redis.host,
         "redacted": redact,
         "app_secret": _secret_data(
             {"SECRET_KEY": secrets.secret_key, "DATABASE_URL": database_url, "REDIS_URL": redis_url}, redact
@@ -405,7 +413,14 @@ def render_manifests(config, secrets=None, redact=True):
         if key in seen:
             raise RenderError(f"{key[0]} {key[2]!r} is rendered twice (by {seen[key]} and another template).")
         seen[key] = manifest["metadata"].get("name")
-    return sorted(manifests, key=sort_key)
+    manifests = sorted(manifests, key=sort_key)
+    problems = wiring.wiring_problems(manifests, config)
+    if problems:
+        raise RenderError(
+            f"the rendered objects do not work together ({len(problems)} problem(s)):\n"
+            + "\n".join(f"  - {problem}" for problem in problems)
+        )
+    return manifests
 
 
 def _missing_secrets(config, secrets):

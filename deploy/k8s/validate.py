@@ -8,10 +8,11 @@ Two kinds of check:
   or never existed) is an error; only custom resources of known operators may
   have no schema.
 - ``policy_problems``: rules checkov does not know, in code: hostPath only in
-  the logging DaemonSet, no literal secret-looking value, selectors that
-  select something, a default deny in every namespace, Pod Security
-  "restricted" in the app namespace, and the stack fitting in its own
-  ResourceQuota and LimitRange.
+  the logging DaemonSet, no literal secret-looking value, a default deny in
+  every namespace, Pod Security "restricted" in the app namespace, the stack
+  fitting in its own ResourceQuota and LimitRange, and the wiring rule
+  (``wiring.py``: names resolve, selectors select, the NetworkPolicies allow
+  exactly the flows the stack needs).
 
 Both return lists of sentences; an empty list means valid.
 """
@@ -20,6 +21,10 @@ import math
 import re
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
+from deploy.k8s import wiring
+from deploy.k8s.objects import containers as _containers
+from deploy.k8s.objects import describe, pod_spec
+from deploy.k8s.objects import pods as _pods
 
 # Custom resources whose schemas are not part of Kubernetes.
 CUSTOM_RESOURCE_GROUPS = ("monitoring.coreos.com",)
@@ -27,12 +32,6 @@ _SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
 _PSS_VOLUME_TYPES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
 }  # fmt: skip
-
-
-def describe(manifest):
-    meta = manifest.get("metadata", {})
-    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
-    return f"{manifest.get('kind')} {where}{meta.get('name')}"
 
 
 # --- schema ---------------------------------------------------------------
@@ -61,38 +60,6 @@ def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
     return problems
 
 
-# --- pods -------------------------------------------------------------------
-
-
-def pod_spec(manifest):
-    """The pod template's (metadata, spec) of a workload, or None."""
-    kind, spec = manifest.get("kind"), manifest.get("spec", {})
-    if kind == "Pod":
-        return manifest.get("metadata", {}), spec
-    if kind == "CronJob":
-        template = spec.get("jobTemplate", {}).get("spec", {}).get("template")
-    elif kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
-        template = spec.get("template")
-    else:
-        return None
-    return (template or {}).get("metadata", {}), (template or {}).get("spec", {})
-
-
-def _containers(spec):
-    return [*spec.get("initContainers", []), *spec.get("containers", [])]
-
-
-def _pods(manifests):
-    for manifest in manifests:
-        found = pod_spec(manifest)
-        if found:
-            yield manifest, found[0].get("labels", {}), found[1]
-
-
-def _selects(selector, labels):
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
 # --- policy -------------------------------------------------------------------
 
 
@@ -101,10 +68,10 @@ def policy_problems(manifests, config):
     pods = list(_pods(manifests))
     problems += _host_paths(pods, config)
     problems += _secret_values(manifests, pods)
-    problems += _selectors(manifests, pods)
     problems += _default_deny(manifests, pods)
     problems += _pod_security(pods, config)
     problems += _resource_fit(manifests, pods, config)
+    problems += wiring.wiring_problems(manifests, config)
     return problems
 
 
@@ -154,37 +121,6 @@ def _secret_mount_paths(spec):
         for mount in container.get("volumeMounts", [])
         if mount.get("name") in secret_volumes
     ]
-
-
-def _selectors(manifests, pods):
-    problems = []
-
-    def selected(namespace, selector):
-        return any(m["metadata"].get("namespace") == namespace and _selects(selector, labels) for m, labels, _ in pods)
-
-    for manifest in manifests:
-        kind, namespace = manifest.get("kind"), manifest["metadata"].get("namespace")
-        spec = manifest.get("spec", {})
-        if kind == "Service" and spec.get("selector") and not selected(namespace, spec["selector"]):
-            problems.append(f"{describe(manifest)}: its selector {spec['selector']} matches no pod of the stack.")
-        if kind in {"Deployment", "StatefulSet", "DaemonSet", "PodDisruptionBudget"}:
-            match = spec.get("selector", {}).get("matchLabels", {})
-            if match and not selected(namespace, match):
-                problems.append(f"{describe(manifest)}: its selector {match} matches no pod of the stack.")
-        if kind != "NetworkPolicy":
-            continue
-        match = spec.get("podSelector", {}).get("matchLabels", {})
-        if match and not selected(namespace, match):
-            problems.append(f"{describe(manifest)}: its podSelector {match} matches no pod of the stack.")
-        for direction, key in (("ingress", "from"), ("egress", "to")):
-            for rule in spec.get(direction, []):
-                for peer in rule.get(key, []):
-                    peer_match = peer.get("podSelector", {}).get("matchLabels", {})
-                    if "namespaceSelector" not in peer and peer_match and not selected(namespace, peer_match):
-                        problems.append(
-                            f"{describe(manifest)}: {direction} peer {peer_match} matches no pod of the stack."
-                        )
-    return problems
 
 
 def _default_deny(manifests, pods):
