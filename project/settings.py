@@ -5,6 +5,7 @@ default: with ``DEBUG`` off, a missing ``SECRET_KEY`` or ``DATABASE_URL`` stops
 the process at start-up with a message naming the variable.
 """
 
+import sys
 from pathlib import Path
 
 import environ
@@ -17,6 +18,19 @@ if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
     env.read_env(str(BASE_DIR / ".env"))
 
 DEBUG = env.bool("DEBUG", default=False)
+
+
+def _asks_only_for_help(argv):
+    """``manage.py``, ``manage.py help [CMD]`` or ``manage.py CMD --help``: nothing runs, no secret is read.
+
+    Such a run lists commands and options, so it must work in a fresh clone with nothing set.
+    """
+    if not argv or Path(argv[0]).name not in ("manage.py", "django-admin"):
+        return False
+    return len(argv) == 1 or argv[1] in ("help", "--help", "-h") or bool({"--help", "-h"} & set(argv[2:]))
+
+
+_HELP_ONLY = _asks_only_for_help(sys.argv)
 
 
 def _required(name, dev_default):
@@ -33,7 +47,7 @@ def _required(name, dev_default):
             raise ImproperlyConfigured(f"Cannot read {name}_FILE ({path}): {exc.strerror}.") from None
     if name in env.ENVIRON:
         return env.str(name)
-    if DEBUG:
+    if DEBUG or _HELP_ONLY:
         return dev_default
     raise ImproperlyConfigured(
         f"Set the {name} environment variable: it is required when DEBUG is off (see .env.example)."
