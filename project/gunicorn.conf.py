@@ -25,6 +25,11 @@ max_requests_jitter = max_requests // 10
 _SHM = "/dev/shm"  # noqa: S108 - tmpfs by design, not a shared temporary file
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", _SHM if Path(_SHM).is_dir() else None)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+# gunicorn's control socket (for gunicornc) defaults to ~/.gunicorn/gunicorn.ctl, one path shared by
+# every gunicorn of the user: off unless GUNICORN_CONTROL_SOCKET names a path for this one.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 
 accesslog = "-"
 errorlog = "-"
