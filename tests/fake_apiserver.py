@@ -193,10 +193,14 @@ def _overlaps(a, b):
 class FakeApiServer:
     """Start with ``with FakeApiServer() as server:``; ``server.url`` is its address."""
 
-    def __init__(self, token=None, tick=0.02, token_check=None):
+    def __init__(self, token=None, tick=0.02, token_check=None, rollout_ticks=3, slow_rollout_ticks=10, job_ticks=3):
         self.token = token
         self.token_check = token_check  # a function of the Authorization header, instead of one fixed token
+        # The controller's pace: it runs every ``tick`` seconds; a Deployment is ready after ``rollout_ticks``
+        # runs (``slow_rollout_ticks`` in the "slow" scenario), a Job done after ``job_ticks``. Tests keep them
+        # short; the training sandbox makes them human-sized.
         self.tick = tick
+        self.rollout_ticks, self.slow_rollout_ticks, self.job_ticks = rollout_ticks, slow_rollout_ticks, job_ticks
         self.objects = {}  # (group, plural, namespace, name) -> object
         self.lock = threading.RLock()
         self.versions = itertools.count(1000)
@@ -455,7 +459,7 @@ class FakeApiServer:
             ]
             self._pods(namespace, name, template, pod_hash, replicas, crash=False, ready=False, owner=obj)
             return
-        needed = 10 if scenario == "slow" else 3
+        needed = self.slow_rollout_ticks if scenario == "slow" else self.rollout_ticks
         if ticks < needed:
             status.update(readyReplicas=0, availableReplicas=0)
             return
@@ -552,7 +556,7 @@ class FakeApiServer:
         ticks = status.setdefault("_ticks", 0) + 1
         status["_ticks"] = ticks
         status["active"] = 1
-        if ticks < 3:
+        if ticks < self.job_ticks:
             return
         component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
         template = obj.get("spec", {}).get("template", {})
@@ -662,7 +666,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        return yaml.safe_load(raw) if raw else {}
+        if not raw:
+            return {}
+        try:  # clients send apply patches as JSON, which is YAML; parse it as such first (much faster)
+            return json.loads(raw)
+        except ValueError:
+            return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
     def do_GET(self):
         self._handle("GET")
