@@ -119,10 +119,24 @@ class Command(BaseCommand):
         }
         eks_cluster = options["eks_cluster"] or config.eks_cluster
         cluster = find_cluster(eks_cluster=eks_cluster)
-        if cluster is None and (options["preflight"] or options["history"] or options["push"]):
+        needs_cluster = [
+            flag
+            for flag, given in (
+                ("--preflight", options["preflight"]),
+                ("--history", options["history"]),
+                ("--push", options["push"]),
+                ("--diff", options["diff"]),
+                ("--dry-run", options["dry_run"]),
+                ("--rollback", options["rollback"] is not None),
+            )
+            if given
+        ]
+        if cluster is None and needs_cluster:
             raise CommandError(
-                "No cluster configured: --preflight, --history and --push need a kubeconfig, the in-cluster "
-                "service account, or --eks-cluster."
+                f"No cluster configured: {', '.join(needs_cluster)} compare with or act on a cluster, and none was "
+                "found (no KUBECONFIG, no ~/.kube/config, not in a pod, no EKS cluster named). Point KUBECONFIG at "
+                "one, pass --eks-cluster, or start the training sandbox (make sandbox) to practise. Nothing was "
+                "written or applied."
             )
         output = options["output"] or (None if cluster else DEFAULT_OUTPUT)
         if output:
