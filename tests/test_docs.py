@@ -87,4 +87,10 @@ def test_mkdocs_builds_the_site_in_strict_mode(tmp_path):
         cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "runbooks" / "index.html").exists()
+    # Browsable from files: pages are NAME.html and links name them (a folder link opens a listing, not a page).
+    assert (tmp_path / "runbooks.html").exists() and not (tmp_path / "runbooks").exists()
+    home = (tmp_path / "index.html").read_text()
+    assert 'href="quickstart.html"' in home and 'href="training/index.html"' in home
+    links = re.findall(r'href="([^"#:?]+)"', (tmp_path / "training" / "03-deploy-and-rollback.html").read_text())
+    broken = [link for link in links if not (tmp_path / "training" / link).resolve().is_file()]
+    assert broken == []
