@@ -5,6 +5,7 @@ default: with ``DEBUG`` off, a missing ``SECRET_KEY`` or ``DATABASE_URL`` stops
 the process at start-up with a message naming the variable.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -14,8 +15,27 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
-    env.read_env(str(BASE_DIR / ".env"))
+DOT_ENV_FILE = BASE_DIR / ".env"
+
+
+def _reads_dot_env(path):
+    """Whether to read ``.env``: ``DJANGO_READ_DOT_ENV_FILE`` from the environment, else from the file itself.
+
+    ``.env.example`` says to set the flag in ``.env``, so the file's own line counts; the environment wins,
+    as it does for every variable (``read_env`` never overwrites one already set).
+    """
+    if "DJANGO_READ_DOT_ENV_FILE" in env.ENVIRON:
+        return env.bool("DJANGO_READ_DOT_ENV_FILE")
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    found = re.findall(r"^\s*(?:export\s+)?DJANGO_READ_DOT_ENV_FILE\s*=\s*['\"]?(\w+)", text, re.MULTILINE)
+    return bool(found) and found[-1].lower() in {"true", "on", "yes", "1"}
+
+
+if _reads_dot_env(DOT_ENV_FILE):
+    env.read_env(str(DOT_ENV_FILE))
 
 DEBUG = env.bool("DEBUG", default=False)
 
