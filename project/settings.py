@@ -173,6 +173,8 @@ CACHES = {
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=60)
+# The currency the catalog's prices are in (an ISO 4217 code, shown beside every price).
+CATALOG_CURRENCY = env.str("CATALOG_CURRENCY", default="EUR")
 # /boom/ raises on purpose (log pipeline checks); off unless asked for.
 CATALOG_ENABLE_BOOM = env.bool("CATALOG_ENABLE_BOOM", default=False)
 
