@@ -40,13 +40,15 @@ def worker_redis_url(url, worker):
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdefghijklmnopqrstuvwxyz")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/8")
-# Set back into the environment so that the gunicorn processes the tests start use the same database.
-os.environ["REDIS_URL"] = worker_redis_url(os.environ["REDIS_URL"], _WORKER)
+# The number before any worker moved it, kept for the processes a worker starts with these settings.
+os.environ.setdefault("TESTS_REDIS_BASE_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8"))
+# Set in the environment so that the gunicorn processes the tests start use the same database.
+os.environ["REDIS_URL"] = worker_redis_url(os.environ["TESTS_REDIS_BASE_URL"], _WORKER)
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("CACHE_KEY_PREFIX", f"test-{os.getpid()}")
-os.environ.setdefault("STATIC_ROOT", str(_BUILD / "static"))
+# Set, not defaulted: xdist workers inherit the controller's environment, and each needs its own folder.
+os.environ["STATIC_ROOT"] = str(_BUILD / "static")
 os.makedirs(os.environ["STATIC_ROOT"], exist_ok=True)
 
 from project.settings import *  # noqa: E402,F403

@@ -111,3 +111,17 @@ def test_dot_env_is_not_read_while_its_flag_is_false(tmp_path):
     clone = _clone_with_dot_env(tmp_path, "DEBUG=true\nDJANGO_READ_DOT_ENV_FILE=false\n")
     run = _show(clone)
     assert run.returncode == 1 and "Set the SECRET_KEY environment variable" in run.stderr
+
+
+def test_each_xdist_worker_has_its_own_redis_database():
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    from tests.settings import worker_redis_url
+
+    assert worker_redis_url("redis://127.0.0.1:6379/5", "") == "redis://127.0.0.1:6379/5"
+    assert worker_redis_url("redis://127.0.0.1:6379/5", "gw0") == "redis://127.0.0.1:6379/5"
+    assert worker_redis_url("redis://:pw@10.0.0.1:6380/8", "gw3") == "redis://:pw@10.0.0.1:6380/11"
+    assert worker_redis_url("redis://127.0.0.1:6379", "gw2") == "redis://127.0.0.1:6379/2"
+    with pytest.raises(ImproperlyConfigured, match="worker gw11 would use Redis database 16"):
+        worker_redis_url("redis://127.0.0.1:6379/5", "gw11")
