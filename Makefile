@@ -66,6 +66,10 @@ docs: venv
 docs-serve: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$${DOCS_PORT:-8001}
 
+## sandbox: the training course's cluster, a fake Kubernetes API server on 127.0.0.1 (Ctrl-C stops it).
+sandbox: venv
+	$(PY) -m tests.fake_apiserver --dir build/sandbox
+
 format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
