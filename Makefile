@@ -49,9 +49,13 @@ test: venv
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25; status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s of wall time on $(PYTEST_WORKERS) workers"; exit $$status
 
-## test-fast: the edit loop's subset (no fake-cluster deploys, gunicorn, Prometheus, moto or Docker), under a minute.
+## test-fast: the edit loop's subset, under a minute of CPU: render, validation, commands, settings, the copy;
+## not the files that deploy to the fake cluster or start gunicorn, Prometheus, moto, checkov or Docker.
+TEST_FAST_SKIP := test_k8s_apply test_aws test_aws_provision test_gunicorn test_observability test_help \
+	test_training test_image
 test-fast: venv
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not docker"
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not docker" \
+		$(foreach name,$(TEST_FAST_SKIP),--ignore=tests/$(name).py)
 
 lint: venv
 	$(VENV)/bin/ruff check .
