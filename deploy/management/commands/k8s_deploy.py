@@ -262,7 +262,12 @@ class Command(BaseCommand):
                 return None
             rollback_of = None
             if options["rollback"] is not None:
-                manifests, rollback_of = self._rollback_manifests(cluster, config, options["rollback"])
+                recorded, rollback_of = self._rollback_manifests(cluster, config, options["rollback"])
+                # Records leave Secrets out (they hold no secret value): keep today's, which the prune would
+                # otherwise delete, taking the app's SECRET_KEY and database passwords with them.
+                manifests = [m for m in recorded if m["kind"] != "Secret"] + [
+                    m for m in manifests if m["kind"] == "Secret"
+                ]
             self._confirm(cluster, config, options, rollback_of)
             result = deployer.deploy(manifests, rollback_of=rollback_of)
         except LockHeld as exc:
