@@ -133,10 +133,10 @@ class Command(BaseCommand):
         ]
         if cluster is None and needs_cluster:
             raise CommandError(
-                f"No cluster configured: {', '.join(needs_cluster)} compare with or act on a cluster, and none was "
-                "found (no KUBECONFIG, no ~/.kube/config, not in a pod, no EKS cluster named). Point KUBECONFIG at "
-                "one, pass --eks-cluster, or start the training sandbox (make sandbox) to practise. Nothing was "
-                "written or applied."
+                f"No cluster configured: {', '.join(needs_cluster)} {'needs' if len(needs_cluster) == 1 else 'need'} "
+                "a cluster, and none was found (no KUBECONFIG, no ~/.kube/config, not in a pod, no EKS cluster "
+                "named). Point KUBECONFIG at one, pass --eks-cluster, or start the training sandbox (make sandbox) "
+                "to practise. Nothing was written or applied."
             )
         output = options["output"] or (None if cluster else DEFAULT_OUTPUT)
         if output:
