@@ -17,7 +17,7 @@ DEMO_PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 DEMO_PG_DB ?= demo
 DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/$(DEMO_PG_DB)
 
-.PHONY: venv lock demo serve test lint format bench docs clean
+.PHONY: venv lock demo serve test test-fast lint format bench docs docs-serve sandbox clean
 
 venv: $(STAMP)
 
@@ -49,8 +49,21 @@ serve: venv
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	GUNICORN_BIND=127.0.0.1:$${PORT:-8000} $(VENV)/bin/gunicorn -c project/gunicorn.conf.py project.wsgi
 
+## test: the whole suite on $(PYTEST_WORKERS) pytest-xdist workers, each with its own PostgreSQL test
+## database (test_<name>_gw<N>) and Redis database (REDIS_URL's number + N); prints its wall time.
+PYTEST_WORKERS ?= 2
 test: venv
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest
+	@start=$$(date +%s); \
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25; status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s of wall time on $(PYTEST_WORKERS) workers"; exit $$status
+
+## test-fast: the edit loop's subset, under a minute of CPU: render, validation, commands, settings, the copy;
+## not the files that deploy to the fake cluster or start gunicorn, Prometheus, moto, checkov or Docker.
+TEST_FAST_SKIP := test_k8s_apply test_aws test_aws_provision test_gunicorn test_observability test_help \
+	test_training test_image
+test-fast: venv
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not docker" \
+		$(foreach name,$(TEST_FAST_SKIP),--ignore=tests/$(name).py)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -60,6 +73,14 @@ lint: venv
 docs: venv
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py deploy_docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+## docs-serve: the site with live reload on http://127.0.0.1:$${DOCS_PORT:-8001}/ (this machine only).
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$${DOCS_PORT:-8001}
+
+## sandbox: the training course's cluster, a fake Kubernetes API server on 127.0.0.1 (Ctrl-C stops it).
+sandbox: venv
+	$(PY) -m tests.fake_apiserver --dir build/sandbox
 
 format: venv
 	$(VENV)/bin/ruff format .

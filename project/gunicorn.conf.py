@@ -31,6 +31,11 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
 secure_scheme_headers = gunicorn_secure_scheme_headers(
     os.environ.get("SECURE_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO=https")
 )
+# gunicorn's control socket (for gunicornc) defaults to ~/.gunicorn/gunicorn.ctl, one path shared by
+# every gunicorn of the user: off unless GUNICORN_CONTROL_SOCKET names a path for this one.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 
 accesslog = "-"
 errorlog = "-"

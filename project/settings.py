@@ -5,6 +5,8 @@ default: with ``DEBUG`` off, a missing ``SECRET_KEY`` or ``DATABASE_URL`` stops
 the process at start-up with a message naming the variable.
 """
 
+import re
+import sys
 from pathlib import Path
 
 import environ
@@ -15,10 +17,42 @@ from deploy.tls import https_marker
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
-    env.read_env(str(BASE_DIR / ".env"))
+DOT_ENV_FILE = BASE_DIR / ".env"
+
+
+def _reads_dot_env(path):
+    """Whether to read ``.env``: ``DJANGO_READ_DOT_ENV_FILE`` from the environment, else from the file itself.
+
+    ``.env.example`` says to set the flag in ``.env``, so the file's own line counts; the environment wins,
+    as it does for every variable (``read_env`` never overwrites one already set).
+    """
+    if "DJANGO_READ_DOT_ENV_FILE" in env.ENVIRON:
+        return env.bool("DJANGO_READ_DOT_ENV_FILE")
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    found = re.findall(r"^\s*(?:export\s+)?DJANGO_READ_DOT_ENV_FILE\s*=\s*['\"]?(\w+)", text, re.MULTILINE)
+    return bool(found) and found[-1].lower() in {"true", "on", "yes", "1"}
+
+
+if _reads_dot_env(DOT_ENV_FILE):
+    env.read_env(str(DOT_ENV_FILE))
 
 DEBUG = env.bool("DEBUG", default=False)
+
+
+def _asks_only_for_help(argv):
+    """``manage.py``, ``manage.py help [CMD]`` or ``manage.py CMD --help``: nothing runs, no secret is read.
+
+    Such a run lists commands and options, so it must work in a fresh clone with nothing set.
+    """
+    if not argv or Path(argv[0]).name not in ("manage.py", "django-admin"):
+        return False
+    return len(argv) == 1 or argv[1] in ("help", "--help", "-h") or bool({"--help", "-h"} & set(argv[2:]))
+
+
+_HELP_ONLY = _asks_only_for_help(sys.argv)
 
 
 def _required(name, dev_default):
@@ -35,7 +69,7 @@ def _required(name, dev_default):
             raise ImproperlyConfigured(f"Cannot read {name}_FILE ({path}): {exc.strerror}.") from None
     if name in env.ENVIRON:
         return env.str(name)
-    if DEBUG:
+    if DEBUG or _HELP_ONLY:
         return dev_default
     raise ImproperlyConfigured(
         f"Set the {name} environment variable: it is required when DEBUG is off (see .env.example)."
@@ -139,6 +173,8 @@ CACHES = {
 # Sessions are written to the database and cached: they survive a cache outage.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=60)
+# The currency the catalog's prices are in (an ISO 4217 code, shown beside every price).
+CATALOG_CURRENCY = env.str("CATALOG_CURRENCY", default="EUR")
 # /boom/ raises on purpose (log pipeline checks); off unless asked for.
 CATALOG_ENABLE_BOOM = env.bool("CATALOG_ENABLE_BOOM", default=False)
 

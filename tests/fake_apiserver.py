@@ -73,6 +73,14 @@ RESOURCES = [
     ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, []),
     ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, []),
 ]
+# kubectl's abbreviations (kubectl get deploy,sts,svc …), as the real server lists them in discovery.
+SHORT_NAMES = {
+    "namespaces": ["ns"], "serviceaccounts": ["sa"], "configmaps": ["cm"], "services": ["svc"],
+    "persistentvolumeclaims": ["pvc"], "limitranges": ["limits"], "resourcequotas": ["quota"], "pods": ["po"],
+    "events": ["ev"], "deployments": ["deploy"], "statefulsets": ["sts"], "daemonsets": ["ds"], "cronjobs": ["cj"],
+    "networkpolicies": ["netpol"], "ingresses": ["ing"], "poddisruptionbudgets": ["pdb"],
+    "horizontalpodautoscalers": ["hpa"], "storageclasses": ["sc"], "priorityclasses": ["pc"],
+}  # fmt: skip
 BY_PLURAL = {(g, p): (g, v, k, p, n, s) for g, v, k, p, n, s in RESOURCES}
 PREFERRED = {"autoscaling": "v2"}
 
@@ -193,10 +201,16 @@ def _overlaps(a, b):
 class FakeApiServer:
     """Start with ``with FakeApiServer() as server:``; ``server.url`` is its address."""
 
-    def __init__(self, token=None, tick=0.02, token_check=None):
+    def __init__(self, token=None, tick=0.02, token_check=None, rollout_ticks=3, slow_rollout_ticks=10, job_ticks=3,
+                 port=0):  # fmt: skip
+        self.port = port
         self.token = token
         self.token_check = token_check  # a function of the Authorization header, instead of one fixed token
+        # The controller's pace: it runs every ``tick`` seconds; a Deployment is ready after ``rollout_ticks``
+        # runs (``slow_rollout_ticks`` in the "slow" scenario), a Job done after ``job_ticks``. Tests keep them
+        # short; the training sandbox makes them human-sized.
         self.tick = tick
+        self.rollout_ticks, self.slow_rollout_ticks, self.job_ticks = rollout_ticks, slow_rollout_ticks, job_ticks
         self.objects = {}  # (group, plural, namespace, name) -> object
         self.lock = threading.RLock()
         self.versions = itertools.count(1000)
@@ -216,7 +230,7 @@ class FakeApiServer:
     # lifecycle
     def __enter__(self):
         handler = type("Handler", (_Handler,), {"api": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -455,7 +469,7 @@ class FakeApiServer:
             ]
             self._pods(namespace, name, template, pod_hash, replicas, crash=False, ready=False, owner=obj)
             return
-        needed = 10 if scenario == "slow" else 3
+        needed = self.slow_rollout_ticks if scenario == "slow" else self.rollout_ticks
         if ticks < needed:
             status.update(readyReplicas=0, availableReplicas=0)
             return
@@ -552,7 +566,7 @@ class FakeApiServer:
         ticks = status.setdefault("_ticks", 0) + 1
         status["_ticks"] = ticks
         status["active"] = 1
-        if ticks < 3:
+        if ticks < self.job_ticks:
             return
         component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
         template = obj.get("spec", {}).get("template", {})
@@ -662,7 +676,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        return yaml.safe_load(raw) if raw else {}
+        if not raw:
+            return {}
+        try:  # clients send apply patches as JSON, which is YAML; parse it as such first (much faster)
+            return json.loads(raw)
+        except ValueError:
+            return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
     def do_GET(self):
         self._handle("GET")
@@ -754,6 +773,7 @@ class _Handler(BaseHTTPRequestHandler):
                             "namespaced": namespaced,
                             "kind": kind,
                             "verbs": verbs,
+                            "shortNames": SHORT_NAMES.get(plural, []),
                         }
                     )
                     for sub in subs:
@@ -853,3 +873,97 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(405, "MethodNotAllowed", method)
         return code, obj
+
+
+# --- the training sandbox: python -m tests.fake_apiserver ------------------------
+
+SANDBOX_DIR = "build/sandbox"
+# What the course's exercises provoke, by image: a release whose pods crash at start.
+SANDBOX_SCENARIOS = {"image/django-app:broken": "crashloop"}
+
+
+def sandbox(port=0, tick=0.5, **pace):
+    """A fake API server paced for people, with the course's scenarios.
+
+    Returns the (not yet started) server; ``with`` it, then ``write_sandbox_files(server, directory)``.
+    """
+    # No token: kubectl sends none over plain HTTP, and the sandbox listens on 127.0.0.1 only.
+    server = FakeApiServer(tick=tick, port=port, **pace)
+    server.scenarios.update(SANDBOX_SCENARIOS)
+    return server
+
+
+def write_sandbox_files(server, directory):
+    """``kubeconfig`` and ``env.sh`` (KUBECONFIG, DEBUG and throwaway DEPLOY_* secrets), readable by the owner only."""
+    import os
+    import secrets
+    from pathlib import Path
+
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig = server.kubeconfig(directory / "kubeconfig")
+    kubeconfig.chmod(0o600)
+    env = directory / "env.sh"
+    env.touch(mode=0o600)
+    env.write_text(
+        "# The training sandbox's settings: . build/sandbox/env.sh (throwaway values, for the sandbox only).\n"
+        f"export KUBECONFIG={kubeconfig}\n"
+        "export DEBUG=true\n"
+        f"export DEPLOY_SECRET_KEY={secrets.token_urlsafe(40)}\n"
+        f"export DEPLOY_POSTGRES_PASSWORD={secrets.token_urlsafe(16)}\n"
+        f"export DEPLOY_REDIS_PASSWORD={secrets.token_urlsafe(16)}\n"
+    )
+    os.chmod(env, 0o600)
+    return kubeconfig, env
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_apiserver",
+        description=(
+            "The training sandbox: a fake Kubernetes API server on 127.0.0.1, with the kubeconfig and environment "
+            "the course's exercises use. It keeps everything in memory and stops with Ctrl-C. "
+            "In another terminal: '. .venv/bin/activate; . build/sandbox/env.sh', then follow docs/training/."
+        ),
+    )
+    parser.add_argument("--port", type=int, default=0, help="Port on 127.0.0.1 (default: a free one).")
+    parser.add_argument(
+        "--dir", default=SANDBOX_DIR, help=f"Where to write kubeconfig and env.sh (default {SANDBOX_DIR})."
+    )
+    parser.add_argument("--tick", type=float, default=0.5, help="Seconds between two controller steps (default 0.5).")
+    parser.add_argument(
+        "--rollout-ticks", type=int, default=3, help="Controller steps until a Deployment is ready (default 3)."
+    )
+    parser.add_argument("--job-ticks", type=int, default=3, help="Controller steps until a Job ends (default 3).")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="KEY=OUTCOME",
+        help="Make a workload misbehave: KEY is image/IMAGE, deployment/NAME or job/COMPONENT; OUTCOME is "
+        "crashloop, deadline, slow or fail (Jobs). Repeatable. Always on: image/django-app:broken=crashloop.",
+    )
+    args = parser.parse_args(argv)
+    server = sandbox(port=args.port, tick=args.tick, rollout_ticks=args.rollout_ticks, job_ticks=args.job_ticks)
+    for item in args.scenario:
+        key, _, outcome = item.partition("=")
+        if not outcome:
+            parser.error(f"--scenario {item!r}: write KEY=OUTCOME, such as image/django-app:2.0=crashloop")
+        server.scenarios[key] = outcome
+    with server:
+        kubeconfig, env = write_sandbox_files(server, args.dir)
+        print(f"Training sandbox: a fake Kubernetes API server on {server.url}", flush=True)
+        print(f"Its kubeconfig: {kubeconfig}")
+        print(f"In another terminal, from the clone:  . .venv/bin/activate; . {env}")
+        print("Then follow docs/training/. Ctrl-C stops the sandbox (and forgets everything).", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("Sandbox stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,3 +1,6 @@
+import re
+from io import StringIO
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -45,3 +48,59 @@ def test_pages_link_the_stylesheet(client):
     response = client.get("/")
     assert response.status_code == 200
     assert 'href="/static/catalog/site.css"' in response.content.decode()
+
+
+def test_the_list_is_paginated_and_every_product_reachable(client, settings):
+    from django.core.management import call_command
+
+    from apps.catalog.models import Product
+    from apps.catalog.views import PAGE_SIZE
+
+    call_command("seed_demo", rows=600, verbosity=0)  # 150 products: 3 pages of 50
+    total = Product.objects.count()
+    pages = -(-total // PAGE_SIZE)
+    assert pages >= 3
+    seen = set()
+    for number in range(1, pages + 1):
+        text = client.get(f"/products/live/?page={number}").content.decode()
+        assert f"{total} products; page {number} of {pages}." in text
+        assert ('rel="next"' in text) == (number < pages) and ('rel="prev"' in text) == (number > 1)
+        seen |= set(re.findall(r"SKU-\d{8}", text))
+    assert len(seen) == total
+    # Past the end or not a number: the last or the first page, not an error.
+    assert f"page {pages} of {pages}." in client.get("/products/live/?page=999").content.decode()
+    assert f"page 1 of {pages}." in client.get("/products/live/?page=x").content.decode()
+    assert "Price (EUR)" in client.get("/products/live/").content.decode()
+
+
+def test_the_detail_page_shows_category_tags_currency_and_a_way_back(client, settings):
+    from django.core.management import call_command
+
+    from apps.catalog.models import Product
+
+    settings.CATALOG_CURRENCY = "CHF"
+    call_command("seed_demo", rows=200, verbosity=0)
+    product = Product.objects.filter(category__parent__isnull=False, tags__isnull=False).first()
+    text = client.get(f"/products/{product.uuid}/").content.decode()
+    assert f"{product.price} CHF" in text
+    assert f"{product.category.parent} \u203a {product.category}" in text
+    assert all(tag.name in text for tag in product.tags.all())
+    assert 'href="/products/" rel="up"' in text
+
+
+def test_seed_demo_superuser_can_open_the_admin(client, monkeypatch):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    monkeypatch.delenv("DJANGO_SUPERUSER_PASSWORD", raising=False)
+    with pytest.raises(CommandError, match="set DJANGO_SUPERUSER_PASSWORD"):
+        call_command("seed_demo", "--superuser", rows=50, verbosity=0)
+    assert not get_user_model().objects.exists()  # refused before anything was written
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "demo-admin-pw-81")
+    out = StringIO()
+    call_command("seed_demo", "--superuser", rows=50, stdout=out)
+    assert "Superuser 'admin' created" in out.getvalue() and "demo-admin-pw-81" not in out.getvalue()
+    assert client.login(username="admin", password="demo-admin-pw-81")
+    assert client.get("/admin/catalog/product/").status_code == 200

@@ -49,6 +49,8 @@ def test_every_command_and_option_the_docs_mention_exists():
     seen = 0
     for path, command, options in _mentions():
         seen += 1
+        if command == "help" and not options:  # manage.py help: Django's own, not a command module
+            continue
         if command not in commands:
             problems.append(f"{path}: manage.py {command} does not exist")
             continue
@@ -91,4 +93,55 @@ def test_mkdocs_builds_the_site_in_strict_mode(tmp_path):
         cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "runbooks" / "index.html").exists()
+    # Browsable from files: pages are NAME.html and links name them (a folder link opens a listing, not a page).
+    assert (tmp_path / "runbooks.html").exists() and not (tmp_path / "runbooks").exists()
+    home = (tmp_path / "index.html").read_text()
+    assert 'href="quickstart.html"' in home and 'href="training/index.html"' in home
+    links = re.findall(r'href="([^"#:?]+)"', (tmp_path / "training" / "03-deploy-and-rollback.html").read_text())
+    broken = [link for link in links if not (tmp_path / "training" / link).resolve().is_file()]
+    assert broken == []
+
+
+def _block_after(text, heading):
+    section = text.split(heading, 1)[1]
+    return re.search(r"```sh\n(.*?)\n```", section, re.DOTALL).group(1)
+
+
+@pytest.mark.slow
+def test_the_quick_start_runs_as_written_on_a_fresh_database(tmp_path, django_db_setup, django_db_blocker):
+    """The step-by-step block, in a shell with only .venv on PATH (as activated), on databases of its own."""
+    import psycopg
+    from django.db import connection
+
+    text = (DOCS / "quickstart.md").read_text()
+    assert ". .venv/bin/activate" in _block_after(text, "## Running the commands of these pages")
+    block = _block_after(text, "## Your own SQLite database, step by step")
+    name = f"{connection.settings_dict['NAME']}_quickstart"  # test_h5_gw0_quickstart: nobody else's
+    script = block.replace("build/", f"{tmp_path}/").replace("/mine", f"/{name}").replace(" mine\n", f" {name}\n")
+    assert script.count(name) == 6 and "build/" not in script
+    admin = "postgres://postgres@127.0.0.1:5432/postgres"
+    with django_db_blocker.unblock(), psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        env = {"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+        result = subprocess.run(
+            ["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert re.search(r"Verified: \d+ tables identical", result.stdout)
+        assert "No cluster configured" in result.stdout and "nothing was applied" in result.stdout
+        assert (tmp_path / "k8s-mine" / "kustomization.yaml").exists()
+        with psycopg.connect(admin.rsplit("/", 1)[0] + f"/{name}") as conn:
+            assert conn.execute("SELECT count(*) FROM catalog_product").fetchone()[0] == 500
+    finally:
+        with django_db_blocker.unblock(), psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_every_page_runs_commands_the_one_documented_way():
+    """`python manage.py …` with .venv activated (docs/quickstart.md says how, once); no other spelling."""
+    other = re.compile(r"(?:\.venv/bin/python|\./manage\.py|django-admin|python3 manage\.py|\$\(PY\) manage\.py)")
+    found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path, text in TEXTS.items() for m in other.finditer(text)]
+    assert found == []
+    assert ". .venv/bin/activate" in (DOCS / "quickstart.md").read_text()
+    assert "quickstart.md#running-the-commands-of-these-pages" in (ROOT / "README.md").read_text()

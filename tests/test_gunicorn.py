@@ -1,6 +1,7 @@
 """The app under real gunicorn processes on 127.0.0.1."""
 
 import json
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -81,3 +82,19 @@ def test_pages_render_with_their_stylesheet(gunicorn_factory):
         assert status == 200
         assert headers["Content-Type"].startswith("text/css")
         assert b"table.products" in css
+
+
+def test_no_control_socket_in_the_home_folder_unless_asked_for(gunicorn_factory, tmp_path):
+    home, runtime = tmp_path / "home", tmp_path / "run"
+    home.mkdir()
+    runtime.mkdir()
+    with gunicorn_factory(HOME=home, XDG_RUNTIME_DIR=runtime) as server:
+        assert server.get("/healthz")[0] == 200
+        assert list(home.iterdir()) == [] and list(runtime.iterdir()) == []
+    socket_path = tmp_path / "gunicorn.ctl"
+    with gunicorn_factory(HOME=home, XDG_RUNTIME_DIR=runtime, GUNICORN_CONTROL_SOCKET=socket_path):
+        deadline = time.monotonic() + 10
+        while not socket_path.is_socket() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.is_socket()
+        assert list(home.iterdir()) == []

@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import PYTHON, ROOT, free_port, http_get, load_envs, production_env, tool
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# One worker builds the image and runs every image test (under pytest-xdist, with --dist loadgroup).
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("docker")]
 BASE = "local/python:3.12-slim-bookworm"
 IMAGE = "django-app:image-test"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -358,3 +358,16 @@ def test_rank_table_covers_every_rendered_kind():
 
     kinds = {m["kind"] for m in render_manifests(load_config({}, environ={}))}
     assert kinds <= set(KIND_RANK)
+
+
+def test_a_rollback_keeps_the_secrets(server, monkeypatch):
+    deploy()
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.2.0")
+    deploy()
+    secrets = {s["metadata"]["name"] for s in server.list("secrets", NS) if "-release-v" not in s["metadata"]["name"]}
+    assert {"django-app", "django-app-postgres", "django-app-redis"} <= secrets
+    report = deploy("--rollback")
+    assert image_of(server) == "django-app:0.1.0"
+    assert not [o for o in report["pruned"] if o.startswith("Secret ")]
+    after = {s["metadata"]["name"] for s in server.list("secrets", NS) if "-release-v" not in s["metadata"]["name"]}
+    assert after == secrets

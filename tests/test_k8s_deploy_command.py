@@ -165,3 +165,17 @@ def test_help_lists_the_options():
     text = parser.format_help()
     for option in ("--render", "--output", "--include-secrets", "--json", "--verbosity"):
         assert option in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--diff",), ("--dry-run",), ("--rollback",), ("--rollback", "3"), ("--history",), ("--preflight",)],
+)
+def test_options_that_need_a_cluster_stop_clearly_without_one(tmp_path, args):
+    with pytest.raises(CommandError) as excinfo:
+        run(*args)
+    message = str(excinfo.value)
+    assert message.startswith(f"No cluster configured: {args[0]}")
+    assert "KUBECONFIG" in message and "make sandbox" in message
+    # Not the silent "written to build/k8s/" of a plain run: nothing at all.
+    assert list(tmp_path.iterdir()) == []

@@ -844,3 +844,25 @@ def test_naive_datetimes_keep_their_wall_clock_time_without_use_tz(source):
         assert Order.objects.get(pk=2).placed_at == dt.datetime(2024, 1, 15, 23, 30, 0, 250000)
         open_source(source)
         assert all_values(Order, "sqlite_source") == all_values(Order, "default")
+
+
+def test_plan_runs_the_preflight_and_names_the_target(source):
+    import json
+
+    from apps.catalog.models import Product
+
+    out = migrate("--source", str(source), "--plan")
+    name = connection.settings_dict["NAME"]
+    assert f"Target: database {name!r} on 127.0.0.1:5432 (alias 'default')." in out
+    assert "Preflight: nothing stops the copy." in out
+    migrate("--source", str(source))
+    before = all_values(Product, "default")
+    # A plan for a second copy into the filled target: the refusal the copy would give, now, with the plan.
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"The preflight found problems .*the plan wrote nothing") as excinfo:
+        call_command("migrate_from_sqlite", "--source", str(source), "--plan", stdout=out, interactive=False)
+    assert "--truncate" in str(excinfo.value)
+    assert f"Target: database {name!r}" in out.getvalue() and "Preflight: nothing stops" not in out.getvalue()
+    assert all_values(Product, "default") == before  # the plan changed nothing
+    plan = json.loads(migrate("--source", str(source), "--plan", "--json", "--truncate"))
+    assert plan["target"]["name"] == name and plan["preflight"] == []

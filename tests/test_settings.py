@@ -72,3 +72,58 @@ def test_sqlite_source_is_a_read_only_alias(tmp_path):
     assert rows == "[('ä',)]"
     assert error == "OperationalError attempt to write a readonly database"
     assert path.read_bytes() == before
+
+
+def _clone_with_dot_env(tmp_path, text):
+    """The project's code in a folder of its own, with ``text`` as its .env (the real clone's .env is left alone)."""
+    import shutil
+
+    for name in ("project", "apps", "deploy"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "manage.py", tmp_path / "manage.py")
+    (tmp_path / ".env").write_text(text)
+    return tmp_path
+
+
+SHOW = "from django.conf import settings; print(settings.DEBUG, settings.CATALOG_CACHE_SECONDS, settings.SECRET_KEY)"
+
+
+def _show(clone, **env):
+    return subprocess.run(
+        [PYTHON, "manage.py", "shell", "-v", "0", "-c", SHOW], cwd=clone, env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_dot_env_is_read_when_it_says_so_itself_as_env_example_tells(tmp_path):
+    clone = _clone_with_dot_env(
+        tmp_path, "DEBUG=true\nSECRET_KEY=from-the-dot-env\nCATALOG_CACHE_SECONDS=7\nDJANGO_READ_DOT_ENV_FILE=true\n"
+    )
+    run = _show(clone)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True", "7", "from-the-dot-env"]
+    # The environment wins over the file, for the flag as for every variable.
+    run = _show(clone, CATALOG_CACHE_SECONDS="9")
+    assert run.stdout.split() == ["True", "9", "from-the-dot-env"]
+    run = _show(clone, DJANGO_READ_DOT_ENV_FILE="false")
+    assert run.returncode == 1 and "Set the SECRET_KEY environment variable" in run.stderr
+
+
+def test_dot_env_is_not_read_while_its_flag_is_false(tmp_path):
+    clone = _clone_with_dot_env(tmp_path, "DEBUG=true\nDJANGO_READ_DOT_ENV_FILE=false\n")
+    run = _show(clone)
+    assert run.returncode == 1 and "Set the SECRET_KEY environment variable" in run.stderr
+
+
+def test_each_xdist_worker_has_its_own_redis_database():
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    from tests.settings import worker_redis_url
+
+    assert worker_redis_url("redis://127.0.0.1:6379/5", "") == "redis://127.0.0.1:6379/5"
+    assert worker_redis_url("redis://127.0.0.1:6379/5", "gw0") == "redis://127.0.0.1:6379/5"
+    assert worker_redis_url("redis://:pw@10.0.0.1:6380/8", "gw3") == "redis://:pw@10.0.0.1:6380/11"
+    assert worker_redis_url("redis://127.0.0.1:6379", "gw2") == "redis://127.0.0.1:6379/2"
+    with pytest.raises(ImproperlyConfigured, match="worker gw11 would use Redis database 16"):
+        worker_redis_url("redis://127.0.0.1:6379/5", "gw11")

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_page
@@ -13,10 +14,12 @@ def home(request):
 
 
 def product_list(request):
-    products = (
-        Product.objects.select_related("category").prefetch_related("tags").order_by("-created_at", "id")[:PAGE_SIZE]
+    products = Product.objects.select_related("category").prefetch_related("tags").order_by("-created_at", "id")
+    # get_page: a page number out of range or not a number shows the last or the first page, never an error.
+    page = Paginator(products, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request, "catalog/product_list.html", {"page": page, "products": page, "currency": settings.CATALOG_CURRENCY}
     )
-    return render(request, "catalog/product_list.html", {"products": products})
 
 
 def cached_product_list(request):
@@ -27,8 +30,8 @@ def cached_product_list(request):
 
 
 def product_detail(request, uuid):
-    product = get_object_or_404(Product.objects.select_related("category"), uuid=uuid)
-    return render(request, "catalog/product_detail.html", {"product": product})
+    product = get_object_or_404(Product.objects.select_related("category__parent").prefetch_related("tags"), uuid=uuid)
+    return render(request, "catalog/product_detail.html", {"product": product, "currency": settings.CATALOG_CURRENCY})
 
 
 def boom(request):

@@ -110,8 +110,9 @@ def _unchanged(before, after):
 
 class Deployer:
     def __init__(self, cluster, config, *, timeout=600, wait=True, prune_volumes=False, force_conflicts=False,
-                 progress=None):  # fmt: skip
+                 progress=None, poll_interval=None):  # fmt: skip
         self.cluster, self.config = cluster, config
+        self.poll_interval = poll_interval  # seconds between two looks at a workload (rollout.POLL_SECONDS if None)
         self.timeout, self.wait, self.prune_volumes = timeout, wait, prune_volumes
         self.force_conflicts = force_conflicts
         self.progress = progress or (lambda message: None)
@@ -178,7 +179,7 @@ class Deployer:
             if manifest["kind"] in {"Deployment", "StatefulSet"} or (
                 manifest["kind"] == "Job" and _component(manifest) == "migrate"
             ):
-                message = wait_for(self.cluster, manifest, self.timeout, self.progress)
+                message = wait_for(self.cluster, manifest, self.timeout, self.progress, interval=self.poll_interval)
                 self.report.waits.append(message)
 
     # --- the whole deploy -----------------------------------------------------

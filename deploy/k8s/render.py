@@ -352,6 +352,10 @@ def _template_line(exc, template):
     return getattr(exc, "lineno", None)
 
 
+# libyaml's safe loader when PyYAML has it: the same documents, parsed several times faster.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def render_template(env, template, context):
     """Render one template into its documents (dicts)."""
     try:
@@ -365,7 +369,7 @@ def render_template(env, template, context):
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(f"{template}, line {exc.lineno}: template syntax error: {exc.message}.") from None
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in yaml.load_all(text, Loader=_SAFE_LOADER) if doc is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{template}, rendered line {mark.line + 1}" if mark else template

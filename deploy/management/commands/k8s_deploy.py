@@ -144,10 +144,24 @@ class Command(BaseCommand):
             cluster = find_cluster(eks_cluster=eks_cluster)
         except NoSuchKubeconfig as exc:
             raise CommandError(f"{exc} Nothing was written or applied.") from None
-        if cluster is None and (options["preflight"] or options["history"] or options["push"]):
+        needs_cluster = [
+            flag
+            for flag, given in (
+                ("--preflight", options["preflight"]),
+                ("--history", options["history"]),
+                ("--push", options["push"]),
+                ("--diff", options["diff"]),
+                ("--dry-run", options["dry_run"]),
+                ("--rollback", options["rollback"] is not None),
+            )
+            if given
+        ]
+        if cluster is None and needs_cluster:
             raise CommandError(
-                "No cluster configured: --preflight, --history and --push need a kubeconfig, the in-cluster "
-                "service account, or --eks-cluster."
+                f"No cluster configured: {', '.join(needs_cluster)} {'needs' if len(needs_cluster) == 1 else 'need'} "
+                "a cluster, and none was found (no KUBECONFIG, no ~/.kube/config, not in a pod, no EKS cluster "
+                "named). Point KUBECONFIG at one, pass --eks-cluster, or start the training sandbox (make sandbox) "
+                "to practise. Nothing was written or applied."
             )
         output = options["output"] or (None if cluster else DEFAULT_OUTPUT)
         if output:
@@ -289,7 +303,12 @@ class Command(BaseCommand):
                 return None
             rollback_of = None
             if options["rollback"] is not None:
-                manifests, rollback_of = self._rollback_manifests(cluster, config, options["rollback"])
+                recorded, rollback_of = self._rollback_manifests(cluster, config, options["rollback"])
+                # Records leave Secrets out (they hold no secret value): keep today's, which the prune would
+                # otherwise delete, taking the app's SECRET_KEY and database passwords with them.
+                manifests = [m for m in recorded if m["kind"] != "Secret"] + [
+                    m for m in manifests if m["kind"] == "Secret"
+                ]
             self._confirm(cluster, config, options, rollback_of)
             result = deployer.deploy(manifests, rollback_of=rollback_of)
         except LockHeld as exc:

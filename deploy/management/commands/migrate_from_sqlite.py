@@ -157,7 +157,14 @@ class Command(BaseCommand):
         if not options["skip_checks"]:
             self.check(databases=[target])
         if options["plan"]:
-            return self._show_plan(plans, skipped, options)
+            # The preflight's read-only part: a plan that looks fine must not be followed by a refusal.
+            problems = structure_problems(source, plans) + target_problems(
+                target, plans, truncate=options["truncate"], resume=options["resume"]
+            )
+            self._show_plan(plans, skipped, options, target, problems)
+            if problems:
+                self._fail_with(problems, "The preflight found problems", "the plan wrote nothing")
+            return None
         if options["verify_only"]:
             problems = target_problems(target, plans, truncate=True)
             if problems:
@@ -260,10 +267,19 @@ class Command(BaseCommand):
         if answer.strip().lower() != "yes":
             raise CommandError("Cancelled: nothing was changed.")
 
-    def _show_plan(self, plans, skipped, options):
+    def _show_plan(self, plans, skipped, options, target, problems):
         total = sum(p.rows for p in plans)
+        settings_dict = connections[target].settings_dict
+        where = {
+            "alias": target,
+            "name": settings_dict.get("NAME"),
+            "host": settings_dict.get("HOST") or "(local socket)",
+            "port": settings_dict.get("PORT") or None,
+        }
         if options["json"]:
             data = {
+                "target": where,
+                "preflight": [str(p) for p in problems],
                 "tables": [
                     {"model": p.label, "table": p.table, "rows": p.rows, "path": "fast" if p.fast else "general"}
                     for p in plans
@@ -275,6 +291,8 @@ class Command(BaseCommand):
             self.json.set(data)
             return
         width = max((len(p.label) for p in plans), default=10)
+        port = f":{where['port']}" if where["port"] else ""
+        self.stdout.write(f"Target: database {where['name']!r} on {where['host']}{port} (alias {target!r}).")
         self.stdout.write(f"{'model':<{width}}  {'table':<32} {'rows':>10}  path")
         for p in plans:
             self.stdout.write(f"{p.label:<{width}}  {p.table:<32} {p.rows:>10}  {'fast' if p.fast else 'general'}")
@@ -284,6 +302,8 @@ class Command(BaseCommand):
             f"{len(plans)} tables, {total} rows; estimated copy time {total / RATE_ESTIMATE:.1f} s. "
             "Nothing was written."
         )
+        if not problems:
+            self.stdout.write("Preflight: nothing stops the copy.")
 
     def _report(self, copy_report, verification, options):
         if options["json"]:

@@ -7,6 +7,7 @@ datetimes, durations, binary data with NUL bytes, nested JSON, decimals.
 """
 
 import datetime as dt
+import os
 import random
 import uuid
 from decimal import Decimal
@@ -70,6 +71,18 @@ def _plan(rows):
     }
 
 
+def _superuser_credentials():
+    """(username, password) from the environment, as ``createsuperuser --no-input`` reads them."""
+    password = os.environ.get("DJANGO_SUPERUSER_PASSWORD", "")
+    if not password:
+        raise CommandError(
+            "--superuser needs a password: set DJANGO_SUPERUSER_PASSWORD (and DJANGO_SUPERUSER_USERNAME, default "
+            "'admin'), or leave --superuser out and run 'python manage.py createsuperuser' afterwards. "
+            "Nothing was written."
+        )
+    return os.environ.get("DJANGO_SUPERUSER_USERNAME") or "admin", password
+
+
 class Command(BaseCommand):
     help = "Fill the database with deterministic demo data (the same --rows and --seed give the same rows)."
 
@@ -79,10 +92,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=1, help="Random seed (default 1).")
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default 'default').")
+        parser.add_argument(
+            "--superuser",
+            action="store_true",
+            help="Also create a staff superuser who can open /admin/: DJANGO_SUPERUSER_USERNAME (default 'admin') "
+            "with the password in DJANGO_SUPERUSER_PASSWORD, as createsuperuser --no-input reads them.",
+        )
 
-    def handle(self, *args, rows, seed, database, **options):
+    def handle(self, *args, rows, seed, database, superuser=False, **options):
         if rows < 1:
             raise CommandError(f"--rows must be at least 1, not {rows}.")
+        admin = _superuser_credentials() if superuser else None
         if Product.objects.using(database).exists() or get_user_model().objects.using(database).exists():
             raise CommandError(
                 f"The database '{database}' already has users or products: seed_demo fills an empty, "
@@ -95,8 +115,14 @@ class Command(BaseCommand):
         with transaction.atomic(using=database):
             total = self._seed(counts)
             self._reset_sequences()
+            if admin:
+                get_user_model().objects.db_manager(database).create_superuser(admin[0], password=admin[1])
         if self.verbosity >= 1:
             self.stdout.write(f"Created {total} rows in '{database}' (seed {seed}).")
+            if admin:
+                self.stdout.write(
+                    f"Superuser {admin[0]!r} created (password: DJANGO_SUPERUSER_PASSWORD); log in at /admin/."
+                )
 
     def _bulk(self, model, objects):
         created = 0
