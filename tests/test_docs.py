@@ -143,7 +143,8 @@ def test_every_page_runs_commands_the_one_documented_way():
     # A project that does not exist yet is made with django-admin startproject (docs/adopting.md); every
     # management command is then run one way.
     other = re.compile(
-        r"(?:\.venv/bin/python manage\.py|\./manage\.py|django-admin (?!startproject)|python3 manage\.py|\$\(PY\) manage\.py)"
+        r"(?:\.venv/bin/python manage\.py|\./manage\.py|django-admin (?!startproject)"
+        r"|python3 manage\.py|\$\(PY\) manage\.py)"
     )
     found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path, text in TEXTS.items() for m in other.finditer(text)]
     assert found == []
