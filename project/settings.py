@@ -6,6 +6,7 @@ the process at start-up with a message naming the variable.
 """
 
 from pathlib import Path
+from urllib.parse import quote
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -115,7 +116,8 @@ SQLITE_SOURCE = env.str("SQLITE_SOURCE", default="")
 if SQLITE_SOURCE:
     DATABASES["sqlite_source"] = {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": f"file:{Path(SQLITE_SOURCE).resolve()}?mode=ro",
+        # A path, always: every character SQLite reads in a URI (%, ?, #, spaces) is percent-encoded.
+        "NAME": f"file:{quote(str(Path(SQLITE_SOURCE).resolve()), safe='/')}?mode=ro",
         "OPTIONS": {"uri": True},
         "TEST": {"MIGRATE": False},
     }

@@ -572,7 +572,7 @@ DAMAGE = [
     ("UPDATE catalog_product SET description = 'nul' || char(0) || 'byte' WHERE id = 2",
      "catalog_product pk=2 column description: contains a NUL character"),
     ("UPDATE catalog_orderline SET quantity = 4294967296 WHERE id = 3",
-     "catalog_orderline pk=3 column quantity: is not an integer in the range"),
+     "catalog_orderline pk=3 column quantity: is not an integer from 0 to 2147483647 (the target column is integer)"),
     ("UPDATE catalog_product SET created_at = '2023-02-30 10:00:00' WHERE id = 4",
      "catalog_product pk=4 column created_at: is not a valid datetime"),
     ("UPDATE catalog_product SET release_date = '2023-13-01' WHERE id = 5",

@@ -110,6 +110,14 @@ class TableReader:
         self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? {limit})"
         self.bounded_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? AND {self.pk} <= ? {limit})"
         self.separate = json is not None and digests
+        self.inner, self.outer = inner, outer
+
+    def text_between(self, lo, hi):
+        """The COPY text of the plain rows with keys in (lo, hi], as :meth:`pieces` gave it."""
+        params = []
+        where = range_sql(self.pk, lo, hi, params)
+        row = self.raw.execute(f"{self.outer} FROM ({self.inner} WHERE {where} ORDER BY {self.pk})", params).fetchone()
+        return row[0] or b""
 
     def pieces(self, lo=None, bound=lambda lo: None):
         """Yield a :class:`Piece` per chunk of rows with keys above ``lo``, in key order.
