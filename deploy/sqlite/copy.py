@@ -539,6 +539,10 @@ class Copier:
                         return []
                     rows = self._copy_general(cursor, plan)
                     chunks = None  # compared through the ORM
+                # The rows read, counted apart: a read that stopped early must not pass for a whole table.
+                (count,) = raw.execute(f"SELECT count(*) FROM {_q(plan.table)}").fetchone()
+                if count != rows:
+                    raise _Miscount(f"{rows} rows were read of the {count} the source holds (nothing is committed)")
         except _Switch:
             if not self.damaged.is_set():
                 self._scan(text_raw, plan)
@@ -574,35 +578,35 @@ class Copier:
             pk, fields = None, None
         if column and fields is not None and column in plan.column_names and value is None:
             value = fields.get(column)
+        if plan.integer_pk and isinstance(pk, str) and pk.lstrip("-").isdigit():
+            pk = int(pk)
         where = "" if pk is not None else f" (line {line} of its COPY)"
         return Problem(plan.table, message + where, pk, column, value)
 
     def _locate(self, raw, plan, line):
-        """(key, {column: text}) of the record on physical ``line`` of the table's COPY, as it was sent.
+        """(key, {column: text}) of the record PostgreSQL numbers ``line`` in the table's COPY, as it was sent.
 
-        The pieces are read again in the order they were sent (PostgreSQL counts the
-        newlines inside quoted values too): only a failed copy pays this.
+        The pieces are read again in the order they were sent: only a failed copy pays
+        this. PostgreSQL's count (copyfromparse.c) is one per record, plus each newline
+        inside a quoted value; until the first record has ended it knows no end-of-line
+        yet, and counts carriage returns there instead.
         """
         if not plan.fast:
             queryset = plan.model._base_manager.using(self.source.alias).order_by(plan.pk.attname)
             return queryset.values_list(plan.pk.attname, flat=True)[line - 1], None
         reader = TableReader(raw, plan, self.batch_size, digests=False)
         names = [c.name for c in plan.copy_columns]
-        seen = 0
+        counted = 0
         for lo, hi in self.sent.get(plan.table, []):
             text = reader.text_between(lo, hi)
             extra = [ln for _, ln, _ in reader.flagged_rows(lo, hi) if ln is not None]
             text = b"\n".join([t for t in [text, *extra] if t])
-            lines = text.decode("utf-8", errors="replace").split("\n")
-            if seen + len(lines) < line:
-                seen += len(lines)
-                continue
-            records = csv.reader(ln + "\n" for ln in lines)
-            for record in records:
-                if seen + records.line_num >= line:
+            for record in csv.reader(ln + "\n" for ln in text.decode("utf-8", errors="replace").split("\n")):
+                inside = "\r" if counted == 0 else "\n"
+                counted += 1 + sum(value.count(inside) for value in record)
+                if counted >= line:
                     fields = dict(zip(names, record, strict=False))
                     return fields.get(plan.pk.name), fields
-            seen += records.line_num
         return None, None
 
     def _build(self, cursor, loaded):
@@ -857,7 +861,7 @@ def copy_database(
             failed.resumed = settle(target_alias) != AS_BEFORE
             raise
         except TARGET_ERRORS as exc:  # the target went away, or refused what no check foresaw
-            raise CopyError(f"PostgreSQL stopped the copy: {error_text(exc)}.", settle(target_alias)) from None
+            raise CopyError(f"PostgreSQL said: {error_text(exc)}.", settle(target_alias)) from None
         except KeyboardInterrupt:
             raise CopyError("Interrupted.", settle(target_alias), interrupted=True) from None
         report.tables += copier.results
@@ -883,7 +887,7 @@ def copy_database(
         ) from None
     except TARGET_ERRORS as exc:  # every table is committed: --resume re-creates and validates what is missing
         raise CopyError(
-            f"PostgreSQL stopped the copy while re-creating its constraints: {error_text(exc)}.", settle(target_alias)
+            f"While the constraints were re-created, PostgreSQL said: {error_text(exc)}.", settle(target_alias)
         ) from None
     except KeyboardInterrupt:
         raise CopyError("Interrupted.", settle(target_alias), interrupted=True) from None
