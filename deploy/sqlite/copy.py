@@ -66,6 +66,7 @@ CHECK_CACHE_KB = 32_000
 AS_BEFORE = "as before"  # nothing written, every dropped index and constraint back, no checkpoint
 RESUMABLE = "resumable"  # tables committed and recorded: --resume finishes
 UNKNOWN = "unknown"  # the target could not be read: its checkpoint (if any) says at the next run
+FINISHED = "finished"  # interrupted as the copy ended: it is complete, committed, no checkpoint left
 
 
 class CopyError(Exception):
@@ -811,6 +812,17 @@ def copy_database(
     Raises :class:`PreflightFailed` (nothing written, or, when resuming, nothing
     more) when the source has problems, :class:`CopyError` when the copy fails.
     """
+    ours = []  # the run this call started or resumed, once it has one
+    try:
+        return _copy_database(
+            source, plans, target_alias, batch_size, resume, workers, progress, source_check, digests, ours
+        )
+    except KeyboardInterrupt:
+        # Wherever it came (even as a commit went through): the checkpoint says what is left.
+        raise CopyError("Interrupted.", settle(target_alias, ours=bool(ours)), interrupted=True) from None
+
+
+def _copy_database(source, plans, target_alias, batch_size, resume, workers, progress, source_check, digests, ours):
     progress = progress or (lambda plan, rows: None)
     started = time.monotonic()
     report = CopyReport()
@@ -836,6 +848,7 @@ def copy_database(
             drop_definitions(cursor, definitions)
         else:
             report.resumed = True
+    ours.append(run)
 
     todo = [p for p in plans if p.table not in run.done]
     for plan in plans:
@@ -862,8 +875,6 @@ def copy_database(
             raise
         except TARGET_ERRORS as exc:  # the target went away, or refused what no check foresaw
             raise CopyError(f"PostgreSQL said: {error_text(exc)}.", settle(target_alias)) from None
-        except KeyboardInterrupt:
-            raise CopyError("Interrupted.", settle(target_alias), interrupted=True) from None
         report.tables += copier.results
         report.chunks.update(copier.chunks)
 
@@ -889,8 +900,6 @@ def copy_database(
         raise CopyError(
             f"While the constraints were re-created, PostgreSQL said: {error_text(exc)}.", settle(target_alias)
         ) from None
-    except KeyboardInterrupt:
-        raise CopyError("Interrupted.", settle(target_alias), interrupted=True) from None
     report.tables.sort(key=lambda t: t.label)
     report.seconds = time.monotonic() - started
     return report
@@ -907,19 +916,20 @@ def _fresh(target_alias):
     return target
 
 
-def settle(target_alias):
+def settle(target_alias, ours=False):
     """After a failure: put the target back as it was if nothing was committed; say what is left.
 
     AS_BEFORE: every index and constraint the copy dropped is back and no checkpoint is
     left; RESUMABLE: tables are committed and recorded, --resume finishes; UNKNOWN:
-    the target could not be reached (its checkpoint is still there, if any).
+    the target could not be reached (its checkpoint is still there, if any); FINISHED:
+    ``ours`` (this call had a run) and its checkpoint is gone: the copy completed.
     """
     try:
         _fresh(target_alias)
         with transaction.atomic(using=target_alias), connections[target_alias].cursor() as cursor:
             run = state.current_run(cursor)
             if run is None:
-                return AS_BEFORE
+                return FINISHED if ours else AS_BEFORE
             if run.done:
                 return RESUMABLE
             recreate_missing(cursor, run.definitions)

@@ -17,6 +17,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from deploy.sqlite import state
 from deploy.sqlite.copy import (
     AS_BEFORE,
+    FINISHED,
     RESUMABLE,
     CopyError,
     PreflightFailed,
@@ -245,6 +246,11 @@ class Command(BaseCommand):
             )
             if options["resume"]:
                 left = "Nothing of this run was kept, and no unfinished copy is left: rerun with --truncate."
+        elif exc.outcome == FINISHED:
+            left = (
+                "The copy had finished: every table is copied and committed, and no checkpoint is left. "
+                "Run with --verify-only to prove it."
+            )
         elif exc.outcome == RESUMABLE:
             left = (
                 "The tables copied so far are committed and recorded in the target: rerun with --resume to "
