@@ -237,7 +237,9 @@ def test_a_full_disk_while_re_creating_indexes_leaves_the_target_as_it_was(sourc
     before_schema, before_rows = schema(), rows()
     with pytest.raises(CommandError) as excinfo:
         migrate("--source", str(source))
-    assert "catalog_product: PostgreSQL could not re-build its indexes: could not extend file" in str(excinfo.value)
+    message = str(excinfo.value)
+    assert message.startswith("The copy stopped: PostgreSQL said: could not extend file: No space left"), message
+    assert "Nothing of this run was kept: the target is as it was" in message
     assert_untouched(before_schema, before_rows)
 
 
@@ -573,3 +575,26 @@ def test_a_text_keyed_table_larger_than_a_chunk_is_copied_whole_and_counted_apar
     monkeypatch.setattr(TableReader, "pieces", first_piece_only)
     with pytest.raises(CommandError, match="django_session: 500 rows were read of the 1200 the source holds"):
         migrate("--source", str(source), "--batch-size", "500", "--truncate")
+
+
+def test_a_connection_lost_while_copying_leaves_the_target_as_it_was(source, monkeypatch):
+    """The server ends the session of the worker copying catalog_product, in the middle of its COPY."""
+    before_schema, before_rows = schema(), rows()
+    feed, killed = copy_module.Copier._feed, []
+
+    def lose_the_connection(self, reader, piece, pipe, digests):
+        if reader.plan.table == "catalog_product" and not killed:
+            pid = pipe.copy.cursor.connection.info.backend_pid
+            with psycopg.connect(target_database_url(), autocommit=True) as admin:
+                killed.append(admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0])
+        return feed(self, reader, piece, pipe, digests)
+
+    monkeypatch.setattr(copy_module.Copier, "_feed", lose_the_connection)
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source), "--batch-size", "100")
+    message = str(excinfo.value)
+    assert killed == [True]
+    assert message.startswith("The copy stopped: PostgreSQL said: "), message
+    assert "terminating connection" in message or "server closed the connection" in message, message
+    assert "Nothing of this run was kept: the target is as it was" in message
+    assert_untouched(before_schema, before_rows)

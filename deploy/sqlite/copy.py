@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from django.core.management.color import no_style
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 
 from deploy.sqlite import state
 from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, range_sql
@@ -87,6 +87,17 @@ def error_text(exc):
     message = message.splitlines()[0] if message else type(exc).__name__
     detail = getattr(diag, "message_detail", None)
     return f"{message} ({detail.strip()})" if detail else message
+
+
+def refuses_data(exc):
+    """Whether PostgreSQL refused the data (a value, a constraint, a trigger), not the session.
+
+    SQLSTATE classes 22 (data exception), 23 (integrity constraint) and P0 (raised
+    by PL/pgSQL): the source is named, row by row. Anything else (a full disk, a
+    lost connection, an administrator's command) stops the copy as such.
+    """
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+    return bool(sqlstate) and sqlstate[:2] in ("22", "23", "P0")
 
 
 def copy_context(exc):
@@ -203,7 +214,7 @@ def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
         try:
             with transaction.atomic(using=cursor.db.alias):
                 cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {_q(c['name'])} {c['definition']}{later}")
-        except DatabaseError as exc:
+        except IntegrityError as exc:  # the rows break it; any other error (a lost connection) is no verdict
             raise ConstraintFailed(c, exc) from None
 
 
@@ -242,7 +253,7 @@ def validate_foreign_keys(target_alias, definitions, workers=2):
                     for name in constraint_names:
                         try:
                             cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {_q(name)}")
-                        except DatabaseError as exc:
+                        except IntegrityError as exc:
                             raise ConstraintFailed({"name": name, "table": table}, exc) from None
         finally:
             connections[target_alias].close()
@@ -517,6 +528,7 @@ class Copier:
         except (_Rollback, threading.BrokenBarrierError):
             return
         except BaseException:
+            self.cancelled.set()  # the others stop at their next chunk: nothing will be committed
             barrier.abort()
             raise
         finally:
@@ -560,6 +572,8 @@ class Copier:
         except TARGET_ERRORS as exc:
             if self.cancelled.is_set():
                 raise threading.BrokenBarrierError from None  # the interruption, not this error, is the story
+            if not refuses_data(exc):
+                raise
             # PostgreSQL refused a value the read did not flag: the full checks say which. If they
             # find nothing, PostgreSQL's own words, with the row it names found in the source.
             if not self._scan(text_raw, plan):
@@ -625,6 +639,8 @@ class Copier:
                 self._add([Problem(plan.table, str(exc))])
                 continue
             except TARGET_ERRORS as exc:
+                if not refuses_data(exc):
+                    raise
                 self._add([Problem(plan.table, f"PostgreSQL could not re-build its indexes: {error_text(exc)}")])
                 continue
             path = "fast" if plan.fast else "general"

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
+import psycopg
 from django.db import DataError, connections, transaction
 from django.db.models.functions import Collate
 
@@ -339,14 +340,16 @@ class _Verifier:
         (text,) = raw.execute(
             f"SELECT group_concat({line}, char(10)) FROM {_q(plan.table)} WHERE {where}", params
         ).fetchone()
-        if text:
-            with cursor.cursor.copy(f"COPY {table} FROM STDIN (FORMAT csv)") as copy:
-                copy.write(text + b"\n")
         try:
             with transaction.atomic(using=self.alias):
+                if text:
+                    with cursor.cursor.copy(f"COPY {table} FROM STDIN (FORMAT csv)") as copy:
+                        copy.write(text + b"\n")
                 cursor.execute(source_json_digest_sql(plan, table))
                 valid, digest = cursor.fetchone()
-        except DataError:  # JSON that PostgreSQL cannot read (SQLite accepted it): compare by value
+        except (DataError, psycopg.DataError):
+            # Text PostgreSQL cannot read (SQLite accepted it, psycopg's own error under the raw
+            # cursor): compare by value, which names it.
             return None
         return bytes(digest).hex() if valid is not False else None
 

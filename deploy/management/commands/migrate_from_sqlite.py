@@ -19,9 +19,11 @@ from deploy.sqlite.copy import (
     AS_BEFORE,
     FINISHED,
     RESUMABLE,
+    TARGET_ERRORS,
     CopyError,
     PreflightFailed,
     copy_database,
+    error_text,
     start_source_check,
     truncate_tables,
 )
@@ -291,6 +293,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Interrupted during the verification: nothing was changed by it. {done}rerun with --verify-only "
                 "to prove the copy."
+            ) from None
+        except TARGET_ERRORS as exc:  # the target went away: the verification proves nothing either way
+            done = "The copy is complete and committed; " if copy_report else ""
+            raise CommandError(
+                f"The verification could not finish: PostgreSQL said: {error_text(exc)}. {done}rerun with "
+                "--verify-only to prove the copy."
             ) from None
         self._report(copy_report, verification, options)
         if not verification.ok:
