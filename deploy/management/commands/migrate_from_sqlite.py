@@ -242,9 +242,10 @@ class Command(BaseCommand):
         said = "Interrupted." if exc.interrupted else f"The copy stopped: {exc}"
         if exc.outcome == AS_BEFORE:
             again = "rerun with --truncate" if options["truncate"] else "rerun the same command"
+            again = again[0].upper() + again[1:] if exc.interrupted else f"Once the cause is fixed, {again}"
             left = (
                 "Nothing of this run was kept: the target is as it was before it (every index and constraint "
-                f"back, no checkpoint). Once the cause is fixed, {again}."
+                f"back, no checkpoint). {again} to copy."
             )
             if options["resume"]:
                 left = "Nothing of this run was kept, and no unfinished copy is left: rerun with --truncate."
