@@ -17,15 +17,22 @@ The order of work, and why:
    (see :func:`~deploy.sqlite.preflight.integrity_problems`).
 3. The workers commit only when every check passed: the integrity checks,
    every value of every table (the read flags what the fast path cannot
-   carry; PostgreSQL rejects the rest), every index. If anything failed,
-   every transaction is rolled back, the dropped definitions are put back and
-   the full preflight names every problem: the target is as it was.
-4. In one final transaction: re-add the foreign keys (each validates every
-   row), move sequences past the largest key, and remove the checkpoint.
+   carry, a NUL included; PostgreSQL rejects the rest), the rows each COPY
+   received against the rows read and the source's count, every index. If
+   anything failed, every transaction is rolled back, the dropped
+   definitions are put back and the full preflight names every problem: the
+   target is as it was.
+4. Re-add the foreign keys NOT VALID and move sequences past the largest
+   key (one transaction), validate the keys (tables in parallel), and
+   remove the checkpoint.
 
-A copy killed at any moment is finished by ``--resume``: tables are marked
-done in the transaction that loads them, with the digests verification
-needs.
+Whatever stops it, :func:`settle` says what is left and makes it one of two
+states: as it was (nothing committed: the definitions are put back, the
+checkpoint removed), or resumable (tables committed: they are marked done in
+the transaction that loads them, with the digests verification needs, and
+``--resume`` finishes). A copy killed at any moment is the second kind, or
+the first with a checkpoint that ``--resume`` finishes. Errors are caught as
+Django's and as psycopg's own (the raw cursor's COPY raises those).
 """
 
 import contextlib
@@ -978,16 +985,6 @@ def undo_copy(target_alias, plans):
         return AS_BEFORE
     except (*TARGET_ERRORS, ConstraintFailed):
         return UNKNOWN
-
-
-def forget_run(target_alias):
-    """Put back what an interrupted or failed copy dropped, and forget it (rows are left as they are)."""
-    target = connections[target_alias]
-    with transaction.atomic(using=target_alias), target.cursor() as cursor:
-        run = state.current_run(cursor)
-        if run:
-            recreate_missing(cursor, run.definitions)
-            state.finish(cursor)
 
 
 def truncate_tables(target_alias, plans):
