@@ -7,6 +7,7 @@ the process at start-up with a message naming the variable.
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import environ
@@ -134,8 +135,32 @@ TEMPLATES = [
 
 # --- Databases -------------------------------------------------------------
 
+
+def _database(name, url):
+    """A database URL as Django's settings, or ImproperlyConfigured saying what is wrong with it.
+
+    The message never quotes the URL (it holds the password), nor does
+    django-environ's own warning, which prints the parsed settings.
+    """
+    form = "postgres://USER:PASSWORD@HOST:PORT/NAME (or sqlite:///PATH)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = env.db_url_config(url)
+    except ValueError:  # urllib: a port that is not a number, an unclosed '['
+        raise ImproperlyConfigured(
+            f"{name} is not a valid database URL (its host or port cannot be read): expected {form}; "
+            "a password with '@', ':', '/' or '#' must be percent-encoded."
+        ) from None
+    if not config.get("ENGINE"):
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        said = f"its scheme {scheme!r} names no database engine" if scheme else "it has no scheme"
+        raise ImproperlyConfigured(f"{name} is not a valid database URL ({said}): expected {form}.")
+    return config
+
+
 DATABASES = {
-    "default": env.db_url_config(_required("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")),
+    "default": _database("DATABASE_URL", _required("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

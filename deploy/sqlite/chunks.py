@@ -74,14 +74,20 @@ class Piece:
     flagged: int
 
 
+def _key(bound):
+    """The placeholder for a key bound. A text key read as bytes would bind as a BLOB, which SQLite sorts
+    after every text: ``key > blob`` is never true. Cast back, it compares as the text it was read from."""
+    return "CAST(? AS TEXT)" if isinstance(bound, bytes) else "?"
+
+
 def range_sql(column, lo, hi, params):
     """A WHERE condition for keys in (lo, hi]; appends the bounds to ``params``."""
     conditions = []
     if lo is not None:
-        conditions.append(f"{column} > ?")
+        conditions.append(f"{column} > {_key(lo)}")
         params.append(lo)
     if hi is not None:
-        conditions.append(f"{column} <= ?")
+        conditions.append(f"{column} <= {_key(hi)}")
         params.append(hi)
     return " AND ".join(conditions) or "1 = 1"
 
@@ -107,9 +113,19 @@ class TableReader:
         outer = f"SELECT {texts}, max(k), count(*), total(bad)"
         limit = f"ORDER BY {self.pk} LIMIT {int(batch_size)}"
         self.first_sql = f"{outer} FROM ({inner} {limit})"
-        self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? {limit})"
-        self.bounded_sql = f"{outer} FROM ({inner} WHERE {self.pk} > ? AND {self.pk} <= ? {limit})"
+        # Keys come back as this connection reads them: a text key as bytes (see _key).
+        key = "?" if plan.integer_pk else "CAST(? AS TEXT)"
+        self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > {key} {limit})"
+        self.bounded_sql = f"{outer} FROM ({inner} WHERE {self.pk} > {key} AND {self.pk} <= {key} {limit})"
         self.separate = json is not None and digests
+        self.inner, self.outer = inner, outer
+
+    def text_between(self, lo, hi):
+        """The COPY text of the plain rows with keys in (lo, hi], as :meth:`pieces` gave it."""
+        params = []
+        where = range_sql(self.pk, lo, hi, params)
+        row = self.raw.execute(f"{self.outer} FROM ({self.inner} WHERE {where} ORDER BY {self.pk})", params).fetchone()
+        return row[0] or b""
 
     def pieces(self, lo=None, bound=lambda lo: None):
         """Yield a :class:`Piece` per chunk of rows with keys above ``lo``, in key order.

@@ -17,40 +17,104 @@ The order of work, and why:
    (see :func:`~deploy.sqlite.preflight.integrity_problems`).
 3. The workers commit only when every check passed: the integrity checks,
    every value of every table (the read flags what the fast path cannot
-   carry; PostgreSQL rejects the rest), every index. If anything failed,
-   every transaction is rolled back, the dropped definitions are put back and
-   the full preflight names every problem: the target is as it was.
-4. In one final transaction: re-add the foreign keys (each validates every
-   row), move sequences past the largest key, and remove the checkpoint.
+   carry, a NUL included; PostgreSQL rejects the rest), the rows each COPY
+   received against the rows read and the source's count, every index. If
+   anything failed, every transaction is rolled back, the dropped
+   definitions are put back and the full preflight names every problem: the
+   target is as it was.
+4. Re-add the foreign keys NOT VALID and move sequences past the largest
+   key (one transaction), validate the keys (tables in parallel), and
+   remove the checkpoint.
 
-A copy killed at any moment is finished by ``--resume``: tables are marked
-done in the transaction that loads them, with the digests verification
-needs.
+Whatever stops it, :func:`settle` says what is left and makes it one of two
+states: as it was (nothing committed: the definitions are put back, the
+checkpoint removed), or resumable (tables committed: they are marked done in
+the transaction that loads them, with the digests verification needs, and
+``--resume`` finishes). A copy killed at any moment is the second kind, or
+the first with a checkpoint that ``--resume`` finishes. Errors are caught as
+Django's and as psycopg's own (the raw cursor's COPY raises those).
 """
 
 import contextlib
+import csv
 import queue
+import re
 import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import psycopg
 from django.core.management.color import no_style
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 
 from deploy.sqlite import state
 from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, range_sql
 from deploy.sqlite.plan import _q, sql_literal
-from deploy.sqlite.preflight import Problem, _judge, integrity_problems, read_by_index, value_problems
+from deploy.sqlite.preflight import (
+    Problem,
+    _judge,
+    integrity_problems,
+    read_by_index,
+    target_column_types,
+    value_problems,
+)
+
+# What the target may raise: Django's wrapped errors, and psycopg's own from the raw cursor (COPY).
+TARGET_ERRORS = (DatabaseError, psycopg.Error)
 
 # Page cache of the full integrity check, whose index checks look rows up at random: a larger
 # cache saves most of their reads. It runs only when a copy has failed, with the workers done.
 CHECK_CACHE_KB = 32_000
 
 
+# What a failed copy left in the target (see :func:`settle`).
+AS_BEFORE = "as before"  # nothing written, every dropped index and constraint back, no checkpoint
+RESUMABLE = "resumable"  # tables committed and recorded: --resume finishes
+UNKNOWN = "unknown"  # the target could not be read: its checkpoint (if any) says at the next run
+FINISHED = "finished"  # interrupted as the copy ended: it is complete, committed, no checkpoint left
+
+
 class CopyError(Exception):
-    """The copy stopped; the message says where and what was already done."""
+    """The copy stopped; ``outcome`` says what it left in the target (AS_BEFORE, RESUMABLE or UNKNOWN).
+
+    None: it refused before changing anything, and the message says what to do.
+    """
+
+    def __init__(self, message, outcome=UNKNOWN, interrupted=False):
+        super().__init__(message)
+        self.outcome, self.interrupted = outcome, interrupted
+
+
+def error_text(exc):
+    """The first line of a database error, with PostgreSQL's detail: one line, no traceback."""
+    diag = getattr(exc, "diag", None) or getattr(getattr(exc, "__cause__", None), "diag", None)
+    message = (getattr(diag, "message_primary", None) or str(exc)).strip()
+    message = message.splitlines()[0] if message else type(exc).__name__
+    detail = getattr(diag, "message_detail", None)
+    return f"{message} ({detail.strip()})" if detail else message
+
+
+def refuses_data(exc):
+    """Whether PostgreSQL refused the data (a value, a constraint, a trigger), not the session.
+
+    SQLSTATE classes 22 (data exception), 23 (integrity constraint) and P0 (raised
+    by PL/pgSQL): the source is named, row by row. Anything else (a full disk, a
+    lost connection, an administrator's command) stops the copy as such.
+    """
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+    return bool(sqlstate) and sqlstate[:2] in ("22", "23", "P0")
+
+
+def copy_context(exc):
+    """(line, column, value) of the COPY line PostgreSQL refused, from its CONTEXT; Nones if it says none."""
+    diag = getattr(exc, "diag", None) or getattr(getattr(exc, "__cause__", None), "diag", None)
+    context = getattr(diag, "context", None) or ""
+    match = re.search(r'COPY [^,]+, line (\d+)(?:, column ([^:]+))?(?:: "(.*)")?', context)
+    if not match:
+        return None, None, None
+    return int(match.group(1)), match.group(2), match.group(3)
 
 
 class PreflightFailed(Exception):
@@ -157,7 +221,7 @@ def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
         try:
             with transaction.atomic(using=cursor.db.alias):
                 cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {_q(c['name'])} {c['definition']}{later}")
-        except DatabaseError as exc:
+        except IntegrityError as exc:  # the rows break it; any other error (a lost connection) is no verdict
             raise ConstraintFailed(c, exc) from None
 
 
@@ -196,7 +260,7 @@ def validate_foreign_keys(target_alias, definitions, workers=2):
                     for name in constraint_names:
                         try:
                             cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {_q(name)}")
-                        except DatabaseError as exc:
+                        except IntegrityError as exc:
                             raise ConstraintFailed({"name": name, "table": table}, exc) from None
         finally:
             connections[target_alias].close()
@@ -229,6 +293,9 @@ class _Pipe:
     def __init__(self, copy):
         self.copy, self.error = copy, None
         self.queue = queue.Queue(maxsize=2)
+        # The key range of each piece, in the order sent: a refused line is found from them (see _locate).
+        self.sent = []
+        self.order = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="copy-pipe", daemon=True)
 
     def __enter__(self):
@@ -244,10 +311,13 @@ class _Pipe:
             while self.queue.get() is not None:  # let the reader finish; it raises at its next write
                 pass
 
-    def write(self, data):
+    def write(self, data, piece=None):
         if self.error:
             raise self.error
-        self.queue.put(data)
+        with self.order:  # the owner and a helper may both write: keep the record in the order sent
+            if piece is not None:
+                self.sent.append((piece.lo, piece.hi))
+            self.queue.put(data)
 
     def __exit__(self, *exc_info):
         self.queue.put(None)
@@ -352,8 +422,7 @@ def full_integrity_problems(path):
 
 
 def source_identity(source):
-    stat = source.path.stat()
-    return {"path": str(source.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return state.source_identity(source.path)
 
 
 class Copier:
@@ -373,10 +442,13 @@ class Copier:
         target = connections[target_alias]
         self.time_zone = target.timezone_name
         self.ops = target.ops
+        self.column_types = {}  # table -> {column: the target's type}: integer ranges by the real type
+        self.sent = {}  # table -> the key ranges sent to its COPY, in order
 
     # The coordinator ---------------------------------------------------------
 
     def copy(self, plans):
+        self.column_types = target_column_types(self.alias, [p.table for p in plans])
         work = queue.Queue()
         self.expected = len(plans)
         for plan in sorted(plans, key=lambda p: -p.rows):  # largest first, so the workers finish together
@@ -463,6 +535,7 @@ class Copier:
         except (_Rollback, threading.BrokenBarrierError):
             return
         except BaseException:
+            self.cancelled.set()  # the others stop at their next chunk: nothing will be committed
             barrier.abort()
             raise
         finally:
@@ -486,6 +559,10 @@ class Copier:
                         return []
                     rows = self._copy_general(cursor, plan)
                     chunks = None  # compared through the ORM
+                # The rows read, counted apart: a read that stopped early must not pass for a whole table.
+                (count,) = raw.execute(f"SELECT count(*) FROM {_q(plan.table)}").fetchone()
+                if count != rows:
+                    raise _Miscount(f"{rows} rows were read of the {count} the source holds (nothing is committed)")
         except _Switch:
             if not self.damaged.is_set():
                 self._scan(text_raw, plan)
@@ -494,13 +571,65 @@ class Copier:
             self.damaged.set()
             self._add([Problem(plan.table, f"cannot be read from the source ({exc}): restore it from a backup")])
             return []
-        except DatabaseError as exc:
-            # PostgreSQL refused a value the read did not flag: the full checks say which.
+        except _Miscount as exc:
+            # A line PostgreSQL read differently from the row SQLite printed: never commit that.
             if not self._scan(text_raw, plan):
-                message = str(exc).strip().splitlines()[0]
-                self._add([Problem(plan.table, f"PostgreSQL refused a row: {message}")])
+                self._add([Problem(plan.table, str(exc))])
+            return []
+        except TARGET_ERRORS as exc:
+            if self.cancelled.is_set():
+                raise threading.BrokenBarrierError from None  # the interruption, not this error, is the story
+            if not refuses_data(exc):
+                raise
+            # PostgreSQL refused a value the read did not flag: the full checks say which. If they
+            # find nothing, PostgreSQL's own words, with the row it names found in the source.
+            if not self._scan(text_raw, plan):
+                self._add([self._refused(raw, plan, exc)])
             return []
         return [(plan, rows, chunks, started)]
+
+    def _refused(self, raw, plan, exc):
+        """A Problem naming the row (key, column, value) of a COPY line PostgreSQL refused."""
+        message = f"PostgreSQL refused it: {error_text(exc)}"
+        line, column, value = copy_context(exc)
+        if line is None:
+            return Problem(plan.table, message)
+        try:
+            pk, fields = self._locate(raw, plan, line)
+        except (sqlite3.DatabaseError, csv.Error, ValueError, IndexError):
+            pk, fields = None, None
+        if column and fields is not None and column in plan.column_names and value is None:
+            value = fields.get(column)
+        if plan.integer_pk and isinstance(pk, str) and pk.lstrip("-").isdigit():
+            pk = int(pk)
+        where = "" if pk is not None else f" (line {line} of its COPY)"
+        return Problem(plan.table, message + where, pk, column, value)
+
+    def _locate(self, raw, plan, line):
+        """(key, {column: text}) of the record PostgreSQL numbers ``line`` in the table's COPY, as it was sent.
+
+        The pieces are read again in the order they were sent: only a failed copy pays
+        this. PostgreSQL's count (copyfromparse.c) is one per record, plus each newline
+        inside a quoted value; until the first record has ended it knows no end-of-line
+        yet, and counts carriage returns there instead.
+        """
+        if not plan.fast:
+            queryset = plan.model._base_manager.using(self.source.alias).order_by(plan.pk.attname)
+            return queryset.values_list(plan.pk.attname, flat=True)[line - 1], None
+        reader = TableReader(raw, plan, self.batch_size, digests=False)
+        names = [c.name for c in plan.copy_columns]
+        counted = 0
+        for lo, hi in self.sent.get(plan.table, []):
+            text = reader.text_between(lo, hi)
+            extra = [ln for _, ln, _ in reader.flagged_rows(lo, hi) if ln is not None]
+            text = b"\n".join([t for t in [text, *extra] if t])
+            for record in csv.reader(ln + "\n" for ln in text.decode("utf-8", errors="replace").split("\n")):
+                inside = "\r" if counted == 0 else "\n"
+                counted += 1 + sum(value.count(inside) for value in record)
+                if counted >= line:
+                    fields = dict(zip(names, record, strict=False))
+                    return fields.get(plan.pk.name), fields
+        return None, None
 
     def _build(self, cursor, loaded):
         """Re-build the loaded tables' indexes and unique constraints (each checks every row); mark them done."""
@@ -516,9 +645,10 @@ class Copier:
             except ConstraintFailed as exc:
                 self._add([Problem(plan.table, str(exc))])
                 continue
-            except DatabaseError as exc:
-                message = str(exc).strip().splitlines()[0]
-                self._add([Problem(plan.table, f"PostgreSQL could not re-build its indexes: {message}")])
+            except TARGET_ERRORS as exc:
+                if not refuses_data(exc):
+                    raise
+                self._add([Problem(plan.table, f"PostgreSQL could not re-build its indexes: {error_text(exc)}")])
                 continue
             path = "fast" if plan.fast else "general"
             with self.lock:
@@ -528,7 +658,7 @@ class Copier:
     def _scan(self, text_raw, plan):
         """Every check of the table, exactly (no copy); True if it found a problem."""
         try:
-            problems = value_problems(text_raw, plan, self.ops)
+            problems = value_problems(text_raw, plan, self.ops, self.column_types.get(plan.table))
         except sqlite3.DatabaseError as exc:
             self.damaged.set()
             problems = [Problem(plan.table, f"cannot be read from the source ({exc}): restore it from a backup")]
@@ -544,6 +674,7 @@ class Copier:
             cursor.cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN (FORMAT csv, FREEZE)") as copy,
             _Pipe(copy) as pipe,
         ):
+            self.sent[plan.table] = pipe.sent
             share = self._share(raw, plan, pipe, digests)
             try:
                 for piece in reader.pieces(bound=share.bound if share else lambda lo: None):
@@ -559,6 +690,7 @@ class Copier:
                 if share:
                     with self.lock:
                         self.shares.remove(share)
+        _check_count(cursor, plan, rows)
         if not digests:
             return rows, None
         chunks = digests.finish()
@@ -590,7 +722,7 @@ class Copier:
             if extra:
                 text = text + b"\n" + extra if text else extra
         if text:
-            pipe.write(text + b"\n")
+            pipe.write(text + b"\n", piece)
         if digests:
             digests.add(piece, clean=not piece.flagged)
         self.progress(reader.plan, piece.rows)
@@ -652,8 +784,23 @@ class Copier:
                 rows += 1
                 if rows % self.batch_size == 0:
                     self.progress(plan, self.batch_size)
+        _check_count(cursor, plan, rows)
         self.progress(plan, rows % self.batch_size)
         return rows
+
+
+class _Miscount(Exception):
+    pass
+
+
+def _check_count(cursor, plan, rows):
+    """The rows PostgreSQL's COPY received (its command tag) must be the rows read, before anything commits."""
+    received = cursor.cursor.rowcount
+    if received != rows:
+        raise _Miscount(
+            f"PostgreSQL received {received} rows where {rows} were read from the source: a value was "
+            "not carried as it is (nothing of this copy is committed)"
+        )
 
 
 def json_digests(cursor, plan, chunks):
@@ -688,6 +835,17 @@ def copy_database(
     Raises :class:`PreflightFailed` (nothing written, or, when resuming, nothing
     more) when the source has problems, :class:`CopyError` when the copy fails.
     """
+    ours = []  # the run this call started or resumed, once it has one
+    try:
+        return _copy_database(
+            source, plans, target_alias, batch_size, resume, workers, progress, source_check, digests, ours
+        )
+    except KeyboardInterrupt:
+        # Wherever it came (even as a commit went through): the checkpoint says what is left.
+        raise CopyError("Interrupted.", settle(target_alias, ours=bool(ours)), interrupted=True) from None
+
+
+def _copy_database(source, plans, target_alias, batch_size, resume, workers, progress, source_check, digests, ours):
     progress = progress or (lambda plan, rows: None)
     started = time.monotonic()
     report = CopyReport()
@@ -698,19 +856,22 @@ def copy_database(
         if run and not resume:
             raise CopyError(
                 "A previous copy into this database was interrupted: rerun with --resume to finish it, "
-                "or with --truncate to start over."
+                "or with --truncate to start over.",
+                None,
             )
+        if run is None and resume:
+            raise CopyError(state.NOTHING_TO_RESUME, None)
         if run and run.source != source_identity(source):
-            raise CopyError(
-                f"The interrupted copy read {run.source['path']}, which has changed or is not this source: "
-                "rerun with --truncate to start over."
-            )
+            raise CopyError(state.foreign_run(run), None)
         if run is None:
             definitions = capture_definitions(cursor, tables)
+            # The definitions are in the checkpoint, committed with the drop: a copy killed at any
+            # moment after this leaves them where --resume, --truncate or a failure put them back.
             run = state.start_run(cursor, source_identity(source), definitions)
             drop_definitions(cursor, definitions)
         else:
             report.resumed = True
+    ours.append(run)
 
     todo = [p for p in plans if p.table not in run.done]
     for plan in plans:
@@ -733,12 +894,10 @@ def copy_database(
         try:
             copier.copy(todo)
         except PreflightFailed as failed:
-            if not run.done:
-                forget_run(target_alias)  # put back what was dropped: the target is as it was
-            failed.resumed = bool(run.done)
+            failed.resumed = settle(target_alias) != AS_BEFORE
             raise
-        except DatabaseError as exc:  # the target went away, or refused something else
-            raise CopyError(f"PostgreSQL stopped the copy: {str(exc).strip().splitlines()[0]}.") from exc
+        except TARGET_ERRORS as exc:  # the target went away, or refused what no check foresaw
+            raise CopyError(f"PostgreSQL said: {error_text(exc)}.", settle(target_alias)) from None
         report.tables += copier.results
         report.chunks.update(copier.chunks)
 
@@ -748,26 +907,84 @@ def copy_database(
             for sql in target.ops.sequence_reset_sql(no_style(), [p.model for p in plans]):
                 cursor.execute(sql)
         report.validated = validate_foreign_keys(target_alias, run.definitions, workers)
+        with transaction.atomic(using=target_alias), target.cursor() as cursor:
+            state.finish(cursor)
     except ConstraintFailed as exc:
+        # The rows break a constraint of the target: --resume would fail again. Empty the tables
+        # and put every definition back, so the target is as it was.
+        outcome = undo_copy(target_alias, plans)
         raise CopyError(
-            f"Re-creating {exc}. The rows are copied but this constraint does not hold; "
-            "fix the source, then rerun with --truncate."
+            f"Re-creating {exc}. The copied rows were removed"
+            + (" and the target is as it was" if outcome == AS_BEFORE else "")
+            + ": fix the source (or the target's constraint), then rerun.",
+            outcome,
         ) from None
-    with transaction.atomic(using=target_alias), target.cursor() as cursor:
-        state.finish(cursor)
+    except TARGET_ERRORS as exc:  # every table is committed: --resume re-creates and validates what is missing
+        raise CopyError(
+            f"While the constraints were re-created, PostgreSQL said: {error_text(exc)}.", settle(target_alias)
+        ) from None
     report.tables.sort(key=lambda t: t.label)
     report.seconds = time.monotonic() - started
     return report
 
 
-def forget_run(target_alias):
-    """Put back what an interrupted or failed copy dropped, and forget it (rows are left as they are)."""
+def _fresh(target_alias):
+    """The target's connection, reopened if a failure left it unusable."""
     target = connections[target_alias]
-    with transaction.atomic(using=target_alias), target.cursor() as cursor:
-        run = state.current_run(cursor)
-        if run:
+    if target.connection is not None and (target.in_atomic_block or not target.is_usable()):
+        with contextlib.suppress(*TARGET_ERRORS):
+            target.close()
+    if target.in_atomic_block:  # an atomic block of the caller's is broken: leave it to roll back
+        target.needs_rollback = True
+    return target
+
+
+def settle(target_alias, ours=False):
+    """After a failure: put the target back as it was if nothing was committed; say what is left.
+
+    AS_BEFORE: every index and constraint the copy dropped is back and no checkpoint is
+    left; RESUMABLE: tables are committed and recorded, --resume finishes; UNKNOWN:
+    the target could not be reached (its checkpoint is still there, if any); FINISHED:
+    ``ours`` (this call had a run) and its checkpoint is gone: the copy completed.
+    """
+    try:
+        _fresh(target_alias)
+        with transaction.atomic(using=target_alias), connections[target_alias].cursor() as cursor:
+            run = state.current_run(cursor)
+            if run is None:
+                return FINISHED if ours else AS_BEFORE
+            if run.done:
+                return RESUMABLE
             recreate_missing(cursor, run.definitions)
             state.finish(cursor)
+            return AS_BEFORE
+    except (*TARGET_ERRORS, ConstraintFailed):
+        return UNKNOWN
+
+
+def undo_copy(target_alias, plans):
+    """Empty the copied tables and put every dropped definition back, validated; forget the run."""
+    try:
+        _fresh(target_alias)
+        with transaction.atomic(using=target_alias), connections[target_alias].cursor() as cursor:
+            run = state.current_run(cursor)
+            cursor.execute(f"TRUNCATE {', '.join(_q(p.table) for p in plans)}")
+            if run:
+                # Foreign keys added NOT VALID for the validation: validated now, on empty tables, they
+                # are the ones migrate made.
+                cursor.execute(
+                    "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+                    "WHERE contype = 'f' AND NOT convalidated"
+                )
+                ours = {(c["table"], c["name"]) for c in run.definitions["constraints"] if c["type"] == "f"}
+                for table, name in cursor.fetchall():
+                    if (table, name) in ours:
+                        cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {_q(name)}")
+                recreate_missing(cursor, run.definitions)
+                state.finish(cursor)
+        return AS_BEFORE
+    except (*TARGET_ERRORS, ConstraintFailed):
+        return UNKNOWN
 
 
 def truncate_tables(target_alias, plans):

@@ -147,6 +147,9 @@ def fast_checks(column):
     checks = []
     if kind in TEXT_TYPES or kind == "JSONField":
         checks.append(("blob", f"typeof({col}) = 'blob'"))
+        # printf('%s') ends a text at its first NUL: the line would lose its closing quote and
+        # shift every field after it. PostgreSQL's text cannot hold a NUL anyway.
+        checks.append(("nul", f"instr({col}, char(0)) > 0"))
         if kind in TEXT_TYPES and getattr(field, "max_length", None):
             # PostgreSQL silently cuts a varchar whose excess is spaces: never let it.
             checks.append(("length", f"length({col}) > {int(field.max_length)}"))

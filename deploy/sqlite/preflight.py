@@ -5,6 +5,7 @@ the value) so a person can fix them all in one pass; the copy does not start
 while there is one.
 """
 
+import contextlib
 import decimal
 import math
 import sqlite3
@@ -238,12 +239,16 @@ def data_problems(source, plans, target_alias, checked=None):
         return problems
     existing = {name for (name,) in source.raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     ops = connections[target_alias].ops
+    types = {}
+    if connections[target_alias].vendor == "postgresql":
+        with contextlib.suppress(DatabaseError):  # the target cannot say (unreachable): judge by the fields
+            types = target_column_types(target_alias, [p.table for p in plans])
     for plan in plans:
         if plan.table not in existing:
             continue
         columns = {row[1] for row in source.raw.execute(f"PRAGMA table_info({_q(plan.table)})")}
         if all(c in columns for c in plan.column_names):
-            problems += value_problems(source.raw, plan, ops)
+            problems += value_problems(source.raw, plan, ops, types.get(plan.table))
     return problems
 
 
@@ -294,13 +299,55 @@ def unknown_migrations(loader):
     return set(loader.applied_migrations) - known
 
 
-def _checks(plan, target_ops):
+# The range of each integer type of PostgreSQL: a column's real type decides, whatever the field says.
+PG_INTEGER_RANGES = {
+    "smallint": (-(2**15), 2**15 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+
+
+def target_column_types(alias, tables):
+    """{table: {column: PostgreSQL type}} of the target's tables (information_schema's ``data_type``)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+            [list(tables)],
+        )
+        types = {}
+        for table, column, data_type in cursor.fetchall():
+            types.setdefault(table, {})[column] = data_type
+        return types
+
+
+def integer_range(column, target_ops, column_type=None):
+    """(low, high, what): the integers the target column takes, by its real type and the field's own bounds.
+
+    A positive field's lower bound is a CHECK constraint of the table; the upper
+    bound is the column type's, whatever the field's name says.
+    """
+    low, high = PG_INTEGER_RANGES.get(column_type, (None, None))
+    try:
+        field_low, field_high = target_ops.integer_field_range(column.kind)
+    except KeyError:
+        field_low = field_high = None
+    if low is None:
+        low, high = field_low, field_high
+        column_type = column.kind
+    elif field_low == 0:
+        low = 0
+    return low, high, column_type
+
+
+def _checks(plan, target_ops, column_types=None):
     """(column, kind of check, SQL condition true for a bad or doubtful value): every check, exactly.
 
     The copy's own read runs the cheaper :func:`~deploy.sqlite.plan.fast_checks`
     and leaves to PostgreSQL what it rejects outright; when anything is wrong,
     these name every problem of the table: the same checks, the UUID one made
-    exact, and those of what PostgreSQL would reject.
+    exact, and those of what PostgreSQL would reject. ``column_types``: the
+    target's real column types ({column: type}), for the integer ranges.
     """
     checks = []
     for c in plan.columns:
@@ -309,10 +356,8 @@ def _checks(plan, target_ops):
             if kind == "uuid":
                 sql = f"{col} IS NOT NULL AND NOT (length({col}) = 32 AND NOT {col} GLOB '*[^0-9a-f]*')"
             checks.append((c, kind, sql))
-        if c.kind in TEXT_TYPES or c.kind == "JSONField":
-            checks.append((c, "nul", f"instr(CAST({col} AS BLOB), X'00') > 0"))
         if c.kind in INTEGER_TYPES:
-            low, high = target_ops.integer_field_range(c.kind)
+            low, high, _ = integer_range(c, target_ops, (column_types or {}).get(c.name))
             bounds = []
             if low is not None:
                 bounds.append(f"{col} < {int(low)}")
@@ -324,10 +369,10 @@ def _checks(plan, target_ops):
     return checks
 
 
-def value_problems(raw, plan, target_ops):
+def value_problems(raw, plan, target_ops, column_types=None):
     """One pass over the table for every value check, then a UTF-8 pass over text."""
     problems = []
-    checks = _checks(plan, target_ops)
+    checks = _checks(plan, target_ops, column_types)
     pk = _q(plan.pk.name)
     if checks:
         flags = ", ".join(f"({sql})" for _, _, sql in checks)
@@ -342,7 +387,10 @@ def value_problems(raw, plan, target_ops):
                 if not row[1 + i]:
                     continue
                 value = row[1 + n + i]
-                message = _judge(kind, column, value)
+                if kind == "integer":
+                    message = _judge_integer(column, target_ops, (column_types or {}).get(column.name))
+                else:
+                    message = _judge(kind, column, value)
                 if message is None:
                     continue
                 counts[(column.name, kind)] = counts.get((column.name, kind), 0) + 1
@@ -353,6 +401,11 @@ def value_problems(raw, plan, target_ops):
                 problems.append(Problem(plan.table, f"{count - MAX_PER_CHECK} more {kind} problem(s)", None, column))
     problems += _utf8_problems(raw, plan)
     return problems
+
+
+def _judge_integer(column, target_ops, column_type):
+    low, high, what = integer_range(column, target_ops, column_type)
+    return f"is not an integer from {low} to {high} (the target column is {what})"
 
 
 def _judge(kind, column, value):
@@ -447,7 +500,8 @@ def _utf8_problems(raw, plan):
 # --- the target -------------------------------------------------------------
 
 
-def target_problems(alias, plans, truncate=False, resume=False):
+def target_problems(alias, plans, truncate=False, resume=False, source=None):
+    """What keeps the copy from writing into the target; ``source`` (a Source) for --resume's check."""
     if alias not in connections:
         return [Problem("target", f"there is no database alias {alias!r} in settings.DATABASES")]
     connection = connections[alias]
@@ -486,6 +540,10 @@ def target_problems(alias, plans, truncate=False, resume=False):
                     "or with --truncate to start over",
                 )
             )
+        if resume and run is None:
+            problems.append(Problem("target", state.NOTHING_TO_RESUME.rstrip(".")))
+        elif resume and source is not None and run.source != state.source_identity(source.path):
+            problems.append(Problem("target", state.foreign_run(run).rstrip(".")))
         if truncate or resume:
             return problems
         for plan in plans:

@@ -17,6 +17,7 @@ text for Django's standard field types is what PostgreSQL's COPY parses.
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
@@ -45,12 +46,18 @@ def _path_of_alias(alias):
     name = connections.settings[alias]["NAME"]
     name = str(name)
     if name.startswith("file:"):
-        name = name[len("file:") :].split("?", 1)[0]
+        name = unquote(name[len("file:") :].split("?", 1)[0])
     return Path(name)
 
 
 def read_only_uri(path):
-    return f"file:{Path(path).resolve()}?mode=ro"
+    """A ``file:`` URI that opens exactly ``path``, read-only.
+
+    SQLite reads ``%HH`` escapes, ``?`` (parameters) and ``#`` in a URI: every
+    character but letters, digits and ``/-._~`` is percent-encoded, so that a
+    path is only ever a path.
+    """
+    return f"file:{quote(str(Path(path).resolve()), safe='/')}?mode=ro"
 
 
 def alias_settings(path):

@@ -9,11 +9,35 @@ forgotten. The table's chunk digests are kept with it, so that ``--verify``
 after ``--resume`` proves the tables an earlier run copied.
 """
 
+import contextlib
+import hashlib
 import json
 from dataclasses import dataclass, field
 
+import psycopg
+from django.db import connections
+
 RUN_TABLE = "deploy_sqlite_copy_run"
 TABLE_TABLE = "deploy_sqlite_copy_table"
+
+
+NOTHING_TO_RESUME = (
+    "--resume finishes an interrupted copy, and this database has none (the last copy finished, or none "
+    "started): nothing was changed. To copy again into it, use --truncate (it asks first)."
+)
+
+
+def foreign_run(run):
+    return (
+        f"The interrupted copy in this database read {run.source.get('path')}, which has changed or is not this "
+        "source: nothing was changed. Resume with that file, or rerun with --truncate to start over."
+    )
+
+
+def source_identity(path):
+    """What a resumed copy must read again: the same file, unchanged."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 @dataclass
@@ -81,3 +105,50 @@ def finish(cursor):
     """The copy is complete: no checkpoint is left in the target."""
     cursor.execute(f"DROP TABLE IF EXISTS {TABLE_TABLE}")
     cursor.execute(f"DROP TABLE IF EXISTS {RUN_TABLE}")
+
+
+# --- one copy at a time --------------------------------------------------------------
+#
+# A session-level advisory lock of the target database, held by a connection of its own
+# for the whole command: released when the command ends, however it ends (a killed
+# process's session ends with it). Advisory locks are per database: copies into two
+# databases of one server do not wait for each other.
+
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"deploy.sqlite: migrate_from_sqlite").digest()[:8], "big", signed=True)
+
+
+class Busy(Exception):
+    """Another copy holds the target's lock; the message names its session."""
+
+
+@contextlib.contextmanager
+def exclusive(alias):
+    """Hold the target's copy lock while the block runs; raise :class:`Busy` at once if another run has it.
+
+    The lock's connection is opened apart from Django's, so that closing those (worker
+    threads do) never releases it.
+    """
+    connection = connections[alias]
+    raw = connection.get_new_connection(connection.get_connection_params())
+    try:
+        raw.autocommit = True
+        if not raw.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]:
+            raise Busy(_holder(raw))
+        yield
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            raw.close()
+
+
+def _holder(raw):
+    row = raw.execute(
+        "SELECT a.pid, a.backend_start, a.application_name, host(a.client_addr) FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND (l.classid::bigint << 32 | l.objid::bigint) = %s LIMIT 1",
+        [LOCK_KEY],
+    ).fetchone()
+    if row is None:
+        return "another run"
+    pid, since, _, host = row
+    return f"PostgreSQL session {pid}, from {host or 'a local socket'}, since {since:%Y-%m-%d %H:%M:%S %Z}"

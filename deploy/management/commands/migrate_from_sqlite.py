@@ -1,7 +1,9 @@
 """Copy every row from the SQLite database into PostgreSQL, and prove the copy.
 
 Exit status: 0 when done (and, with --verify, proven identical); 3 when
-verification finds differences; 1 when the copy could not run.
+verification finds differences; 1 when the copy could not run (the message
+says what it left in the target); 4 when another copy into the same
+database is running.
 """
 
 import sys
@@ -9,17 +11,29 @@ import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from deploy.management.output import JsonDocument
 from deploy.sqlite import state
-from deploy.sqlite.copy import CopyError, PreflightFailed, copy_database, start_source_check, truncate_tables
+from deploy.sqlite.copy import (
+    AS_BEFORE,
+    FINISHED,
+    RESUMABLE,
+    TARGET_ERRORS,
+    CopyError,
+    PreflightFailed,
+    copy_database,
+    error_text,
+    start_source_check,
+    truncate_tables,
+)
 from deploy.sqlite.plan import RATE_ESTIMATE, copied_models, table_plan, unknown_excludes
 from deploy.sqlite.preflight import data_problems, structure_problems, target_problems
 from deploy.sqlite.source import SourceError, open_source
 from deploy.sqlite.verify import MAX_DIFFERENCES, verify_copy
 
 DIFFERENCES_FOUND = 3
+ALREADY_RUNNING = 4
 
 
 class Progress:
@@ -119,9 +133,30 @@ class Command(BaseCommand):
         except SourceError as exc:
             raise CommandError(str(exc)) from None
         try:
-            return self._run(source, options)
+            if options["plan"] or not self._is_postgresql(options["database"]):
+                return self._run(source, options)  # writes nothing (or the preflight says why it cannot)
+            try:
+                with state.exclusive(options["database"]):
+                    return self._run(source, options)
+            except state.Busy as exc:
+                raise CommandError(
+                    f"A copy into this database is already running ({exc}): nothing was changed. Wait for it "
+                    "to finish; if it stops, its message says how to go on.",
+                    returncode=ALREADY_RUNNING,
+                ) from None
         finally:
             source.close()
+
+    def _is_postgresql(self, alias):
+        """Whether the lock can be taken: a PostgreSQL target that answers (otherwise the preflight says why)."""
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            return False
+        try:
+            connection.ensure_connection()
+        except DatabaseError:  # target_problems names the failure, with its message
+            return False
+        return True
 
     def _check_options(self, options):
         if options["batch_size"] < 1:
@@ -172,7 +207,7 @@ class Command(BaseCommand):
             return self._verify(plans, source, target, options, copy_report=None)
 
         problems = structure_problems(source, plans) + target_problems(
-            target, plans, truncate=options["truncate"], resume=options["resume"]
+            target, plans, truncate=options["truncate"], resume=options["resume"], source=source
         )
         if problems:
             # The copy cannot start: still name every problem of the data, so all are fixed in one pass.
@@ -206,19 +241,47 @@ class Command(BaseCommand):
                 )
             self._fail_with(failed.problems, "The preflight found problems")
         except CopyError as exc:
+            raise CommandError(self._stopped(exc, options)) from None
+        except KeyboardInterrupt:  # between two steps of copy_database: the checkpoint says what is left
             raise CommandError(
-                f"The copy stopped: {exc} Tables already copied are recorded in the target: "
-                "rerun with --resume to finish, or --truncate to start over."
-            ) from None
-        except KeyboardInterrupt:
-            raise CommandError(
-                "Interrupted: the tables being copied were rolled back; those already committed are recorded "
-                "in the target. Rerun with --resume to finish, or --truncate to start over."
+                "Interrupted. If tables were committed, they are recorded in the target: rerun with --resume to "
+                "finish; otherwise rerun with --truncate to start over."
             ) from None
         if options["verify"]:
             return self._verify(plans, source, target, options, copy_report=report)
         self._report(report, None, options)
         return None
+
+    def _stopped(self, exc, options):
+        """One message: what stopped the copy, and the truth about what it left in the target."""
+        said = "Interrupted." if exc.interrupted else f"The copy stopped: {exc}"
+        if exc.outcome == AS_BEFORE:
+            again = "rerun with --truncate" if options["truncate"] else "rerun the same command"
+            again = again[0].upper() + again[1:] if exc.interrupted else f"Once the cause is fixed, {again}"
+            left = (
+                "Nothing of this run was kept: the target is as it was before it (every index and constraint "
+                f"back, no checkpoint). {again} to copy."
+            )
+            if options["resume"]:
+                left = "Nothing of this run was kept, and no unfinished copy is left: rerun with --truncate."
+        elif exc.outcome == FINISHED:
+            left = (
+                "The copy had finished: every table is copied and committed, and no checkpoint is left. "
+                "Run with --verify-only to prove it."
+            )
+        elif exc.outcome == RESUMABLE:
+            left = (
+                "The tables copied so far are committed and recorded in the target: rerun with --resume to "
+                "finish (or with --truncate to start over)."
+            )
+        else:
+            left = (
+                "The target could not be checked afterwards: its checkpoint (if the copy got that far) says what "
+                "is left. Rerun with --resume to finish, or with --truncate to start over."
+            )
+        if exc.outcome is None:  # refused before changing anything: the message says it all
+            return str(exc)
+        return f"{said} {left}"
 
     def _progress(self, verb, options):
         stream = sys.stderr if options["json"] else self.stdout
@@ -230,16 +293,29 @@ class Command(BaseCommand):
             return state.current_run(cursor) is not None
 
     def _verify(self, plans, source, target, options, copy_report):
-        verification = verify_copy(
-            plans,
-            source,
-            target,
-            chunks=copy_report.chunks if copy_report else None,
-            validated=copy_report.validated if copy_report else None,
-            batch_size=options["batch_size"],
-            workers=options["workers"],
-            progress=self._progress("verified", options),
-        )
+        try:
+            verification = verify_copy(
+                plans,
+                source,
+                target,
+                chunks=copy_report.chunks if copy_report else None,
+                validated=copy_report.validated if copy_report else None,
+                batch_size=options["batch_size"],
+                workers=options["workers"],
+                progress=self._progress("verified", options),
+            )
+        except KeyboardInterrupt:
+            done = "The copy is complete and committed; " if copy_report else ""
+            raise CommandError(
+                f"Interrupted during the verification: nothing was changed by it. {done}rerun with --verify-only "
+                "to prove the copy."
+            ) from None
+        except TARGET_ERRORS as exc:  # the target went away: the verification proves nothing either way
+            done = "The copy is complete and committed; " if copy_report else ""
+            raise CommandError(
+                f"The verification could not finish: PostgreSQL said: {error_text(exc)}. {done}rerun with "
+                "--verify-only to prove the copy."
+            ) from None
         self._report(copy_report, verification, options)
         if not verification.ok:
             shown = "\n".join(f"  - {d}" for d in verification.differences[:30])
