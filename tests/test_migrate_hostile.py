@@ -452,7 +452,11 @@ def test_sqlite_source_setting_is_a_path_too(seeded_sqlite, tmp_path):
     shutil.copy(seeded_sqlite, folder / "a.sqlite3")
     damage(folder / "a.sqlite3", "DELETE FROM catalog_tag WHERE id > 3")  # what '%61' would mean as a URI
     shutil.copy(seeded_sqlite, folder / "%61#x.sqlite3")
-    env = production_env(DATABASE_URL=target_database_url(), SQLITE_SOURCE=folder / "%61#x.sqlite3")
+    env = production_env(
+        DATABASE_URL=target_database_url(),
+        SQLITE_SOURCE=folder / "%61#x.sqlite3",
+        DJANGO_SETTINGS_MODULE="tests.settings",
+    )
     result = subprocess.run(
         [PYTHON, "manage.py", "migrate_from_sqlite", "--plan", "--json", "--skip-checks"],
         cwd=ROOT,
