@@ -537,9 +537,10 @@ class DeployConfig:
         "20Gi", "DEPLOY_PROMETHEUS_STORAGE_SIZE", "Size of Prometheus's data volume.", check=_memory
     )
     runbook_url: str = setting(
-        "https://docs.example.com/django-k8s-aws/runbooks",
+        "https://docs.example.com/django-k8s-aws/runbooks.html",
         "DEPLOY_RUNBOOK_URL",
-        "Where docs/runbooks.md is published; every alert links to its section there.",
+        "The published page of docs/runbooks.md (make docs writes it as runbooks.html); every alert links to its "
+        "section there, as this URL + '#' + the section's anchor.",
         check=lambda v: None if re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", v) else "an http(s) URL",
     )
     logging: bool = setting(True, "DEPLOY_LOGGING", "Collect the app's JSON logs (EFK).")

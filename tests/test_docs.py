@@ -100,6 +100,13 @@ def test_mkdocs_builds_the_site_in_strict_mode(tmp_path):
     links = re.findall(r'href="([^"#:?]+)"', (tmp_path / "training" / "03-deploy-and-rollback.html").read_text())
     broken = [link for link in links if not (tmp_path / "training" / link).resolve().is_file()]
     assert broken == []
+    # Every alert's default runbook link names a page of the built site and a section id on it.
+    runbooks = (tmp_path / "runbooks.html").read_text()
+    for group in observability.alert_rules(load_config({}, environ={})):
+        for rule in group["rules"]:
+            page, anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)
+            assert page.rsplit("/", 1)[1] == "runbooks.html", rule["annotations"]["runbook_url"]
+            assert f'id="{anchor}"' in runbooks, f"{rule['alert']}: no section #{anchor} in the built runbooks.html"
 
 
 def _block_after(text, heading):

@@ -95,7 +95,7 @@ def alert_rules(config):
             "alert": name,
             "expr": expr,
             "labels": {"severity": severity, "app": config.app_name},
-            "annotations": {"summary": summary, "runbook_url": f"{config.runbook_url.rstrip('/')}/#{anchor}"},
+            "annotations": {"summary": summary, "runbook_url": f"{config.runbook_url.split('#', 1)[0]}#{anchor}"},
         }
         if duration != "0m":
             rule["for"] = duration
