@@ -37,6 +37,16 @@ def load_envs():
     return sys.modules["envs"]
 
 
+@pytest.fixture
+def no_cluster(monkeypatch, tmp_path):
+    """Nothing points at a cluster: no KUBECONFIG, an empty home, not in a pod."""
+    for name in list(os.environ):
+        if name.startswith("DEPLOY_") or name in {"KUBECONFIG", "KUBERNETES_SERVICE_HOST"}:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

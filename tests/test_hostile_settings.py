@@ -15,14 +15,7 @@ from deploy.conf import ConfigError, DeploySecrets, load_config
 from deploy.k8s.render import owned_env_names, render_manifests
 from tests.conftest import PYTHON, ROOT, free_port
 
-
-@pytest.fixture(autouse=True)
-def no_cluster(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("DEPLOY_") or name in {"KUBECONFIG", "KUBERNETES_SERVICE_HOST"}:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_cluster")
 
 
 HOSTILE = [

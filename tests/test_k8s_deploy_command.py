@@ -2,7 +2,6 @@
 
 import base64
 import json
-import os
 from io import StringIO
 
 import pytest
@@ -10,15 +9,7 @@ import yaml
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-
-@pytest.fixture(autouse=True)
-def no_cluster(monkeypatch, tmp_path):
-    """Nothing points at a cluster: no KUBECONFIG, an empty home, not in a pod."""
-    for name in list(os.environ):
-        if name.startswith("DEPLOY_") or name in {"KUBECONFIG", "KUBERNETES_SERVICE_HOST"}:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_cluster")
 
 
 def run(*args, **options):
