@@ -2,12 +2,12 @@
 
 Workers come from ``WEB_CONCURRENCY`` (gunicorn's own variable) and threads
 from ``GUNICORN_THREADS``. Metrics use prometheus_client's multiprocess mode:
-each worker writes its own files in ``PROMETHEUS_MULTIPROC_DIR``, which is
-emptied when the master starts and from which dead workers are removed.
+each worker writes its own files in ``PROMETHEUS_MULTIPROC_DIR`` (a private
+temporary folder when unset or empty), whose metric files (``*.db``) are removed
+when the master starts and dead workers' when they exit.
 """
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,16 +42,18 @@ errorlog = "-"
 logger_class = "deploy.logging.JsonAccessLogger"
 logconfig_dict = gunicorn_logconfig(os.environ.get("LOG_LEVEL", "INFO").upper())
 
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prometheus-multiproc-"))
+# Empty counts as unset: Path("") is the current folder, which on_starting would otherwise empty.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-multiproc-")
 
 
 def on_starting(server):
+    # Only the metric files of earlier runs (prometheus_client writes KIND_PID.db): the folder may be one the
+    # user named by mistake (/tmp, a home folder), and nothing else in it is ours to delete.
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    for entry in metrics_dir.iterdir():
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
+    for entry in metrics_dir.glob("*.db"):
+        if entry.is_file():
             entry.unlink()
 
 

@@ -50,11 +50,12 @@ REQUIREMENTS = ROOT / "requirements"
 BOOTSTRAP_DIR = ROOT / ".venv-bootstrap"
 PYTHON_VERSION = "3.12"
 PLATFORM = "linux"
-# (input, lock, the lock it is constrained by): dev before base, so that base takes dev's versions.
+# (input, lock, the lock it is constrained by): dev before base and deploy, so that they take dev's versions.
 LOCKS = (
     ("bootstrap.txt", "bootstrap.lock", None),
     ("dev.txt", "dev.lock", None),
     ("base.txt", "base.lock", "dev.lock"),
+    ("deploy.txt", "deploy.lock", "dev.lock"),
     ("tools.txt", "tools.lock", None),
 )
 

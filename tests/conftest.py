@@ -122,12 +122,8 @@ def run_gunicorn(tmp_path, workers=2, **env_overrides):
     bind = env_overrides.pop("GUNICORN_BIND", None) or f"127.0.0.1:{free_port()}"
     port = int(bind.split(",")[0].rpartition(":")[2])
     log_path = tmp_path / f"gunicorn-{port}.log"
-    env = production_env(
-        GUNICORN_BIND=bind,
-        WEB_CONCURRENCY=workers,
-        PROMETHEUS_MULTIPROC_DIR=tmp_path / f"metrics-{port}",
-        **env_overrides,
-    )
+    env_overrides.setdefault("PROMETHEUS_MULTIPROC_DIR", tmp_path / f"metrics-{port}")
+    env = production_env(GUNICORN_BIND=bind, WEB_CONCURRENCY=workers, **env_overrides)
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [PYTHON, "-m", "gunicorn", "-c", "project/gunicorn.conf.py", "project.wsgi"],

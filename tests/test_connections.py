@@ -171,21 +171,23 @@ def test_json_deploy_success_and_failure_against_the_fake_api_server(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_json_migrate_from_sqlite_success_and_failure(tmp_path):
-    source = tmp_path / "migrated.sqlite3"
-    subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--verbosity", "0"],
-        cwd=ROOT, check=True, capture_output=True,
-        env=production_env(DATABASE_URL=f"sqlite:///{source}", DJANGO_SETTINGS_MODULE="tests.settings"),
-    )  # fmt: skip
-    dsn = target_database_url()
-    code, plan, stderr = _manage(tmp_path, "migrate_from_sqlite", "--source", str(source), "--plan", DATABASE_URL=dsn)
-    assert code == 0 and plan["ok"] is True and plan["rows"] > 0 and plan["tables"], stderr[-2000:]
-    # --plan runs the preflight: a file that is not this project's database is refused, still as one JSON document.
-    unrelated = tmp_path / "unrelated.sqlite3"
-    with sqlite3.connect(unrelated) as conn:
+    # --plan runs the preflight (read-only): a source without the project's tables is refused, in JSON.
+    unmigrated = tmp_path / "unmigrated.sqlite3"
+    with sqlite3.connect(unmigrated) as conn:
         conn.execute("CREATE TABLE unrelated (id integer)")
-    code, plan, _ = _manage(tmp_path, "migrate_from_sqlite", "--source", str(unrelated), "--plan", DATABASE_URL=dsn)
-    assert code == 1 and plan["ok"] is False and "missing from the source" in plan["error"]
+    dsn = target_database_url()
+    code, plan, _ = _manage(tmp_path, "migrate_from_sqlite", "--source", str(unmigrated), "--plan", DATABASE_URL=dsn)
+    assert code == 1 and plan["ok"] is False and "catalog_product" in plan["error"]
+    # A source that Django's migrate made (no rows but its content types and permissions): the plan succeeds.
+    source = tmp_path / "empty.sqlite3"
+    environ = production_env(DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=f"sqlite:///{source}")
+    subprocess.run([PYTHON, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=environ, check=True)
+    with sqlite3.connect(source) as conn:
+        (made,) = conn.execute(
+            "SELECT (SELECT count(*) FROM auth_permission) + (SELECT count(*) FROM django_content_type)"
+        ).fetchone()
+    code, plan, stderr = _manage(tmp_path, "migrate_from_sqlite", "--source", str(source), "--plan", DATABASE_URL=dsn)
+    assert code == 0 and plan["ok"] is True and plan["rows"] == made and plan["tables"], stderr[-2000:]
     missing = tmp_path / "missing.sqlite3"
     code, report, _ = _manage(tmp_path, "migrate_from_sqlite", "--source", str(missing), DATABASE_URL=dsn)
     assert code == 1 and report["ok"] is False and str(missing) in report["error"]

@@ -147,11 +147,11 @@ def test_the_quick_start_runs_as_written_on_a_fresh_database(tmp_path, django_db
 
 def test_every_page_runs_commands_the_one_documented_way():
     """`python manage.py …` with .venv activated (docs/quickstart.md says how, once); no other spelling."""
-    # A project that does not exist yet is made with django-admin startproject (docs/adopting.md); every
-    # management command is then run one way.
+    # Another way to run a project command; `django-admin startproject` (a new project) and uv's
+    # `--python .venv/bin/python` (which environment to install into) run none.
     other = re.compile(
-        r"(?:\.venv/bin/python manage\.py|\./manage\.py|django-admin (?!startproject)"
-        r"|python3 manage\.py|\$\(PY\) manage\.py)"
+        r"(?:\.venv/bin/python(?!\s+NAME)|\./manage\.py|django-admin(?!\s+startproject)|python3 manage\.py"
+        r"|\$\(PY\) manage\.py)"
     )
     found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path, text in TEXTS.items() for m in other.finditer(text)]
     assert found == []

@@ -1,10 +1,15 @@
 """The app under real gunicorn processes on 127.0.0.1."""
 
 import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import PYTHON, ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REQUESTS_BY_VIEW = "django_http_requests_total_by_view_transport_method_total"
@@ -98,3 +103,37 @@ def test_no_control_socket_in_the_home_folder_unless_asked_for(gunicorn_factory,
             time.sleep(0.05)
         assert socket_path.is_socket()
         assert list(home.iterdir()) == []
+
+
+def test_starting_removes_only_old_metric_files_from_the_metrics_folder(gunicorn_factory, tmp_path):
+    """The master empties PROMETHEUS_MULTIPROC_DIR of earlier runs' metric files, and of nothing else."""
+    metrics = tmp_path / "shared"
+    (metrics / "keep-dir").mkdir(parents=True)
+    (metrics / "keep-dir" / "notes.txt").write_text("mine")
+    (metrics / "precious.txt").write_text("mine")
+    (metrics / "counter_999999.db").write_bytes(b"stale")
+    with gunicorn_factory(PROMETHEUS_MULTIPROC_DIR=metrics) as server:
+        assert server.get("/healthz")[0] == 200
+        assert (metrics / "precious.txt").read_text() == "mine"
+        assert (metrics / "keep-dir" / "notes.txt").read_text() == "mine"
+        assert not (metrics / "counter_999999.db").exists()
+
+
+def test_an_empty_metrics_folder_setting_does_not_empty_the_current_folder(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR= (empty) meant Path(""), the current folder: `make serve` emptied the clone."""
+    cwd = tmp_path / "clone"
+    (cwd / ".git").mkdir(parents=True)
+    (cwd / "manage.py").write_text("# mine")
+    script = (
+        "import os, runpy; ns = runpy.run_path(os.environ['CONF']); ns['on_starting'](None); "
+        "print(os.environ['PROMETHEUS_MULTIPROC_DIR'])"
+    )
+    env = dict(
+        os.environ, PROMETHEUS_MULTIPROC_DIR="", PYTHONPATH=str(ROOT), CONF=str(ROOT / "project/gunicorn.conf.py")
+    )
+    done = subprocess.run([PYTHON, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == [".git", "manage.py"]
+    used = Path(done.stdout.strip())
+    assert used.is_absolute() and used.is_dir() and used.name.startswith("prometheus-multiproc-")
+    used.rmdir()

@@ -322,6 +322,20 @@ def test_rollback_command_reapplies_a_revision(server, monkeypatch):
     assert "no such revision (recorded: 1, 2, 3)" in message
 
 
+def test_a_rollback_records_the_image_it_deployed(server, monkeypatch):
+    """--history after a rollback names the image the cluster runs, not the one today's settings render."""
+    deploy()
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.2.0")
+    deploy()
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.3.0")  # the settings on the machine that rolls back
+    deploy("--rollback", "1")
+    assert image_of(server) == "django-app:0.1.0"
+    out = StringIO()
+    call_command("k8s_deploy", "--history", stdout=out)
+    line = next(row for row in out.getvalue().splitlines() if row.split()[:1] == ["3"])
+    assert "django-app:0.1.0" in line and "0.3.0" not in line and line.endswith("rollback to revision 1")
+
+
 def test_release_records_hold_no_secret_values(server):
     deploy()
     records = [s for s in server.list("secrets", NS) if s["metadata"]["name"].startswith("django-app-release-v")]

@@ -300,3 +300,37 @@ def test_role_names_in_the_workflows_come_from_one_place():
     assert template["Resources"]["DeployStagingRole"]["Properties"]["RoleName"] == delivery.role_name(
         base, "deploy-staging"
     )
+
+
+def test_the_deploy_jobs_install_what_the_deploy_commands_import(generated):
+    """Every job that runs manage.py installs a file of this repository that holds every dependency the deploy
+    app declares: with requirements/base.txt (the image's runtime), k8s_deploy stopped on `import
+    kubernetes_validate` in every deploy job."""
+    import tomllib
+
+    from packaging.utils import canonicalize_name
+
+    from tests.conftest import ROOT as root
+    from tests.conftest import load_envs
+
+    envs = load_envs()
+    declared = {
+        canonicalize_name(re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0])
+        for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    checked = 0
+    for name in WORKFLOWS:
+        for job_name, job in load(generated, Path(name).name)["jobs"].items():
+            runs = [step.get("run", "") for step in job["steps"]]
+            if not any("manage.py" in run for run in runs):
+                continue
+            install = next(run for run in runs if "pip install" in run)
+            path = root / install.split(" -r ", 1)[1].split()[0]
+            assert path.is_file(), f"{name} {job_name}: {install}"
+            if path.suffix == ".lock":
+                installed = set(envs.read_lock(path, root))
+            else:
+                installed = {canonicalize_name(i.requirement.name) for i in envs.read_requirements(path, root)}
+            assert declared <= installed, f"{name} {job_name} lacks {sorted(declared - installed)}"
+            checked += 1
+    assert checked >= 4  # test, two deploys, plan, apply

@@ -43,10 +43,10 @@ def test_a_pin_changed_without_make_lock_fails_naming_the_package(copy):
     locked = envs.read_lock(copy / "requirements" / "base.lock", copy)["django"].version
     edit(copy / "requirements" / "base.txt", f"Django=={locked}", "Django==5.2.99")
     problems = envs.check(copy)
-    # dev.lock (through dev.txt's -r base.txt) and base.lock both disagree, each said once, naming the package.
+    # dev.lock and deploy.lock (through their -r base.txt) and base.lock disagree, each said once, naming it.
     assert problems == [
         f"Django: requirements/base.txt asks for Django==5.2.99 but requirements/{lock} has {locked}; run `make lock`"
-        for lock in ("dev.lock", "base.lock")
+        for lock in ("dev.lock", "base.lock", "deploy.lock")
     ]
 
 
@@ -60,9 +60,9 @@ def test_a_requirement_added_or_removed_without_make_lock_is_named(copy):
     removed = [p for p in problems if p.startswith("tqdm:")]
     assert removed == [
         f"tqdm: requirements/{lock} has it because of requirements/base.txt, which no longer names it; run `make lock`"
-        for lock in ("dev.lock", "base.lock")
+        for lock in ("dev.lock", "base.lock", "deploy.lock")
     ]
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
 
 
 def test_the_tools_and_bootstrap_locks_are_checked_too(copy):

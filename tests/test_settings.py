@@ -109,6 +109,22 @@ def test_dot_env_is_read_when_it_says_so_itself_as_env_example_tells(tmp_path):
     assert run.returncode == 1 and "Set the SECRET_KEY environment variable" in run.stderr
 
 
+def test_env_example_copied_to_dot_env_as_it_says_runs_the_commands(tmp_path):
+    """`.env.example` copied to `.env` with its flag set: manage.py runs (its metrics folder, /tmp/prometheus-
+    multiproc, did not exist outside the image, and prometheus_client stopped every command with a traceback)."""
+    text = (ROOT / ".env.example").read_text()
+    text = text.replace("DJANGO_READ_DOT_ENV_FILE=false", "DJANGO_READ_DOT_ENV_FILE=true")
+    assert "DJANGO_READ_DOT_ENV_FILE=true" in text
+    clone = _clone_with_dot_env(tmp_path, text)
+    run = subprocess.run(
+        [PYTHON, "manage.py", "check"], cwd=clone, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "System check identified no issues" in run.stdout
+    assert list(clone.glob("*.db")) == []  # no metric file written into the project's folder
+
+
 def test_dot_env_is_not_read_while_its_flag_is_false(tmp_path):
     clone = _clone_with_dot_env(tmp_path, "DEBUG=true\nDJANGO_READ_DOT_ENV_FILE=false\n")
     run = _show(clone)

@@ -213,9 +213,10 @@ class Deployer:
             self.previous = {_key(m): m for m in releases[-1].manifests or []}
         self.report.revision = revision
         note = f"rollback to revision {rollback_of}" if rollback_of else ""
-        record(
-            self.cluster, config.app_name, config.namespace, new_release(revision, config.image, note=note), manifests
-        )
+        # A rollback applies the target revision's manifests, so its record names the target's image, not the
+        # one today's settings would render (else --history says one image while the cluster runs another).
+        image = next((r.image for r in releases if r.revision == rollback_of), config.image)
+        record(self.cluster, config.app_name, config.namespace, new_release(revision, image, note=note), manifests)
         early, jobs, late = phases([m for m in manifests if m["kind"] != "Namespace"])
         early = [m for m in manifests if m["kind"] == "Namespace" and m["metadata"]["name"] != config.namespace] + early
         if rollback_of:

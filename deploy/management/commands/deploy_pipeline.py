@@ -26,13 +26,16 @@ class Command(BaseCommand):
         parser.add_argument("--python-version", default="3.12", help="Python version of the jobs (default 3.12).")
         parser.add_argument(
             "--requirements",
-            default="requirements/base.txt",
-            help="Requirements the deploy jobs install (default requirements/base.txt).",
+            default="requirements/deploy.lock",
+            help=(
+                "Requirements the deploy and infrastructure jobs install: the runtime and what k8s_deploy needs "
+                "(kubernetes-validate) (default requirements/deploy.lock, hashed)."
+            ),
         )
         parser.add_argument(
             "--test-requirements",
-            default="requirements/dev.txt",
-            help="Requirements the test job installs (default requirements/dev.txt).",
+            default="requirements/dev.lock",
+            help="Requirements the test job installs (default requirements/dev.lock, hashed).",
         )
         parser.add_argument(
             "--test-command",
