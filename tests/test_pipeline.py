@@ -86,6 +86,11 @@ def test_jobs_run_in_order_and_production_waits_for_staging_and_its_environment(
         )
         smoke = commands.index(next(c for c in commands if c.startswith("curl --fail")))
         assert commands.index(deploy) < smoke
+    # A run waiting for production's approval must not hold the next run's staging deploy: deploys queue per
+    # environment, and nothing queues the workflow as a whole.
+    assert "concurrency" not in workflow
+    groups = [jobs[f"deploy-{name}"]["concurrency"]["group"] for name in ("staging", "production")]
+    assert len(set(groups)) == 2
 
 
 def test_the_image_is_built_once_and_referred_to_by_digest_after(generated):

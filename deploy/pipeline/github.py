@@ -211,7 +211,8 @@ def delivery_workflow(base, environments, options):
         "name": "Delivery",
         "on": {"push": {"branches": [base.github_branch]}, "workflow_dispatch": {}},
         "permissions": {"contents": "read"},
-        "concurrency": {"group": "delivery", "cancel-in-progress": False},
+        # No workflow-wide concurrency group: a run waiting for production's approval would hold every later
+        # run, staging included. Each deploy job queues in its environment's own group instead.
         "jobs": jobs,
     }
 
