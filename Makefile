@@ -38,7 +38,7 @@ demo: venv
 	DEBUG=true DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(PY) manage.py seed_demo --rows $(DEMO_ROWS)
 	@echo "Demo SQLite database: $(DEMO_DB). Copying it into PostgreSQL ($(DEMO_PG_URL)) and proving the copy:"
 	psql "$(DEMO_PG_ADMIN_URL)" -qtc "SELECT 1 FROM pg_database WHERE datname = '$(DEMO_PG_DB)'" | grep -q 1 \
-		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE $(DEMO_PG_DB)"
+		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE \"$(DEMO_PG_DB)\""
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate --verbosity 0
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate_from_sqlite --source $(DEMO_DB) --truncate --no-input --verify
 	DEBUG=true $(PY) manage.py k8s_deploy --output build/k8s
