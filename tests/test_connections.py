@@ -144,6 +144,13 @@ def test_json_render_only_success_and_failure(tmp_path):
     code, report, stderr = _manage(tmp_path, "k8s_deploy", DEPLOY_APP_NAME="bad\n")
     assert code == 1 and report["ok"] is False and "DEPLOY['app_name']" in report["error"]
     assert "CommandError" in stderr
+    # --render too: the manifests inside the report, not YAML on a --json stdout.
+    code, report, _ = _manage(tmp_path, "k8s_deploy", "--render")
+    assert code == 0 and report["ok"] is True and report["secrets_redacted"] is True
+    kinds = [m["kind"] for m in report["manifests"]]
+    assert kinds[0] == "Namespace" and "Deployment" in kinds and "NetworkPolicy" in kinds
+    code, report, _ = _manage(tmp_path, "k8s_deploy", "--render", DEPLOY_APP_NAME="bad\n")
+    assert code == 1 and report["ok"] is False and "DEPLOY['app_name']" in report["error"]
 
 
 def test_json_preflight_and_deploy_against_an_unanswering_server(tmp_path, silent_server):

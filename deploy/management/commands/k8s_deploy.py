@@ -37,7 +37,11 @@ class Command(BaseCommand):
             help="Deploy this environment of DEPLOY['environments'] (such as staging or production).",
         )
         parser.add_argument(
-            "--render", action="store_true", help="Print the manifests as one multi-document YAML and stop."
+            "--render",
+            action="store_true",
+            help=(
+                "Print the manifests as one multi-document YAML (with --json: in the report, key manifests), and stop."
+            ),
         )
         parser.add_argument(
             "--output",
@@ -129,6 +133,16 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot render the manifests: {exc}") from None
         self._validate(manifests, config)
 
+        if options["render"] and options["json"]:
+            # stdout holds one JSON document on every path: the manifests go inside it, not as YAML beside it.
+            self.json.set(
+                {
+                    "validated_for": list(SUPPORTED_KUBERNETES_VERSIONS),
+                    "secrets_redacted": redact,
+                    "manifests": manifests,
+                }
+            )
+            return
         if options["render"]:
             self.stdout.write(to_yaml(manifests), ending="")
             return
