@@ -362,7 +362,7 @@ class DeployConfig:
         "",
         "DEPLOY_CERTIFICATE_ARN",
         "ACM certificate for HTTPS; required with 'alb'. With 'nlb' and none, the site is served over plain HTTP "
-        "(no redirect, cookies not Secure): set one for production.",
+        "(no redirect, cookies not Secure), and k8s_deploy warns when that faces the internet: set one for production.",
         check=_acm_arn,
     )
     vpc_cidr: str = setting(
