@@ -87,6 +87,20 @@ def test_a_server_that_never_answers_fails_within_the_timeout_naming_it(tmp_path
     assert not (tmp_path / "build").exists(), "with a cluster named, nothing is written to build/"
 
 
+def test_a_refused_connection_is_not_reported_as_a_time_out(tmp_path):
+    # urllib3's NewConnectionError subclasses ConnectTimeoutError: a refusal read as "did not answer in time
+    # (5 s to connect, 30 s to answer)" although nothing waited, hiding a wrong port or a stopped server.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    server = f"http://127.0.0.1:{port}"
+    with pytest.raises(ClusterError) as excinfo:
+        Cluster(api_client(None, endpoint=Endpoint(host=server), timeout=(5, 30)))
+    message = str(excinfo.value)
+    assert message.startswith(f"Connecting to {server} (API discovery): cannot reach the cluster's API server")
+    assert "refused" in message and "did not answer in time" not in message
+
+
 def test_a_discovery_cache_planted_in_the_shared_temp_directory_is_not_trusted(tmp_path, silent_server):
     """The discovery cache was /tmp/k8s-deploy-discovery-<sha256(server)[:16]>.json, for every user.
 

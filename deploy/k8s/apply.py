@@ -68,7 +68,12 @@ def explain(exc, doing, host=None, timeout=None):
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | OSError):
         reason = getattr(exc, "reason", None) or exc
         server = f"the cluster's API server {host}" if host else "the cluster's API server"
-        if isinstance(reason, urllib3.exceptions.TimeoutError | TimeoutError) or "timed out" in str(reason):
+        # urllib3's NewConnectionError (refused, no route, unknown host) is a ConnectTimeoutError by inheritance
+        # only: nothing waited, and "did not answer in time" would send the operator after the wrong problem.
+        refused = isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
+        if not refused and (
+            isinstance(reason, urllib3.exceptions.TimeoutError | TimeoutError) or "timed out" in str(reason)
+        ):
             limits = f" ({timeout[0]:g} s to connect, {timeout[1]:g} s to answer)" if timeout else ""
             return ClusterError(
                 f"{doing}: {server} did not answer in time{limits}. Check that the address in the kubeconfig "
