@@ -262,7 +262,10 @@ class DeployConfig:
         check=_dns_label,
     )
     namespace: str = setting(
-        "django-app", "DEPLOY_NAMESPACE", "Namespace of the application and its data services.", check=_dns_label
+        "django-app",
+        "DEPLOY_NAMESPACE",
+        "Namespace of the application and its data services (not default, kube-system, kube-public, kube-node-lease).",
+        check=_dns_label,
     )
     kubernetes_version: str = setting(
         "1.33",
@@ -359,7 +362,7 @@ class DeployConfig:
         "",
         "DEPLOY_CERTIFICATE_ARN",
         "ACM certificate for HTTPS; required with 'alb'. With 'nlb' and none, the site is served over plain HTTP "
-        "(no redirect, cookies not Secure): set one for production.",
+        "(no redirect, cookies not Secure), and k8s_deploy warns when that faces the internet: set one for production.",
         check=_acm_arn,
     )
     vpc_cidr: str = setting(
@@ -506,7 +509,10 @@ class DeployConfig:
         True, "DEPLOY_MONITORING", "Let Prometheus in the monitoring namespace scrape the app's /metrics."
     )
     monitoring_namespace: str = setting(
-        "monitoring", "DEPLOY_MONITORING_NAMESPACE", "Namespace of Prometheus.", check=_dns_label
+        "monitoring",
+        "DEPLOY_MONITORING_NAMESPACE",
+        "Namespace of Prometheus: another than the app's and the logging one.",
+        check=_dns_label,
     )
     monitoring_mode: str = setting(
         "standalone",
@@ -581,7 +587,10 @@ class DeployConfig:
         check=_positive,
     )
     logging_namespace: str = setting(
-        "logging", "DEPLOY_LOGGING_NAMESPACE", "Namespace of Elasticsearch, Fluentd and Kibana.", check=_dns_label
+        "logging",
+        "DEPLOY_LOGGING_NAMESPACE",
+        "Namespace of Elasticsearch, Fluentd and Kibana: another than the app's and the monitoring one.",
+        check=_dns_label,
     )
     # --- AWS ---
     eks_cluster: str = setting(
@@ -954,8 +963,34 @@ def _check_together(c):
             raise ConfigError(
                 f"DEPLOY['{request}'] ({getattr(c, request)}) must not exceed DEPLOY['{limit}'] ({getattr(c, limit)})."
             )
+    # Each namespace gets its own Namespace object, default-deny and DNS policies: two settings naming one
+    # namespace would render them twice, and the system namespaces are the cluster's, not the stack's.
+    namespaces = [("namespace", c.namespace)]
+    if c.monitoring:
+        namespaces.append(("monitoring_namespace", c.monitoring_namespace))
+    if c.logging:
+        namespaces.append(("logging_namespace", c.logging_namespace))
+    for index, (name, value) in enumerate(namespaces):
+        if value in _SYSTEM_NAMESPACES:
+            raise ConfigError(
+                f"{_describe(_field(name))} must not be {value!r}: that namespace is the cluster's own. "
+                "Choose a namespace for the stack."
+            )
+        for other, other_value in namespaces[:index]:
+            if value == other_value:
+                raise ConfigError(
+                    f"{_describe(_field(name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
+                    "app, monitoring and logging gets a namespace of its own."
+                )
     if c.postgres_user == "postgres":
         raise ConfigError("DEPLOY['postgres_user'] must not be 'postgres': the app connects as an unprivileged user.")
+
+
+_SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def _field(name):
+    return next(f for f in setting_fields() if f.name == name)
 
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}

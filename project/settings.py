@@ -185,11 +185,14 @@ CACHES = {
         "LOCATION": _required("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="app"),
         "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # After Redis fails to answer, operations fail at once for a few seconds
+            # (deploy/cache.py): a hung Redis costs one time-out, not one per operation.
+            "CLIENT_CLASS": "deploy.cache.DegradingClient",
             # A cache outage degrades the site instead of failing it: errors read
             # as misses (pages computed, sessions read from the database), after
             # short time-outs so that a request does not wait on a dead server.
             "IGNORE_EXCEPTIONS": True,
+            "DOWN_SECONDS": env.float("CACHE_DOWN_SECONDS", default=5.0),
             "SOCKET_CONNECT_TIMEOUT": env.float("CACHE_CONNECT_TIMEOUT", default=0.5),
             "SOCKET_TIMEOUT": env.float("CACHE_TIMEOUT", default=1.0),
         },

@@ -25,9 +25,9 @@ from deploy.aws import ecr, eks, preflight
 from deploy.aws.session import AwsError, explain, session
 from deploy.conf import load_config
 from deploy.k8s import rollout
-from deploy.k8s.apply import Cluster
+from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.connect import api_client
-from tests.fake_apiserver import FakeApiServer
+from tests.fake_apiserver import FakeApiServer, Fault
 
 REGION = "eu-west-1"
 SECRET = "testing-secret"
@@ -238,6 +238,27 @@ def test_preflight_fails_each_check_with_a_fix(aws):
     assert cluster is None and not unknown[0].ok and "list-clusters" in unknown[0].fix
     report = json.loads(preflight.report(checks + cluster_checks, as_json=True))
     assert report["ok"] is False
+
+
+def test_preflight_stops_on_a_server_that_does_not_answer_or_refuses_instead_of_reporting_add_ons_missing():
+    # Every add-on is installed: a check that cannot read it must not report it missing (the operator would
+    # reinstall what is there), nor wait one full time-out per check.
+    config = load_config({}, environ={})
+    with FakeApiServer() as server:
+        _cluster_addons(server)
+        cluster = Cluster(api_client(None, endpoint=_endpoint(server), timeout=(1, 1)))
+        server.faults.append(Fault("GET", r"/deployments/", latency=2.5, times=10))
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as excinfo:
+            preflight.cluster_checks(cluster, config)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.5, f"waited {elapsed:.1f} s: one time-out, not one per check"
+        assert f"{server.url} did not answer in time" in str(excinfo.value)
+        server.faults.clear()
+        server.forbidden.add(("get", "deployments"))
+        with pytest.raises(ClusterError) as excinfo:
+            preflight.cluster_checks(cluster, config)
+        assert "forbidden (403)" in str(excinfo.value) and "missing" not in str(excinfo.value)
 
 
 def test_preflight_checks_managed_database_endpoints(aws):

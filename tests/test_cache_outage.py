@@ -5,6 +5,7 @@ logs in to the admin, then stops Redis under the running gunicorn.
 """
 
 import re
+import signal
 import subprocess
 import time
 
@@ -112,4 +113,46 @@ def test_a_redis_outage_degrades_the_site_without_taking_it_down(gunicorn_factor
         during = _login(base, "ops", "a-long-admin-password-1")
         response, _ = _get(during, base, "/admin/auth/user/")
         assert response.status_code == 200 and "ops@example.com" in response.text
+        assert not [line for line in server.log_lines() if '"level": "ERROR"' in line], "no request failed"
+
+
+def test_a_redis_that_hangs_costs_one_time_out_not_one_per_cache_call(gunicorn_factory, own_redis):
+    """A Redis that accepts and never answers (stopped with SIGSTOP: the kernel still completes connections).
+
+    Without a pause after the first failure, every cache call waited its 1 s time-out: a catalog page 3 s,
+    /readyz 2.5 s against the probe's 3 s, the admin login 3.8 s, each holding a gunicorn thread.
+    """
+    process, port, _client = own_redis
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", None)
+    user.password = PBKDF2PasswordHasher().encode("a-long-admin-password-1", PBKDF2PasswordHasher().salt())
+    user.save()
+    overrides = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "SESSION_COOKIE_SECURE": "false",
+                 "CSRF_COOKIE_SECURE": "false", "CACHE_DOWN_SECONDS": "30"}  # fmt: skip
+    with gunicorn_factory(workers=1, **overrides) as server:
+        base = server.url
+        before = _login(base, "ops", "a-long-admin-password-1")
+        assert _get(requests, base, "/products/")[0].status_code == 200
+        process.send_signal(signal.SIGSTOP)
+        try:
+            # The first cache call in the worker waits its time-out; the calls after it do not.
+            _get(requests, base, "/products/")
+            for path in ("/", "/products/", "/products/live/", "/products/"):
+                response, seconds = _get(requests, base, path)
+                assert response.status_code == 200, (path, response.status_code)
+                assert seconds < 0.5, f"{path} waited {seconds:.1f} s on the hung cache"
+            started = time.monotonic()
+            ready = requests.get(f"{base}/readyz", headers={"Host": "10.0.0.7"}, timeout=10)
+            assert time.monotonic() - started < 0.5
+            assert ready.status_code == 200
+            assert ready.json() == {"status": "degraded", "checks": {"database": "ok", "cache": "unavailable"}}
+            assert _cache_up(base) == 0
+            response, seconds = _get(before, base, "/admin/")
+            assert response.status_code == 200 and "Log out" in response.text and seconds < 0.5
+            started = time.monotonic()
+            during = _login(base, "ops", "a-long-admin-password-1")
+            assert time.monotonic() - started < 1.5, "the login (two requests, password hashing) waited on Redis"
+            response, _ = _get(during, base, "/admin/auth/user/")
+            assert response.status_code == 200 and "ops@example.com" in response.text
+        finally:
+            process.send_signal(signal.SIGCONT)
         assert not [line for line in server.log_lines() if '"level": "ERROR"' in line], "no request failed"

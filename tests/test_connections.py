@@ -1,12 +1,15 @@
 """Connecting fails fast and clearly; --json stdout is one JSON document, errors included."""
 
+import hashlib
 import json
 import os
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -14,7 +17,7 @@ from django.core.management.base import CommandError
 
 from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.cluster import ClusterSource
-from deploy.k8s.connect import api_client
+from deploy.k8s.connect import Endpoint, api_client
 from tests.conftest import PYTHON, ROOT, production_env, target_database_url
 from tests.fake_apiserver import FakeApiServer
 
@@ -84,6 +87,46 @@ def test_a_server_that_never_answers_fails_within_the_timeout_naming_it(tmp_path
     assert not (tmp_path / "build").exists(), "with a cluster named, nothing is written to build/"
 
 
+def test_a_refused_connection_is_not_reported_as_a_time_out(tmp_path):
+    # urllib3's NewConnectionError subclasses ConnectTimeoutError: a refusal read as "did not answer in time
+    # (5 s to connect, 30 s to answer)" although nothing waited, hiding a wrong port or a stopped server.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    server = f"http://127.0.0.1:{port}"
+    with pytest.raises(ClusterError) as excinfo:
+        Cluster(api_client(None, endpoint=Endpoint(host=server), timeout=(5, 30)))
+    message = str(excinfo.value)
+    assert message.startswith(f"Connecting to {server} (API discovery): cannot reach the cluster's API server")
+    assert "refused" in message and "did not answer in time" not in message
+
+
+def test_a_discovery_cache_planted_in_the_shared_temp_directory_is_not_trusted(tmp_path, silent_server):
+    """The discovery cache was /tmp/k8s-deploy-discovery-<sha256(server)[:16]>.json, for every user.
+
+    A document there (planted by another local user, or left by another server that had the same address)
+    was read instead of asking the server: the time-out in discovery never came, and the kinds and paths
+    this tool applied to came from that file.
+    """
+    with FakeApiServer() as fake:
+        cluster = Cluster(api_client(None, endpoint=Endpoint(host=fake.url), timeout=(1, 1)))
+        written = Path(cluster.dynamic.resources._Discoverer__cache_file)
+        document = written.read_text()
+    home = Path(os.environ["HOME"])
+    assert written.is_relative_to(home), f"the cache went to {written}, not under this user's home"
+    assert written.parent.stat().st_mode & 0o077 == 0, "the cache directory is this user's only"
+    server = f"http://{silent_server}"
+    digest = hashlib.sha256(server.encode()).hexdigest()[:16]
+    planted = Path(tempfile.gettempdir()) / f"k8s-deploy-discovery-{digest}.json"
+    planted.write_text(document)
+    try:
+        with pytest.raises(ClusterError) as excinfo:
+            Cluster(api_client(None, endpoint=Endpoint(host=server), timeout=(1, 1)))
+        assert f"Connecting to {server} (API discovery)" in str(excinfo.value)
+    finally:
+        planted.unlink()
+
+
 def test_an_invalid_kubeconfig_is_one_clear_error(tmp_path, monkeypatch):
     bad = tmp_path / "kubeconfig"
     bad.write_text("apiVersion: v1\nclusters:\n  - name: c\n    cluster: {server: [unclosed\n")
@@ -144,6 +187,13 @@ def test_json_render_only_success_and_failure(tmp_path):
     code, report, stderr = _manage(tmp_path, "k8s_deploy", DEPLOY_APP_NAME="bad\n")
     assert code == 1 and report["ok"] is False and "DEPLOY['app_name']" in report["error"]
     assert "CommandError" in stderr
+    # --render too: the manifests inside the report, not YAML on a --json stdout.
+    code, report, _ = _manage(tmp_path, "k8s_deploy", "--render")
+    assert code == 0 and report["ok"] is True and report["secrets_redacted"] is True
+    kinds = [m["kind"] for m in report["manifests"]]
+    assert kinds[0] == "Namespace" and "Deployment" in kinds and "NetworkPolicy" in kinds
+    code, report, _ = _manage(tmp_path, "k8s_deploy", "--render", DEPLOY_APP_NAME="bad\n")
+    assert code == 1 and report["ok"] is False and "DEPLOY['app_name']" in report["error"]
 
 
 def test_json_preflight_and_deploy_against_an_unanswering_server(tmp_path, silent_server):

@@ -42,6 +42,15 @@ HOSTILE = [
     ({"postgres_backup_schedule": "5-1 * * * *"}, "postgres_backup_schedule"),
     ({"postgres_backup_schedule": "@reboot"}, "postgres_backup_schedule"),
     ({"postgres_backup_schedule": "TZ=UTC 0 3 * * *"}, "postgres_backup_schedule"),
+    # One namespace for two parts of the stack rendered its Namespace twice ("rendered twice (by django-app and
+    # another template)"); a system namespace gave 22 wiring problems, or labelled 'default' restricted.
+    ({"monitoring_namespace": "django-app"}, "monitoring_namespace"),
+    ({"logging_namespace": "django-app", "monitoring": False}, "logging_namespace"),
+    ({"monitoring_namespace": "ops", "logging_namespace": "ops"}, "logging_namespace"),
+    ({"monitoring_namespace": "django-app", "monitoring_mode": "operator"}, "monitoring_namespace"),
+    ({"namespace": "kube-system"}, "namespace"),
+    ({"namespace": "default"}, "namespace"),
+    ({"logging_namespace": "kube-system"}, "logging_namespace"),
 ]
 
 

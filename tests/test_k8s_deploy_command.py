@@ -95,6 +95,31 @@ def test_json_report(tmp_path):
     assert report["validated_for"] == ["1.31", "1.32", "1.33", "1.34"]
 
 
+CERTIFICATE = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"
+
+
+@pytest.mark.parametrize(
+    ("deploy", "warned"),
+    [
+        ({}, True),  # the defaults: an internet-facing NLB with no certificate
+        ({"certificate_arn": CERTIFICATE}, False),
+        ({"exposure": "alb", "certificate_arn": CERTIFICATE}, False),
+        ({"load_balancer_scheme": "internal"}, False),
+    ],
+)
+def test_plain_http_to_the_internet_is_said_not_silently_rendered(settings, deploy, warned):
+    # The default exposure serves the admin login over plain HTTP to the internet: valid, but never silent.
+    settings.DEPLOY = deploy
+    for args in (("--render",), ()):
+        out, err = StringIO(), StringIO()
+        call_command("k8s_deploy", *args, stdout=out, stderr=err)
+        assert ("plain HTTP" in err.getvalue()) is warned, err.getvalue()
+        assert "plain HTTP" not in out.getvalue(), "stdout holds the manifests or the report only"
+    report = json.loads(run("--json"))
+    assert bool(report["warnings"]) is warned
+    assert all("DEPLOY_CERTIFICATE_ARN" in w for w in report["warnings"])
+
+
 SECRET_ENV = {
     "DEPLOY_SECRET_KEY": "top-secret-key-value-123",
     "DEPLOY_POSTGRES_PASSWORD": "pg-pass-word-456",

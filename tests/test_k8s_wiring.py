@@ -540,6 +540,20 @@ def test_a_declared_external_endpoint_may_be_an_in_cluster_host():
     assert wiring.wiring_problems(manifests, config) == []
 
 
+@pytest.mark.parametrize("mode", ["default", "operator-monitoring"])
+def test_a_runbook_url_on_a_one_label_host_is_a_link_not_a_dangling_service(mode):
+    # Intranet wikis are often reached as http://wiki/...: the alerts link there, no pod dials it.
+    config = mode_config(mode, runbook_url="http://wiki/ops/runbooks")
+    manifests = _render(config)
+    assert "http://wiki/ops/runbooks/#" in yaml.safe_dump(manifests)
+    assert wiring.wiring_problems(manifests, config) == []
+    # The same one-label host anywhere else is still a reference to check.
+    bad = copy.deepcopy(manifests)
+    app_config = next(m for m in by_kind(bad, "ConfigMap") if "ALLOWED_HOSTS" in m.get("data", {}))
+    app_config["data"]["UPSTREAM"] = "http://wiki:8080/api"
+    assert any("names wiki:8080" in p for p in wiring.wiring_problems(bad, config))
+
+
 # --- reachability semantics on a small hand-made stack --------------------------------------------
 
 

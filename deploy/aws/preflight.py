@@ -111,11 +111,11 @@ def cluster_checks(cluster, config):
     """Checks through the Kubernetes API (a deploy.k8s.apply.Cluster)."""
     checks = []
 
+    # ``cluster.get`` answers None only when the object does not exist (404). Any other error (a time-out, an
+    # unreachable server, 403, 5xx) stops the preflight: reported as "missing", it would send the operator to
+    # install add-ons the cluster may have, after one full time-out per check.
     def deployment(name, namespace="kube-system"):
-        try:
-            return cluster.get("apps/v1", "Deployment", name, namespace)
-        except ClusterError:
-            return None
+        return cluster.get("apps/v1", "Deployment", name, namespace)
 
     lbc = deployment("aws-load-balancer-controller")
     lbc = "found" if lbc else "missing"
@@ -130,10 +130,7 @@ def cluster_checks(cluster, config):
         "Install the metrics-server add-on: without it the autoscaler shows <unknown> and never scales.",
     )  # fmt: skip
     for driver, purpose in (("ebs.csi.aws.com", "PostgreSQL's gp3 volumes"), ("efs.csi.aws.com", "static files")):
-        try:
-            found = cluster.get("storage.k8s.io/v1", "CSIDriver", driver)
-        except ClusterError:
-            found = None
+        found = cluster.get("storage.k8s.io/v1", "CSIDriver", driver)
         product = "Amazon EBS" if "ebs" in driver else "Amazon EFS"
         _check(
             checks, f"CSI driver {driver}", found, driver + (" installed" if found else " missing"),

@@ -7,6 +7,7 @@ the fields, 422 with the field, 5xx, unreachable, timeouts).
 
 import hashlib
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -67,7 +68,12 @@ def explain(exc, doing, host=None, timeout=None):
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | OSError):
         reason = getattr(exc, "reason", None) or exc
         server = f"the cluster's API server {host}" if host else "the cluster's API server"
-        if isinstance(reason, urllib3.exceptions.TimeoutError | TimeoutError) or "timed out" in str(reason):
+        # urllib3's NewConnectionError (refused, no route, unknown host) is a ConnectTimeoutError by inheritance
+        # only: nothing waited, and "did not answer in time" would send the operator after the wrong problem.
+        refused = isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
+        if not refused and (
+            isinstance(reason, urllib3.exceptions.TimeoutError | TimeoutError) or "timed out" in str(reason)
+        ):
             limits = f" ({timeout[0]:g} s to connect, {timeout[1]:g} s to answer)" if timeout else ""
             return ClusterError(
                 f"{doing}: {server} did not answer in time{limits}. Check that the address in the kubeconfig "
@@ -75,6 +81,24 @@ def explain(exc, doing, host=None, timeout=None):
             )
         return ClusterError(f"{doing}: cannot reach {server} ({reason}).")
     return None
+
+
+def discovery_cache(host):
+    """Where the API discovery of ``host`` is cached: a directory of this user's only.
+
+    Not the shared temporary directory: there any local user could plant, under a predictable name, the
+    discovery document this tool then trusts for the cluster, and a document left by another server that
+    once had the same address (a port reused on a workstation or a CI runner) skipped discovery altogether.
+    """
+    digest = hashlib.sha256(host.encode()).hexdigest()[:16]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "django-k8s-deploy"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if base.stat().st_uid != os.getuid() or base.stat().st_mode & 0o022:
+            raise PermissionError(f"{base} is not this user's own")
+    except OSError:
+        base = Path(tempfile.mkdtemp(prefix="k8s-deploy-discovery-"))  # no lasting cache: discovered every run
+    return base / f"discovery-{digest}.json"
 
 
 class Cluster:
@@ -85,10 +109,8 @@ class Cluster:
         self.field_manager = field_manager
         self.host = api_client.configuration.host
         self.timeout = getattr(api_client, "request_timeout", TIMEOUT)
-        digest = hashlib.sha256(self.host.encode()).hexdigest()[:16]
-        cache = Path(tempfile.gettempdir()) / f"k8s-deploy-discovery-{digest}.json"
         try:
-            self.dynamic = DynamicClient(api_client, cache_file=str(cache))
+            self.dynamic = DynamicClient(api_client, cache_file=str(discovery_cache(self.host)))
         except Exception as exc:
             error = self._explain(exc, f"Connecting to {self.host} (API discovery)")
             if error is None:

@@ -70,3 +70,15 @@ def exposure(config):
         offload = ContainerPort("tls-offload", TLS_OFFLOAD_PORT, 443, "https")
         return Exposure("nlb-tls", True, (http, offload), f"SERVER_PORT={TLS_OFFLOAD_PORT}", django_redirects=True)
     return Exposure("nlb-http", False, (http,), "", django_redirects=False)
+
+
+def warnings(config):
+    """Sentences for the operator about what ``config`` exposes; empty when nothing needs saying."""
+    if config.exposure == "nlb" and not config.certificate_arn and config.load_balancer_scheme == "internet-facing":
+        return [
+            "The site is served to the internet over plain HTTP (DEPLOY['exposure'] 'nlb' without "
+            "DEPLOY['certificate_arn']): admin passwords and session cookies cross the internet unencrypted. "
+            "Set DEPLOY_CERTIFICATE_ARN (an ACM certificate) for production, or use a load_balancer_scheme of "
+            "'internal'."
+        ]
+    return []

@@ -136,12 +136,14 @@ def _pod_spec_of(manifest):
     return found[1] if found else None
 
 
-def references(manifests):
-    """Every in-cluster host the objects name, with the port named beside it (if any)."""
+def references(manifests, links=()):
+    """Every in-cluster host the objects name, with the port named beside it (if any); ``links`` are not read."""
     found = []
     for manifest in manifests:
         namespace = manifest.get("metadata", {}).get("namespace", "")
         for where, text in _texts(manifest):
+            for link in filter(None, links):
+                text = text.replace(link, " ")
             seen = set()
             for match in _HOST_PORT_LINES.finditer(text):
                 host_match = _SVC_HOST.fullmatch(match.group(1))
@@ -163,11 +165,20 @@ def references(manifests):
     return list(dict.fromkeys(found))
 
 
+def links(config):
+    """URLs the objects hold for people, never dialled by a pod: the runbook URL of every alert.
+
+    Its host may be one label (``http://wiki/runbooks`` on an intranet) without being a Service of the
+    namespace; the same host named anywhere else is still a reference.
+    """
+    return [config.runbook_url.rstrip("/")]
+
+
 def _reference_problems(manifests, config):
     services = _services(manifests)
     external = names.external_endpoints(config)
     problems = []
-    for ref in references(manifests):
+    for ref in references(manifests, links(config)):
         host = ref.host.rsplit(":", 1)[0] if ref.port is not None and ":" in ref.host else ref.host
         if host in external or ref.host in external:
             continue

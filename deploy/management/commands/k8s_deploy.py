@@ -16,6 +16,7 @@ from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.cluster import NoSuchKubeconfig, find_cluster
 from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, api_client
 from deploy.k8s.deploy import Deployer, DeployFailed
+from deploy.k8s.exposure import warnings as exposure_warnings
 from deploy.k8s.releases import LockHeld, history
 from deploy.k8s.render import RenderError, render_manifests, to_yaml, write_manifests
 from deploy.k8s.validate import describe, validate_manifests
@@ -37,7 +38,11 @@ class Command(BaseCommand):
             help="Deploy this environment of DEPLOY['environments'] (such as staging or production).",
         )
         parser.add_argument(
-            "--render", action="store_true", help="Print the manifests as one multi-document YAML and stop."
+            "--render",
+            action="store_true",
+            help=(
+                "Print the manifests as one multi-document YAML (with --json: in the report, key manifests), and stop."
+            ),
         )
         parser.add_argument(
             "--output",
@@ -128,7 +133,21 @@ class Command(BaseCommand):
         except RenderError as exc:
             raise CommandError(f"Cannot render the manifests: {exc}") from None
         self._validate(manifests, config)
+        warnings = exposure_warnings(config)
+        for warning in warnings:
+            self.stderr.write(f"Warning: {warning}")
 
+        if options["render"] and options["json"]:
+            # stdout holds one JSON document on every path: the manifests go inside it, not as YAML beside it.
+            self.json.set(
+                {
+                    "validated_for": list(SUPPORTED_KUBERNETES_VERSIONS),
+                    "secrets_redacted": redact,
+                    "warnings": warnings,
+                    "manifests": manifests,
+                }
+            )
+            return
         if options["render"]:
             self.stdout.write(to_yaml(manifests), ending="")
             return
@@ -138,6 +157,7 @@ class Command(BaseCommand):
             "validated_for": list(SUPPORTED_KUBERNETES_VERSIONS),
             "secrets_redacted": redact,
             "applied": False,
+            "warnings": warnings,
         }
         eks_cluster = options["eks_cluster"] or config.eks_cluster
         try:
