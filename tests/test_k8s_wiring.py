@@ -545,7 +545,7 @@ def test_a_runbook_url_on_a_one_label_host_is_a_link_not_a_dangling_service(mode
     # Intranet wikis are often reached as http://wiki/...: the alerts link there, no pod dials it.
     config = mode_config(mode, runbook_url="http://wiki/ops/runbooks")
     manifests = _render(config)
-    assert "http://wiki/ops/runbooks/#" in yaml.safe_dump(manifests)
+    assert "http://wiki/ops/runbooks#" in yaml.safe_dump(manifests)
     assert wiring.wiring_problems(manifests, config) == []
     # The same one-label host anywhere else is still a reference to check.
     bad = copy.deepcopy(manifests)
