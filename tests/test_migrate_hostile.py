@@ -602,3 +602,25 @@ def test_a_connection_lost_while_copying_leaves_the_target_as_it_was(source, mon
     assert "terminating connection" in message or "server closed the connection" in message, message
     assert "Nothing of this run was kept: the target is as it was" in message
     assert_untouched(before_schema, before_rows)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["'[\"a' || char(0) || 'b\"]'", "'{not json'"],
+    ids=["nul-in-a-custom-field", "a-value-the-field-cannot-read"],
+)
+def test_a_value_a_custom_fields_own_code_cannot_read_is_a_problem_and_nothing_is_damaged(source, stored):
+    """The general path runs the fields' own from_db_value: what it raises is named, never a traceback."""
+    damage(source, f"UPDATE testapp_city SET aliases = {stored} WHERE id = (SELECT min(id) FROM testapp_city)")
+    with sqlite3.connect(source) as db:
+        (pk,) = db.execute("SELECT min(id) FROM testapp_city").fetchone()
+    db.close()
+    digest, before_schema, before_rows = sha256(source), schema(), rows()
+    result = run(source=source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("CommandError: The preflight found problems"), result.stderr
+    assert f"testapp_city pk={pk} column aliases: cannot be read by its field (JSONDecodeError: " in result.stderr
+    assert "nothing was written to the target" in result.stderr
+    assert_untouched(before_schema, before_rows)
+    assert sha256(source) == digest
