@@ -46,8 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
-from django.core.management.color import no_style
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
 
 from deploy.sqlite import state
 from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, range_sql
@@ -955,7 +954,7 @@ def _copy_database(source, plans, target_alias, batch_size, resume, workers, pro
     try:
         with transaction.atomic(using=target_alias), target.cursor() as cursor:
             recreate_missing(cursor, run.definitions, foreign_keys="later")
-            for sql in target.ops.sequence_reset_sql(no_style(), [p.model for p in plans]):
+            for sql in sequence_reset_sql(plans):
                 cursor.execute(sql)
         report.validated = validate_foreign_keys(target_alias, run.definitions, workers)
         with transaction.atomic(using=target_alias), target.cursor() as cursor:
@@ -977,6 +976,25 @@ def _copy_database(source, plans, target_alias, batch_size, resume, workers, pro
     report.tables.sort(key=lambda t: t.label)
     report.seconds = time.monotonic() - started
     return report
+
+
+def sequence_reset_sql(plans):
+    """Django's sequence reset (past the largest key), except that keys all 0 or below restart it at 1.
+
+    Django's ``setval(seq, max(id), true)`` is refused when the largest key is below
+    the sequence's minimum (1): a table whose rows have ids 0 or -5 only would stop
+    the copy after its rows were committed, and every --resume the same way.
+    """
+    for plan in plans:
+        for f in plan.model._meta.local_fields:
+            if isinstance(f, models.AutoField):  # Big and Small ones too (AutoFieldMeta)
+                column = _q(f.column)
+                sequence = f"pg_get_serial_sequence({sql_literal(_q(plan.table))}, {sql_literal(f.column)})"
+                yield (
+                    f"SELECT setval({sequence}, GREATEST(max({column}), 1), coalesce(max({column}) >= 1, false)) "
+                    f"FROM {_q(plan.table)}"
+                )
+                break
 
 
 def _fresh(target_alias):
