@@ -50,16 +50,17 @@ Reading.objects.create(
     value=0.1 + 0.2, ratio=Decimal("12345678.1234"), whole=Decimal("999999"), label='comma, "quote"',
     note="line1\nline2\r\nline3\n\\.\n", data={"b": 1, "a": [1, 2.5, None, True], "ünï": "日本", "n": {"z": {}}},
     flag=True, raw=b"", span=dt.timedelta(days=3, microseconds=5), ref=uuid.uuid4(), count=32767, country=fr,
+    ip="2001:0db8::0001",
 )
 Reading.objects.create(
     taken_at=dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC), day=dt.date(9999, 12, 31),
     at=dt.time(23, 59, 59, 999999), value=-0.0, ratio=Decimal("-0.0001"), whole=Decimal("-5"),
     label="back\\slash\ttab \b\f\v", note="\\.", data="just a string", extra=[2**70, 1e-07, "x,y"],
-    flag=False, raw=b"\x00\xff", span=dt.timedelta(0), count=0,
+    flag=False, raw=b"\x00\xff", span=dt.timedelta(0), count=0, ip="::ffff:10.0.0.1",
 )
 Reading.objects.create(taken_at=dt.datetime(2024, 1, 1, tzinfo=UTC), at=dt.time(12, 0, 0, 100000), value=1e-05,
                        ratio=Decimal("0"), label="ünïcödé 日本", note="", data=None,
-                       span=dt.timedelta(days=-1, seconds=5))
+                       span=dt.timedelta(days=-1, seconds=5), ip="192.168.0.1")
 for value in (1e15, 1e16, 123456789.0, 2.0**60, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), None):
     Reading.objects.create(taken_at=dt.datetime(2000, 1, 1, 0, 0, 0, 500000, tzinfo=UTC), value=value, data=0)
 """
@@ -228,6 +229,7 @@ CHANGES = [
     ("testapp_city", "founded", "founded + interval '1 microsecond'"),
     ("testapp_city", "aliases", "'[\"x\"]'"),
     ("testapp_country", "name", "name || '!'"),
+    ("testapp_reading", "ip", "'10.9.9.9'"),
 ]
 
 

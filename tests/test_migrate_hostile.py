@@ -602,3 +602,48 @@ def test_a_connection_lost_while_copying_leaves_the_target_as_it_was(source, mon
     assert "terminating connection" in message or "server closed the connection" in message, message
     assert "Nothing of this run was kept: the target is as it was" in message
     assert_untouched(before_schema, before_rows)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["'[\"a' || char(0) || 'b\"]'", "'{not json'"],
+    ids=["nul-in-a-custom-field", "a-value-the-field-cannot-read"],
+)
+def test_a_value_a_custom_fields_own_code_cannot_read_is_a_problem_and_nothing_is_damaged(source, stored):
+    """The general path runs the fields' own from_db_value: what it raises is named, never a traceback."""
+    damage(source, f"UPDATE testapp_city SET aliases = {stored} WHERE id = (SELECT min(id) FROM testapp_city)")
+    with sqlite3.connect(source) as db:
+        (pk,) = db.execute("SELECT min(id) FROM testapp_city").fetchone()
+    db.close()
+    digest, before_schema, before_rows = sha256(source), schema(), rows()
+    result = run(source=source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("CommandError: The preflight found problems"), result.stderr
+    assert f"testapp_city pk={pk} column aliases: cannot be read by its field (JSONDecodeError: " in result.stderr
+    assert "nothing was written to the target" in result.stderr
+    assert_untouched(before_schema, before_rows)
+    assert sha256(source) == digest
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        ["UPDATE catalog_comment SET id = -id"],
+        ["DELETE FROM catalog_comment WHERE id <> 10", "UPDATE catalog_comment SET id = 0"],
+    ],
+    ids=["all-negative", "only-zero"],
+)
+def test_keys_all_zero_or_negative_are_copied_and_the_sequence_starts_at_1(source, sql):
+    """setval() refuses a largest key below the sequence's minimum: the sequence restarts at 1 instead."""
+    damage(source, *sql)
+    with sqlite3.connect(source) as db:
+        expected = db.execute("SELECT id, body FROM catalog_comment ORDER BY id").fetchall()
+    db.close()
+    result = run("--verify", source=source)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Verified:" in result.stdout
+    with psycopg.connect(target_database_url(), autocommit=True) as conn:
+        assert conn.execute("SELECT id, body FROM catalog_comment ORDER BY id").fetchall() == expected
+        assert conn.execute("SELECT to_regclass('deploy_sqlite_copy_run') IS NULL").fetchone()[0], "no checkpoint left"
+        assert conn.execute("SELECT nextval(pg_get_serial_sequence('catalog_comment', 'id'))").fetchone()[0] == 1

@@ -46,8 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
-from django.core.management.color import no_style
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
 
 from deploy.sqlite import state
 from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, range_sql
@@ -571,6 +570,9 @@ class Copier:
             self.damaged.set()
             self._add([Problem(plan.table, f"cannot be read from the source ({exc}): restore it from a backup")])
             return []
+        except _Unreadable as exc:
+            self._add([exc.args[0]])
+            return []
         except _Miscount as exc:
             # A line PostgreSQL read differently from the row SQLite printed: never commit that.
             if not self._scan(text_raw, plan):
@@ -776,11 +778,27 @@ class Copier:
             .values_list(*[c.attname for c in plan.columns])
         )
         rows = 0
+        key = plan.columns.index(plan.pk)
+        last = None  # the key of the last row read and prepared: the next one is the one that fails
         with cursor.cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN") as copy:
-            for values in queryset.iterator(chunk_size=self.batch_size):
+            values_read = queryset.iterator(chunk_size=self.batch_size)
+            while True:
+                # The fields' own code (from_db_value, get_db_prep_save) runs here, and may raise
+                # anything on a value it cannot take: a Problem naming the row, never a traceback
+                # that skips putting the target back.
+                try:
+                    values = next(values_read, None)
+                    if values is None:
+                        break
+                    prepared = [f.get_db_prep_save(v, connection=target) for f, v in zip(fields, values, strict=True)]
+                except (DatabaseError, psycopg.Error):
+                    raise
+                except Exception as exc:  # any field's code: named, with its row, below
+                    raise _Unreadable(self._unreadable(plan, last, exc)) from None
                 if self.problem_found.is_set():
                     raise _Switch
-                copy.write_row([f.get_db_prep_save(v, connection=target) for f, v in zip(fields, values, strict=True)])
+                copy.write_row(prepared)
+                last = values[key]
                 rows += 1
                 if rows % self.batch_size == 0:
                     self.progress(plan, self.batch_size)
@@ -788,9 +806,41 @@ class Copier:
         self.progress(plan, rows % self.batch_size)
         return rows
 
+    def _unreadable(self, plan, after, exc):
+        """A Problem naming the first row after ``after`` (its key, column and stored value) a field cannot read."""
+        said = type(exc).__name__ + (f": {str(exc).splitlines()[0]}" if str(exc).strip() else "")
+        message = f"cannot be read by its field ({said}): fix it in the source"
+        manager = plan.model._base_manager.using(self.source.alias)
+        rows = manager.order_by(plan.pk.attname)
+        if after is not None:
+            rows = rows.filter(pk__gt=after)
+        try:
+            (pk,) = rows.values_list(plan.pk.attname).first() or (None,)
+            if pk is None:
+                return Problem(plan.table, message)
+            for column in plan.columns:
+                try:
+                    manager.filter(pk=pk).values_list(column.attname).first()
+                except (DatabaseError, psycopg.Error):
+                    raise
+                except Exception:  # the column whose field raised
+                    with connections[self.source.alias].cursor() as raw:
+                        raw.execute(
+                            f"SELECT {_q(column.name)} FROM {_q(plan.table)} WHERE {_q(plan.pk.name)} = %s",
+                            [plan.pk.field.get_db_prep_value(pk, connections[self.source.alias])],
+                        )
+                        return Problem(plan.table, message, pk, column.name, raw.fetchone()[0])
+            return Problem(plan.table, message, pk)
+        except Exception:  # even a database error here: the key itself cannot be read: the table, without a row
+            return Problem(plan.table, message)
+
 
 class _Miscount(Exception):
     pass
+
+
+class _Unreadable(Exception):
+    """A field's own code raised on a source value; ``args[0]`` is the Problem naming it."""
 
 
 def _check_count(cursor, plan, rows):
@@ -904,7 +954,7 @@ def _copy_database(source, plans, target_alias, batch_size, resume, workers, pro
     try:
         with transaction.atomic(using=target_alias), target.cursor() as cursor:
             recreate_missing(cursor, run.definitions, foreign_keys="later")
-            for sql in target.ops.sequence_reset_sql(no_style(), [p.model for p in plans]):
+            for sql in sequence_reset_sql(plans):
                 cursor.execute(sql)
         report.validated = validate_foreign_keys(target_alias, run.definitions, workers)
         with transaction.atomic(using=target_alias), target.cursor() as cursor:
@@ -926,6 +976,25 @@ def _copy_database(source, plans, target_alias, batch_size, resume, workers, pro
     report.tables.sort(key=lambda t: t.label)
     report.seconds = time.monotonic() - started
     return report
+
+
+def sequence_reset_sql(plans):
+    """Django's sequence reset (past the largest key), except that keys all 0 or below restart it at 1.
+
+    Django's ``setval(seq, max(id), true)`` is refused when the largest key is below
+    the sequence's minimum (1): a table whose rows have ids 0 or -5 only would stop
+    the copy after its rows were committed, and every --resume the same way.
+    """
+    for plan in plans:
+        for f in plan.model._meta.local_fields:
+            if isinstance(f, models.AutoField):  # Big and Small ones too (AutoFieldMeta)
+                column = _q(f.column)
+                sequence = f"pg_get_serial_sequence({sql_literal(_q(plan.table))}, {sql_literal(f.column)})"
+                yield (
+                    f"SELECT setval({sequence}, GREATEST(max({column}), 1), coalesce(max({column}) >= 1, false)) "
+                    f"FROM {_q(plan.table)}"
+                )
+                break
 
 
 def _fresh(target_alias):

@@ -128,6 +128,10 @@ def pg_text(column, time_zone, ref="t"):
         return f"coalesce({col}::text, '')"
     if kind == "BooleanField":
         return f"coalesce({col}::int::text, '')"
+    if kind in {"GenericIPAddressField", "IPAddressField"}:
+        # inet in PostgreSQL: replace() takes no inet, and ::text adds a /32 that Django never reads;
+        # abbrev() is inet's own output, the text Django reads back.
+        col = f"abbrev({col})"
     if kind in TEXT_TYPES:
         return f"coalesce('\"' || replace({col}, '\"', '\"\"') || '\"', '')"
     if kind == "DateTimeField":

@@ -64,5 +64,6 @@ class Reading(models.Model):
     raw = models.BinaryField(null=True)
     span = models.DurationField(null=True)
     ref = models.UUIDField(null=True)
+    ip = models.GenericIPAddressField(null=True)  # inet in PostgreSQL, text in SQLite
     count = models.PositiveSmallIntegerField(null=True)
     country = models.ForeignKey(Country, null=True, on_delete=models.SET_NULL)
