@@ -411,7 +411,16 @@ def test_two_runs_at_once_and_a_resume_during_a_copy(big_source):
     deadline = time.monotonic() + 60
     while _state(dsn) is None and time.monotonic() < deadline and first.poll() is None and second.poll() is None:
         time.sleep(0.01)
-    resume = run("--resume", source=big_source, dsn=dsn)
+    # Hold both runs still while --resume starts (a stopped process keeps its PostgreSQL session, and so the
+    # copy's lock): on a busy machine the copy could otherwise finish before --resume reaches its check.
+    running = [p for p in (first, second) if p.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        resume = run("--resume", source=big_source, dsn=dsn)
+    finally:
+        for process in running:
+            process.send_signal(signal.SIGCONT)
     results = [(p.wait(timeout=300), *p.communicate()) for p in (first, second)]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 4], results
