@@ -850,6 +850,32 @@ def test_naive_datetimes_keep_their_wall_clock_time_without_use_tz(source):
         assert all_values(Order, "sqlite_source") == all_values(Order, "default")
 
 
+def test_a_naive_datetime_the_clocks_skip_is_refused_not_moved_an_hour(source):
+    """USE_TZ = False in New York: 2024-03-10 02:30 does not exist there, and PostgreSQL would store 03:30."""
+    from django.test import override_settings
+
+    from apps.catalog.models import Order
+
+    with sqlite3.connect(source) as db:
+        db.execute("UPDATE catalog_order SET placed_at = '2024-03-10 02:30:00' WHERE id = 1")
+        db.execute("UPDATE catalog_order SET placed_at = '2024-11-03 01:30:00' WHERE id = 2")  # twice, but exists
+        db.execute("UPDATE catalog_order SET placed_at = '2024-03-10 03:00:00' WHERE id = 3")  # just after the gap
+    db.close()
+    with override_settings(USE_TZ=False, TIME_ZONE="America/New_York"):
+        with pytest.raises(CommandError) as refused:
+            migrate("--source", str(source))
+        message = str(refused.value)
+        assert "catalog_order pk=1 column placed_at" in message and "PostgreSQL would store 2024-03-10 03:30" in message
+        assert "pk=2 " not in message and "pk=3 " not in message
+        assert not Order.objects.exists()
+        with sqlite3.connect(source) as db:
+            db.execute("UPDATE catalog_order SET placed_at = '2024-03-10 01:59:59' WHERE id = 1")
+        db.close()
+        migrate("--source", str(source), "--verify")
+        assert Order.objects.get(pk=2).placed_at == dt.datetime(2024, 11, 3, 1, 30)
+        assert Order.objects.get(pk=3).placed_at == dt.datetime(2024, 3, 10, 3, 0)
+
+
 def test_plan_runs_the_preflight_and_names_the_target(source):
     import json
 

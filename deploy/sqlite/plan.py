@@ -21,7 +21,10 @@ copied on the general path instead: values read through the ORM, converted
 by the field for PostgreSQL, written with psycopg, compared through the ORM.
 """
 
+import datetime as dt
+import functools
 import math
+import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
@@ -161,6 +164,13 @@ def fast_checks(column):
         checks.append(("boolean", f"typeof({col}) NOT IN ('integer', 'null') OR {col} NOT IN (0, 1)"))
     elif kind == "DateTimeField":
         checks.append(("datetime", datetime_check(col)))
+        gap_hours = naive_gap_hours()
+        if gap_hours:
+            # Without USE_TZ the text is a local wall-clock time, which PostgreSQL reads in TIME_ZONE: a time
+            # the clocks skip (spring forward) would be stored an hour later. Hours holding a gap are set
+            # aside here; preflight.naive_time_problem decides to the minute.
+            hours = ", ".join(f"'{hour}'" for hour in gap_hours)
+            checks.append(("nonexistent", f"substr({col}, 1, 13) IN ({hours})"))
     elif kind == "DateField":
         checks.append(("date", date_check(col)))
     elif kind == "TimeField":
@@ -177,6 +187,46 @@ def fast_checks(column):
     elif kind == "DurationField":
         checks.append(("duration", f"typeof({col}) NOT IN ('integer', 'null')"))
     return checks
+
+
+def naive_gap_hours():
+    """'YYYY-MM-DD HH' of every hour in which TIME_ZONE skips local times, when datetimes are naive (no USE_TZ).
+
+    Empty with ``USE_TZ`` (the text is UTC) or a zone without gaps. Read at call time, never at import.
+    """
+    from django.conf import settings
+
+    if settings.USE_TZ:
+        return ()
+    return _gap_hours(settings.TIME_ZONE or "UTC")
+
+
+@functools.lru_cache(maxsize=8)
+def _gap_hours(zone_name, first_year=1900, last_year=2100):
+    zone = zoneinfo.ZoneInfo(zone_name)
+    hours = []
+    step = dt.timedelta(hours=1)
+    moment = dt.datetime(first_year, 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime(last_year + 1, 1, 1, tzinfo=dt.UTC)
+    offset = moment.astimezone(zone).utcoffset()
+    # Day by day, then hour by hour around a change: a gap opens where the offset grows.
+    while moment < end:
+        following = moment + dt.timedelta(days=1)
+        if following.astimezone(zone).utcoffset() != offset:
+            hour = moment
+            while hour < following:
+                after = (hour + step).astimezone(zone).utcoffset()
+                if after > offset:
+                    # The local times skipped are [local before the change, that + (after - offset)).
+                    start = (hour + step).astimezone(zone).replace(tzinfo=None) - (after - offset)
+                    cursor = start.replace(minute=0, second=0, microsecond=0)
+                    while cursor < start + (after - offset):
+                        hours.append(cursor.strftime("%Y-%m-%d %H"))
+                        cursor += step
+                offset = after
+                hour += step
+        moment = following
+    return tuple(dict.fromkeys(hours))
 
 
 def datetime_check(col):

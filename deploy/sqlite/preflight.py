@@ -6,10 +6,12 @@ while there is one.
 """
 
 import contextlib
+import datetime as dt
 import decimal
 import math
 import sqlite3
 import uuid
+import zoneinfo
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connections, transaction
@@ -426,6 +428,8 @@ def _judge(kind, column, value):
         return "is not 0 or 1"
     if kind == "datetime":
         return None if _parses(parse_datetime, text) else "is not a valid datetime"
+    if kind == "nonexistent":
+        return naive_time_problem(text)
     if kind == "date":
         return None if _parses(parse_date, text) else "is not a valid date"
     if kind == "time":
@@ -445,6 +449,23 @@ def _judge(kind, column, value):
     if kind == "duration":
         return "is not a duration in microseconds"
     return f"failed the {kind} check"
+
+
+def naive_time_problem(text):
+    """A sentence when the naive datetime ``text`` is a local time TIME_ZONE skips, else None."""
+    from django.conf import settings
+
+    naive = _parses(parse_datetime, text) and parse_datetime(text)
+    if not naive:
+        return "is not a valid datetime"
+    zone = zoneinfo.ZoneInfo(settings.TIME_ZONE or "UTC")
+    stored = naive.replace(tzinfo=zone).astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None)
+    if stored == naive:
+        return None
+    return (
+        f"is a local time that does not exist in {zone.key} (the clocks skip it): PostgreSQL would store {stored}; "
+        "correct the value in the source (USE_TZ is off, so datetimes are read in TIME_ZONE)"
+    )
 
 
 def _judge_decimal(value, field):
