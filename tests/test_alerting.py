@@ -297,3 +297,48 @@ def test_app_down_is_delivered_when_gunicorn_stops_and_resolved_when_it_is_back(
     (alert,) = [a for a in down["alerts"] if a["labels"]["alertname"] == "DjangoAppDown"]
     assert alert["annotations"]["runbook_url"].endswith("#app-down")
     assert resolved, f"DjangoAppDown was not resolved; received {hook.received}"
+
+
+# --- operator mode ----------------------------------------------------------------------
+
+ALL_RECEIVERS = {
+    "alert_email_to": ["ops@example.com"],
+    "alert_email_from": "alerts@example.com",
+    "alert_smtp_smarthost": "smtp.example.com:587",
+    "alert_smtp_username": "alerts",
+    "alert_webhook": "webhook",
+    "alert_sns_topic_arn": "arn:aws:sns:eu-west-3:123456789012:pager",
+    "aws_region": "eu-west-3",
+}
+
+
+def test_operator_mode_routes_like_the_standalone_alertmanager_with_secrets_by_reference():
+    webhook = "https://hooks.example.com/only-in-the-secret"
+    standalone = yaml.safe_load(rendered(ALL_RECEIVERS, webhook)[1])
+    settings = {**ALL_RECEIVERS, "monitoring_mode": "operator"}
+    manifests = render_manifests(load_config(settings, environ={}), secrets(webhook), redact=False)
+    (resource,) = by_kind(manifests, "AlertmanagerConfig")
+    spec = resource["spec"]
+    assert webhook not in json.dumps(resource) and SMTP_PASSWORD not in json.dumps(resource)
+    assert [r["receiver"] for r in spec["route"]["routes"]] == [r["receiver"] for r in standalone["route"]["routes"]]
+    for ours, theirs in zip(spec["receivers"], standalone["receivers"], strict=True):
+        assert ours["name"] == theirs["name"]
+        assert len([k for k in ours if k.endswith("Configs")]) == len([k for k in theirs if k.endswith("_configs")])
+    (critical,) = [r for r in spec["receivers"] if r["name"] == "critical"]
+    reference = critical["webhookConfigs"][0]["urlSecret"]
+    (secret,) = [m for m in by_kind(manifests, "Secret") if m["metadata"]["name"] == reference["name"]]
+    assert secret["metadata"]["namespace"] == resource["metadata"]["namespace"]
+    assert base64.b64decode(secret["data"][reference["key"]]).decode() == webhook
+    password = critical["emailConfigs"][0]["authPassword"]
+    assert base64.b64decode(secret["data"][password["key"]]).decode() == SMTP_PASSWORD
+    # The operator routes an AlertmanagerConfig only the alerts of its namespace: every rule carries it.
+    (rule,) = by_kind(manifests, "PrometheusRule")
+    for alert in rule["spec"]["groups"][0]["rules"]:
+        assert alert["labels"]["namespace"] == resource["metadata"]["namespace"]
+
+
+def test_a_configured_webhook_without_its_url_is_refused_at_deploy():
+    from deploy.k8s.render import RenderError
+
+    with pytest.raises(RenderError, match="DEPLOY_ALERT_WEBHOOK_URL"):
+        render_manifests(load_config(FAST, environ={}), secrets(webhook_url=""), redact=False)

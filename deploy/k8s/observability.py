@@ -99,7 +99,7 @@ def alert_rules(config):
         rule = {
             "alert": name,
             "expr": expr,
-            "labels": {"severity": severity, "app": config.app_name},
+            "labels": {"severity": severity, "app": config.app_name, "namespace": ns},
             "annotations": {"summary": summary, "runbook_url": f"{config.runbook_url.split('#', 1)[0]}#{anchor}"},
         }
         if duration != "0m":
@@ -192,6 +192,61 @@ def alertmanager_config(config, secrets, redact=True):
             {
                 "source_matchers": ['alertname="DjangoAppDown"'],
                 "target_matchers": [f'alertname=~"{"|".join(SYMPTOMS_OF_APP_DOWN)}"'],
+                "equal": ["app"],
+            }
+        ],
+        "receivers": receivers,
+    }
+
+
+RECEIVER_SECRET_KEYS = {"webhook": "webhook-url", "email": "smtp-password"}
+
+
+def _operator_integrations(config, kinds, secret_name):
+    def key(kind):
+        return {"name": secret_name, "key": RECEIVER_SECRET_KEYS[kind]}
+
+    integrations = {}
+    if "email" in kinds:
+        email = {"to": ", ".join(config.alert_email_to), "from": config.alert_email_from,
+                 "smarthost": config.alert_smtp_smarthost, "requireTLS": True, "sendResolved": True}  # fmt: skip
+        if config.alert_smtp_username:
+            email["authUsername"] = config.alert_smtp_username
+            email["authPassword"] = key("email")
+        integrations["emailConfigs"] = [email]
+    if "webhook" in kinds and config.alert_webhook == "slack":
+        integrations["slackConfigs"] = [{"apiURL": key("webhook"), "channel": config.alert_slack_channel,
+                                         "sendResolved": True}]  # fmt: skip
+    elif "webhook" in kinds:
+        integrations["webhookConfigs"] = [{"urlSecret": key("webhook"), "sendResolved": True}]
+    if "sns" in kinds:
+        integrations["snsConfigs"] = [{"topicARN": config.alert_sns_topic_arn, "sigv4": {"region": config.aws_region},
+                                       "sendResolved": True}]  # fmt: skip
+    return integrations
+
+
+def alertmanager_config_spec(config, secret_name):
+    """The same routes, receivers and inhibition as :func:`alertmanager_config`, as an AlertmanagerConfig's spec
+    (the Prometheus Operator's CRD, for the operator mode); secrets are references to ``secret_name``."""
+    configured = receiver_kinds(config)
+    receivers, routes = [{"name": "default"}], []
+    for severity in ("critical", "warning"):
+        via = [k for k in configured if k in getattr(config, f"alert_{severity}_via")]
+        receivers.append({"name": severity, **_operator_integrations(config, via, secret_name)})
+        routes.append({"receiver": severity, "matchers": [{"name": "severity", "value": severity, "matchType": "="}]})
+    return {
+        "route": {
+            "receiver": "default",
+            "groupBy": ["alertname", "app"],
+            "groupWait": config.alert_group_wait,
+            "groupInterval": config.alert_group_interval,
+            "repeatInterval": config.alert_repeat_interval,
+            "routes": routes,
+        },
+        "inhibitRules": [
+            {
+                "sourceMatch": [{"name": "alertname", "value": "DjangoAppDown", "matchType": "="}],
+                "targetMatch": [{"name": "alertname", "value": "|".join(SYMPTOMS_OF_APP_DOWN), "matchType": "=~"}],
                 "equal": ["app"],
             }
         ],

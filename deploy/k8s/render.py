@@ -291,6 +291,14 @@ def build_context(config, secrets, redact, env=None):
         "postgres_secret": _secret_data({"password": secrets.postgres_password}, redact),
         "redis_secret": _secret_data({"password": secrets.redis_password, "redis.conf": redis_conf}, redact),
         **observability_context(config, env, name),
+        "alert_receivers_secret": _secret_data(
+            {
+                observability.RECEIVER_SECRET_KEYS["webhook"]: secrets.alert_webhook_url,
+                observability.RECEIVER_SECRET_KEYS["email"]: secrets.alert_smtp_password,
+            },
+            redact,
+        ),
+        "alertmanager_config_spec": observability.alertmanager_config_spec(config, name("alert-receivers")),
         "alertmanager_secret": _secret_data(
             {"alertmanager.yml": yaml.safe_dump(observability.alertmanager_config(config, secrets, redact))}, redact
         ),
@@ -450,6 +458,10 @@ def _missing_secrets(config, secrets):
     needed = ["DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD"]
     if config.redis_in_cluster:
         needed.append("DEPLOY_REDIS_PASSWORD")
+    if config.monitoring and config.alert_webhook:
+        needed.append("DEPLOY_ALERT_WEBHOOK_URL")
+    if config.monitoring and config.alert_email_to and config.alert_smtp_username:
+        needed.append("DEPLOY_ALERT_SMTP_PASSWORD")
     return [name for name in secrets.missing() if name in needed]
 
 
