@@ -342,3 +342,14 @@ def test_a_configured_webhook_without_its_url_is_refused_at_deploy():
 
     with pytest.raises(RenderError, match="DEPLOY_ALERT_WEBHOOK_URL"):
         render_manifests(load_config(FAST, environ={}), secrets(webhook_url=""), redact=False)
+
+
+def test_sns_signs_with_the_irsa_role_and_alertmanager_stays_restricted():
+    from deploy.k8s.validate import validate_manifests
+
+    settings = {**ALL_RECEIVERS, "alert_sns_role_arn": "arn:aws:iam::123456789012:role/alertmanager-sns"}
+    config = load_config(settings, environ={})
+    manifests = render_manifests(config)
+    (account,) = [m for m in by_kind(manifests, "ServiceAccount") if m["metadata"]["name"] == "alertmanager"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/alertmanager-sns")
+    assert validate_manifests(manifests, config) == []
