@@ -140,6 +140,10 @@ def _efs_id(value):
     return None if not value or _EFS_ID.fullmatch(value) else "an EFS file system id such as 'fs-0123456789abcdef0'"
 
 
+def _duration(value):
+    return None if re.fullmatch(r"\d+(ms|s|m|h)", value) else "a duration such as '30s' or '5m'"
+
+
 def _image(value):
     repository, _, tag = value.rpartition(":")
     if not repository or "/" in tag or _image_repository(repository) or _image_tag(tag):
@@ -549,6 +553,102 @@ class DeployConfig:
         "section there, as this URL + '#' + the section's anchor.",
         check=lambda v: None if re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", v) else "an http(s) URL",
     )
+    prometheus_scrape_interval: str = setting(
+        "30s",
+        "DEPLOY_PROMETHEUS_SCRAPE_INTERVAL",
+        "How often Prometheus scrapes its targets.",
+        check=_duration,
+    )
+    prometheus_evaluation_interval: str = setting(
+        "30s",
+        "DEPLOY_PROMETHEUS_EVALUATION_INTERVAL",
+        "How often Prometheus evaluates the alert rules.",
+        check=_duration,
+    )
+    app_down_after: str = setting(
+        "5m",
+        "DEPLOY_APP_DOWN_AFTER",
+        "How long no pod of the app answers /metrics before DjangoAppDown fires.",
+        check=_duration,
+    )
+    alertmanager_image: str = setting(
+        "quay.io/prometheus/alertmanager:v0.27.0", "DEPLOY_ALERTMANAGER_IMAGE", "Image of Alertmanager.", check=_image
+    )
+    alertmanager_storage_size: str = setting(
+        "1Gi",
+        "DEPLOY_ALERTMANAGER_STORAGE_SIZE",
+        "Size of Alertmanager's volume (silences and the notification log survive a restart).",
+        check=_memory,
+    )
+    alert_email_to: list = setting(
+        [],
+        "DEPLOY_ALERT_EMAIL_TO",
+        "Addresses that receive alerts by e-mail (empty: no e-mail receiver).",
+        check=lambda v: None if all(re.fullmatch(r"[^@\s]+@[^@\s]+", a) for a in v) else "e-mail addresses",
+    )
+    alert_email_from: str = setting("", "DEPLOY_ALERT_EMAIL_FROM", "Sender address of alert e-mails.")
+    alert_smtp_smarthost: str = setting(
+        "",
+        "DEPLOY_ALERT_SMTP_SMARTHOST",
+        "SMTP server of alert e-mails, as host:port (STARTTLS is required).",
+        check=lambda v: None if not v or re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v) else "host:port",
+    )
+    alert_smtp_username: str = setting(
+        "",
+        "DEPLOY_ALERT_SMTP_USERNAME",
+        "SMTP user of alert e-mails; its password is the secret DEPLOY_ALERT_SMTP_PASSWORD.",
+    )
+    alert_webhook: str = setting(
+        "",
+        "DEPLOY_ALERT_WEBHOOK",
+        "'slack' (a Slack incoming webhook) or 'webhook' (Alertmanager's generic JSON webhook); its URL is "
+        "the secret DEPLOY_ALERT_WEBHOOK_URL. Empty: none.",
+        choices=("", "slack", "webhook"),
+    )
+    alert_slack_channel: str = setting("#alerts", "DEPLOY_ALERT_SLACK_CHANNEL", "Slack channel of alerts.")
+    alert_sns_topic_arn: str = setting(
+        "",
+        "DEPLOY_ALERT_SNS_TOPIC_ARN",
+        "Amazon SNS topic that receives alerts (Alertmanager signs with the role DEPLOY_ALERT_SNS_ROLE_ARN).",
+        check=lambda v: (
+            None if not v or re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+", v) else "an SNS topic ARN"
+        ),
+    )
+    alert_sns_role_arn: str = setting(
+        "",
+        "DEPLOY_ALERT_SNS_ROLE_ARN",
+        "IAM role of Alertmanager's ServiceAccount (IRSA) allowed sns:Publish on the topic.",
+        check=lambda v: (
+            None if not v or re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", v) else "an IAM role ARN"
+        ),
+    )
+    alert_critical_via: list = setting(
+        ["email", "webhook", "sns"],
+        "DEPLOY_ALERT_CRITICAL_VIA",
+        "Receivers of critical alerts, among the configured ones: email, webhook, sns.",
+        check=lambda v: None if set(v) <= {"email", "webhook", "sns"} else "email, webhook or sns",
+    )
+    alert_warning_via: list = setting(
+        ["email", "webhook"],
+        "DEPLOY_ALERT_WARNING_VIA",
+        "Receivers of warning alerts, among the configured ones: email, webhook, sns.",
+        check=lambda v: None if set(v) <= {"email", "webhook", "sns"} else "email, webhook or sns",
+    )
+    alert_group_wait: str = setting(
+        "30s", "DEPLOY_ALERT_GROUP_WAIT", "How long Alertmanager waits to group a new alert.", check=_duration
+    )
+    alert_group_interval: str = setting(
+        "5m",
+        "DEPLOY_ALERT_GROUP_INTERVAL",
+        "How long before Alertmanager sends a group's changes (new or resolved alerts).",
+        check=_duration,
+    )
+    alert_repeat_interval: str = setting(
+        "4h", "DEPLOY_ALERT_REPEAT_INTERVAL", "How long before a still-firing alert is sent again.", check=_duration
+    )
+    grafana_image: str = setting(
+        "grafana/grafana:11.2.2", "DEPLOY_GRAFANA_IMAGE", "Image of Grafana (standalone monitoring).", check=_image
+    )
     logging: bool = setting(True, "DEPLOY_LOGGING", "Collect the app's JSON logs (EFK).")
     elasticsearch_replicas: int = setting(
         1,
@@ -747,11 +847,15 @@ class DeploySecrets:
     secret_key: str = field(default="", repr=False)
     postgres_password: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)
+    alert_smtp_password: str = field(default="", repr=False)
+    alert_webhook_url: str = field(default="", repr=False)
 
     ENV = {
         "secret_key": "DEPLOY_SECRET_KEY",
         "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
         "redis_password": "DEPLOY_REDIS_PASSWORD",
+        "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
+        "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
     }
 
     def missing(self):
@@ -941,6 +1045,16 @@ def _check_together(c):
         raise ConfigError(
             "DEPLOY['efs_file_system_id'] (environment variable DEPLOY_EFS_FILE_SYSTEM_ID) is required when "
             "DEPLOY['create_storage_classes'] is true: the 'efs-ap' StorageClass names the file system."
+        )
+    if c.alert_email_to and not (c.alert_email_from and c.alert_smtp_smarthost):
+        raise ConfigError(
+            "DEPLOY['alert_email_to'] is set but DEPLOY['alert_email_from'] or DEPLOY['alert_smtp_smarthost'] "
+            "is empty: set both (DEPLOY_ALERT_EMAIL_FROM, DEPLOY_ALERT_SMTP_SMARTHOST) or clear alert_email_to."
+        )
+    if c.alert_sns_topic_arn and not c.aws_region:
+        raise ConfigError(
+            "DEPLOY['alert_sns_topic_arn'] needs DEPLOY['aws_region'] (DEPLOY_AWS_REGION): Alertmanager signs "
+            "its SNS requests for that region."
         )
     for service in ("postgres", "redis"):
         if getattr(c, f"{service}_mode") == "external":

@@ -27,6 +27,12 @@ MODES = {
     "no-observability": {"monitoring": False, "logging": False},
     "operator-monitoring": {"monitoring_mode": "operator"},
     "elasticsearch-ha": {"elasticsearch_replicas": 3, "log_retention_days": 30},
+    "alert-receivers": {
+        "alert_email_to": ["ops@example.com"], "alert_email_from": "alerts@example.com",
+        "alert_smtp_smarthost": "smtp.example.com:587", "alert_smtp_username": "alerts", "alert_webhook": "slack",
+        "alert_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:pager", "aws_region": "eu-west-1",
+        "alert_sns_role_arn": "arn:aws:iam::123456789012:role/alertmanager-sns",
+    },
 }  # fmt: skip
 
 

@@ -28,7 +28,9 @@ from deploy.k8s.render import BUILTIN_TEMPLATES, RenderError, render_manifests
 from deploy.k8s.wiring import Flow
 from tests.k8s_helpers import MODES, by_kind, mode_config
 
-SECRETS = DeploySecrets("the-secret-key", "pg-p@ss/word", "redis-p@ss")
+SECRETS = DeploySecrets(
+    "the-secret-key", "pg-p@ss/word", "redis-p@ss", "smtp-p@ss", "https://hooks.slack.com/services/T0/B0/x"
+)
 
 
 def _render(config):

@@ -62,6 +62,8 @@ SERVICES = {
     "postgres-headless": ("namespace", "postgres", "postgres", 5432, 5432, True),
     "redis": ("namespace", "redis", "redis", 6379, 6379, False),
     "prometheus": ("monitoring_namespace", "prometheus", "web", 9090, 9090, False),
+    "alertmanager": ("monitoring_namespace", "alertmanager", "web", 9093, 9093, False),
+    "grafana": ("monitoring_namespace", "grafana", "http", 3000, 3000, False),
     "kube-state-metrics": ("monitoring_namespace", "kube-state-metrics", "metrics", 8080, 8080, False),
     "node-exporter": ("monitoring_namespace", "node-exporter", "metrics", 9100, 9100, True),
     "elasticsearch": ("logging_namespace", "elasticsearch", "http", 9200, 9200, False),

@@ -12,6 +12,8 @@ import re
 
 from deploy.k8s import names
 
+REDACTED = "<redacted>"
+
 APP_JOB = "django-app"
 
 # --- alert rules -------------------------------------------------------------
@@ -43,7 +45,10 @@ def alert_rules(config):
     redis = names.resource_name(config.app_name, "redis")
     responses = "django_http_responses_total_by_status_total"
     exprs = {
-        "DjangoAppDown": (f'sum(up{{job="{APP_JOB}"}}) == 0 or absent(up{{job="{APP_JOB}"}})', "5m"),
+        "DjangoAppDown": (
+            f'sum(up{{job="{APP_JOB}"}}) == 0 or absent(up{{job="{APP_JOB}"}})',
+            config.app_down_after,
+        ),
         "DjangoHigh5xxRatio": (
             f'sum(rate({responses}{{status=~"5.."}}[5m])) / sum(rate({responses}[5m])) > 0.05',
             "10m",
@@ -94,13 +99,201 @@ def alert_rules(config):
         rule = {
             "alert": name,
             "expr": expr,
-            "labels": {"severity": severity, "app": config.app_name},
+            "labels": {"severity": severity, "app": config.app_name, "namespace": ns},
             "annotations": {"summary": summary, "runbook_url": f"{config.runbook_url.split('#', 1)[0]}#{anchor}"},
         }
         if duration != "0m":
             rule["for"] = duration
         rules.append(rule)
     return [{"name": f"{config.app_name}.rules", "rules": rules}]
+
+
+# --- Alertmanager ----------------------------------------------------------
+
+# Alerts that are symptoms of the app being down: held back while DjangoAppDown fires.
+SYMPTOMS_OF_APP_DOWN = ("DjangoHigh5xxRatio", "DjangoHighLatencyP95", "DjangoCacheUnavailable",
+                        "DjangoAutoscalerAtMaximum")  # fmt: skip
+REDACTED_URL = "https://redacted.invalid/"
+
+
+def receiver_kinds(config):
+    """The receivers the settings configure: a subset of email, webhook, sns."""
+    kinds = []
+    if config.alert_email_to:
+        kinds.append("email")
+    if config.alert_webhook:
+        kinds.append("webhook")
+    if config.alert_sns_topic_arn:
+        kinds.append("sns")
+    return kinds
+
+
+def notification_ports(config):
+    """TCP ports Alertmanager dials outside the cluster: HTTPS (webhook, SNS) and the SMTP server's."""
+    kinds = receiver_kinds(config)
+    ports = set()
+    if "webhook" in kinds or "sns" in kinds:
+        ports.add(443)
+    if "email" in kinds:
+        ports.add(int(config.alert_smtp_smarthost.rsplit(":", 1)[1]))
+    return sorted(ports)
+
+
+def _integrations(config, secrets, redact, kinds):
+    webhook_url = REDACTED_URL if redact else secrets.alert_webhook_url
+    integrations = {}
+    if "email" in kinds:
+        email = {"to": ", ".join(config.alert_email_to), "from": config.alert_email_from,
+                 "smarthost": config.alert_smtp_smarthost, "require_tls": True, "send_resolved": True}  # fmt: skip
+        if config.alert_smtp_username:
+            email["auth_username"] = config.alert_smtp_username
+            email["auth_password"] = REDACTED if redact else secrets.alert_smtp_password
+        integrations["email_configs"] = [email]
+    if "webhook" in kinds and config.alert_webhook == "slack":
+        integrations["slack_configs"] = [{
+            "api_url": webhook_url, "channel": config.alert_slack_channel, "send_resolved": True,
+            "title": '{{ .Status | toUpper }}: {{ .CommonLabels.alertname }}',
+            "text": '{{ range .Alerts }}{{ .Annotations.summary }} {{ .Annotations.runbook_url }}\n{{ end }}',
+        }]  # fmt: skip
+    elif "webhook" in kinds:
+        integrations["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
+    if "sns" in kinds:
+        integrations["sns_configs"] = [{
+            "topic_arn": config.alert_sns_topic_arn, "sigv4": {"region": config.aws_region}, "send_resolved": True,
+            "subject": "{{ .Status | toUpper }}: {{ .CommonLabels.alertname }}",
+            "message": "{{ range .Alerts }}{{ .Annotations.summary }} {{ .Annotations.runbook_url }}\n{{ end }}",
+        }]  # fmt: skip
+    return integrations
+
+
+def alertmanager_config(config, secrets, redact=True):
+    """alertmanager.yml: routes by severity, the app-down inhibition, receivers from the settings.
+
+    It holds the receivers' secrets (the SMTP password, the webhook URL), so it
+    lives in a Secret; with ``redact`` they are placeholders.
+    """
+    configured = receiver_kinds(config)
+    receivers = [{"name": "default"}]
+    routes = []
+    for severity in ("critical", "warning"):
+        via = [k for k in configured if k in getattr(config, f"alert_{severity}_via")]
+        receivers.append({"name": severity, **_integrations(config, secrets, redact, via)})
+        routes.append({"receiver": severity, "matchers": [f'severity="{severity}"']})
+    return {
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "app"],
+            "group_wait": config.alert_group_wait,
+            "group_interval": config.alert_group_interval,
+            "repeat_interval": config.alert_repeat_interval,
+            "routes": routes,
+        },
+        "inhibit_rules": [
+            {
+                "source_matchers": ['alertname="DjangoAppDown"'],
+                "target_matchers": [f'alertname=~"{"|".join(SYMPTOMS_OF_APP_DOWN)}"'],
+                "equal": ["app"],
+            }
+        ],
+        "receivers": receivers,
+    }
+
+
+RECEIVER_SECRET_KEYS = {"webhook": "webhook-url", "email": "smtp-password"}
+
+
+def _operator_integrations(config, kinds, secret_name):
+    def key(kind):
+        return {"name": secret_name, "key": RECEIVER_SECRET_KEYS[kind]}
+
+    integrations = {}
+    if "email" in kinds:
+        email = {"to": ", ".join(config.alert_email_to), "from": config.alert_email_from,
+                 "smarthost": config.alert_smtp_smarthost, "requireTLS": True, "sendResolved": True}  # fmt: skip
+        if config.alert_smtp_username:
+            email["authUsername"] = config.alert_smtp_username
+            email["authPassword"] = key("email")
+        integrations["emailConfigs"] = [email]
+    if "webhook" in kinds and config.alert_webhook == "slack":
+        integrations["slackConfigs"] = [{"apiURL": key("webhook"), "channel": config.alert_slack_channel,
+                                         "sendResolved": True}]  # fmt: skip
+    elif "webhook" in kinds:
+        integrations["webhookConfigs"] = [{"urlSecret": key("webhook"), "sendResolved": True}]
+    if "sns" in kinds:
+        integrations["snsConfigs"] = [{"topicARN": config.alert_sns_topic_arn, "sigv4": {"region": config.aws_region},
+                                       "sendResolved": True}]  # fmt: skip
+    return integrations
+
+
+def alertmanager_config_spec(config, secret_name):
+    """The same routes, receivers and inhibition as :func:`alertmanager_config`, as an AlertmanagerConfig's spec
+    (the Prometheus Operator's CRD, for the operator mode); secrets are references to ``secret_name``."""
+    configured = receiver_kinds(config)
+    receivers, routes = [{"name": "default"}], []
+    for severity in ("critical", "warning"):
+        via = [k for k in configured if k in getattr(config, f"alert_{severity}_via")]
+        receivers.append({"name": severity, **_operator_integrations(config, via, secret_name)})
+        routes.append({"receiver": severity, "matchers": [{"name": "severity", "value": severity, "matchType": "="}]})
+    return {
+        "route": {
+            "receiver": "default",
+            "groupBy": ["alertname", "app"],
+            "groupWait": config.alert_group_wait,
+            "groupInterval": config.alert_group_interval,
+            "repeatInterval": config.alert_repeat_interval,
+            "routes": routes,
+        },
+        "inhibitRules": [
+            {
+                "sourceMatch": [{"name": "alertname", "value": "DjangoAppDown", "matchType": "="}],
+                "targetMatch": [{"name": "alertname", "value": "|".join(SYMPTOMS_OF_APP_DOWN), "matchType": "=~"}],
+                "equal": ["app"],
+            }
+        ],
+        "receivers": receivers,
+    }
+
+
+# --- Grafana ---------------------------------------------------------------
+
+GRAFANA_DASHBOARDS = "/var/lib/grafana/dashboards"
+
+
+def grafana_datasources(config):
+    """Grafana's datasource provisioning file: the standalone Prometheus."""
+    return {
+        "apiVersion": 1,
+        "datasources": [
+            {
+                "name": "Prometheus",
+                "type": "prometheus",
+                "uid": "prometheus",
+                "access": "proxy",
+                "url": names.service(config, "prometheus").url(),
+                "isDefault": True,
+                "editable": False,
+            }
+        ],
+    }
+
+
+def grafana_dashboard_providers(config):
+    """Grafana's dashboard provisioning file: the folder where the dashboard ConfigMap is mounted."""
+    return {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": config.app_name,
+                "orgId": 1,
+                "folder": "",
+                "type": "file",
+                "disableDeletion": True,
+                "allowUiUpdates": False,
+                "updateIntervalSeconds": 60,
+                "options": {"path": GRAFANA_DASHBOARDS, "foldersFromFilesStructure": False},
+            }
+        ],
+    }
 
 
 # --- scrape configuration --------------------------------------------------
@@ -129,7 +322,13 @@ def prometheus_config(config):
     }
     node_exporter = names.service(config, "node-exporter")
     return {
-        "global": {"scrape_interval": "30s", "evaluation_interval": "30s"},
+        "global": {
+            "scrape_interval": config.prometheus_scrape_interval,
+            "evaluation_interval": config.prometheus_evaluation_interval,
+        },
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [names.service(config, "alertmanager").address]}]}]
+        },
         "rule_files": ["/etc/prometheus/rules/*.yml"],
         "scrape_configs": [
             {

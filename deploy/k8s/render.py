@@ -110,6 +110,8 @@ COMPONENT_IMAGES = {
     "postgres-backup": lambda c: c.postgres_image,
     "redis": lambda c: c.redis_image,
     "prometheus": lambda c: c.prometheus_image,
+    "alertmanager": lambda c: c.alertmanager_image,
+    "grafana": lambda c: c.grafana_image,
     "kube-state-metrics": lambda c: c.kube_state_metrics_image,
     "node-exporter": lambda c: c.node_exporter_image,
     "elasticsearch": lambda c: c.elasticsearch_image,
@@ -118,7 +120,17 @@ COMPONENT_IMAGES = {
     "efk-setup": lambda c: c.curl_image,
 }
 # Components that are other software: their name label is the software's.
-THIRD_PARTY = {"prometheus", "kube-state-metrics", "node-exporter", "elasticsearch", "kibana", "fluentd", "efk-setup"}
+THIRD_PARTY = {
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "kube-state-metrics",
+    "node-exporter",
+    "elasticsearch",
+    "kibana",
+    "fluentd",
+    "efk-setup",
+}
 
 
 def pod_security_context(uid):
@@ -279,6 +291,17 @@ def build_context(config, secrets, redact, env=None):
         "postgres_secret": _secret_data({"password": secrets.postgres_password}, redact),
         "redis_secret": _secret_data({"password": secrets.redis_password, "redis.conf": redis_conf}, redact),
         **observability_context(config, env, name),
+        "alert_receivers_secret": _secret_data(
+            {
+                observability.RECEIVER_SECRET_KEYS["webhook"]: secrets.alert_webhook_url,
+                observability.RECEIVER_SECRET_KEYS["email"]: secrets.alert_smtp_password,
+            },
+            redact,
+        ),
+        "alertmanager_config_spec": observability.alertmanager_config_spec(config, name("alert-receivers")),
+        "alertmanager_secret": _secret_data(
+            {"alertmanager.yml": yaml.safe_dump(observability.alertmanager_config(config, secrets, redact))}, redact
+        ),
     }
 
 
@@ -291,6 +314,10 @@ def observability_context(config, env, name):
         "alert_rule_groups": groups,
         "alert_rules_yml": yaml.safe_dump({"groups": groups}, sort_keys=False),
         "dashboard_json": dashboard,
+        "grafana_datasources_yml": yaml.safe_dump(observability.grafana_datasources(config), sort_keys=False),
+        "grafana_dashboards_yml": yaml.safe_dump(observability.grafana_dashboard_providers(config), sort_keys=False),
+        "grafana_dashboards_path": observability.GRAFANA_DASHBOARDS,
+        "alertmanager_egress_ports": observability.notification_ports(config),
         "fluent_conf": observability.fluentd_config(config),
         "efk_setup_sh": setup,
         "efk_setup_job_name": names.truncate(f"efk-setup-{hashlib.sha256(setup.encode()).hexdigest()[:8]}"),
@@ -431,6 +458,10 @@ def _missing_secrets(config, secrets):
     needed = ["DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD"]
     if config.redis_in_cluster:
         needed.append("DEPLOY_REDIS_PASSWORD")
+    if config.monitoring and config.alert_webhook:
+        needed.append("DEPLOY_ALERT_WEBHOOK_URL")
+    if config.monitoring and config.alert_email_to and config.alert_smtp_username:
+        needed.append("DEPLOY_ALERT_SMTP_PASSWORD")
     return [name for name in secrets.missing() if name in needed]
 
 

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from deploy.k8s import names
+from deploy.k8s import names, observability
 from deploy.k8s.objects import containers, describe, label_selector_matches, pod_spec, pods, selects
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
@@ -678,6 +678,14 @@ def needed_flows(config, manifests):
             need("Prometheus scrapes the kubelets and cAdvisor", prometheus, vpc, KUBELET_PORT)
             need("Prometheus discovers its targets in the Kubernetes API", prometheus, vpc, KUBE_APISERVER_PORT)
             need("kube-state-metrics reads the Kubernetes API", kube_state_metrics, vpc, KUBE_APISERVER_PORT)
+            alertmanager, grafana = pod(monitoring_ns, "alertmanager"), pod(monitoring_ns, "grafana")
+            everyone += [alertmanager, grafana]
+            need("Prometheus sends its alerts to Alertmanager", prometheus, alertmanager,
+                 names.service(config, "alertmanager").target_port)  # fmt: skip
+            need("Grafana queries Prometheus", grafana, prometheus, names.service(config, "prometheus").target_port)
+            anywhere = peer_party({"ipBlock": {"cidr": "0.0.0.0/0"}})
+            for port in observability.notification_ports(config):
+                need("Alertmanager notifies the receivers (SMTP, webhook, SNS)", alertmanager, anywhere, port)
         else:
             # The Prometheus Operator's own Prometheus, outside this render.
             prometheus = peer_party(

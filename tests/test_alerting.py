@@ -1,0 +1,355 @@
+"""Alerting end to end: the rendered rules in Debian's real Prometheus, the rendered alertmanager.yml in its real
+Alertmanager, delivering to a webhook server of the test on 127.0.0.1."""
+
+import base64
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from deploy.conf import DeploySecrets, load_config
+from deploy.k8s import observability
+from deploy.k8s.render import render_manifests
+from tests.conftest import free_port
+from tests.k8s_helpers import by_kind
+
+PROMETHEUS = shutil.which("prometheus")
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+AMTOOL = shutil.which("amtool")
+needs_alertmanager = pytest.mark.skipif(
+    not (PROMETHEUS and ALERTMANAGER and AMTOOL),
+    reason="Debian's prometheus and prometheus-alertmanager packages are not installed (.ci/run installs them)",
+)
+SMTP_PASSWORD = "smtp-pa55word-not-for-logs"
+# Every knob the test shortens is a setting of the render: nothing is edited in the rendered files but addresses.
+FAST = {
+    "prometheus_scrape_interval": "1s",
+    "prometheus_evaluation_interval": "1s",
+    "app_down_after": "3s",
+    "alert_group_wait": "1s",
+    "alert_group_interval": "2s",
+    "alert_repeat_interval": "1h",
+    "alert_webhook": "webhook",
+}
+
+
+def secrets(webhook_url="https://hooks.example.com/abc", smtp_password=SMTP_PASSWORD):
+    return DeploySecrets("key", "pg-pass", "redis-pass", smtp_password, webhook_url)
+
+
+def rendered(settings, webhook_url="https://hooks.example.com/abc", redact=False):
+    manifests = render_manifests(load_config(settings, environ={}), secrets(webhook_url), redact=redact)
+    (secret,) = [m for m in by_kind(manifests, "Secret") if m["metadata"]["name"] == "alertmanager-config"]
+    (configmap,) = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"] == "prometheus-config"]
+    alertmanager_yml = base64.b64decode(secret["data"]["alertmanager.yml"]).decode()
+    return manifests, alertmanager_yml, configmap["data"]
+
+
+def amtool_check(tmp_path, text):
+    (tmp_path / "alertmanager.yml").write_text(text)
+    return subprocess.run(
+        [AMTOOL, "check-config", str(tmp_path / "alertmanager.yml")], capture_output=True, text=True, timeout=30
+    )
+
+
+class Webhook:
+    """A small HTTP server that records what Alertmanager posts to it."""
+
+    def __init__(self):
+        self.received = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in list(self.received) if predicate(m)]
+            if found:
+                return found[0]
+            time.sleep(0.2)
+        return None
+
+
+def start(args, tmp_path, name):
+    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    process.log = log
+    return process
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.log.close()
+
+
+def wait_ready(url, process, tmp_path, name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{name} exited:\n{(tmp_path / f'{name}.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{name} not ready in {timeout} s:\n{(tmp_path / f'{name}.log').read_text()}")
+
+
+def alertmanager(tmp_path, text):
+    port = free_port()
+    (tmp_path / "alertmanager.yml").write_text(text)
+    process = start(
+        [ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'am-data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        tmp_path, "alertmanager",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process, tmp_path, "alertmanager")
+    return process, url
+
+
+def post_alerts(url, alerts):
+    now = datetime.now(UTC)
+    body = [
+        {"labels": labels, "annotations": {"summary": "test"}, "startsAt": now.isoformat(),
+         "endsAt": (now + timedelta(minutes=5)).isoformat()}
+        for labels in alerts
+    ]  # fmt: skip
+    request = urllib.request.Request(
+        f"{url}/api/v2/alerts", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def firing(name, status="firing"):
+    return lambda m: m["status"] == status and any(a["labels"]["alertname"] == name for a in m["alerts"])
+
+
+# --- the rendered configuration -------------------------------------------------------
+
+
+@needs_alertmanager
+def test_amtool_accepts_every_receiver(tmp_path):
+    settings = {
+        "alert_email_to": ["ops@example.com", "oncall@example.com"],
+        "alert_email_from": "alerts@example.com",
+        "alert_smtp_smarthost": "smtp.example.com:587",
+        "alert_smtp_username": "alerts",
+        "alert_webhook": "slack",
+        "alert_sns_topic_arn": "arn:aws:sns:eu-west-3:123456789012:pager",
+        "aws_region": "eu-west-3",
+    }
+    _, text, _ = rendered(settings)
+    result = amtool_check(tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(text)
+    critical, warning = (next(r for r in config["receivers"] if r["name"] == n) for n in ("critical", "warning"))
+    assert {k for k in critical if k.endswith("_configs")} == {"email_configs", "slack_configs", "sns_configs"}
+    assert {k for k in warning if k.endswith("_configs")} == {"email_configs", "slack_configs"}
+    assert critical["email_configs"][0]["auth_password"] == SMTP_PASSWORD
+    assert critical["sns_configs"][0]["sigv4"] == {"region": "eu-west-3"}
+
+
+@needs_alertmanager
+def test_amtool_accepts_the_default_configuration_without_receivers(tmp_path):
+    _, text, _ = rendered({})
+    result = amtool_check(tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r["name"] for r in yaml.safe_load(text)["receivers"]] == ["default", "critical", "warning"]
+
+
+def test_receiver_secrets_stay_out_of_configmaps_and_redacted_renders():
+    settings = {**FAST, "alert_email_to": ["ops@example.com"], "alert_email_from": "a@example.com",
+                "alert_smtp_smarthost": "smtp.example.com:587", "alert_smtp_username": "alerts"}  # fmt: skip
+    webhook = "https://hooks.example.com/T000/B000/very-secret-path"
+    manifests, text, _ = rendered(settings, webhook)
+    assert webhook in text and SMTP_PASSWORD in text
+    for configmap in by_kind(manifests, "ConfigMap"):
+        dumped = json.dumps(configmap)
+        assert webhook not in dumped and SMTP_PASSWORD not in dumped
+    redacted, redacted_text, _ = rendered(settings, webhook, redact=True)
+    dumped = json.dumps(redacted) + redacted_text
+    assert webhook not in dumped and SMTP_PASSWORD not in dumped
+    assert "very-secret-path" not in dumped
+
+
+def test_email_without_its_smtp_server_is_refused():
+    from deploy.conf import ConfigError
+
+    with pytest.raises(ConfigError, match="alert_smtp_smarthost"):
+        load_config({"alert_email_to": ["ops@example.com"]}, environ={})
+
+
+def test_every_alert_keeps_its_runbook_and_a_routed_severity():
+    _, text, data = rendered({})
+    routed = {r["matchers"][0] for r in yaml.safe_load(text)["route"]["routes"]}
+    for rule in yaml.safe_load(data["alerts.yml"])["groups"][0]["rules"]:
+        assert rule["annotations"]["runbook_url"].endswith("#" + observability.RUNBOOKS[rule["alert"]][0])
+        assert f'severity="{rule["labels"]["severity"]}"' in routed
+
+
+def test_prometheus_sends_its_alerts_to_the_rendered_alertmanager_service():
+    manifests, _, data = rendered({})
+    (service,) = [m for m in by_kind(manifests, "Service") if m["metadata"]["name"].endswith("alertmanager")]
+    targets = yaml.safe_load(data["prometheus.yml"])["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    meta = service["metadata"]
+    assert targets == [f"{meta['name']}.{meta['namespace']}.svc:{service['spec']['ports'][0]['port']}"]
+
+
+# --- real Alertmanager ----------------------------------------------------------------
+
+
+@needs_alertmanager
+def test_warning_and_critical_take_their_own_routes_and_app_down_inhibits_symptoms(tmp_path):
+    with Webhook() as hook:
+        _, text, _ = rendered(FAST, hook.url)
+        process, url = alertmanager(tmp_path, text)
+        try:
+            post_alerts(url, [
+                {"alertname": "DjangoAppDown", "severity": "critical", "app": "shop"},
+                {"alertname": "DjangoHighLatencyP95", "severity": "warning", "app": "shop"},
+                {"alertname": "VolumeNearlyFull", "severity": "warning", "app": "shop"},
+            ])  # fmt: skip
+            critical = hook.wait_for(firing("DjangoAppDown"), 20)
+            warning = hook.wait_for(firing("VolumeNearlyFull"), 20)
+            time.sleep(3)  # one more group interval: an inhibited alert would have arrived by now
+        finally:
+            stop(process)
+    assert critical and critical["receiver"] == "critical"
+    assert warning and warning["receiver"] == "warning"
+    delivered = {a["labels"]["alertname"] for m in hook.received for a in m["alerts"]}
+    assert "DjangoHighLatencyP95" not in delivered, "a symptom of the app being down was not inhibited"
+
+
+@needs_alertmanager
+@pytest.mark.django_db(transaction=True)
+def test_app_down_is_delivered_when_gunicorn_stops_and_resolved_when_it_is_back(gunicorn_factory, tmp_path):
+    bind = f"127.0.0.1:{free_port()}"
+    with Webhook() as hook:
+        _, text, data = rendered(FAST, hook.url)
+        am, am_url = alertmanager(tmp_path, text)
+        prometheus_yml = yaml.safe_load(data["prometheus.yml"])
+        (tmp_path / "alerts.yml").write_text(data["alerts.yml"])
+        job = next(j for j in prometheus_yml["scrape_configs"] if j["job_name"] == observability.APP_JOB)
+        # Debian's Prometheus has no Kubernetes discovery: the app's target and Alertmanager's address are static.
+        job.pop("kubernetes_sd_configs")
+        job.pop("relabel_configs")
+        job["static_configs"] = [{"targets": [bind]}]
+        prometheus_yml["scrape_configs"] = [job]
+        prometheus_yml["rule_files"] = [str(tmp_path / "alerts.yml")]
+        prometheus_yml["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [am_url[len("http://") :]]
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prometheus_yml))
+        port = free_port()
+        prometheus = start(
+            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            tmp_path, "prometheus",
+        )  # fmt: skip
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", prometheus, tmp_path, "prometheus")
+            with gunicorn_factory(GUNICORN_BIND=bind):
+                time.sleep(4)  # scraped up, for longer than app_down_after: nothing may fire
+                assert not hook.wait_for(firing("DjangoAppDown"), 1)
+            down = hook.wait_for(firing("DjangoAppDown"), 25)
+            assert down, f"no DjangoAppDown delivered; received {hook.received}"
+            with gunicorn_factory(GUNICORN_BIND=bind):
+                resolved = hook.wait_for(firing("DjangoAppDown", "resolved"), 25)
+        finally:
+            stop(prometheus)
+            stop(am)
+    assert down["receiver"] == "critical"
+    (alert,) = [a for a in down["alerts"] if a["labels"]["alertname"] == "DjangoAppDown"]
+    assert alert["annotations"]["runbook_url"].endswith("#app-down")
+    assert resolved, f"DjangoAppDown was not resolved; received {hook.received}"
+
+
+# --- operator mode ----------------------------------------------------------------------
+
+ALL_RECEIVERS = {
+    "alert_email_to": ["ops@example.com"],
+    "alert_email_from": "alerts@example.com",
+    "alert_smtp_smarthost": "smtp.example.com:587",
+    "alert_smtp_username": "alerts",
+    "alert_webhook": "webhook",
+    "alert_sns_topic_arn": "arn:aws:sns:eu-west-3:123456789012:pager",
+    "aws_region": "eu-west-3",
+}
+
+
+def test_operator_mode_routes_like_the_standalone_alertmanager_with_secrets_by_reference():
+    webhook = "https://hooks.example.com/only-in-the-secret"
+    standalone = yaml.safe_load(rendered(ALL_RECEIVERS, webhook)[1])
+    settings = {**ALL_RECEIVERS, "monitoring_mode": "operator"}
+    manifests = render_manifests(load_config(settings, environ={}), secrets(webhook), redact=False)
+    (resource,) = by_kind(manifests, "AlertmanagerConfig")
+    spec = resource["spec"]
+    assert webhook not in json.dumps(resource) and SMTP_PASSWORD not in json.dumps(resource)
+    assert [r["receiver"] for r in spec["route"]["routes"]] == [r["receiver"] for r in standalone["route"]["routes"]]
+    for ours, theirs in zip(spec["receivers"], standalone["receivers"], strict=True):
+        assert ours["name"] == theirs["name"]
+        assert len([k for k in ours if k.endswith("Configs")]) == len([k for k in theirs if k.endswith("_configs")])
+    (critical,) = [r for r in spec["receivers"] if r["name"] == "critical"]
+    reference = critical["webhookConfigs"][0]["urlSecret"]
+    (secret,) = [m for m in by_kind(manifests, "Secret") if m["metadata"]["name"] == reference["name"]]
+    assert secret["metadata"]["namespace"] == resource["metadata"]["namespace"]
+    assert base64.b64decode(secret["data"][reference["key"]]).decode() == webhook
+    password = critical["emailConfigs"][0]["authPassword"]
+    assert base64.b64decode(secret["data"][password["key"]]).decode() == SMTP_PASSWORD
+    # The operator routes an AlertmanagerConfig only the alerts of its namespace: every rule carries it.
+    (rule,) = by_kind(manifests, "PrometheusRule")
+    for alert in rule["spec"]["groups"][0]["rules"]:
+        assert alert["labels"]["namespace"] == resource["metadata"]["namespace"]
+
+
+def test_a_configured_webhook_without_its_url_is_refused_at_deploy():
+    from deploy.k8s.render import RenderError
+
+    with pytest.raises(RenderError, match="DEPLOY_ALERT_WEBHOOK_URL"):
+        render_manifests(load_config(FAST, environ={}), secrets(webhook_url=""), redact=False)
+
+
+def test_sns_signs_with_the_irsa_role_and_alertmanager_stays_restricted():
+    from deploy.k8s.validate import validate_manifests
+
+    settings = {**ALL_RECEIVERS, "alert_sns_role_arn": "arn:aws:iam::123456789012:role/alertmanager-sns"}
+    config = load_config(settings, environ={})
+    manifests = render_manifests(config)
+    (account,) = [m for m in by_kind(manifests, "ServiceAccount") if m["metadata"]["name"] == "alertmanager"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/alertmanager-sns")
+    assert validate_manifests(manifests, config) == []
