@@ -116,6 +116,11 @@ HOSTILE = [
      ["catalog_product pk=8 column attributes: is not valid JSON"]),
     ("malformed-uuid", ["UPDATE catalog_product SET uuid = 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz' WHERE id = 7"],
      ["catalog_product pk=7 column uuid: is not a valid UUID"]),
+    ("ip-rewritten", ["UPDATE testapp_reading SET ip = '2001:0DB8::0001' WHERE id = 1"],
+     ["testapp_reading pk=1 column ip: is not written as Django writes addresses: PostgreSQL would store "
+      "2001:db8::1"]),
+    ("ip-network", ["UPDATE testapp_reading SET ip = '10.0.0.0/8' WHERE id = 2"],
+     ["testapp_reading pk=2 column ip: is not an IP address"]),
 ]  # fmt: skip
 
 

@@ -8,16 +8,19 @@ while there is one.
 import contextlib
 import datetime as dt
 import decimal
+import ipaddress
 import math
 import sqlite3
 import uuid
 import zoneinfo
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
 from django.utils.dateparse import parse_date, parse_datetime, parse_time
+from django.utils.ipv6 import clean_ipv6_address
 
 from deploy.sqlite import state
 from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES, fast_checks
@@ -430,6 +433,8 @@ def _judge(kind, column, value):
         return None if _parses(parse_datetime, text) else "is not a valid datetime"
     if kind == "nonexistent":
         return naive_time_problem(text)
+    if kind == "ip":
+        return ip_problem(text)
     if kind == "date":
         return None if _parses(parse_date, text) else "is not a valid date"
     if kind == "time":
@@ -449,6 +454,18 @@ def _judge(kind, column, value):
     if kind == "duration":
         return "is not a duration in microseconds"
     return f"failed the {kind} check"
+
+
+def ip_problem(text):
+    """A sentence when ``text`` is not an address as Django stores it (PostgreSQL would refuse or rewrite it)."""
+    try:
+        # As Django writes them (and PostgreSQL prints them): IPv6 compressed, IPv4-mapped ones dotted.
+        address = clean_ipv6_address(text) if ":" in text else str(ipaddress.IPv4Address(text))
+    except (ValueError, ValidationError):
+        return "is not an IP address (a network, or not an address at all)"
+    if address != text:
+        return f"is not written as Django writes addresses: PostgreSQL would store {address}; correct it in the source"
+    return None
 
 
 def naive_time_problem(text):
