@@ -216,6 +216,22 @@ def _is_ip(value):
     return True
 
 
+_QUOTA_KEYS = {
+    "requests.cpu": _cpu, "limits.cpu": _cpu, "requests.memory": _memory, "limits.memory": _memory,
+    "requests.storage": _memory, "pods": lambda v: None if isinstance(v, int) and v > 0 else "a positive integer",
+}  # fmt: skip
+
+
+def _quota(value):
+    if set(value) != set(_QUOTA_KEYS):
+        return f"a mapping with exactly the keys {', '.join(sorted(_QUOTA_KEYS))}"
+    for key, check in _QUOTA_KEYS.items():
+        problem = check(value[key]) if key == "pods" or isinstance(value[key], str) else "a quoted quantity"
+        if problem:
+            return f"{key}: {problem}"
+    return None
+
+
 def _environments(value):
     for name, overrides in value.items():
         if not isinstance(name, str) or _dns_label(name):
@@ -489,6 +505,21 @@ class DeployConfig:
     container_max_memory: str = setting(
         "8Gi", "DEPLOY_CONTAINER_MAX_MEMORY", "LimitRange: largest memory limit of one container.", check=_memory
     )
+    logging_quota: dict = setting(
+        {"requests.cpu": "4", "limits.cpu": "12", "requests.memory": "12Gi", "limits.memory": "12Gi",
+         "requests.storage": "160Gi", "pods": 20},
+        None,
+        "ResourceQuota of the logging namespace (keys: requests.cpu, limits.cpu, requests.memory, limits.memory, "
+        "requests.storage, pods). Its LimitRange uses container_max_cpu and container_max_memory.",
+        check=lambda v: _quota(v),
+    )  # fmt: skip
+    monitoring_quota: dict = setting(
+        {"requests.cpu": "2", "limits.cpu": "6", "requests.memory": "4Gi", "limits.memory": "8Gi",
+         "requests.storage": "50Gi", "pods": 20},
+        None,
+        "ResourceQuota of the monitoring namespace (same keys as logging_quota).",
+        check=lambda v: _quota(v),
+    )  # fmt: skip
     priority_class: str = setting(
         "",
         "DEPLOY_PRIORITY_CLASS",
@@ -626,7 +657,11 @@ class DeployConfig:
     )
     node_instance_type: str = setting("t3.large", "DEPLOY_NODE_INSTANCE_TYPE", "EC2 instance type of the nodes.")
     node_count_min: int = setting(
-        2, "DEPLOY_NODE_COUNT_MIN", "Fewest nodes of the managed node group.", check=_positive
+        3,
+        "DEPLOY_NODE_COUNT_MIN",
+        "Fewest nodes of the managed node group (its size: no cluster autoscaler is installed). Three t3.large "
+        "hold the default stack at its largest; the render's capacity check says when they do not (docs/policy.md).",
+        check=_positive,
     )
     node_count_max: int = setting(4, "DEPLOY_NODE_COUNT_MAX", "Most nodes of the managed node group.", check=_positive)
     node_disk_size: int = setting(50, "DEPLOY_NODE_DISK_SIZE", "Disk of each node, in GiB.", check=_positive)

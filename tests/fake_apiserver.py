@@ -45,6 +45,7 @@ import yaml
 # group, version, kind, plural, namespaced, subresources
 RESOURCES = [
     ("", "v1", "Namespace", "namespaces", False, ["status"]),
+    ("", "v1", "Node", "nodes", False, ["status"]),
     ("", "v1", "ServiceAccount", "serviceaccounts", True, []),
     ("", "v1", "ConfigMap", "configmaps", True, []),
     ("", "v1", "Secret", "secrets", True, []),

@@ -26,7 +26,7 @@ MODES = {
     },
     "no-observability": {"monitoring": False, "logging": False},
     "operator-monitoring": {"monitoring_mode": "operator"},
-    "elasticsearch-ha": {"elasticsearch_replicas": 3, "log_retention_days": 30},
+    "elasticsearch-ha": {"elasticsearch_replicas": 3, "log_retention_days": 30, "node_count_min": 4},
 }  # fmt: skip
 
 

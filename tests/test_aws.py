@@ -170,7 +170,11 @@ def test_ecr_repository_is_created_with_its_policies_and_idempotently(aws):
 # --- preflight ---------------------------------------------------------------------------
 
 
-def _cluster_addons(server, network_policy=True):
+def _cluster_addons(server, network_policy=True, nodes=3):
+    for i in range(nodes):
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{i}"},
+                "status": {"allocatable": {"cpu": "1930m", "memory": "7452Mi"}}}  # fmt: skip
+        server.create("", "v1", "Node", "nodes", None, body, False)
     for name in ("aws-load-balancer-controller", "metrics-server"):
         server.create("apps", "v1", "Deployment", "deployments", "kube-system",
                       {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}, False)  # fmt: skip
