@@ -41,6 +41,8 @@ def restore_script(config, backup):
         f"-d {shlex.quote(config.postgres_database)}"
     )
     path = shlex.quote(f"/backups/{backup}")
+    # $table is the dump's own COPY target, an identifier pg_dump already quoted, expanded by the shell.
+    count = '"SELECT count(*) FROM $table"'
     return (
         "set -eu; "
         'export PGPASSWORD="$(cat /run/secrets/postgres/password)"; '
@@ -49,10 +51,10 @@ def restore_script(config, backup):
         f'pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error {connect} "$f"; '
         # Rows per table in the dump: the lines of each COPY block of its data section.
         'pg_restore --data-only -f - "$f" | awk \'/^COPY /{t=$2; n=0; c=1; next} '
-        'c && /^\\\\\\.$/{print t, n; c=0; next} c{n++}\' > /tmp/expected; '
+        "c && /^\\\\\\.$/{print t, n; c=0; next} c{n++}' > /tmp/expected; "
         "bad=0; "
         "while read -r table rows; do "
-        f'got="$(psql -X -A -t -q {connect} -c "SELECT count(*) FROM $table")"; '
+        f'got="$(psql -X -A -t -q {connect} -c {count})"; '
         'echo "restore: $table dump=$rows database=$got"; '
         'if [ "$got" != "$rows" ]; then bad=1; fi; '
         "done < /tmp/expected; "
