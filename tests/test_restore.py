@@ -158,3 +158,61 @@ def test_the_restore_job_is_restricted_and_allowed_by_the_network_policies():
 def test_a_name_that_is_not_a_backup_is_refused(name):
     with pytest.raises(RestoreError, match="is not a backup name"):
         restore_job(load_config({}, environ={}), name)
+
+
+# --- the command: k8s_deploy --restore, against the fake API server ----------------------------------------------
+
+
+def _restore_command(*args):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("k8s_deploy", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    from tests.fake_apiserver import FakeApiServer
+
+    with FakeApiServer(job_ticks=1) as server:
+        monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path / "kubeconfig")))
+        server.create("", "v1", "Namespace", "namespaces", None,
+                      {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "django-app"}}, False)  # fmt: skip
+        yield server
+
+
+def _jobs(server):
+    return [o for o in server.list("jobs", "django-app")]
+
+
+def test_k8s_deploy_restore_runs_the_job_and_reports(fake):
+    out = _restore_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "30")
+    (job,) = _jobs(fake)
+    assert job["metadata"]["labels"]["app.kubernetes.io/operation"] == "restore"
+    assert "/backups/app-20240701T120000Z.dump" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "Restored app-20240701T120000Z.dump into database 'app' in namespace django-app" in out
+
+
+def test_k8s_deploy_restore_failure_names_the_job_and_its_log(fake):
+    from django.core.management.base import CommandError
+
+    fake.scenarios["job/postgres-backup"] = "fail"
+    with pytest.raises(CommandError) as excinfo:
+        _restore_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "30")
+    message = str(excinfo.value)
+    assert "The restore Job django-app-restore-" in message and "failed; its log ends with" in message
+    assert "one transaction" in message and "Traceback" not in message
+    assert len(_jobs(fake)) == 1
+
+
+def test_k8s_deploy_restore_asks_for_yes_and_checks_the_name_before_touching_the_cluster(fake):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="pass --yes"):
+        _restore_command("--restore", "app-20240701T120000Z.dump")
+    with pytest.raises(CommandError, match=r"is not a backup name.*Nothing was restored"):
+        _restore_command("--restore", "app.sql", "--yes")
+    assert _jobs(fake) == []
