@@ -98,6 +98,7 @@ def test_a_backup_of_the_cronjob_restored_by_the_restore_job_gives_the_same_rows
     dump_script = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
     dumped = _run(_here(dump_script, source_config, local))
     assert dumped.returncode == 0, dumped.stderr
+    assert dumped.stdout.startswith(f"backup: wrote {local['dir']}/backups/{local['source']}-")
     (backup,) = [p.name for p in (local["dir"] / "backups").iterdir()]
     assert backup.startswith(f"{local['source']}-") and backup.endswith("Z.dump")
     # The CronJob names files after the source database; the restore Job takes the file by name.
@@ -128,6 +129,7 @@ def test_a_missing_or_damaged_backup_leaves_the_database_as_it_was(local):
     name = f"{local['target']}-20240101T000000Z.dump"
     missing = _run(_here(restore_script(target_config, name), target_config, local))
     assert missing.returncode == 2 and f"no backup {local['dir']}/backups/{name}" in missing.stdout
+    assert "the backups are:" in missing.stdout
     (local["dir"] / "backups" / name).write_bytes(b"PGDMP" + b"\x00" * 50)  # a truncated dump
     damaged = _run(_here(restore_script(target_config, name), target_config, local))
     assert damaged.returncode != 0 and "pg_restore" in damaged.stderr
