@@ -689,8 +689,9 @@ class DeployConfig:
     secrets_name: str = setting(
         "",
         "DEPLOY_SECRETS_NAME",
-        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD and "
-        "DEPLOY_REDIS_PASSWORD as one JSON object; k8s_deploy reads it when it applies. "
+        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, "
+        "DEPLOY_REDIS_PASSWORD and DEPLOY_POSTGRES_SUPERUSER_PASSWORD as one JSON object; k8s_deploy reads it "
+        "when it applies. "
         "Empty: those environment variables.",
         check=_secret_name,
     )
@@ -773,11 +774,14 @@ class DeploySecrets:
     secret_key: str = field(default="", repr=False)
     postgres_password: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)
+    # The in-cluster PostgreSQL's superuser ("postgres"): only its init uses it; the app's user is not a superuser.
+    postgres_superuser_password: str = field(default="", repr=False)
 
     ENV = {
         "secret_key": "DEPLOY_SECRET_KEY",
         "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
         "redis_password": "DEPLOY_REDIS_PASSWORD",
+        "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
     }
 
     def missing(self):

@@ -50,7 +50,8 @@ def configuration_page():
         "the setting and what is allowed.",
         "",
         "Secret values never go in `DEPLOY`: `k8s_deploy` reads them from the environment when it applies "
-        "(`DEPLOY_SECRET_KEY`, `DEPLOY_POSTGRES_PASSWORD`, `DEPLOY_REDIS_PASSWORD`), or, when `secrets_name` is "
+        "(`DEPLOY_SECRET_KEY`, `DEPLOY_POSTGRES_PASSWORD`, `DEPLOY_REDIS_PASSWORD`, "
+        "`DEPLOY_POSTGRES_SUPERUSER_PASSWORD` for the in-cluster PostgreSQL's superuser), or, when `secrets_name` is "
         "set, from that AWS Secrets Manager secret.",
         "",
         "Environments: `DEPLOY['environments']` names environments (such as `staging` and `production`), each a "

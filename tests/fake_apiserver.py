@@ -913,6 +913,7 @@ def write_sandbox_files(server, directory):
         f"export DEPLOY_SECRET_KEY={secrets.token_urlsafe(40)}\n"
         f"export DEPLOY_POSTGRES_PASSWORD={secrets.token_urlsafe(16)}\n"
         f"export DEPLOY_REDIS_PASSWORD={secrets.token_urlsafe(16)}\n"
+        f"export DEPLOY_POSTGRES_SUPERUSER_PASSWORD={secrets.token_urlsafe(16)}\n"
     )
     os.chmod(env, 0o600)
     return kubeconfig, env

@@ -284,6 +284,7 @@ def test_deploy_to_eks_arrives_with_bearer_tokens_refreshed_during_a_long_wait(a
         "DEPLOY_SECRET_KEY": "k" * 40,
         "DEPLOY_POSTGRES_PASSWORD": "p",
         "DEPLOY_REDIS_PASSWORD": "r",
+        "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "su",
     }.items():
         monkeypatch.setenv(name, value)
     with FakeApiServer(token_check=check) as server:
@@ -308,6 +309,7 @@ def test_preflight_runs_before_a_deploy_and_stops_it(aws, monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     for name in ("DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD", "DEPLOY_REDIS_PASSWORD"):
         monkeypatch.setenv(name, "x" * 20)
+    monkeypatch.setenv("DEPLOY_POSTGRES_SUPERUSER_PASSWORD", "y" * 20)
     with FakeApiServer() as server:
         eks_backends[next(iter(eks_backends))][REGION].clusters["shop"].endpoint = server.url
         with pytest.raises(CommandError, match=r"The preflight failed \(.*AWS Load Balancer Controller"):

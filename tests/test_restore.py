@@ -218,3 +218,63 @@ def test_k8s_deploy_restore_asks_for_yes_and_checks_the_name_before_touching_the
     with pytest.raises(CommandError, match=r"is not a backup name.*Nothing was restored"):
         _restore_command("--restore", "app.sql", "--yes")
     assert _jobs(fake) == []
+
+
+# --- the app's user is not a superuser ---------------------------------------------------------------------------
+
+
+def test_the_postgres_init_script_makes_an_app_user_that_owns_its_schema_and_is_not_a_superuser(db, tmp_path):
+    config = load_config({}, environ={})
+    manifests = render_manifests(config)
+    statefulset = by_kind(manifests, "StatefulSet", "django-app-postgres")[0]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in statefulset["containers"][0]["env"]}
+    assert env["POSTGRES_USER"] == "postgres" and env["APP_USER"] == "app"
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres/superuser-password"
+    (script,) = by_kind(manifests, "ConfigMap", "django-app-postgres-init")[0]["data"].values()
+    base = connection.settings_dict["NAME"].replace("_", "-")
+    role, database = f"{base}-init-app", f"{base}-init"
+    (tmp_path / "password").write_text("app pass'word; DROP")
+    script = script.replace("/run/secrets/postgres/password", str(tmp_path / "password"))
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.execute(f'CREATE DATABASE "{database}"')  # as the image does for POSTGRES_DB, owned by the superuser
+        try:
+            run_env = {"PATH": "/usr/bin:/bin", "PGHOST": "127.0.0.1", "POSTGRES_USER": "postgres",
+                       "POSTGRES_DB": database, "APP_USER": role}  # fmt: skip
+            done = subprocess.run(["/bin/sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            flags = admin.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles WHERE rolname = %s", [role]
+            ).fetchone()
+            assert flags == (False, False, False, True)
+            owner = admin.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", [database]
+            ).fetchone()
+            assert owner == (role,)
+            with psycopg.connect(f"postgres://{role}@127.0.0.1:5432/{database}", autocommit=True) as app:
+                assert app.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'"
+                                   ).fetchone() == (role,)  # fmt: skip
+                app.execute("CREATE TABLE migrated (id int)")  # migrations work
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    app.execute("CREATE ROLE intruder SUPERUSER")
+            stored = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()[0]
+            assert stored.startswith("SCRAM-SHA-256$")  # the password file's text was set as the password
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_the_superuser_password_must_differ_from_the_apps():
+    from deploy.conf import DeploySecrets
+    from deploy.k8s.render import RenderError
+
+    same = DeploySecrets("k" * 40, "same-password", "r", "same-password")
+    with pytest.raises(RenderError, match="SUPERUSER_PASSWORD is the same as DEPLOY_POSTGRES_PASSWORD") as excinfo:
+        render_manifests(load_config({}, environ={}), same, redact=False)
+    assert "same-password" not in str(excinfo.value)
+    backup = by_kind(render_manifests(load_config({}, environ={})), "CronJob")[0]
+    volumes = backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "secrets")["secret"]["items"] == [
+        {"key": "password", "path": "password"}
+    ]
