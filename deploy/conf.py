@@ -222,6 +222,15 @@ _QUOTA_KEYS = {
 }  # fmt: skip
 
 
+def _staff_access(value):
+    for arn, role in value.items():
+        if not isinstance(arn, str) or not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+", arn):
+            return f"a mapping of IAM role or user ARNs to 'read-only' or 'operator' ({arn!r} is not an ARN)"
+        if role not in ("read-only", "operator"):
+            return f"a mapping of IAM ARNs to 'read-only' or 'operator' ({arn!r} maps to {role!r})"
+    return None
+
+
 def _quota(value):
     if set(value) != set(_QUOTA_KEYS):
         return f"a mapping with exactly the keys {', '.join(sorted(_QUOTA_KEYS))}"
@@ -624,6 +633,30 @@ class DeployConfig:
         "", "DEPLOY_AWS_REGION", "AWS region (default: the AWS SDK's, from AWS_REGION or the profile)."
     )
     aws_profile: str = setting("", "DEPLOY_AWS_PROFILE", "AWS profile (default: the standard credential chain).")
+    # --- staff access (docs/security.md#staff-access-rbac) ---
+    staff_read_only_group: str = setting(
+        "staff:read-only",
+        "DEPLOY_STAFF_READ_ONLY_GROUP",
+        "Kubernetes group bound to the read-only role in every namespace of the stack (no Secrets, no exec).",
+        check=lambda v: (
+            None if re.fullmatch(r"[a-z0-9][a-z0-9:._-]{0,62}", v) else "a group name such as 'staff:read-only'"
+        ),
+    )
+    staff_operator_group: str = setting(
+        "staff:operators",
+        "DEPLOY_STAFF_OPERATOR_GROUP",
+        "Kubernetes group bound to the operator role (read-only plus restart, scale, port-forward, exec, Jobs).",
+        check=lambda v: (
+            None if re.fullmatch(r"[a-z0-9][a-z0-9:._-]{0,62}", v) else "a group name such as 'staff:operators'"
+        ),
+    )
+    staff_access: dict = setting(
+        {},
+        None,
+        "IAM roles or users given access to the cluster by aws_provision (EKS access entries), each mapped to "
+        "'read-only' or 'operator': {'arn:aws:iam::123456789012:role/support': 'read-only'}.",
+        check=lambda v: _staff_access(v),
+    )
     app_role_arn: str = setting(
         "",
         "DEPLOY_APP_ROLE_ARN",
