@@ -54,7 +54,7 @@ def test_a_quota_the_namespace_does_not_fit_in_fails(namespace):
     problems = _problems({f"{namespace}_quota": quota})
     assert len(problems) == 1, problems
     assert f"ResourceQuota {namespace}/django-app-quota" in problems[0] and "requests.memory" in problems[0]
-    assert "Raise the quota setting" in problems[0]
+    assert f"Raise it in {namespace}_quota" in problems[0]
 
 
 def test_the_quota_counts_a_daemonset_on_every_node_the_group_can_grow_to():

@@ -19,7 +19,8 @@ from deploy.k8s.objects import containers, describe, pod_spec
 
 MIB = 2**20
 
-# vCPU, memory (GiB) and the VPC CNI's maximum pods (from the ENI limits) of common node instance types.
+# vCPU, memory (GiB) and the VPC CNI's maximum pods (from the ENI limits) of common node instance types;
+# the AMD (t3a, m6a, m7a) and newer (c7i, r7i) siblings have the same figures.
 INSTANCE_TYPES = {
     "t3.medium": (2, 4, 17), "t3.large": (2, 8, 35), "t3.xlarge": (4, 16, 58), "t3.2xlarge": (8, 32, 58),
     "m5.large": (2, 8, 29), "m5.xlarge": (4, 16, 58), "m5.2xlarge": (8, 32, 58), "m5.4xlarge": (16, 64, 234),
@@ -28,6 +29,10 @@ INSTANCE_TYPES = {
     "c6i.large": (2, 4, 29), "c6i.xlarge": (4, 8, 58), "c6i.2xlarge": (8, 16, 58), "c6i.4xlarge": (16, 32, 234),
     "r6i.large": (2, 16, 29), "r6i.xlarge": (4, 32, 58), "r6i.2xlarge": (8, 64, 58), "r6i.4xlarge": (16, 128, 234),
 }  # fmt: skip
+for _intel, _siblings in (("t3", ("t3a",)), ("m6i", ("m6a", "m7a")), ("c6i", ("c7i",)), ("r6i", ("r7i",))):
+    for _name, _figures in list(INSTANCE_TYPES.items()):
+        if _name.split(".")[0] == _intel:
+            INSTANCE_TYPES.update({f"{sibling}.{_name.split('.')[1]}": _figures for sibling in _siblings})
 
 # What EKS itself runs: aws-node and kube-proxy on every node, CoreDNS's two replicas once (their default requests).
 SYSTEM_PER_NODE = {"cpu": 25 + 100, "memory": 0}

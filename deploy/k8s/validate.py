@@ -295,6 +295,9 @@ def _resource_fit(manifests, pods, config):
         namespace = quota["metadata"].get("namespace")
         hard = quota["spec"]["hard"]
         sums = totals.get(namespace, {})
+        setting = {config.logging_namespace: "logging_quota", config.monitoring_namespace: "monitoring_quota"}.get(
+            namespace, "quota_*"
+        )
         checks = [
             ("requests.cpu", cpu_millis, lambda v: f"{v}m"),
             ("limits.cpu", cpu_millis, lambda v: f"{v}m"),
@@ -310,7 +313,7 @@ def _resource_fit(manifests, pods, config):
             if used > parse(str(hard[resource])):
                 problems.append(
                     f"{describe(quota)}: the stack at its largest (autoscaler maximum, rollout surge, Jobs) needs "
-                    f"{resource} {show(used)}, more than the quota's {hard[resource]}. Raise the quota setting or "
+                    f"{resource} {show(used)}, more than the quota's {hard[resource]}. Raise it in {setting} or "
                     "lower replicas_max or the pods' resources."
                 )
     for limit_range in (m for m in manifests if m["kind"] == "LimitRange"):
