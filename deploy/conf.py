@@ -220,6 +220,31 @@ def _is_ip(value):
     return True
 
 
+_QUOTA_KEYS = {
+    "requests.cpu": _cpu, "limits.cpu": _cpu, "requests.memory": _memory, "limits.memory": _memory,
+    "requests.storage": _memory, "pods": lambda v: None if isinstance(v, int) and v > 0 else "a positive integer",
+}  # fmt: skip
+
+
+def _staff_access(value):
+    for arn, role in value.items():
+        if not isinstance(arn, str) or not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+", arn):
+            return f"a mapping of IAM role or user ARNs to 'read-only' or 'operator' ({arn!r} is not an ARN)"
+        if role not in ("read-only", "operator"):
+            return f"a mapping of IAM ARNs to 'read-only' or 'operator' ({arn!r} maps to {role!r})"
+    return None
+
+
+def _quota(value):
+    if set(value) != set(_QUOTA_KEYS):
+        return f"a mapping with exactly the keys {', '.join(sorted(_QUOTA_KEYS))}"
+    for key, check in _QUOTA_KEYS.items():
+        problem = check(value[key]) if key == "pods" or isinstance(value[key], str) else "a quoted quantity"
+        if problem:
+            return f"{key}: {problem}"
+    return None
+
+
 def _environments(value):
     for name, overrides in value.items():
         if not isinstance(name, str) or _dns_label(name):
@@ -496,6 +521,21 @@ class DeployConfig:
     container_max_memory: str = setting(
         "8Gi", "DEPLOY_CONTAINER_MAX_MEMORY", "LimitRange: largest memory limit of one container.", check=_memory
     )
+    logging_quota: dict = setting(
+        {"requests.cpu": "4", "limits.cpu": "12", "requests.memory": "12Gi", "limits.memory": "12Gi",
+         "requests.storage": "160Gi", "pods": 20},
+        None,
+        "ResourceQuota of the logging namespace (keys: requests.cpu, limits.cpu, requests.memory, limits.memory, "
+        "requests.storage, pods). Its LimitRange uses container_max_cpu and container_max_memory.",
+        check=lambda v: _quota(v),
+    )  # fmt: skip
+    monitoring_quota: dict = setting(
+        {"requests.cpu": "2", "limits.cpu": "6", "requests.memory": "4Gi", "limits.memory": "8Gi",
+         "requests.storage": "50Gi", "pods": 20},
+        None,
+        "ResourceQuota of the monitoring namespace (same keys as logging_quota).",
+        check=lambda v: _quota(v),
+    )  # fmt: skip
     priority_class: str = setting(
         "",
         "DEPLOY_PRIORITY_CLASS",
@@ -702,6 +742,30 @@ class DeployConfig:
         "", "DEPLOY_AWS_REGION", "AWS region (default: the AWS SDK's, from AWS_REGION or the profile)."
     )
     aws_profile: str = setting("", "DEPLOY_AWS_PROFILE", "AWS profile (default: the standard credential chain).")
+    # --- staff access (docs/security.md#staff-access-rbac) ---
+    staff_read_only_group: str = setting(
+        "staff:read-only",
+        "DEPLOY_STAFF_READ_ONLY_GROUP",
+        "Kubernetes group bound to the read-only role in every namespace of the stack (no Secrets, no exec).",
+        check=lambda v: (
+            None if re.fullmatch(r"[a-z0-9][a-z0-9:._-]{0,62}", v) else "a group name such as 'staff:read-only'"
+        ),
+    )
+    staff_operator_group: str = setting(
+        "staff:operators",
+        "DEPLOY_STAFF_OPERATOR_GROUP",
+        "Kubernetes group bound to the operator role (read-only plus restart, scale, port-forward, exec, Jobs).",
+        check=lambda v: (
+            None if re.fullmatch(r"[a-z0-9][a-z0-9:._-]{0,62}", v) else "a group name such as 'staff:operators'"
+        ),
+    )
+    staff_access: dict = setting(
+        {},
+        None,
+        "IAM roles or users given access to the cluster by aws_provision (EKS access entries), each mapped to "
+        "'read-only' or 'operator': {'arn:aws:iam::123456789012:role/support': 'read-only'}.",
+        check=lambda v: _staff_access(v),
+    )
     app_role_arn: str = setting(
         "",
         "DEPLOY_APP_ROLE_ARN",
@@ -735,7 +799,11 @@ class DeployConfig:
     )
     node_instance_type: str = setting("t3.large", "DEPLOY_NODE_INSTANCE_TYPE", "EC2 instance type of the nodes.")
     node_count_min: int = setting(
-        2, "DEPLOY_NODE_COUNT_MIN", "Fewest nodes of the managed node group.", check=_positive
+        3,
+        "DEPLOY_NODE_COUNT_MIN",
+        "Fewest nodes of the managed node group (its size: no cluster autoscaler is installed). Three t3.large "
+        "hold the default stack at its largest; the render's capacity check says when they do not (docs/policy.md).",
+        check=_positive,
     )
     node_count_max: int = setting(4, "DEPLOY_NODE_COUNT_MAX", "Most nodes of the managed node group.", check=_positive)
     node_disk_size: int = setting(50, "DEPLOY_NODE_DISK_SIZE", "Disk of each node, in GiB.", check=_positive)
@@ -763,8 +831,9 @@ class DeployConfig:
     secrets_name: str = setting(
         "",
         "DEPLOY_SECRETS_NAME",
-        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD and "
-        "DEPLOY_REDIS_PASSWORD as one JSON object; k8s_deploy reads it when it applies. "
+        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, "
+        "DEPLOY_REDIS_PASSWORD and DEPLOY_POSTGRES_SUPERUSER_PASSWORD as one JSON object; k8s_deploy reads it "
+        "when it applies. "
         "Empty: those environment variables.",
         check=_secret_name,
     )
@@ -847,6 +916,8 @@ class DeploySecrets:
     secret_key: str = field(default="", repr=False)
     postgres_password: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)
+    # The in-cluster PostgreSQL's superuser ("postgres"): only its init uses it; the app's user is not a superuser.
+    postgres_superuser_password: str = field(default="", repr=False)
     alert_smtp_password: str = field(default="", repr=False)
     alert_webhook_url: str = field(default="", repr=False)
 
@@ -854,6 +925,7 @@ class DeploySecrets:
         "secret_key": "DEPLOY_SECRET_KEY",
         "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
         "redis_password": "DEPLOY_REDIS_PASSWORD",
+        "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
         "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
         "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
     }

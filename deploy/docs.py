@@ -50,7 +50,8 @@ def configuration_page():
         "the setting and what is allowed.",
         "",
         "Secret values never go in `DEPLOY`: `k8s_deploy` reads them from the environment when it applies "
-        "(`DEPLOY_SECRET_KEY`, `DEPLOY_POSTGRES_PASSWORD`, `DEPLOY_REDIS_PASSWORD`, and for the alert receivers "
+        "(`DEPLOY_SECRET_KEY`, `DEPLOY_POSTGRES_PASSWORD`, `DEPLOY_REDIS_PASSWORD`, "
+        "`DEPLOY_POSTGRES_SUPERUSER_PASSWORD` for the in-cluster PostgreSQL's superuser, and for the alert receivers "
         "`DEPLOY_ALERT_SMTP_PASSWORD` and `DEPLOY_ALERT_WEBHOOK_URL`), or, when `secrets_name` is "
         "set, from that AWS Secrets Manager secret.",
         "",

@@ -45,6 +45,7 @@ import yaml
 # group, version, kind, plural, namespaced, subresources
 RESOURCES = [
     ("", "v1", "Namespace", "namespaces", False, ["status"]),
+    ("", "v1", "Node", "nodes", False, ["status"]),
     ("", "v1", "ServiceAccount", "serviceaccounts", True, []),
     ("", "v1", "ConfigMap", "configmaps", True, []),
     ("", "v1", "Secret", "secrets", True, []),
@@ -912,6 +913,7 @@ def write_sandbox_files(server, directory):
         f"export DEPLOY_SECRET_KEY={secrets.token_urlsafe(40)}\n"
         f"export DEPLOY_POSTGRES_PASSWORD={secrets.token_urlsafe(16)}\n"
         f"export DEPLOY_REDIS_PASSWORD={secrets.token_urlsafe(16)}\n"
+        f"export DEPLOY_POSTGRES_SUPERUSER_PASSWORD={secrets.token_urlsafe(16)}\n"
     )
     os.chmod(env, 0o600)
     return kubeconfig, env

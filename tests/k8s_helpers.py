@@ -26,7 +26,7 @@ MODES = {
     },
     "no-observability": {"monitoring": False, "logging": False},
     "operator-monitoring": {"monitoring_mode": "operator"},
-    "elasticsearch-ha": {"elasticsearch_replicas": 3, "log_retention_days": 30},
+    "elasticsearch-ha": {"elasticsearch_replicas": 3, "log_retention_days": 30, "node_count_min": 4},
     "alert-receivers": {
         "alert_email_to": ["ops@example.com"], "alert_email_from": "alerts@example.com",
         "alert_smtp_smarthost": "smtp.example.com:587", "alert_smtp_username": "alerts", "alert_webhook": "slack",

@@ -41,7 +41,9 @@ FAST = {
 
 
 def secrets(webhook_url="https://hooks.example.com/abc", smtp_password=SMTP_PASSWORD):
-    return DeploySecrets("key", "pg-pass", "redis-pass", smtp_password, webhook_url)
+    return DeploySecrets(
+        "key", "pg-pass", "redis-pass", "su-pass", alert_smtp_password=smtp_password, alert_webhook_url=webhook_url
+    )
 
 
 def rendered(settings, webhook_url="https://hooks.example.com/abc", redact=False):

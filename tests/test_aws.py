@@ -170,7 +170,11 @@ def test_ecr_repository_is_created_with_its_policies_and_idempotently(aws):
 # --- preflight ---------------------------------------------------------------------------
 
 
-def _cluster_addons(server, network_policy=True):
+def _cluster_addons(server, network_policy=True, nodes=3):
+    for i in range(nodes):
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{i}"},
+                "status": {"allocatable": {"cpu": "1930m", "memory": "7452Mi"}}}  # fmt: skip
+        server.create("", "v1", "Node", "nodes", None, body, False)
     for name in ("aws-load-balancer-controller", "metrics-server"):
         server.create("apps", "v1", "Deployment", "deployments", "kube-system",
                       {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}, False)  # fmt: skip
@@ -301,6 +305,7 @@ def test_deploy_to_eks_arrives_with_bearer_tokens_refreshed_during_a_long_wait(a
         "DEPLOY_SECRET_KEY": "k" * 40,
         "DEPLOY_POSTGRES_PASSWORD": "p",
         "DEPLOY_REDIS_PASSWORD": "r",
+        "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "su",
     }.items():
         monkeypatch.setenv(name, value)
     with FakeApiServer(token_check=check) as server:
@@ -325,6 +330,7 @@ def test_preflight_runs_before_a_deploy_and_stops_it(aws, monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     for name in ("DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD", "DEPLOY_REDIS_PASSWORD"):
         monkeypatch.setenv(name, "x" * 20)
+    monkeypatch.setenv("DEPLOY_POSTGRES_SUPERUSER_PASSWORD", "y" * 20)
     with FakeApiServer() as server:
         eks_backends[next(iter(eks_backends))][REGION].clusters["shop"].endpoint = server.url
         with pytest.raises(CommandError, match=r"The preflight failed \(.*AWS Load Balancer Controller"):

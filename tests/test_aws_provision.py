@@ -29,6 +29,8 @@ OPTIONS = {
         "nat_gateways": "per-az",
     },
     "bigger-nodes": {"node_instance_type": "m6i.2xlarge", "node_count_min": 3, "node_count_max": 10},
+    "staff-access": {"staff_access": {"arn:aws:iam::123456789012:role/support": "read-only",
+                                      "arn:aws:iam::123456789012:user/ops/alice": "operator"}},
     "other-names": {"app_name": "shop", "namespace": "shop", "aws_stack_name": "shop-prod",
                     "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/web",
                     "kubernetes_version": "1.31"},

@@ -21,7 +21,12 @@ from deploy.k8s.connect import Endpoint, api_client
 from tests.conftest import PYTHON, ROOT, production_env, target_database_url
 from tests.fake_apiserver import FakeApiServer
 
-SECRETS = {"DEPLOY_SECRET_KEY": "k" * 40, "DEPLOY_POSTGRES_PASSWORD": "pg-pw", "DEPLOY_REDIS_PASSWORD": "redis-pw"}
+SECRETS = {
+    "DEPLOY_SECRET_KEY": "k" * 40,
+    "DEPLOY_POSTGRES_PASSWORD": "pg-pw",
+    "DEPLOY_REDIS_PASSWORD": "redis-pw",
+    "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "pg-su-pw",
+}
 
 
 @pytest.fixture(autouse=True)

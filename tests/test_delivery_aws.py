@@ -417,6 +417,7 @@ VALUES = {
     "DEPLOY_SECRET_KEY": "k" * 50,
     "DEPLOY_POSTGRES_PASSWORD": "pg-Secret-1",
     "DEPLOY_REDIS_PASSWORD": "redis-Secret-2",
+    "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "pg-super-Secret-3",
 }
 
 
@@ -424,7 +425,12 @@ def test_secrets_are_read_from_the_environments_secret(aws):
     client = aws.client("secretsmanager")
     client.create_secret(Name="shop/staging", SecretString=json.dumps(VALUES))
     secrets = read_secrets(aws, "shop/staging")
-    assert (secrets.secret_key, secrets.postgres_password, secrets.redis_password) == tuple(VALUES.values())
+    assert (
+        secrets.secret_key,
+        secrets.postgres_password,
+        secrets.redis_password,
+        secrets.postgres_superuser_password,
+    ) == tuple(VALUES.values())
     assert "pg-Secret-1" not in repr(secrets)
 
 

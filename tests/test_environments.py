@@ -26,6 +26,7 @@ ENVIRONMENTS = {
         "replicas_min": 3,
         "replicas_max": 10,
         "memory_limit": "1Gi",
+        "node_count_min": 4,  # ten app pods at their largest need a fourth t3.large (docs/policy.md)
         "eks_cluster": "shop-production-cluster",
         "secrets_name": "shop/production",
     },
@@ -44,7 +45,7 @@ DERIVED = [
     (("spec", "template", "metadata", "annotations", "checksum/config"), re.compile(r"^[0-9a-f]{64}$")),
     (("metadata", "name"), re.compile(r"^shop-migrate-[0-9a-f]{8}$")),
 ]
-SECRETS = DeploySecrets("a-secret-key", "a-postgres-password", "a-redis-password")
+SECRETS = DeploySecrets("a-secret-key", "a-postgres-password", "a-redis-password", "a-superuser-password")
 
 
 def _leaves(value, path=()):

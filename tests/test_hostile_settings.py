@@ -123,7 +123,9 @@ def test_a_trailing_newline_from_the_environment_is_refused_without_a_traceback(
 
 
 def _redis_conf(password):
-    secrets = DeploySecrets(secret_key="k", postgres_password="p", redis_password=password)
+    secrets = DeploySecrets(
+        secret_key="k", postgres_password="p", redis_password=password, postgres_superuser_password="su"
+    )
     manifests = render_manifests(load_config({}, environ={}), secrets, redact=False)
     (secret,) = [m for m in manifests if m["kind"] == "Secret" and m["metadata"]["name"] == "django-app-redis"]
     return base64.b64decode(secret["data"]["redis.conf"]).decode()

@@ -25,6 +25,7 @@ def server(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("DEPLOY_POSTGRES_PASSWORD", "pg-secret-pw")
+    monkeypatch.setenv("DEPLOY_POSTGRES_SUPERUSER_PASSWORD", "pg-superuser-pw")
     monkeypatch.setenv("DEPLOY_REDIS_PASSWORD", "redis-secret-pw")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)

@@ -124,6 +124,7 @@ SECRET_ENV = {
     "DEPLOY_SECRET_KEY": "top-secret-key-value-123",
     "DEPLOY_POSTGRES_PASSWORD": "pg-pass-word-456",
     "DEPLOY_REDIS_PASSWORD": "redis-pass-789",
+    "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "pg-superuser-pass-012",
 }
 
 
@@ -154,7 +155,10 @@ def test_no_secret_in_render_or_output_without_include_secrets(monkeypatch, tmp_
 
 
 def test_include_secrets_names_the_missing_ones():
-    with pytest.raises(CommandError, match="set DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, DEPLOY_REDIS_PASSWORD"):
+    with pytest.raises(
+        CommandError,
+        match="set DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, DEPLOY_REDIS_PASSWORD, DEPLOY_POSTGRES_SUPERUSER",
+    ):
         run("--render", "--include-secrets")
 
 

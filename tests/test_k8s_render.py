@@ -176,7 +176,12 @@ def test_a_template_that_builds_structure_from_a_value_is_refused(tmp_path):
         render_manifests(load_config({"template_dirs": [str(tmp_path)]}, environ={}))
 
 
-SECRETS = DeploySecrets(secret_key="s3cr3t-K3y/with+chars", postgres_password="p@ss:w/rd", redis_password="r3d!s")
+SECRETS = DeploySecrets(
+    secret_key="s3cr3t-K3y/with+chars",
+    postgres_password="p@ss:w/rd",
+    redis_password="r3d!s",
+    postgres_superuser_password="su-p@ss",
+)
 
 
 def _secret_data(manifests):
@@ -203,10 +208,15 @@ def test_secrets_are_redacted_unless_asked_for():
 
 
 def test_missing_secrets_are_named_when_they_are_needed():
-    with pytest.raises(RenderError, match="DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, DEPLOY_REDIS_PASSWORD"):
+    with pytest.raises(
+        RenderError,
+        match="DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, DEPLOY_REDIS_PASSWORD, DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
+    ):
         render_manifests(load_config({}, environ={}), DeploySecrets(), redact=False)
     # External Redis may have no password (ElastiCache without AUTH).
-    render_manifests(mode_config("external-redis"), DeploySecrets("k", "p"), redact=False)
+    render_manifests(
+        mode_config("external-redis"), DeploySecrets("k", "p", postgres_superuser_password="su"), redact=False
+    )
 
 
 def test_output_writes_a_kustomization_and_refuses_foreign_folders(tmp_path):

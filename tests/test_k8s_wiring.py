@@ -29,7 +29,12 @@ from deploy.k8s.wiring import Flow
 from tests.k8s_helpers import MODES, by_kind, mode_config
 
 SECRETS = DeploySecrets(
-    "the-secret-key", "pg-p@ss/word", "redis-p@ss", "smtp-p@ss", "https://hooks.slack.com/services/T0/B0/x"
+    "the-secret-key",
+    "pg-p@ss/word",
+    "redis-p@ss",
+    postgres_superuser_password="pg-su-p@ss",
+    alert_smtp_password="smtp-p@ss",
+    alert_webhook_url="https://hooks.slack.com/services/T0/B0/x",
 )
 
 
@@ -270,7 +275,7 @@ def test_renaming_the_database_service_fails_on_the_apps_database_url(tmp_path):
 
 def test_only_the_host_of_a_secret_url_is_read_never_its_password():
     # A password that looks like a host must neither be taken for one nor appear in a message.
-    secrets = DeploySecrets("key", "db.evil.svc", "cache.evil.svc:1")
+    secrets = DeploySecrets("key", "db.evil.svc", "cache.evil.svc:1", "su.evil.svc")
     config = mode_config("default")
     manifests = render_manifests(config, secrets, redact=False)
     assert wiring.wiring_problems(manifests, config) == []

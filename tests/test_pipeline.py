@@ -29,6 +29,7 @@ SECRET_VALUES = {
     "DEPLOY_SECRET_KEY": "sk-value-that-must-not-appear-0123456789",
     "DEPLOY_POSTGRES_PASSWORD": "pg-value-that-must-not-appear",
     "DEPLOY_REDIS_PASSWORD": "redis-value-that-must-not-appear",
+    "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "pg-superuser-value-that-must-not-appear",
     "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEVALUE0001",
     "AWS_SECRET_ACCESS_KEY": "aws-secret-value-that-must-not-appear",
 }

@@ -9,6 +9,7 @@ each private subnet, and the ECR repository. Its outputs are the deploy
 settings: cluster name, file system id, repository URI.
 """
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -252,6 +253,20 @@ def render_template(config):
             },
         },
     }
+    # Staff access (docs/security.md#staff-access-rbac): each IAM role or user joins the Kubernetes group that the
+    # rendered RoleBindings bind to the read-only or operator role. No access policy: RBAC alone decides.
+    groups = {"read-only": config.staff_read_only_group, "operator": config.staff_operator_group}
+    for arn, role in sorted(config.staff_access.items()):
+        logical = "StaffAccess" + hashlib.sha256(arn.encode()).hexdigest()[:10].upper()
+        resources[logical] = {
+            "Type": "AWS::EKS::AccessEntry",
+            "Properties": {
+                "ClusterName": {"Ref": "Cluster"},
+                "PrincipalArn": arn,
+                "Type": "STANDARD",
+                "KubernetesGroups": [groups[role]],
+            },
+        }
     resources["NodeGroup"] = {
         "Type": "AWS::EKS::Nodegroup",
         "Properties": {

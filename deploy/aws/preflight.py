@@ -107,8 +107,8 @@ def _endpoint_check(session, service, host):
     return Check(name, host in hosts, host, f"No {name} has the address {host}: correct the host setting.")
 
 
-def cluster_checks(cluster, config):
-    """Checks through the Kubernetes API (a deploy.k8s.apply.Cluster)."""
+def cluster_checks(cluster, config, manifests=None):
+    """Checks through the Kubernetes API (a deploy.k8s.apply.Cluster); ``manifests`` default to the render's."""
     checks = []
 
     # ``cluster.get`` answers None only when the object does not exist (404). Any other error (a time-out, an
@@ -137,7 +137,27 @@ def cluster_checks(cluster, config):
             f"Install the {product} CSI driver add-on ({purpose}).",
         )  # fmt: skip
     _check(checks, *_network_policy(cluster))
+    _check(checks, *_capacity(cluster, config, manifests, autoscaler=deployment("cluster-autoscaler")))
     return checks
+
+
+def _capacity(cluster, config, manifests, autoscaler):
+    """The stack's worst-case requests against the live nodes' allocatable (docs/policy.md)."""
+    from dataclasses import replace
+
+    from deploy.k8s import capacity
+    from deploy.k8s.render import render_manifests
+
+    name = "node capacity"
+    nodes = capacity.live_nodes(cluster.list("v1", "Node"))
+    if autoscaler and nodes.count and config.node_count_max > nodes.count:
+        # The autoscaler adds nodes like the smallest one, up to the group's maximum.
+        nodes = replace(nodes, count=config.node_count_max, source=f"{nodes.source}, autoscaled to "
+                        f"{config.node_count_max} by kube-system/cluster-autoscaler")  # fmt: skip
+    problems = capacity.capacity_problems(render_manifests(config) if manifests is None else manifests, nodes)
+    detail = "; ".join(problems) or f"the stack at its largest fits on {nodes.source}"
+    fix = "Add nodes or larger ones to the node group (node_count_min, node_instance_type), or lower replicas_max."
+    return name, not problems, detail, fix
 
 
 def _network_policy(cluster):

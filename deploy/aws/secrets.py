@@ -2,7 +2,8 @@
 
 The secret is one JSON object whose keys are the environment variables that
 would otherwise carry the values (``DEPLOY_SECRET_KEY``,
-``DEPLOY_POSTGRES_PASSWORD``, ``DEPLOY_REDIS_PASSWORD``). So a pipeline needs
+``DEPLOY_POSTGRES_PASSWORD``, ``DEPLOY_REDIS_PASSWORD``,
+``DEPLOY_POSTGRES_SUPERUSER_PASSWORD``). So a pipeline needs
 no secret of its own: its role may read this environment's secret, and the
 values go from AWS straight into the cluster's Secret. Nothing here prints,
 logs or puts a value in an exception.
@@ -27,7 +28,8 @@ def read_secrets(session, name):
         # The text itself is never shown: it may be the secret.
         raise AwsError(
             f"Secret {name!r} is not a JSON object of strings. Store one such as "
-            f'{{"DEPLOY_SECRET_KEY": "...", "DEPLOY_POSTGRES_PASSWORD": "...", "DEPLOY_REDIS_PASSWORD": "..."}}.'
+            f'{{"DEPLOY_SECRET_KEY": "...", "DEPLOY_POSTGRES_PASSWORD": "...", "DEPLOY_REDIS_PASSWORD": "...", '
+            f'"DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "..."}}.'
         )
     unknown = sorted(set(values) - set(keys.values()))
     if unknown:

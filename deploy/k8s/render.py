@@ -288,7 +288,9 @@ def build_context(config, secrets, redact, env=None):
         "app_secret": _secret_data(
             {"SECRET_KEY": secrets.secret_key, "DATABASE_URL": database_url, "REDIS_URL": redis_url}, redact
         ),
-        "postgres_secret": _secret_data({"password": secrets.postgres_password}, redact),
+        "postgres_secret": _secret_data(
+            {"password": secrets.postgres_password, "superuser-password": secrets.postgres_superuser_password}, redact
+        ),
         "redis_secret": _secret_data({"password": secrets.redis_password, "redis.conf": redis_conf}, redact),
         **observability_context(config, env, name),
         "alert_receivers_secret": _secret_data(
@@ -433,6 +435,11 @@ def render_manifests(config, secrets=None, redact=True):
                 f"Secret value(s) missing: set {', '.join(missing)} in the environment "
                 "(they are never read from settings)."
             )
+        if config.postgres_in_cluster and secrets.postgres_superuser_password == secrets.postgres_password:
+            raise RenderError(
+                "DEPLOY_POSTGRES_SUPERUSER_PASSWORD is the same as DEPLOY_POSTGRES_PASSWORD: the app's user would "
+                "hold the superuser's password. Generate a different one (docs/security.md#secrets)."
+            )
     env = _environment(config)
     context = build_context(config, secrets, redact, env)
     manifests = []
@@ -458,6 +465,8 @@ def _missing_secrets(config, secrets):
     needed = ["DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD"]
     if config.redis_in_cluster:
         needed.append("DEPLOY_REDIS_PASSWORD")
+    if config.postgres_in_cluster:
+        needed.append("DEPLOY_POSTGRES_SUPERUSER_PASSWORD")
     if config.monitoring and config.alert_webhook:
         needed.append("DEPLOY_ALERT_WEBHOOK_URL")
     if config.monitoring and config.alert_email_to and config.alert_smtp_username:

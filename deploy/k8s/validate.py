@@ -9,8 +9,10 @@ Two kinds of check:
   have no schema.
 - ``policy_problems``: rules checkov does not know, in code: hostPath only in
   the logging DaemonSet, no literal secret-looking value, a default deny in
-  every namespace, Pod Security "restricted" in the app namespace, the stack
-  fitting in its own ResourceQuota and LimitRange, and the wiring rule
+  every namespace, Pod Security "restricted" in the app namespace, CPU and
+  memory requests and limits on every container, the stack fitting in each
+  namespace's ResourceQuota and LimitRange and on the node group
+  (``capacity.py``), and the wiring rule
   (``wiring.py``: names resolve, selectors select, the NetworkPolicies allow
   exactly the flows the stack needs).
 
@@ -22,7 +24,7 @@ import math
 import re
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
-from deploy.k8s import wiring
+from deploy.k8s import capacity, wiring
 from deploy.k8s.objects import containers as _containers
 from deploy.k8s.objects import describe, pod_spec
 from deploy.k8s.objects import pods as _pods
@@ -82,7 +84,9 @@ def policy_problems(manifests, config):
     problems += _secret_values(manifests, pods)
     problems += _default_deny(manifests, pods)
     problems += _pod_security(pods, config)
+    problems += _container_resources(pods)
     problems += _resource_fit(manifests, pods, config)
+    problems += _capacity(manifests, config)
     problems += wiring.wiring_problems(manifests, config)
     return problems
 
@@ -196,8 +200,8 @@ def _pod_security(pods, config):
 # --- resources ---------------------------------------------------------------
 
 
-def _replicas(manifest, manifests):
-    """Most pods a workload can run at once, rollout surge included."""
+def workload_count(manifest, manifests, node_count=1):
+    """Most pods a workload can run at once, rollout surge included; a DaemonSet runs one per node."""
     kind, spec = manifest["kind"], manifest.get("spec", {})
     if kind in {"Job"}:
         return spec.get("parallelism", 1)
@@ -206,7 +210,7 @@ def _replicas(manifest, manifests):
         runs = 1 if spec.get("concurrencyPolicy") in {"Forbid", "Replace"} else 2
         return runs * job.get("parallelism", 1)
     if kind == "DaemonSet":
-        return 1  # one per node; the quota is per namespace, so count one
+        return node_count
     replicas = spec.get("replicas", 1)
     for hpa in manifests:
         target = hpa.get("spec", {}).get("scaleTargetRef", {})
@@ -224,8 +228,8 @@ def _replicas(manifest, manifests):
     return replicas
 
 
-def stack_totals(manifests):
-    """Worst-case sums over the stack, per namespace: the quota's resources."""
+def stack_totals(manifests, node_count=1):
+    """Worst-case sums over the stack, per namespace: the quota's resources (DaemonSets on ``node_count`` nodes)."""
     totals = {}
     for manifest in manifests:
         namespace = manifest["metadata"].get("namespace")
@@ -238,7 +242,7 @@ def stack_totals(manifests):
         found = pod_spec(manifest)
         if not found:
             continue
-        count = _replicas(manifest, manifests)
+        count = workload_count(manifest, manifests, node_count)
         sums["pods"] += count
         for claim in manifest.get("spec", {}).get("volumeClaimTemplates", []):
             sums["storage"] += count * memory_bytes(claim["spec"]["resources"]["requests"]["storage"])
@@ -251,13 +255,49 @@ def stack_totals(manifests):
     return totals
 
 
+def _container_resources(pods):
+    """Every container, init containers included, states CPU and memory requests and limits (docs/policy.md)."""
+    problems = []
+    for manifest, _, spec in pods:
+        for container in _containers(spec):
+            resources = container.get("resources") or {}
+            missing = [
+                f"{part}.{resource}"
+                for part in ("requests", "limits")
+                for resource in ("cpu", "memory")
+                if resource not in (resources.get(part) or {})
+            ]
+            if missing:
+                problems.append(
+                    f"{describe(manifest)} container {container.get('name')!r} states no {', '.join(missing)}: "
+                    "every container must state CPU and memory requests and limits (docs/policy.md)."
+                )
+    return problems
+
+
+def _capacity(manifests, config):
+    nodes = capacity.configured_nodes(config)
+    if nodes is None:
+        return [
+            f"Capacity: node_instance_type {config.node_instance_type!r} is not in the capacity table, so the "
+            "stack cannot be checked against its nodes. Use one of "
+            f"{', '.join(sorted(capacity.INSTANCE_TYPES))} (docs/policy.md), or add the type to "
+            "deploy/k8s/capacity.py's INSTANCE_TYPES."
+        ]
+    return capacity.capacity_problems(manifests, nodes)
+
+
 def _resource_fit(manifests, pods, config):
     problems = []
-    totals = stack_totals(manifests)
+    # The quota is per namespace: a DaemonSet's pods on every node the group can grow to count.
+    totals = stack_totals(manifests, config.node_count_max)
     for quota in (m for m in manifests if m["kind"] == "ResourceQuota"):
         namespace = quota["metadata"].get("namespace")
         hard = quota["spec"]["hard"]
         sums = totals.get(namespace, {})
+        setting = {config.logging_namespace: "logging_quota", config.monitoring_namespace: "monitoring_quota"}.get(
+            namespace, "quota_*"
+        )
         checks = [
             ("requests.cpu", cpu_millis, lambda v: f"{v}m"),
             ("limits.cpu", cpu_millis, lambda v: f"{v}m"),
@@ -273,7 +313,7 @@ def _resource_fit(manifests, pods, config):
             if used > parse(str(hard[resource])):
                 problems.append(
                     f"{describe(quota)}: the stack at its largest (autoscaler maximum, rollout surge, Jobs) needs "
-                    f"{resource} {show(used)}, more than the quota's {hard[resource]}. Raise the quota setting or "
+                    f"{resource} {show(used)}, more than the quota's {hard[resource]}. Raise it in {setting} or "
                     "lower replicas_max or the pods' resources."
                 )
     for limit_range in (m for m in manifests if m["kind"] == "LimitRange"):

@@ -104,6 +104,12 @@ class Command(BaseCommand):
             help="Re-apply revision REV (default: the last successful one before the current).",
         )
         parser.add_argument(
+            "--restore",
+            metavar="BACKUP",
+            help="Restore this backup of the nightly CronJob (APP-YYYYMMDDTHHMMSSZ.dump) into the in-cluster "
+            "PostgreSQL with a restricted Job, check every table's row count against the dump, and stop.",
+        )
+        parser.add_argument(
             "--yes",
             "--no-input",
             "--noinput",
@@ -173,6 +179,7 @@ class Command(BaseCommand):
                 ("--diff", options["diff"]),
                 ("--dry-run", options["dry_run"]),
                 ("--rollback", options["rollback"] is not None),
+                ("--restore", options["restore"]),
             )
             if given
         ]
@@ -282,6 +289,9 @@ class Command(BaseCommand):
         if options["preflight"]:
             self._preflight(cluster_source, cluster, config, options, stop=True)
             return None
+        if options["restore"]:
+            self._restore(cluster, config, options)
+            return None
         if options["push"]:
             config = self._push(config, options)
         if config.secrets_name:
@@ -382,6 +392,43 @@ class Command(BaseCommand):
                 f"{r.revision:>4}  {r.time:<27} {r.outcome:<12} {r.image:<40} {r.commit or '-':<12} {r.user}"
                 f"{'  ' + r.note if r.note else ''}"
             )
+
+    def _restore(self, cluster, config, options):
+        from deploy.k8s.restore import RestoreError, check_backup_name, run_restore
+
+        backup = options["restore"]
+        try:
+            check_backup_name(config, backup)
+        except RestoreError as exc:
+            raise CommandError(f"{exc} Nothing was restored.") from None
+        where = f"database {config.postgres_database!r} in namespace {config.namespace} on {cluster.host}"
+        if options["interactive"]:
+            if not sys.stdin.isatty():
+                raise CommandError(
+                    f"--restore replaces the data of {where}: pass --yes to confirm without a terminal. "
+                    "Nothing was restored."
+                )
+            answer = input(f"Replace the data of {where} with {backup}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise CommandError("Cancelled: nothing was restored.")
+        try:
+            ok, job, log = run_restore(cluster, config, backup, options["timeout"], self._progress(options))
+        except ClusterError as exc:
+            raise CommandError(f"The restore Job could not run: {exc} Nothing was restored.") from None
+        lines = [line for line in log.splitlines() if line.strip()]
+        if not ok:
+            shown = "\n".join(f"  {line}" for line in lines[-20:]) or "  (no log)"
+            raise CommandError(
+                f"The restore Job {job} failed; its log ends with:\n{shown}\n"
+                "pg_restore runs in one transaction: unless the log says 'row counts differ', the database is as "
+                "it was. Fix the cause and run k8s_deploy --restore again (docs/runbooks.md#restoring-a-backup)."
+            )
+        if options["json"]:
+            self.json.set({"restored": backup, "job": job, "log": lines})
+        else:
+            for line in lines:
+                self.stdout.write(line)
+            self.stdout.write(f"Restored {backup} into {where} (Job {job}).")
 
     def _confirm(self, cluster, config, options, rollback_of):
         if not options["interactive"] or not sys.stdin.isatty():

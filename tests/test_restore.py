@@ -1,0 +1,280 @@
+"""The restore path: the rendered backup CronJob's pg_dump, then the restore Job's script, on a real PostgreSQL.
+
+The two scripts are taken from the rendered objects and run by /bin/sh here, against databases of the local
+PostgreSQL 15 named after this run's test database (so parallel runs do not collide), as a role that is not a
+superuser and owns the databases: the same role the app uses in the cluster.
+"""
+
+import subprocess
+
+import psycopg
+import pytest
+from django.db import connection
+
+from deploy.conf import load_config
+from deploy.k8s import names
+from deploy.k8s.render import render_manifests
+from deploy.k8s.restore import RestoreError, restore_job, restore_script
+from deploy.k8s.validate import policy_problems, schema_problems
+from deploy.k8s.wiring import wiring_problems
+from tests.k8s_helpers import by_kind
+
+ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def local(db, tmp_path):
+    base = connection.settings_dict["NAME"].replace("_", "-")
+    role, source, target = f"{base}-restore", f"{base}-rsrc", f"{base}-rdst"
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        for name in (source, target):
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+        for name in (source, target):
+            admin.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
+        (tmp_path / "secrets").mkdir()
+        (tmp_path / "secrets" / "password").write_text("unused (trust authentication)")
+        (tmp_path / "backups").mkdir()
+        yield {"role": role, "source": source, "target": target, "dir": tmp_path}
+        for name in (source, target):
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def _url(local, database):
+    return f"postgres://{local['role']}@127.0.0.1:5432/{database}"
+
+
+def _here(script, config, local):
+    """The pod's paths and Service name, pointed at this machine."""
+    host = names.endpoint(config, "postgres").host
+    tmp = local["dir"]
+    return (
+        script.replace("/run/secrets/postgres", str(tmp / "secrets"))
+        .replace("/backups", str(tmp / "backups"))
+        .replace("/tmp/expected", str(tmp / "expected"))
+        .replace(f"-h {host} ", "-h 127.0.0.1 ")
+    )
+
+
+def _run(script):
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def _rows(url):
+    with psycopg.connect(url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            )
+        ]
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+
+
+def _seed(url):
+    with psycopg.connect(url) as conn:
+        conn.execute('CREATE TABLE "Orders" (id int PRIMARY KEY, note text, total numeric(10, 2), placed timestamptz)')
+        conn.execute("CREATE TABLE customer (id serial PRIMARY KEY, name text NOT NULL, data jsonb)")
+        conn.execute("CREATE TABLE empty_one (id int PRIMARY KEY)")
+        with conn.cursor().copy('COPY "Orders" FROM STDIN') as copy:
+            for i in range(1, 1201):
+                note = None if i % 7 == 0 else f"line one\nline\ttwo \\ back {i} é€"
+                copy.write_row((i, note, f"{i}.25", "2024-07-01 12:00:00+00"))
+        conn.execute("INSERT INTO customer (name, data) VALUES ('Ann', '{\"a\": [1, 2]}'), ('Bob', NULL)")
+
+
+def _configs(local):
+    return load_config({"postgres_user": local["role"], "postgres_database": local["source"]}, environ={}), load_config(
+        {"postgres_user": local["role"], "postgres_database": local["target"]}, environ={}
+    )
+
+
+def test_a_backup_of_the_cronjob_restored_by_the_restore_job_gives_the_same_rows(local):
+    source_config, target_config = _configs(local)
+    _seed(_url(local, local["source"]))
+    cronjob = by_kind(render_manifests(source_config), "CronJob")[0]
+    dump_script = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    dumped = _run(_here(dump_script, source_config, local))
+    assert dumped.returncode == 0, dumped.stderr
+    assert dumped.stdout.startswith(f"backup: wrote {local['dir']}/backups/{local['source']}-")
+    (backup,) = [p.name for p in (local["dir"] / "backups").iterdir()]
+    assert backup.startswith(f"{local['source']}-") and backup.endswith("Z.dump")
+    # The CronJob names files after the source database; the restore Job takes the file by name.
+    renamed = backup.replace(local["source"], local["target"], 1)
+    (local["dir"] / "backups" / backup).rename(local["dir"] / "backups" / renamed)
+
+    restored = _run(_here(restore_script(target_config, renamed), target_config, local))
+
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert 'restore: public."Orders" dump=1200 database=1200' in restored.stdout
+    assert "restore: public.empty_one dump=0 database=0" in restored.stdout
+    assert "restore: verified 3 table(s)" in restored.stdout
+    source_rows, target_rows = _rows(_url(local, local["source"])), _rows(_url(local, local["target"]))
+    assert list(target_rows) == ['public."Orders"', "public.customer", "public.empty_one"]
+    assert target_rows == source_rows
+    # Restoring again over the restored data (--clean) gives the same rows, not twice as many.
+    again = _run(_here(restore_script(target_config, renamed), target_config, local))
+    assert again.returncode == 0 and _rows(_url(local, local["target"])) == source_rows
+
+
+def test_a_missing_or_damaged_backup_leaves_the_database_as_it_was(local):
+    _, target_config = _configs(local)
+    target = _url(local, local["target"])
+    with psycopg.connect(target) as conn:
+        conn.execute("CREATE TABLE kept (id int)")
+        conn.execute("INSERT INTO kept VALUES (1), (2)")
+    before = _rows(target)
+    name = f"{local['target']}-20240101T000000Z.dump"
+    missing = _run(_here(restore_script(target_config, name), target_config, local))
+    assert missing.returncode == 2 and f"no backup {local['dir']}/backups/{name}" in missing.stdout
+    assert "the backups are:" in missing.stdout
+    (local["dir"] / "backups" / name).write_bytes(b"PGDMP" + b"\x00" * 50)  # a truncated dump
+    damaged = _run(_here(restore_script(target_config, name), target_config, local))
+    assert damaged.returncode != 0 and "pg_restore" in damaged.stderr
+    assert "verified" not in damaged.stdout
+    assert _rows(target) == before
+
+
+def test_the_restore_job_is_restricted_and_allowed_by_the_network_policies():
+    config = load_config({}, environ={})
+    manifests = render_manifests(config)
+    job = restore_job(config, "app-20240701T120000Z.dump")
+    assert schema_problems([job]) == []
+    # Pod security "restricted", resources, the quota (one more pod) and the wiring rule, with the stack.
+    assert policy_problems([*manifests, job], config) == []
+    assert wiring_problems([*manifests, job], config) == []
+    spec = job["spec"]["template"]["spec"]
+    assert spec["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    assert "app-20240701T120000Z.dump" in spec["containers"][0]["args"][0]
+    policy = by_kind(manifests, "NetworkPolicy", "django-app-postgres")[0]
+    allowed = [peer["podSelector"]["matchLabels"] for peer in policy["spec"]["ingress"][0]["from"]]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert any(all(labels.get(k) == v for k, v in selector.items()) for selector in allowed)
+
+
+@pytest.mark.parametrize(
+    "name", ["app-latest.dump", "../app-20240701T120000Z.dump", "other-20240701T120000Z.dump", "app-1; rm -rf /"]
+)
+def test_a_name_that_is_not_a_backup_is_refused(name):
+    with pytest.raises(RestoreError, match="is not a backup name"):
+        restore_job(load_config({}, environ={}), name)
+
+
+# --- the command: k8s_deploy --restore, against the fake API server ----------------------------------------------
+
+
+def _restore_command(*args):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("k8s_deploy", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    from tests.fake_apiserver import FakeApiServer
+
+    with FakeApiServer(job_ticks=1) as server:
+        monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path / "kubeconfig")))
+        server.create("", "v1", "Namespace", "namespaces", None,
+                      {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "django-app"}}, False)  # fmt: skip
+        yield server
+
+
+def _jobs(server):
+    return [o for o in server.list("jobs", "django-app")]
+
+
+def test_k8s_deploy_restore_runs_the_job_and_reports(fake):
+    out = _restore_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "30")
+    (job,) = _jobs(fake)
+    assert job["metadata"]["labels"]["app.kubernetes.io/operation"] == "restore"
+    assert "/backups/app-20240701T120000Z.dump" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "Restored app-20240701T120000Z.dump into database 'app' in namespace django-app" in out
+
+
+def test_k8s_deploy_restore_failure_names_the_job_and_its_log(fake):
+    from django.core.management.base import CommandError
+
+    fake.scenarios["job/postgres-backup"] = "fail"
+    with pytest.raises(CommandError) as excinfo:
+        _restore_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "30")
+    message = str(excinfo.value)
+    assert "The restore Job django-app-restore-" in message and "failed; its log ends with" in message
+    assert "one transaction" in message and "Traceback" not in message
+    assert len(_jobs(fake)) == 1
+
+
+def test_k8s_deploy_restore_asks_for_yes_and_checks_the_name_before_touching_the_cluster(fake):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="pass --yes"):
+        _restore_command("--restore", "app-20240701T120000Z.dump")
+    with pytest.raises(CommandError, match=r"is not a backup name.*Nothing was restored"):
+        _restore_command("--restore", "app.sql", "--yes")
+    assert _jobs(fake) == []
+
+
+# --- the app's user is not a superuser ---------------------------------------------------------------------------
+
+
+def test_the_postgres_init_script_makes_an_app_user_that_owns_its_schema_and_is_not_a_superuser(db, tmp_path):
+    config = load_config({}, environ={})
+    manifests = render_manifests(config)
+    statefulset = by_kind(manifests, "StatefulSet", "django-app-postgres")[0]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in statefulset["containers"][0]["env"]}
+    assert env["POSTGRES_USER"] == "postgres" and env["APP_USER"] == "app"
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres/superuser-password"
+    (script,) = by_kind(manifests, "ConfigMap", "django-app-postgres-init")[0]["data"].values()
+    base = connection.settings_dict["NAME"].replace("_", "-")
+    role, database = f"{base}-init-app", f"{base}-init"
+    (tmp_path / "password").write_text("app pass'word; DROP")
+    script = script.replace("/run/secrets/postgres/password", str(tmp_path / "password"))
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.execute(f'CREATE DATABASE "{database}"')  # as the image does for POSTGRES_DB, owned by the superuser
+        try:
+            run_env = {"PATH": "/usr/bin:/bin", "PGHOST": "127.0.0.1", "POSTGRES_USER": "postgres",
+                       "POSTGRES_DB": database, "APP_USER": role}  # fmt: skip
+            done = subprocess.run(["/bin/sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            flags = admin.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles WHERE rolname = %s", [role]
+            ).fetchone()
+            assert flags == (False, False, False, True)
+            owner = admin.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", [database]
+            ).fetchone()
+            assert owner == (role,)
+            with psycopg.connect(f"postgres://{role}@127.0.0.1:5432/{database}", autocommit=True) as app:
+                assert app.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'"
+                                   ).fetchone() == (role,)  # fmt: skip
+                app.execute("CREATE TABLE migrated (id int)")  # migrations work
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    app.execute("CREATE ROLE intruder SUPERUSER")
+            stored = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()[0]
+            assert stored.startswith("SCRAM-SHA-256$")  # the password file's text was set as the password
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_the_superuser_password_must_differ_from_the_apps():
+    from deploy.conf import DeploySecrets
+    from deploy.k8s.render import RenderError
+
+    same = DeploySecrets("k" * 40, "same-password", "r", "same-password")
+    with pytest.raises(RenderError, match="SUPERUSER_PASSWORD is the same as DEPLOY_POSTGRES_PASSWORD") as excinfo:
+        render_manifests(load_config({}, environ={}), same, redact=False)
+    assert "same-password" not in str(excinfo.value)
+    backup = by_kind(render_manifests(load_config({}, environ={})), "CronJob")[0]
+    volumes = backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "secrets")["secret"]["items"] == [
+        {"key": "password", "path": "password"}
+    ]
