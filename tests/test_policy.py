@@ -101,7 +101,7 @@ def test_a_container_without_requests_or_limits_fails(where):
 def test_the_stack_that_outgrows_the_node_group_fails():
     problems = _problems({"node_count_min": 2})
     assert len(problems) == 1, problems
-    assert "requests 4810m CPU" in problems[0] and "3860m allocatable on 2 x t3.large" in problems[0]
+    assert "requests 4960m CPU" in problems[0] and "3860m allocatable on 2 x t3.large" in problems[0]
     assert "Raise node_count_min" in problems[0]
     assert _problems({"node_count_min": 2, "node_instance_type": "t3.xlarge"}) == []
 
