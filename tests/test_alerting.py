@@ -346,6 +346,27 @@ def test_a_configured_webhook_without_its_url_is_refused_at_deploy():
         render_manifests(load_config(FAST, environ={}), secrets(webhook_url=""), redact=False)
 
 
+@pytest.mark.parametrize("url", ["not-a-url", "hooks.slack.com/services/x", "https://", "https://a b"])
+def test_a_webhook_url_alertmanager_would_refuse_is_refused_without_showing_it(url):
+    from deploy.k8s.render import RenderError
+
+    with pytest.raises(RenderError, match="DEPLOY_ALERT_WEBHOOK_URL is not an http") as refused:
+        render_manifests(load_config(FAST, environ={}), secrets(webhook_url=url), redact=False)
+    assert url == "https://" or url not in str(refused.value)  # (the message's example starts with https://)
+
+
+def test_a_settings_change_restarts_alertmanager_and_no_secret_is_hashed():
+    def checksum(settings, webhook_url, redact=False):
+        manifests, _, _ = rendered(settings, webhook_url, redact=redact)
+        (deployment,) = [m for m in by_kind(manifests, "Deployment") if m["metadata"]["name"] == "alertmanager"]
+        return deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    first = checksum(FAST, "https://hooks.example.com/one")
+    assert checksum(FAST, "https://hooks.example.com/two") == first  # a rotated secret: the runbook's restart
+    assert checksum(FAST, "https://hooks.example.com/one", redact=True) == first  # --render shows what deploys
+    assert checksum({**FAST, "alert_group_wait": "45s"}, "https://hooks.example.com/one") != first
+
+
 def test_sns_signs_with_the_irsa_role_and_alertmanager_stays_restricted():
     from deploy.k8s.validate import validate_manifests
 

@@ -304,6 +304,12 @@ def build_context(config, secrets, redact, env=None):
         "alertmanager_secret": _secret_data(
             {"alertmanager.yml": yaml.safe_dump(observability.alertmanager_config(config, secrets, redact))}, redact
         ),
+        # Alertmanager reads its file at start only: a settings change (routes, receivers) restarts it. Taken
+        # from the redacted file, so that no secret is hashed into a readable annotation; a rotated secret
+        # needs the restart docs/runbooks.md says.
+        "alertmanager_checksum": hashlib.sha256(
+            yaml.safe_dump(observability.alertmanager_config(config, secrets, True)).encode()
+        ).hexdigest(),
     }
 
 
@@ -439,6 +445,16 @@ def render_manifests(config, secrets=None, redact=True):
             raise RenderError(
                 "DEPLOY_POSTGRES_SUPERUSER_PASSWORD is the same as DEPLOY_POSTGRES_PASSWORD: the app's user would "
                 "hold the superuser's password. Generate a different one (docs/security.md#secrets)."
+            )
+        if (
+            config.monitoring
+            and config.alert_webhook
+            and not re.fullmatch(r"https?://[^\s/]+\S*", secrets.alert_webhook_url)
+        ):
+            # Alertmanager would refuse its whole file at its next start; the value itself is never shown.
+            raise RenderError(
+                "DEPLOY_ALERT_WEBHOOK_URL is not an http(s) URL (https://hooks.slack.com/services/..., or your "
+                "webhook's address): set it to the URL the receiver gives you."
             )
     env = _environment(config)
     context = build_context(config, secrets, redact, env)
