@@ -90,6 +90,26 @@ def target_database_url():
     return "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**{**settings, "PORT": settings["PORT"] or 5432})
 
 
+@contextmanager
+def scratch_database(suffix):
+    """A PostgreSQL database of the test's own, named after this run's (and xdist worker's) test database.
+
+    Yields ``(name, url)``; the database is dropped afterwards, whatever holds connections to it.
+    """
+    import psycopg
+
+    name = f"{connection.settings_dict['NAME']}_{suffix}"
+    base = target_database_url().rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name, f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def static_root(tmp_path_factory):
     """collectstatic, as the image build does, into a folder of the test run."""

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.db import connection
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scratch_database
 
 # No test database: the test makes a PostgreSQL database of its own, named after the configured one.
 pytestmark = pytest.mark.slow
@@ -55,16 +54,8 @@ def _run(args, cwd, env, check=True):
 
 @pytest.fixture
 def adopter_database():
-    name = f"{connection.settings_dict['NAME']}_adopter"
-    base = "postgres://{USER}@{HOST}:{PORT}".format(
-        **{**connection.settings_dict, "PORT": connection.settings_dict["PORT"] or 5432}
-    )
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield name, f"{base}/{name}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("adopter") as database:
+        yield database
 
 
 def test_a_fresh_project_that_installs_the_app_copies_and_verifies(tmp_path, adopter_database):

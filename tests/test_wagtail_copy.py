@@ -13,9 +13,8 @@ import textwrap
 
 import psycopg
 import pytest
-from django.db import connection
 
-from tests.conftest import PYTHON, ROOT, production_env
+from tests.conftest import PYTHON, ROOT, production_env, scratch_database
 
 # No test database: the test makes a PostgreSQL database of its own, named after the configured one.
 pytestmark = pytest.mark.slow
@@ -106,18 +105,9 @@ def _run(database_url, *args, check=True):
 @pytest.fixture
 def wagtail_target():
     """A PostgreSQL database of its own, named after this run's test database, migrated by Wagtail's code."""
-    name = f"{connection.settings_dict['NAME']}_wagtail"
-    base = "postgres://{USER}@{HOST}:{PORT}".format(
-        **{**connection.settings_dict, "PORT": connection.settings_dict["PORT"] or 5432}
-    )
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{base}/{name}"
-    _run(url, "-m", "django", "migrate", "-v0")
-    yield url
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("wagtail") as (_, url):
+        _run(url, "-m", "django", "migrate", "-v0")
+        yield url
 
 
 def _schema_and_counts(url):
