@@ -113,6 +113,8 @@ MIDDLEWARE = [
 if METRICS_MIDDLEWARE:
     MIDDLEWARE.insert(2, "django_prometheus.middleware.PrometheusBeforeMiddleware")
     MIDDLEWARE.append("django_prometheus.middleware.PrometheusAfterMiddleware")
+# Last: it answers 503 before any view or CSRF check runs, inside the metrics middleware, which counts the 503s.
+MIDDLEWARE.append("deploy.maintenance.MaintenanceMiddleware")
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
@@ -200,6 +202,11 @@ CACHES = {
 }
 # Sessions are written to the database and cached: they survive a cache outage.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Maintenance mode (deploy/maintenance.py, `manage.py maintenance on|off|status`): a file for one machine
+# (empty: none), and the cache whose key switches every process and pod that shares it (empty: none).
+MAINTENANCE_FILE = env.str("MAINTENANCE_FILE", default="")
+MAINTENANCE_CACHE = env.str("MAINTENANCE_CACHE", default="default")
+MAINTENANCE_POLL_SECONDS = env.float("MAINTENANCE_POLL_SECONDS", default=1.0)
 CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=60)
 # The currency the catalog's prices are in (an ISO 4217 code, shown beside every price).
 CATALOG_CURRENCY = env.str("CATALOG_CURRENCY", default="EUR")
