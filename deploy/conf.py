@@ -90,6 +90,12 @@ def _digest(value):
     return None if not value or _DIGEST.fullmatch(value) else "empty, or 'sha256:' followed by 64 hex digits"
 
 
+def _s3_bucket(value):
+    if not value or re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+        return None
+    return "an S3 bucket name: 3 to 63 lower-case letters, digits, '.' and '-'"
+
+
 def _positive(value):
     return None if value >= 1 else "a whole number of at least 1"
 
@@ -742,6 +748,13 @@ class DeployConfig:
         "", "DEPLOY_AWS_REGION", "AWS region (default: the AWS SDK's, from AWS_REGION or the profile)."
     )
     aws_profile: str = setting("", "DEPLOY_AWS_PROFILE", "AWS profile (default: the standard credential chain).")
+    cutover_bucket: str = setting(
+        "",
+        "DEPLOY_CUTOVER_BUCKET",
+        "S3 bucket that carries the SQLite file into the cluster for k8s_deploy --cutover (written by the operator, "
+        "read by the cut-over Job through the app's pod identity); empty: --cutover refuses to start.",
+        check=_s3_bucket,
+    )
     # --- staff access (docs/security.md#staff-access-rbac) ---
     staff_read_only_group: str = setting(
         "staff:read-only",

@@ -661,6 +661,18 @@ def needed_flows(config, manifests):
         need("the nightly backup dumps PostgreSQL", backup, postgres, postgres_port)
     if config.redis_in_cluster:
         in_app_ns.append(redis)
+    cutover = pod(ns, "cutover")
+    if any(found.party == cutover for found in stack_pods(manifests)):
+        # Only while k8s_deploy --cutover renders its Job (app/_cutover-job.yaml) with its policies.
+        need("the cut-over Job copies the SQLite file into PostgreSQL", cutover, postgres, postgres_port)
+        need(
+            "the cut-over Job reads the SQLite file from S3",
+            cutover,
+            peer_party({"ipBlock": {"cidr": "0.0.0.0/0"}}),
+            443,
+        )
+        need("the cut-over Job takes its AWS identity from EKS Pod Identity's agent", cutover,
+             peer_party({"ipBlock": {"cidr": "169.254.170.23/32"}}), 80)  # fmt: skip
     for port in _exposed_ports(manifests, config):
         need("the load balancer sends requests to the app", vpc, app, port)
 

@@ -8,6 +8,7 @@ rollout, prune, release history; automatic rollback when the rollout fails.
 
 import json
 import sys
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -110,6 +111,18 @@ class Command(BaseCommand):
             "PostgreSQL with a restricted Job, check every table's row count against the dump, and stop.",
         )
         parser.add_argument(
+            "--cutover",
+            metavar="SQLITE_FILE",
+            help="Cut over from this SQLite file (docs/migration.md): preflight, maintenance on here, data services, "
+            "the file through S3 (DEPLOY['cutover_bucket']) into a copy-and-verify Job, the release, a smoke test; "
+            "each step timed, recorded in build/cutover/APP.json; stops at the first failure.",
+        )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="With --cutover: continue the recorded cut-over, skipping the steps that finished.",
+        )
+        parser.add_argument(
             "--yes",
             "--no-input",
             "--noinput",
@@ -180,6 +193,7 @@ class Command(BaseCommand):
                 ("--dry-run", options["dry_run"]),
                 ("--rollback", options["rollback"] is not None),
                 ("--restore", options["restore"]),
+                ("--cutover", options["cutover"]),
             )
             if given
         ]
@@ -294,6 +308,10 @@ class Command(BaseCommand):
             return None
         if options["push"]:
             config = self._push(config, options)
+        if options["cutover"]:
+            if config.secrets_name:
+                secrets = self._read_secrets(config, options)
+            return self._cutover(cluster, config, secrets, options)
         if config.secrets_name:
             secrets = self._read_secrets(config, options)
         writes = not (options["dry_run"] or options["diff"])
@@ -430,6 +448,54 @@ class Command(BaseCommand):
                 self.stdout.write(line)
             self.stdout.write(f"Restored {backup} into {where} (Job {job}).")
 
+    def _cutover(self, cluster, config, secrets, options):
+        from deploy import maintenance
+        from deploy.k8s.cutover import Cutover, CutoverFailed
+
+        source = Path(options["cutover"])
+        if not source.is_file():
+            raise CommandError(f"--cutover: {source} is not a file. Nothing was changed.")
+        if options["interactive"] and sys.stdin.isatty():
+            answer = input(
+                f"Cut over from {source} to {cluster.host}, namespace {config.namespace}: the site here goes into "
+                "maintenance until the new one serves. Continue? [y/N] "
+            )
+            if answer.strip().lower() not in ("y", "yes"):
+                raise CommandError("Cancelled: nothing was changed.")
+        try:
+            manifests = render_manifests(config, secrets, redact=False)
+        except RenderError as exc:
+            raise CommandError(f"Cannot deploy: {exc}") from None
+        deployer = Deployer(cluster, config, timeout=options["timeout"], progress=self._progress(options))
+        cutover = Cutover(
+            cluster,
+            config,
+            manifests,
+            source,
+            state_path=Path("build") / "cutover" / f"{config.app_name}.json",
+            preflight=_sqlite_preflight,
+            s3=_s3_client(config, options),
+            flag=maintenance.MaintenanceFlag.from_settings(),
+            deployer=deployer,
+            timeout=options["timeout"],
+            progress=self._progress(options),
+        )
+        try:
+            report = cutover.run(resume=options["resume"])
+        except CutoverFailed as exc:
+            if exc.report:
+                self.json.set({"cutover": exc.report})
+            raise CommandError(str(exc)) from None
+        if options["json"]:
+            self.json.set({"cutover": report})
+            return
+        for step in report["steps"]:
+            self.stdout.write(f"  {step['step']:<15} {step['outcome']:<7} {step['seconds']:>9.1f} s")
+        self.stdout.write(
+            f"Cut-over done: downtime {report['downtime_seconds']:.1f} s from maintenance on to the smoke test. "
+            "Now switch the traffic to the new deployment (DNS, balancer): the point of no return."
+        )
+
     def _confirm(self, cluster, config, options, rollback_of):
         if not options["interactive"] or not sys.stdin.isatty():
             return
@@ -478,3 +544,29 @@ class Command(BaseCommand):
                     self.stdout.write(
                         f"  {line['object']}: {line['result']}" if isinstance(line, dict) else f"  {line}"
                     )
+
+
+def _sqlite_preflight(path):
+    """The copy's own checks of the file that need no target: it opens read-only as SQLite, its pages and records
+    are sound, no row points at a missing one (deploy.sqlite.preflight)."""
+    from deploy.sqlite.preflight import integrity_problems
+    from deploy.sqlite.source import SourceError, open_source
+
+    try:
+        source = open_source(path)
+    except SourceError as exc:
+        return [str(exc)]
+    try:
+        problems, _damaged = integrity_problems(source.raw, indexed=[])
+        return [str(p) for p in problems]
+    finally:
+        source.close()
+
+
+def _s3_client(config, options):
+    from deploy.aws.session import AwsError, session
+
+    try:
+        return session(options["region"] or config.aws_region, options["profile"] or config.aws_profile).client("s3")
+    except AwsError as exc:
+        raise CommandError(str(exc)) from None

@@ -1,0 +1,295 @@
+"""The production cut-over from SQLite as one resumable sequence of timed steps (``k8s_deploy --cutover FILE``).
+
+1. ``preflight``: the SQLite file checked where it is (the caller's check: the copy's own preflight), so a bad
+   file stops everything before anything changes.
+2. ``maintenance_on``: the old deployment's write freeze (deploy/maintenance.py, the flag of this machine).
+3. ``snapshot``: a consistent copy of the file (SQLite's online backup) and its SHA-256; the file itself is only
+   read, and stays the way back.
+4. ``data_services``: everything the render holds up to the workloads, applied; PostgreSQL and Redis ready.
+   The app is held back: nothing serves from the empty database.
+5. ``upload``: the snapshot written to S3 (deploy/aws/transfer.py says why S3).
+6. ``copy``: one Job with the release's image, restricted, with its own NetworkPolicies: fetch the object and
+   check its SHA-256, ``migrate``, ``migrate_from_sqlite --verify``; its log is kept.
+7. ``deploy``: the whole release (``Deployer.deploy``: the migration Job, the app, the rollout).
+8. ``smoke``: the app's Deployment available through the API (every replica ready, so ``/readyz`` answers).
+
+Each step's start, end and outcome are written to a state file (``build/cutover/APP.json``) as soon as they
+happen; ``resume=True`` skips the steps that finished, so a cut-over killed between two steps continues where
+it stopped. A failed step stops the sequence and leaves the old deployment in maintenance, with its file
+untouched. The downtime is from the start of ``maintenance_on`` to the end of ``smoke``; switching the
+traffic (DNS, the balancer) and lifting the freeze stay a person's decisions: the point of no return.
+"""
+
+import json
+import math
+import os
+import shlex
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from deploy import maintenance
+from deploy.aws import transfer
+from deploy.k8s import names
+
+STEPS = ("preflight", "maintenance_on", "snapshot", "data_services", "upload", "copy", "deploy", "smoke")
+DATA_DIR = "/data"
+
+
+class CutoverFailed(Exception):
+    """A step failed; ``report`` holds every step so far, ``way_back`` what to do."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
+
+
+def _now():
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class CutoverState:
+    """What the state file holds: the source, its snapshot and digest, the object, and each step's record."""
+
+    source: str
+    snapshot: str = ""
+    sha256: str = ""
+    size: int = 0
+    bucket: str = ""
+    key: str = ""
+    job: str = ""
+    steps: dict = field(default_factory=dict)  # name -> {started, ended, seconds, outcome, detail}
+
+    @classmethod
+    def load(cls, path):
+        return cls(**json.loads(Path(path).read_text()))
+
+    def save(self, path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(self.__dict__, indent=2))
+        temporary.replace(path)
+
+    def done(self, step):
+        return self.steps.get(step, {}).get("outcome") == "ok"
+
+    def report(self):
+        steps = [{"step": name, **self.steps[name]} for name in STEPS if name in self.steps]
+        started = self.steps.get("maintenance_on", {}).get("started_at")
+        ended = self.steps.get("smoke", {}).get("ended_at") if self.done("smoke") else None
+        downtime = round(ended - started, 3) if started is not None and ended is not None else None
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "object": f"s3://{self.bucket}/{self.key}" if self.key else None,
+            "job": self.job or None,
+            "steps": steps,
+            "downtime_seconds": downtime,
+            "complete": all(self.done(name) for name in STEPS),
+        }
+
+
+def script(config, bucket, key, sha256):
+    """The Job's shell script: fetch and check, migrate, copy and verify."""
+    source = f"{DATA_DIR}/source.sqlite3"
+    return (
+        "set -eu; "
+        # Bucket and key apart, not as a URL: the wiring rule reads scheme://name as an in-cluster host.
+        f"python manage.py fetch_sqlite --bucket {shlex.quote(bucket)} --key {shlex.quote(key)} "
+        f"--sha256 {shlex.quote(sha256)} "
+        f"--to {source}; "
+        "python manage.py migrate --noinput; "
+        f"python manage.py migrate_from_sqlite --source {source} --verify --no-input --json"
+    )
+
+
+def storage_for(size):
+    """The Job's ephemeral storage: the file, a tenth more, and room for the rest (Mi)."""
+    return f"{math.ceil(size * 1.1 / 2**20) + 256}Mi"
+
+
+def cutover_manifests(config, bucket, key, sha256, size, now=None):
+    """The Job and its NetworkPolicies, rendered from ``app/_cutover-*.yaml``."""
+    from deploy.conf import DeploySecrets
+    from deploy.k8s.render import _environment, build_context, render_template
+
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    env = _environment(config)
+    context = build_context(config, DeploySecrets(), True, env)
+    context.update(
+        cutover_job_name=names.resource_name(config.app_name, f"cutover-{stamp}"),
+        cutover_script=script(config, bucket, key, sha256),
+        cutover_storage=storage_for(size),
+        cutover_deadline_seconds=3600 + math.ceil(size / 2**20) * 2,
+    )
+    (job,) = render_template(env, "app/_cutover-job.yaml", context)
+    policies = render_template(env, "app/_cutover-networkpolicy.yaml", context)
+    return job, policies
+
+
+class Cutover:
+    """Runs the steps in order, records each, and stops at the first failure.
+
+    ``preflight(path)`` returns a list of problems (strings); ``s3`` is a boto3 S3 client; ``flag`` the
+    maintenance flag of the old deployment; ``deployer`` a :class:`deploy.k8s.deploy.Deployer`.
+    """
+
+    def __init__(self, cluster, config, manifests, source, *, state_path, preflight, s3, flag, deployer,
+                 timeout=600, progress=None, poll_interval=None):  # fmt: skip
+        self.cluster, self.config, self.manifests = cluster, config, manifests
+        self.source = Path(source)
+        self.state_path = Path(state_path)
+        self.preflight, self.s3, self.flag, self.deployer = preflight, s3, flag, deployer
+        self.timeout, self.poll_interval = timeout, poll_interval
+        self.progress = progress or (lambda message: None)
+        self.state = None
+
+    def run(self, resume=False):
+        if resume:
+            if not self.state_path.exists():
+                raise CutoverFailed(
+                    f"--resume: no cut-over state in {self.state_path}; start one without --resume.", None
+                )
+            self.state = CutoverState.load(self.state_path)
+            if Path(self.state.source).resolve() != self.source.resolve():
+                raise CutoverFailed(
+                    f"--resume: the cut-over in {self.state_path} is of {self.state.source}, not {self.source}. "
+                    "Resume that one, or remove the state file to start again.",
+                    self.state.report(),
+                )
+        else:
+            if self.state_path.exists() and not CutoverState.load(self.state_path).report()["complete"]:
+                raise CutoverFailed(
+                    f"An unfinished cut-over is recorded in {self.state_path}: continue it with --resume, or remove "
+                    "the file to start again (the old deployment may still be in maintenance).",
+                    CutoverState.load(self.state_path).report(),
+                )
+            self.state = CutoverState(source=str(self.source))
+        for name in STEPS:
+            if self.state.done(name):
+                self.progress(f"{name}: done before, skipped")
+                continue
+            self._step(name, getattr(self, f"_{name}"))
+        return self.state.report()
+
+    def _step(self, name, action):
+        record = {"started": _now(), "started_at": time.time(), "outcome": "running"}
+        self.state.steps[name] = record
+        self.state.save(self.state_path)
+        self.progress(f"{name}: started")
+        try:
+            detail = action()
+        except Exception as exc:
+            record.update(ended=_now(), ended_at=time.time(), outcome="failed", detail=str(exc))
+            record["seconds"] = round(record["ended_at"] - record["started_at"], 3)
+            self.state.save(self.state_path)
+            raise CutoverFailed(self._failure(name, exc), self.state.report()) from exc
+        record.update(ended=_now(), ended_at=time.time(), outcome="ok", detail=detail or "")
+        record["seconds"] = round(record["ended_at"] - record["started_at"], 3)
+        self.state.save(self.state_path)
+        self.progress(f"{name}: ok in {record['seconds']:.1f} s")
+
+    def _failure(self, name, exc):
+        frozen = self.state.done("maintenance_on")
+        way_back = (
+            f"The old deployment is still in maintenance and {self.source} was not changed: to go back, lift the "
+            "freeze there (python manage.py maintenance off); to go on, fix the cause and rerun with --resume."
+            if frozen
+            else "Nothing was changed: fix the cause and run the cut-over again."
+        )
+        return f"The cut-over stopped at step {name!r}: {exc}\n{way_back}"
+
+    # --- the steps ------------------------------------------------------------------
+
+    def _preflight(self):
+        problems = self.preflight(self.source)
+        if problems:
+            shown = "\n  ".join(map(str, problems[:20]))
+            raise RuntimeError(f"the SQLite file has {len(problems)} problem(s):\n  {shown}")
+        if not self.config.cutover_bucket:
+            raise RuntimeError("no bucket to carry the file: set DEPLOY['cutover_bucket'] (DEPLOY_CUTOVER_BUCKET).")
+        return f"{self.source} passed"
+
+    def _maintenance_on(self):
+        state = maintenance.switch_on(self.flag, reason="cut-over to PostgreSQL")
+        return f"on since {state['since']} ({', '.join(self.flag.where())})"
+
+    def _snapshot(self):
+        snapshot = self.state_path.with_name(f"{self.state_path.stem}-final.sqlite3")
+        snapshot.unlink(missing_ok=True)
+        source = sqlite3.connect(f"file:{self.source.resolve()}?mode=ro", uri=True)
+        try:
+            target = sqlite3.connect(snapshot)
+            with target:
+                source.backup(target)
+            target.close()
+        finally:
+            source.close()
+        self.state.snapshot = str(snapshot)
+        self.state.sha256 = transfer.sha256_of(snapshot)
+        self.state.size = snapshot.stat().st_size
+        return f"{snapshot} ({self.state.size} bytes, sha256 {self.state.sha256})"
+
+    def _data_services(self):
+        from deploy.k8s.deploy import DATA_COMPONENTS, _component, phases
+
+        early, _jobs, _late = phases([m for m in self.manifests])
+        self.deployer.apply_all(early)
+        self.deployer.wait_all([m for m in early if _component(m) in DATA_COMPONENTS])
+        return f"{len(early)} objects applied; PostgreSQL and Redis ready; the app held back"
+
+    def _upload(self):
+        self.state.bucket = self.config.cutover_bucket
+        self.state.key = transfer.object_key(self.config.app_name, self.state.sha256)
+        transfer.upload(self.s3, self.state.snapshot, self.state.bucket, self.state.key, self.state.sha256)
+        return f"s3://{self.state.bucket}/{self.state.key}"
+
+    def _copy(self):
+        from deploy.k8s.rollout import WaitFailure, wait_for
+
+        job, policies = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
+                                          self.state.size)  # fmt: skip
+        for policy in policies:
+            self.cluster.apply(policy)
+        self.state.job = job["metadata"]["name"]
+        self.state.save(self.state_path)
+        self.cluster.create(job)
+        try:
+            wait_for(self.cluster, job, self.timeout, self.progress, interval=self.poll_interval)
+        except WaitFailure as failure:
+            raise RuntimeError(
+                f"the Job {self.state.job} failed; its log ends with:\n{self._log(job)}\n{failure}"
+            ) from None
+        return f"Job {self.state.job} complete; its log ends with:\n{self._log(job)}"
+
+    def _log(self, job):
+        pods = self.cluster.list(
+            "v1", "Pod", self.config.namespace, label_selector=f"job-name={job['metadata']['name']}"
+        )
+        if not pods:
+            return "(no pod)"
+        text = self.cluster.pod_log(self.config.namespace, pods[-1]["metadata"]["name"], tail=40) or ""
+        return "\n".join(text.splitlines()[-40:])
+
+    def _deploy(self):
+        report = self.deployer.deploy(self.manifests)
+        return f"revision {report.revision} {report.outcome}"
+
+    def _smoke(self):
+        app = names.resource_name(self.config.app_name)
+        live = self.cluster.get_manifest(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": app, "namespace": self.config.namespace},
+            }
+        )
+        status = (live or {}).get("status", {})
+        wanted = (live or {}).get("spec", {}).get("replicas", 0)
+        if not live or status.get("readyReplicas", 0) < max(wanted, 1):
+            raise RuntimeError(f"the Deployment {app} has {status.get('readyReplicas', 0)} of {wanted} pods ready")
+        return f"Deployment {app}: {status.get('readyReplicas')} of {wanted} pods ready (their /readyz answers)"
