@@ -17,7 +17,7 @@ DEMO_PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 DEMO_PG_DB ?= demo
 DEMO_PG_URL ?= postgres://postgres@127.0.0.1:5432/$(DEMO_PG_DB)
 
-.PHONY: venv lock demo serve test test-fast lint format bench docs docs-serve sandbox clean
+.PHONY: venv lock demo serve test test-fast lint format bench rehearse docs docs-serve sandbox clean
 
 venv: $(STAMP)
 
@@ -93,6 +93,12 @@ bench: venv
 	$(PY) bench/migration.py
 	$(PY) bench/image_size.py
 	$(PY) bench/setup_time.py --cold
+	$(PY) bench/rehearse.py --rows 1000000
+
+# The cut-over rehearsed on this machine (bench/rehearse.py): ROWS=100000 by default.
+ROWS ?= 100000
+rehearse: venv
+	$(PY) bench/rehearse.py --rows $(ROWS)
 
 clean:
 	rm -rf build staticfiles .pytest_cache .ruff_cache

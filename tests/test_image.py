@@ -5,6 +5,7 @@ iptables) and exports DOCKER_HOST; every container uses the host network.
 These tests are skipped only where no Docker engine answers, and say so.
 """
 
+import json
 import os
 import shutil
 import sqlite3
@@ -133,6 +134,76 @@ def test_migrate_from_sqlite_verify_inside_the_container(image, database, tmp_pa
     assert "Verified:" in result.stdout
     with sqlite3.connect(source) as db:
         assert db.execute("SELECT count(*) FROM catalog_product").fetchone()[0] > 0
+
+
+def test_the_cutover_job_script_inside_the_container(image, database, tmp_path):
+    """The cut-over Job's script as rendered, in the release image: the file from moto's S3 server on 127.0.0.1,
+    its SHA-256 checked, migrate, copy and verify into the local PostgreSQL; a file whose digest does not match
+    is refused before anything is written."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from deploy.aws import transfer
+    from deploy.conf import load_config
+    from deploy.k8s import cutover
+
+    source = tmp_path / "source.sqlite3"
+    env = production_env(DATABASE_URL=f"sqlite:///{source}")
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "seed_demo", "--rows", "1500", "-v0"], cwd=ROOT, env=env, check=True)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        aws = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "AKIATESTING",
+            "AWS_SECRET_ACCESS_KEY": "aws-secret-not-shown",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+        }
+        s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="eu-west-1",
+                          aws_access_key_id="AKIATESTING", aws_secret_access_key="aws-secret-not-shown")  # fmt: skip
+        s3.create_bucket(Bucket="shop-cutover", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        digest = transfer.sha256_of(source)
+        key = transfer.object_key("django-app", digest)
+        transfer.upload(s3, source, "shop-cutover", key, digest)
+        config = load_config({"cutover_bucket": "shop-cutover"}, environ={})
+        run = ["run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/data:mode=1777",
+               *_env_args(**app_env(database, free_port()), **aws), image, "/bin/sh", "-c"]  # fmt: skip
+
+        refused = docker(*run, cutover.script(config, "shop-cutover", key, "0" * 64), check=False)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "does not have the SHA-256 the cut-over sent" in refused.stderr
+        with psycopg.connect(database) as conn:  # nothing written: not even the schema
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+        done = docker(*run, cutover.script(config, "shop-cutover", key, digest), check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads(done.stdout[done.stdout.index("{") :])
+        assert report["verified"] is True
+        with sqlite3.connect(source) as db, psycopg.connect(database) as conn:
+            for table in ("catalog_product", "catalog_category"):
+                query = f"SELECT count(*) FROM {table}"
+                assert conn.execute(query).fetchone()[0] == db.execute(query).fetchone()[0] > 0
+    finally:
+        server.stop()
+
+
+def test_the_rehearsal_of_the_cutover_on_a_hundred_thousand_rows(image):
+    """make rehearse at 10^5 rows with the image built above: copied, verified, served, timed (bench/rehearse.py)."""
+    result = subprocess.run(
+        [PYTHON, "bench/rehearse.py", "--rows", "100000", "--image", image, "--json"],
+        cwd=ROOT,
+        env=_docker_env(),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["verified"] is True and report["rows"] >= 100000
+    assert set(report["steps"]) == {"maintenance_on", "snapshot", "upload", "copy_job", "new_deployment"}
+    assert report["downtime_seconds"] >= sum(report["steps"].values()) - report["steps"]["maintenance_on"]
 
 
 def test_the_image_stays_close_to_its_base(image):
