@@ -155,6 +155,7 @@ def test_the_job_and_its_policies_are_restricted_and_allowed_by_the_wiring_rule(
         assert volumes["data"]["emptyDir"]["sizeLimit"] == cutover.storage_for(3 * 2**30) == "3636Mi"
 
 
+@pytest.mark.slow
 def test_a_failing_job_stops_the_cutover_with_the_old_deployment_in_maintenance_then_resume_finishes(world):
     before = sha256(world.source)
     world.scenarios["job/cutover"] = "fail"
@@ -199,6 +200,7 @@ def test_a_failing_job_stops_the_cutover_with_the_old_deployment_in_maintenance_
     assert not jobs(world)  # both pruned by the release; the failed one's log is in the state file
 
 
+@pytest.mark.slow
 def test_an_interrupted_cutover_resumes_after_the_last_finished_step(world, monkeypatch):
     """Killed between two steps (the state file written, the next step not started): --resume goes on."""
 

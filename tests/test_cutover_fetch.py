@@ -54,6 +54,7 @@ def fetch(env, key, sha256, to):
     )
 
 
+@pytest.mark.slow
 def test_the_file_arrives_checked_and_a_wrong_digest_is_refused_leaving_nothing(s3_server, tmp_path):
     s3, env = s3_server
     source = tmp_path / "final.sqlite3"
