@@ -292,6 +292,8 @@ def test_the_app_rides_through_a_failover_and_loses_no_acknowledged_write(pg_pai
             writer.start()
             prober.start()
             _wait_for(lambda: len(writer.acknowledged) >= 20, 30, "the writer got no 20 writes through")
+            # Both workers warm (a cold one's first request takes seconds here) and probing at their pace.
+            _wait_for(lambda: len(prober.answers) >= 10, 30, "readiness was not probed ten times")
 
             stopping = time.monotonic()
             primary.stop("immediate")
