@@ -79,6 +79,8 @@ class Instance:
         return f"postgres://postgres@127.0.0.1:{self.port}"
 
     def start(self):
+        # fsync off for speed: an immediate stop kills the processes, not the machine, so the operating system
+        # keeps what they wrote; what the test checks is replication, not the disk.
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} -c fsync=off"
         _run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"])
 
@@ -328,6 +330,8 @@ def test_the_app_rides_through_a_failover_and_loses_no_acknowledged_write(pg_pai
     error_times = [at for at, _, _ in writer.errors]
     assert error_times, "the writer saw no error: the primary was not lost under it"
     assert all(at >= stopping for at in error_times), f"errors before the primary was lost: {writer.errors[:5]}"
+    # The app's answer to a lost database: its error page (no CSRF or session failure, no hung request).
+    assert {what for _, _, what in writer.errors} == {500}, writer.errors
     # Once the new primary serves, no request fails: no thread is left on a dead connection or hung on one.
     late = [error for error in writer.errors if error[0] > switched + 0.5]
     assert not late, f"requests failed after the switch: {late}"
