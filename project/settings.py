@@ -165,12 +165,22 @@ DATABASES = {
     "default": _database("DATABASE_URL", _required("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+# A persistent connection is checked before a request reuses it: after a failover the connections to the
+# old primary are replaced, not handed to the next request of each thread (tests/test_failover.py).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Query counts and latencies per database in /metrics.
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
-    # A probe must not hang on an unreachable server.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    # A probe must not hang on an unreachable server: under the readiness probe's 3 s time-out.
+    _options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=2))
+    # A server that vanished with its node sends no reset: TCP keepalives drop an idle connection to it
+    # after about 20 s, and tcp_user_timeout (ms) one with a query in flight, instead of the kernel's hours.
+    _options.setdefault("keepalives", 1)
+    _options.setdefault("keepalives_idle", 10)
+    _options.setdefault("keepalives_interval", 5)
+    _options.setdefault("keepalives_count", 2)
+    _options.setdefault("tcp_user_timeout", env.int("DATABASE_TCP_USER_TIMEOUT_MS", default=20000))
 
 # The SQLite database that migrate_from_sqlite copies from is SQLITE_SOURCE
 # (or --source): the deploy app makes its read-only alias when the command

@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +110,23 @@ def scratch_database(suffix):
     finally:
         with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def admin_login(base, username, password):
+    """The admin's own form, as a browser posts it: returns the logged-in session."""
+    session = requests.Session()
+    page = session.get(f"{base}/admin/login/?next=/admin/", headers={"Host": "localhost"}, timeout=10)
+    assert page.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    answer = session.post(
+        f"{base}/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"},
+        headers={"Host": "localhost"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/", answer.text[:500]
+    return session
 
 
 @pytest.fixture(scope="session")

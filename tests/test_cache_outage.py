@@ -15,7 +15,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from tests.conftest import free_port
+from tests.conftest import admin_login, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HOST = {"Host": "localhost"}
@@ -44,23 +44,6 @@ def own_redis(tmp_path):
         process.wait(timeout=10)
 
 
-def _login(base, username, password):
-    """The admin's own form, as a browser posts it: returns the logged-in session."""
-    session = requests.Session()
-    page = session.get(f"{base}/admin/login/?next=/admin/", headers=HOST, timeout=10)
-    assert page.status_code == 200
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    answer = session.post(
-        f"{base}/admin/login/?next=/admin/",
-        data={"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"},
-        headers=HOST,
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/", answer.text[:500]
-    return session
-
-
 def _get(session, base, path):
     started = time.monotonic()
     response = session.get(f"{base}{path}", headers=HOST, allow_redirects=False, timeout=10)
@@ -83,7 +66,7 @@ def test_a_redis_outage_degrades_the_site_without_taking_it_down(gunicorn_factor
                  "CSRF_COOKIE_SECURE": "false"}  # fmt: skip
     with gunicorn_factory(workers=2, **overrides) as server:
         base = server.url
-        before = _login(base, "ops", "a-long-admin-password-1")
+        before = admin_login(base, "ops", "a-long-admin-password-1")
         ready = requests.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json() == {
             "status": "ok",
@@ -110,7 +93,7 @@ def test_a_redis_outage_degrades_the_site_without_taking_it_down(gunicorn_factor
         response, _ = _get(before, base, "/admin/")
         assert response.status_code == 200 and "Log out" in response.text
         # A new admin login works while Redis is down, and its session holds.
-        during = _login(base, "ops", "a-long-admin-password-1")
+        during = admin_login(base, "ops", "a-long-admin-password-1")
         response, _ = _get(during, base, "/admin/auth/user/")
         assert response.status_code == 200 and "ops@example.com" in response.text
         assert not [line for line in server.log_lines() if '"level": "ERROR"' in line], "no request failed"
@@ -130,7 +113,7 @@ def test_a_redis_that_hangs_costs_one_time_out_not_one_per_cache_call(gunicorn_f
                  "CSRF_COOKIE_SECURE": "false", "CACHE_DOWN_SECONDS": "30"}  # fmt: skip
     with gunicorn_factory(workers=1, **overrides) as server:
         base = server.url
-        before = _login(base, "ops", "a-long-admin-password-1")
+        before = admin_login(base, "ops", "a-long-admin-password-1")
         assert _get(requests, base, "/products/")[0].status_code == 200
         process.send_signal(signal.SIGSTOP)
         try:
@@ -149,7 +132,7 @@ def test_a_redis_that_hangs_costs_one_time_out_not_one_per_cache_call(gunicorn_f
             response, seconds = _get(before, base, "/admin/")
             assert response.status_code == 200 and "Log out" in response.text and seconds < 0.5
             started = time.monotonic()
-            during = _login(base, "ops", "a-long-admin-password-1")
+            during = admin_login(base, "ops", "a-long-admin-password-1")
             assert time.monotonic() - started < 1.5, "the login (two requests, password hashing) waited on Redis"
             response, _ = _get(during, base, "/admin/auth/user/")
             assert response.status_code == 200 and "ops@example.com" in response.text
