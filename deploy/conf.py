@@ -33,6 +33,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
+_RDS_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\d[a-z0-9-]*\.(micro|small|medium|large|\d*xlarge)$")
 _EFS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 # (name, lowest, highest, names) of the five fields, as the CronJob controller parses them.
@@ -429,11 +430,16 @@ class DeployConfig:
     postgres_mode: str = setting(
         "in-cluster",
         "DEPLOY_POSTGRES_MODE",
-        "'in-cluster': a StatefulSet in the namespace; 'external': a server elsewhere, such as RDS.",
-        choices=("in-cluster", "external"),
+        "'in-cluster': a StatefulSet in the namespace; 'external': a server elsewhere, named by postgres_host and "
+        "postgres_cidr; 'rds': the RDS Multi-AZ instance aws_provision creates, which k8s_deploy finds in the "
+        "stack's outputs (docs/high-availability.md#managed-postgresql-rds).",
+        choices=("in-cluster", "external", "rds"),
     )
     postgres_host: str = setting(
-        "", "DEPLOY_POSTGRES_HOST", "Host of the external PostgreSQL (external mode).", check=_dns_name
+        "",
+        "DEPLOY_POSTGRES_HOST",
+        "Host of the external PostgreSQL (external mode; in rds mode it comes from the stack).",
+        check=_dns_name,
     )
     postgres_port: int = setting(
         5432,
@@ -444,7 +450,8 @@ class DeployConfig:
     postgres_cidr: str = setting(
         "",
         "DEPLOY_POSTGRES_CIDR",
-        "CIDR the external PostgreSQL is in; the egress policy allows it (external mode).",
+        "CIDR the external PostgreSQL is in; the egress policy allows it (external mode; in rds mode it comes "
+        "from the stack).",
         check=_optional_cidr,
     )
     postgres_database: str = setting("app", "DEPLOY_POSTGRES_DATABASE", "Database name.", check=_dns_label)
@@ -820,6 +827,39 @@ class DeployConfig:
     )
     node_count_max: int = setting(4, "DEPLOY_NODE_COUNT_MAX", "Most nodes of the managed node group.", check=_positive)
     node_disk_size: int = setting(50, "DEPLOY_NODE_DISK_SIZE", "Disk of each node, in GiB.", check=_positive)
+    rds_engine_version: str = setting(
+        "16.10",
+        "DEPLOY_RDS_ENGINE_VERSION",
+        "PostgreSQL version of the RDS instance (postgres_mode 'rds'), MAJOR.MINOR as RDS offers it (cfn-lint "
+        "refuses a version RDS no longer creates); its parameter group family is postgresMAJOR. The default keeps "
+        "the in-cluster image's major version, so a dump moves between the modes.",
+        check=lambda v: None if re.fullmatch(r"\d{2}\.\d{1,2}", v) else "a PostgreSQL version such as '16.4'",
+    )
+    rds_instance_class: str = setting(
+        "db.t4g.medium",
+        "DEPLOY_RDS_INSTANCE_CLASS",
+        "Instance class of the RDS instance (postgres_mode 'rds'), such as 'db.t4g.medium' or 'db.m7g.large'.",
+        check=lambda v: None if _RDS_CLASS.fullmatch(v) else "an RDS instance class such as 'db.m7g.large'",
+    )
+    rds_storage_size: int = setting(
+        20,
+        "DEPLOY_RDS_STORAGE_SIZE",
+        "Storage of the RDS instance in GiB (gp3, 20 to 65536; postgres_mode 'rds').",
+        check=lambda v: None if 20 <= v <= 65536 else "a whole number of GiB from 20 to 65536",
+    )
+    rds_multi_az: bool = setting(
+        True,
+        "DEPLOY_RDS_MULTI_AZ",
+        "A synchronous standby in a second zone that RDS fails over to (postgres_mode 'rds'); false halves the "
+        "cost and loses the zone's failure to a restore.",
+    )
+    rds_backup_retention_days: int = setting(
+        7,
+        "DEPLOY_RDS_BACKUP_RETENTION_DAYS",
+        "Days RDS keeps automated backups and the log for a restore to any point in time (1 to 35; "
+        "postgres_mode 'rds').",
+        check=lambda v: None if 1 <= v <= 35 else "a whole number of days from 1 to 35",
+    )
     # --- templates ---
     template_dirs: list = setting(
         [],
@@ -1094,6 +1134,16 @@ def load_config(deploy=None, environ=None, environment=None):
     return config
 
 
+def with_discovered(config, source, **values):
+    """``config`` with settings found elsewhere (``source`` says where, for the message), checked as if set."""
+    for name, value in values.items():
+        check = _field(name).metadata["check"]
+        allowed = check(value) if check else None
+        if allowed or _control_characters(value):
+            raise ConfigError(f"{source} gives {name} {_preview(value)}, which must be {allowed or 'one line'}.")
+    return dataclasses.replace(config, **values)
+
+
 def _control_characters(value):
     """A newline or other control character in a text value: names, images, hosts, keys.
 
@@ -1141,6 +1191,14 @@ def _check_together(c):
             "DEPLOY['alert_sns_topic_arn'] needs DEPLOY['aws_region'] (DEPLOY_AWS_REGION): Alertmanager signs "
             "its SNS requests for that region."
         )
+    if c.postgres_mode == "rds":
+        for part in ("host", "cidr"):
+            if getattr(c, f"postgres_{part}"):
+                raise ConfigError(
+                    f"DEPLOY['postgres_{part}'] must be empty when DEPLOY['postgres_mode'] is 'rds': k8s_deploy reads "
+                    "the instance's address from the infrastructure stack's outputs. Clear it, or use the "
+                    "'external' mode to name a server yourself."
+                )
     for service in ("postgres", "redis"):
         if getattr(c, f"{service}_mode") == "external":
             for part in ("host", "cidr"):

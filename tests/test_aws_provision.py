@@ -1,5 +1,6 @@
 """aws_provision: the CloudFormation template (cfn-lint) and the stack's life (moto)."""
 
+import base64
 import json
 import os
 import subprocess
@@ -9,14 +10,21 @@ from unittest import mock
 
 import boto3
 import pytest
+import yaml
 from botocore.stub import Stubber
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
 
 from deploy.aws import cloudformation as cfn
-from deploy.conf import ConfigError, load_config
+from deploy.aws import rds
+from deploy.aws.session import AwsError
+from deploy.conf import ConfigError, DeploySecrets, load_config
+from deploy.k8s import wiring
+from deploy.k8s.render import RenderError, render_manifests
+from deploy.k8s.wiring import Flow
 from tests.conftest import tool
+from tests.k8s_helpers import by_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
@@ -34,6 +42,10 @@ OPTIONS = {
     "other-names": {"app_name": "shop", "namespace": "shop", "aws_stack_name": "shop-prod",
                     "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/web",
                     "kubernetes_version": "1.31"},
+    "rds": {"postgres_mode": "rds"},
+    "rds-single-az-other-version": {"postgres_mode": "rds", "rds_multi_az": False, "rds_engine_version": "17.6",
+                                    "rds_instance_class": "db.m7g.large", "rds_storage_size": 100,
+                                    "rds_backup_retention_days": 35},
 }  # fmt: skip
 
 
@@ -202,3 +214,222 @@ def test_delete_asks_for_the_stack_name(aws, monkeypatch):
     provision("--delete")
     stacks = aws.describe_stacks()["Stacks"]
     assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == "django-app-infra")
+
+
+# --- postgres_mode 'rds': the managed database (docs/high-availability.md#managed-postgresql-rds) ---------------
+
+RDS = {"postgres_mode": "rds"}
+SECRETS_ENV = {
+    "DEPLOY_SECRET_KEY": "rds-canary-secret-key-1",
+    "DEPLOY_POSTGRES_PASSWORD": "rds-canary-app-password-2",
+    "DEPLOY_REDIS_PASSWORD": "rds-canary-redis-password-3",
+    "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "rds-canary-superuser-4",
+}
+SECRETS = {name: SECRETS_ENV[env] for name, env in DeploySecrets.ENV.items() if env in SECRETS_ENV}
+
+
+def test_the_rds_instance_is_multi_az_encrypted_private_and_its_password_is_not_in_the_template():
+    deploy = {
+        **RDS,
+        "rds_backup_retention_days": 14,
+        "rds_instance_class": "db.m7g.large",
+        "rds_engine_version": "17.6",
+    }
+    template = cfn.render_template(load_config(deploy, environ={}))
+    resources = template["Resources"]
+    database = resources["Database"]
+    db = database["Properties"]
+    assert database["Type"] == "AWS::RDS::DBInstance"
+    assert (db["Engine"], db["EngineVersion"], db["DBInstanceClass"]) == ("postgres", "17.6", "db.m7g.large")
+    assert db["MultiAZ"] is True and db["PubliclyAccessible"] is False
+    assert db["StorageEncrypted"] is True and db["KmsKeyId"] == {"Ref": "DatabaseKey"}
+    key = resources["DatabaseKey"]
+    assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
+    assert db["ManageMasterUserPassword"] is True and db["MasterUserSecret"] == {"KmsKeyId": {"Ref": "DatabaseKey"}}
+    assert (db["BackupRetentionPeriod"], db["DeletionProtection"], db["CopyTagsToSnapshot"]) == (14, True, True)
+    assert database["DeletionPolicy"] == database["UpdateReplacePolicy"] == "Snapshot"
+    # In the private subnets, and only there.
+    subnets = resources[db["DBSubnetGroupName"]["Ref"]]
+    assert subnets["Type"] == "AWS::RDS::DBSubnetGroup"
+    assert subnets["Properties"]["SubnetIds"] == [{"Ref": "PrivateSubnet1"}, {"Ref": "PrivateSubnet2"}]
+    # Its one security group admits 5432 from the EKS cluster security group (the pods') and nothing else.
+    [group] = [g["Ref"] for g in db["VPCSecurityGroups"]]
+    assert "SecurityGroupIngress" not in resources[group]["Properties"]
+    ingress = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"]
+    rules = [r for r in ingress if r["GroupId"] == {"Ref": group}]
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"], r["SourceSecurityGroupId"]) for r in rules] == [
+        ("tcp", 5432, 5432, {"Fn::GetAtt": ["Cluster", "ClusterSecurityGroupId"]})
+    ]
+    assert not [r for r in rules if "CidrIp" in r]
+    parameters = resources[db["DBParameterGroupName"]["Ref"]]["Properties"]
+    assert parameters["Family"] == "postgres17" and parameters["Parameters"] == {"rds.force_ssl": "1"}
+    outputs = template["Outputs"]
+    assert outputs["DatabaseAddress"]["Value"] == {"Fn::GetAtt": ["Database", "Endpoint.Address"]}
+    assert outputs["DatabasePort"]["Value"] == {"Fn::GetAtt": ["Database", "Endpoint.Port"]}
+    assert outputs["DatabaseMasterSecretArn"]["Value"] == {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}
+    assert outputs["DatabaseCidr"]["Value"] == "10.0.0.0/16"  # the default private subnets span half the VPC each
+    # No password property anywhere: RDS generates the master password and keeps it in Secrets Manager.
+    text = cfn.to_text(template)
+    assert '"MasterUserPassword"' not in text and text.count("Password") == 1  # ManageMasterUserPassword
+
+
+def test_without_rds_mode_the_template_has_no_database():
+    for deploy in (
+        {},
+        {"postgres_mode": "external", "postgres_host": "db.example.internal", "postgres_cidr": "10.9.0.0/16"},
+    ):
+        template = cfn.render_template(load_config(deploy, environ={}))
+        assert not [k for k in template["Resources"] if k.startswith("Database")]
+        assert not [k for k in template["Outputs"] if k.startswith("Database")]
+    single = cfn.render_template(load_config({**RDS, "rds_multi_az": False}, environ={}))
+    assert single["Resources"]["Database"]["Properties"]["MultiAZ"] is False
+
+
+@pytest.mark.parametrize(
+    ("private", "cidr"),
+    [
+        (["10.0.64.0/19", "10.0.96.0/19"], "10.0.64.0/18"),
+        (["10.0.64.0/19", "10.0.96.0/19", "10.0.128.0/19"], "10.0.0.0/16"),
+        (["10.0.64.0/18", "10.0.128.0/18"], "10.0.0.0/16"),
+    ],
+)
+def test_the_database_cidr_is_the_smallest_network_holding_every_private_subnet(private, cidr):
+    zones = {"aws_availability_zones": [f"eu-west-1{z}" for z in "abc"[: len(private)]]}
+    public = ["10.0.0.0/20", "10.0.16.0/20", "10.0.32.0/20"][: len(private)]
+    config = load_config({**RDS, **zones, "private_subnet_cidrs": private, "public_subnet_cidrs": public}, environ={})
+    assert cfn.database_cidr(config) == cidr
+
+
+@pytest.mark.parametrize(
+    ("deploy", "message"),
+    [
+        ({**RDS, "postgres_host": "db.example.internal"}, r"postgres_host'\] must be empty .* 'rds'"),
+        ({**RDS, "postgres_cidr": "10.0.0.0/16"}, r"postgres_cidr'\] must be empty"),
+        ({**RDS, "rds_instance_class": "m7g.large"}, "RDS instance class"),
+        ({**RDS, "rds_backup_retention_days": 0}, "from 1 to 35"),
+        ({**RDS, "rds_backup_retention_days": 36}, "from 1 to 35"),
+        ({**RDS, "rds_engine_version": "16"}, "PostgreSQL version"),
+        ({**RDS, "rds_storage_size": 10}, "from 20 to 65536"),
+    ],
+)
+def test_bad_rds_settings_are_refused(deploy, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(deploy, environ={})
+
+
+def _moto_ready(render):
+    """The rds template as moto can create it, each change for a gap in moto 5's CloudFormation:
+    it creates no EKS cluster, so the cluster security group the ingress rule names is a stand-in group; a Ref to
+    a DBParameterGroup reaches its create_db_instance as an object, so the instance is made without it (the group
+    itself is created and checked); GetAtt MasterUserSecret.SecretArn is unknown to it, as is ClusterName's
+    cluster, and one unresolvable output makes it drop them all."""
+
+    def template(config):
+        rendered = render(config)
+        rendered["Outputs"].pop("ClusterName")
+        rendered["Outputs"].pop("DatabaseMasterSecretArn")
+        rendered["Resources"]["ClusterSecurityGroupStandIn"] = {
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {"GroupDescription": "stands for the EKS cluster security group", "VpcId": {"Ref": "Vpc"}},
+        }
+        ingress = rendered["Resources"]["DatabaseIngressFromCluster"]["Properties"]
+        assert ingress["SourceSecurityGroupId"] == {"Fn::GetAtt": ["Cluster", "ClusterSecurityGroupId"]}
+        ingress["SourceSecurityGroupId"] = {"Fn::GetAtt": ["ClusterSecurityGroupStandIn", "GroupId"]}
+        rendered["Resources"]["Database"]["Properties"].pop("DBParameterGroupName")
+        return rendered
+
+    return template
+
+
+@pytest.fixture
+def rds_stack(aws, settings, monkeypatch):
+    settings.DEPLOY = RDS
+    monkeypatch.setattr(cfn, "render_template", _moto_ready(cfn.render_template))
+    out = provision()
+    stack = aws.describe_stacks(StackName="django-app-infra")["Stacks"][0]
+    return out, stack, {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+def test_moto_creates_the_rds_instance_in_the_private_subnets_behind_its_security_group(aws, rds_stack):
+    out, stack, outputs = rds_stack
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    rds = boto3.client("rds", region_name=REGION)
+    [instance] = rds.describe_db_instances()["DBInstances"]
+    assert (instance["Engine"], instance["EngineVersion"]) == ("postgres", "16.10")
+    assert instance["MultiAZ"] and instance["StorageEncrypted"] and not instance["PubliclyAccessible"]
+    assert instance["BackupRetentionPeriod"] == 7 and instance["CopyTagsToSnapshot"]
+    resources = aws.describe_stack_resources(StackName="django-app-infra")["StackResources"]
+    physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}  # moto: some lack both
+    subnets = {s["SubnetIdentifier"] for s in instance["DBSubnetGroup"]["Subnets"]}
+    assert subnets == {physical["PrivateSubnet1"], physical["PrivateSubnet2"]}
+    ec2 = boto3.client("ec2", region_name=REGION)
+    [group] = ec2.describe_security_groups(GroupIds=[physical["DatabaseSecurityGroup"]])["SecurityGroups"]
+    admitted = [(p["IpProtocol"], p["FromPort"], p["ToPort"], [g["GroupId"] for g in p["UserIdGroupPairs"]],
+                 p["IpRanges"]) for p in group["IpPermissions"]]  # fmt: skip
+    assert admitted == [("tcp", 5432, 5432, [physical["ClusterSecurityGroupStandIn"]], [])]
+    groups = rds.describe_db_parameter_groups()["DBParameterGroups"]
+    [ours] = [g for g in groups if not g["DBParameterGroupName"].startswith("default.")]  # moto keeps no id of it
+    assert ours["DBParameterGroupFamily"] == "postgres16"
+    forced = rds.describe_db_parameters(DBParameterGroupName=ours["DBParameterGroupName"], Source="user")
+    assert {(p["ParameterName"], p["ParameterValue"]) for p in forced["Parameters"]} == {("rds.force_ssl", "1")}
+    assert outputs["DatabaseAddress"] == instance["Endpoint"]["Address"]
+    assert outputs["DatabasePort"] == "5432" and outputs["DatabaseCidr"] == "10.0.0.0/16"
+    assert f"PostgreSQL (RDS): {instance['Endpoint']['Address']}:5432" in out
+
+
+def _database_url(manifests):
+    from urllib.parse import urlsplit
+
+    [url] = [base64.b64decode(m["data"]["DATABASE_URL"]).decode() for m in manifests
+             if m["kind"] == "Secret" and "DATABASE_URL" in m.get("data", {})]  # fmt: skip
+    return urlsplit(url)
+
+
+def test_k8s_deploy_wiring_comes_from_the_stack_outputs(aws, rds_stack):
+    _, _, outputs = rds_stack
+    config = load_config(RDS, environ={})
+    wired = rds.wire(config, aws)
+    assert (wired.postgres_host, wired.postgres_port, wired.postgres_cidr) == (
+        outputs["DatabaseAddress"], 5432, outputs["DatabaseCidr"])  # fmt: skip
+    manifests = render_manifests(wired, DeploySecrets(**SECRETS), redact=False)
+    url = _database_url(manifests)
+    assert (url.hostname, url.port, url.username, url.query) == (outputs["DatabaseAddress"], 5432, "app",
+                                                                  "sslmode=require")  # fmt: skip
+    # The app's and the migration Job's egress reach that CIDR on that port, and the wiring rule holds.
+    allowed = set(wiring.reachability(manifests))
+    for source in ("django-app/app", "django-app/migrate"):
+        assert Flow(source, outputs["DatabaseCidr"], "5432/TCP") in allowed
+    assert not [f for f in allowed if f.destination == "django-app/postgres"]
+    assert wiring.wiring_problems(manifests, wired) == []
+    assert not [s for s in by_kind(manifests, "StatefulSet") if "postgres" in s["metadata"]["name"]]
+
+
+def test_k8s_deploy_renders_rds_mode_from_the_stack_without_leaking_secrets(aws, rds_stack, monkeypatch):
+    _, _, outputs = rds_stack
+    for name, value in SECRETS_ENV.items():
+        monkeypatch.setenv(name, value)
+    out = StringIO()
+    call_command("k8s_deploy", "--render", stdout=out)
+    text = out.getvalue()
+    assert f"cidr: {outputs['DatabaseCidr']}" in text
+    assert not [v for v in SECRETS_ENV.values() if v in text or base64.b64encode(v.encode()).decode() in text]
+    assert "arn:aws:secretsmanager" not in text  # the master secret is not the app's
+    out = StringIO()
+    call_command("k8s_deploy", "--render", "--include-secrets", stdout=out)
+    url = _database_url([m for m in yaml.safe_load_all(out.getvalue()) if m])
+    assert (url.hostname, url.port, url.password) == (outputs["DatabaseAddress"], 5432, SECRETS["postgres_password"])
+
+
+def test_rds_mode_without_the_stack_or_its_outputs_renders_nothing(aws, settings, tmp_path):
+    settings.DEPLOY = RDS
+    with pytest.raises(CommandError, match=r"django-app-infra.*aws_provision.*Nothing was rendered") as excinfo:
+        call_command("k8s_deploy", "--render", "--output", "out", stdout=StringIO())
+    assert "\n" not in str(excinfo.value)
+    assert not (tmp_path / "out").exists()
+    # A stack made without the rds mode has no database outputs: named, with the fix.
+    settings.DEPLOY = {}
+    provision()
+    with pytest.raises(AwsError, match=r"no DatabaseAddress, DatabasePort, DatabaseCidr output.*aws_provision"):
+        rds.wire(load_config(RDS, environ={}), aws)
+    with pytest.raises(RenderError, match=r"'rds'.*k8s_deploy"):
+        render_manifests(load_config(RDS, environ={}))

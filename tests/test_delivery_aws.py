@@ -301,6 +301,17 @@ def test_the_preflight_reads_only_what_the_settings_name():
     assert not any("Preflight" in s.get("Sid", "") for s in statements_of(render(), "DeployStagingRole"))
 
 
+def test_in_rds_mode_each_deploy_role_reads_its_own_infrastructure_stack_only():
+    # k8s_deploy reads the RDS instance's address from the stack's outputs (deploy/aws/rds.py).
+    stack = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/shop-%s-infra/0f1e2d3c"
+    template = render({**DEPLOY, "postgres_mode": "rds"})
+    staging = statements_of(template, "DeployStagingRole")
+    assert allows(staging, "cloudformation:DescribeStacks", stack % "staging")
+    assert not allows(staging, "cloudformation:DescribeStacks", stack % "production")
+    assert not allows(staging, "cloudformation:UpdateStack", stack % "staging")
+    assert not allows(statements_of(render(), "DeployStagingRole"), "cloudformation:DescribeStacks", stack % "staging")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -281,6 +281,10 @@ def render_delivery_template(base, environments):
             },
         ]
         statements += _preflight_statements(config)
+        if config.postgres_mode == "rds":
+            # k8s_deploy reads the RDS instance's address from the infrastructure stack's outputs (deploy/aws/rds.py).
+            statements.append({"Sid": "ReadDatabaseOutputs", "Effect": "Allow",
+                               "Action": "cloudformation:DescribeStacks", "Resource": _sub(arns["stack"])})  # fmt: skip
         role(
             logical,
             f"deploy-{name}",

@@ -434,6 +434,12 @@ def render_manifests(config, secrets=None, redact=True):
     naming its environment variable.
     """
     secrets = secrets or DeploySecrets()
+    if config.postgres_mode == "rds" and not (config.postgres_host and config.postgres_cidr):
+        raise RenderError(
+            "DEPLOY['postgres_mode'] is 'rds' but the RDS instance's address is not known: it comes from the "
+            "infrastructure stack's outputs, which k8s_deploy reads (deploy/aws/rds.py). Render through "
+            "k8s_deploy, with AWS credentials, after 'manage.py aws_provision'."
+        )
     if not redact:
         missing = _missing_secrets(config, secrets)
         if missing:

@@ -145,6 +145,10 @@ class Command(BaseCommand):
                              ("CloudFormationRoleArn", "aws_cloudformation_role_arn")):  # fmt: skip
             if key in outputs:
                 self._say(options, f"  DEPLOY['{setting}'] = {outputs[key]!r}")
+        if "DatabaseAddress" in outputs:
+            self._say(options, f"PostgreSQL (RDS): {outputs['DatabaseAddress']}:{outputs.get('DatabasePort')}, read "
+                      "from this stack by k8s_deploy (postgres_mode 'rds'); create the app's user once as "
+                      "docs/high-availability.md#managed-postgresql-rds says.")  # fmt: skip
         return self._json(report, options)
 
     def _delete(self, client, name, options):

@@ -145,6 +145,8 @@ class Command(BaseCommand):
             config = get_config(options["environment"])
         except ConfigError as exc:
             raise CommandError(f"Invalid deploy configuration: {exc}") from None
+        if config.postgres_mode == "rds":
+            config = self._rds(config, options)
         secrets = get_secrets()
         redact = not options["include_secrets"]
         try:
@@ -222,6 +224,16 @@ class Command(BaseCommand):
         self._with_cluster(cluster, config, secrets, options, report)
 
     # --- with a cluster ---------------------------------------------------------
+
+    def _rds(self, config, options):
+        """The RDS instance's host, port and CIDR from the infrastructure stack's outputs (deploy/aws/rds.py)."""
+        from deploy.aws import rds
+        from deploy.aws.session import AwsError
+
+        try:
+            return rds.wire(config, self._aws_session(config, options).client("cloudformation"))
+        except AwsError as exc:
+            raise CommandError(f"{exc} Nothing was rendered or applied.") from None
 
     def _aws_session(self, config, options):
         from deploy.aws.session import AwsError, session
