@@ -32,6 +32,11 @@ _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# An address as SMTP takes it (no display name, no quotes, no brackets): local part, '@', a dotted domain.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+_SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]+")
 _ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 _EFS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -64,6 +69,13 @@ def setting(default, env=None, help="", choices=None, check=None, secret=False):
 def _dns_label(value):
     if not _DNS_LABEL.fullmatch(value) or len(value) > 63:
         return "lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+    return None
+
+
+def _emails(addresses):
+    bad = [a for a in addresses if not _EMAIL.fullmatch(a)]
+    if bad:
+        return f"e-mail addresses such as 'ops@example.com' ({', '.join(map(repr, bad))} is not one)"
     return None
 
 
@@ -279,6 +291,27 @@ def _git_ref_name(value):
 def _secret_name(value):
     ok = not value or re.fullmatch(r"[A-Za-z0-9/_+=.@-]{1,512}", value)
     return None if ok else "empty, or an AWS Secrets Manager secret name such as 'shop/staging'"
+
+
+# Each secret value: its DeploySecrets field -> its environment variable, which is also its key in the
+# secrets_name secret. The one list of them: the docs and the messages are made from it.
+SECRET_ENV = {
+    "secret_key": "DEPLOY_SECRET_KEY",
+    "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
+    "redis_password": "DEPLOY_REDIS_PASSWORD",
+    "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
+    "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
+    "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
+}
+SECRET_MEANINGS = {
+    "secret_key": "Django's SECRET_KEY (at least 40 characters).",
+    "postgres_password": "The app's PostgreSQL user's password.",
+    "redis_password": "Redis's password (the in-cluster Redis, or the external one's AUTH).",
+    "postgres_superuser_password": "The in-cluster PostgreSQL's superuser ('postgres'), used by its init only; "
+    "must differ from the app's.",
+    "alert_smtp_password": "The SMTP password of alert e-mails (with alert_smtp_username).",
+    "alert_webhook_url": "The Slack or generic webhook URL of alerts (with alert_webhook).",
+}
 
 
 @dataclass(frozen=True)
@@ -624,9 +657,11 @@ class DeployConfig:
         [],
         "DEPLOY_ALERT_EMAIL_TO",
         "Addresses that receive alerts by e-mail (empty: no e-mail receiver).",
-        check=lambda v: None if all(re.fullmatch(r"[^@\s]+@[^@\s]+", a) for a in v) else "e-mail addresses",
+        check=lambda v: _emails(v),
     )
-    alert_email_from: str = setting("", "DEPLOY_ALERT_EMAIL_FROM", "Sender address of alert e-mails.")
+    alert_email_from: str = setting(
+        "", "DEPLOY_ALERT_EMAIL_FROM", "Sender address of alert e-mails.", check=lambda v: _emails([v] if v else [])
+    )
     alert_smtp_smarthost: str = setting(
         "",
         "DEPLOY_ALERT_SMTP_SMARTHOST",
@@ -649,10 +684,9 @@ class DeployConfig:
     alert_sns_topic_arn: str = setting(
         "",
         "DEPLOY_ALERT_SNS_TOPIC_ARN",
-        "Amazon SNS topic that receives alerts (Alertmanager signs with the role DEPLOY_ALERT_SNS_ROLE_ARN).",
-        check=lambda v: (
-            None if not v or re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+", v) else "an SNS topic ARN"
-        ),
+        "Amazon SNS topic that receives alerts (Alertmanager signs with the role DEPLOY_ALERT_SNS_ROLE_ARN, for "
+        "the topic's region, taken from the ARN).",
+        check=lambda v: None if not v or _SNS_ARN.fullmatch(v) else "an SNS topic ARN",
     )
     alert_sns_role_arn: str = setting(
         "",
@@ -831,10 +865,10 @@ class DeployConfig:
     secrets_name: str = setting(
         "",
         "DEPLOY_SECRETS_NAME",
-        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, "
-        "DEPLOY_REDIS_PASSWORD and DEPLOY_POSTGRES_SUPERUSER_PASSWORD as one JSON object; k8s_deploy reads it "
-        "when it applies. "
-        "Empty: those environment variables.",
+        "AWS Secrets Manager secret holding this environment's secret values as one JSON object of strings, with "
+        f"any of the keys {', '.join(SECRET_ENV.values())} (the alert receivers' only when they are configured); "
+        "k8s_deploy reads it when it applies, and then not those environment variables. Empty: the environment "
+        "variables.",
         check=_secret_name,
     )
     github_repository: str = setting(
@@ -908,6 +942,12 @@ class DeployConfig:
     def redis_in_cluster(self):
         return self.redis_mode == "in-cluster"
 
+    @property
+    def alert_sns_region(self):
+        """The region of the SNS topic, from its ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME); '' without one."""
+        match = _SNS_ARN.fullmatch(self.alert_sns_topic_arn)
+        return match.group(1) if match else ""
+
 
 @dataclass(frozen=True)
 class DeploySecrets:
@@ -921,14 +961,7 @@ class DeploySecrets:
     alert_smtp_password: str = field(default="", repr=False)
     alert_webhook_url: str = field(default="", repr=False)
 
-    ENV = {
-        "secret_key": "DEPLOY_SECRET_KEY",
-        "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
-        "redis_password": "DEPLOY_REDIS_PASSWORD",
-        "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
-        "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
-        "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
-    }
+    ENV = SECRET_ENV
 
     def missing(self):
         return [self.ENV[name] for name in self.ENV if not getattr(self, name)]
@@ -965,6 +998,10 @@ def _parse(f, raw, source):
         raise ConfigError(f"must be a string, not {type(raw).__name__}")
     if kind is list:
         if from_env and isinstance(raw, str):
+            if raw.strip().startswith("["):
+                raise ConfigError(
+                    "is a list written comma-separated in the environment (such as 'a,b'), not as a JSON list"
+                )
             return [item.strip() for item in raw.split(",") if item.strip()]
         if isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
             return list(raw)
@@ -1123,10 +1160,11 @@ def _check_together(c):
             "DEPLOY['alert_email_to'] is set but DEPLOY['alert_email_from'] or DEPLOY['alert_smtp_smarthost'] "
             "is empty: set both (DEPLOY_ALERT_EMAIL_FROM, DEPLOY_ALERT_SMTP_SMARTHOST) or clear alert_email_to."
         )
-    if c.alert_sns_topic_arn and not c.aws_region:
+    if c.alert_sns_topic_arn and c.aws_region and c.alert_sns_region != c.aws_region:
         raise ConfigError(
-            "DEPLOY['alert_sns_topic_arn'] needs DEPLOY['aws_region'] (DEPLOY_AWS_REGION): Alertmanager signs "
-            "its SNS requests for that region."
+            f"DEPLOY['alert_sns_topic_arn'] is a topic of region {c.alert_sns_region}, but DEPLOY['aws_region'] "
+            f"(DEPLOY_AWS_REGION) is {c.aws_region}: Alertmanager signs its SNS requests for the topic's region. "
+            "Name the topic of this region, or correct aws_region."
         )
     for service in ("postgres", "redis"):
         if getattr(c, f"{service}_mode") == "external":

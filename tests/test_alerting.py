@@ -218,6 +218,41 @@ def test_email_without_its_smtp_server_is_refused():
         load_config({"alert_email_to": ["ops@example.com"]}, environ={})
 
 
+@pytest.mark.parametrize(
+    "environ, bad",
+    [
+        ({"DEPLOY_ALERT_EMAIL_TO": '["ops@example.com"]'}, "comma-separated"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@example.com;oncall@example.com"}, "'ops@example.com;oncall@example.com'"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@example.com,Ops <ops@example.com>"}, "'Ops <ops@example.com>' is not one"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@localhost"}, "'ops@localhost' is not one"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@example.com", "DEPLOY_ALERT_EMAIL_FROM": "alerts"}, "'alerts' is not one"),
+    ],
+)
+def test_each_alert_address_is_checked_and_names_the_setting_and_the_bad_value(environ, bad):
+    from deploy.conf import ConfigError
+
+    settings = {"alert_email_from": "alerts@example.com", "alert_smtp_smarthost": "smtp.example.com:587"}
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(settings, environ=environ)
+    assert bad in str(excinfo.value) and "DEPLOY_ALERT_EMAIL_" in str(excinfo.value)
+    good = load_config(settings, environ={"DEPLOY_ALERT_EMAIL_TO": " ops@example.com, on.call+x@mail.example.org "})
+    assert good.alert_email_to == ["ops@example.com", "on.call+x@mail.example.org"]
+
+
+def test_sns_takes_its_region_from_the_topic_and_refuses_a_conflicting_aws_region():
+    from deploy.conf import ConfigError
+
+    topic = {"alert_sns_topic_arn": "arn:aws:sns:ap-southeast-2:123456789012:pager", "alert_critical_via": ["sns"]}
+    config = load_config(topic, environ={})  # no aws_region needed
+    assert config.alert_sns_region == "ap-southeast-2"
+    alertmanager = observability.alertmanager_config(config, secrets(), redact=True)
+    (critical,) = [r for r in alertmanager["receivers"] if r.get("sns_configs")]
+    assert critical["sns_configs"][0]["sigv4"] == {"region": "ap-southeast-2"}
+    assert load_config({**topic, "aws_region": "ap-southeast-2"}, environ={}).alert_sns_region == "ap-southeast-2"
+    with pytest.raises(ConfigError, match=r"topic of region ap-southeast-2, but DEPLOY\['aws_region'\].*eu-west-3"):
+        load_config({**topic, "aws_region": "eu-west-3"}, environ={})
+
+
 def test_every_alert_keeps_its_runbook_and_a_routed_severity():
     _, text, data = rendered({})
     routed = {r["matchers"][0] for r in yaml.safe_load(text)["route"]["routes"]}

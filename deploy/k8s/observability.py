@@ -159,7 +159,8 @@ def _integrations(config, secrets, redact, kinds):
         integrations["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
     if "sns" in kinds:
         integrations["sns_configs"] = [{
-            "topic_arn": config.alert_sns_topic_arn, "sigv4": {"region": config.aws_region}, "send_resolved": True,
+            "topic_arn": config.alert_sns_topic_arn, "sigv4": {"region": config.alert_sns_region},
+            "send_resolved": True,
             "subject": "{{ .Status | toUpper }}: {{ .CommonLabels.alertname }}",
             "message": "{{ range .Alerts }}{{ .Annotations.summary }} {{ .Annotations.runbook_url }}\n{{ end }}",
         }]  # fmt: skip
@@ -220,8 +221,8 @@ def _operator_integrations(config, kinds, secret_name):
     elif "webhook" in kinds:
         integrations["webhookConfigs"] = [{"urlSecret": key("webhook"), "sendResolved": True}]
     if "sns" in kinds:
-        integrations["snsConfigs"] = [{"topicARN": config.alert_sns_topic_arn, "sigv4": {"region": config.aws_region},
-                                       "sendResolved": True}]  # fmt: skip
+        integrations["snsConfigs"] = [{"topicARN": config.alert_sns_topic_arn,
+                                       "sigv4": {"region": config.alert_sns_region}, "sendResolved": True}]  # fmt: skip
     return integrations
 
 
