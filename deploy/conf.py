@@ -302,6 +302,7 @@ SECRET_ENV = {
     "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
     "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
     "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
+    "alert_watchdog_url": "DEPLOY_ALERT_WATCHDOG_URL",
 }
 SECRET_MEANINGS = {
     "secret_key": "Django's SECRET_KEY (at least 40 characters).",
@@ -311,6 +312,8 @@ SECRET_MEANINGS = {
     "must differ from the app's.",
     "alert_smtp_password": "The SMTP password of alert e-mails (with alert_smtp_username).",
     "alert_webhook_url": "The Slack or generic webhook URL of alerts (with alert_webhook).",
+    "alert_watchdog_url": "The dead man's switch URL the always-firing Watchdog alert is posted to (with "
+    "alert_watchdog).",
 }
 
 
@@ -708,6 +711,13 @@ class DeployConfig:
         "Receivers of warning alerts, among the configured ones: email, webhook, sns.",
         check=lambda v: None if set(v) <= {"email", "webhook", "sns"} else "email, webhook or sns",
     )
+    alert_watchdog: bool = setting(
+        False,
+        "DEPLOY_ALERT_WATCHDOG",
+        "Post the always-firing Watchdog alert every 5 minutes to a dead man's switch (a service that pages when "
+        "the posts stop), at the secret DEPLOY_ALERT_WATCHDOG_URL. Off: the Watchdog goes to no receiver "
+        "(standalone monitoring).",
+    )
     alert_group_wait: str = setting(
         "30s", "DEPLOY_ALERT_GROUP_WAIT", "How long Alertmanager waits to group a new alert.", check=_duration
     )
@@ -960,6 +970,7 @@ class DeploySecrets:
     postgres_superuser_password: str = field(default="", repr=False)
     alert_smtp_password: str = field(default="", repr=False)
     alert_webhook_url: str = field(default="", repr=False)
+    alert_watchdog_url: str = field(default="", repr=False)
 
     ENV = SECRET_ENV
 
