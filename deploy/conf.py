@@ -842,6 +842,21 @@ class DeployConfig:
         choices=("single", "per-az"),
     )
     node_instance_type: str = setting("t3.large", "DEPLOY_NODE_INSTANCE_TYPE", "EC2 instance type of the nodes.")
+    node_allocatable_cpu: str = setting(
+        "",
+        "DEPLOY_NODE_ALLOCATABLE_CPU",
+        "What one node offers to pods (its allocatable CPU, as 'kubectl describe node' shows it), for the render's "
+        "capacity check: set it with node_allocatable_memory for a node_instance_type the capacity table does not "
+        "know, or to use measured figures instead of the table's. Empty: from the table.",
+        check=lambda v: _cpu(v) if v else None,
+    )
+    node_allocatable_memory: str = setting(
+        "",
+        "DEPLOY_NODE_ALLOCATABLE_MEMORY",
+        "What one node offers to pods in memory (its allocatable memory), with node_allocatable_cpu. Empty: "
+        "from the table.",
+        check=lambda v: _memory(v) if v else None,
+    )
     node_count_min: int = setting(
         3,
         "DEPLOY_NODE_COUNT_MIN",
@@ -1165,6 +1180,12 @@ def _check_together(c):
         raise ConfigError(
             "DEPLOY['efs_file_system_id'] (environment variable DEPLOY_EFS_FILE_SYSTEM_ID) is required when "
             "DEPLOY['create_storage_classes'] is true: the 'efs-ap' StorageClass names the file system."
+        )
+    if bool(c.node_allocatable_cpu) != bool(c.node_allocatable_memory):
+        raise ConfigError(
+            "DEPLOY['node_allocatable_cpu'] and DEPLOY['node_allocatable_memory'] (DEPLOY_NODE_ALLOCATABLE_CPU, "
+            "DEPLOY_NODE_ALLOCATABLE_MEMORY) go together: a node's allocatable CPU and memory. Set both, or neither "
+            "to use the capacity table."
         )
     if c.alert_email_to and not (c.alert_email_from and c.alert_smtp_smarthost):
         raise ConfigError(
