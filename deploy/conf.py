@@ -837,6 +837,35 @@ class DeployConfig:
         "Empty: those environment variables.",
         check=_secret_name,
     )
+    secrets_source: str = setting(
+        "environment",
+        "DEPLOY_SECRETS_SOURCE",
+        "Where the cluster's secret values come from. 'environment': k8s_deploy writes Kubernetes Secrets from "
+        "DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, DEPLOY_REDIS_PASSWORD and "
+        "DEPLOY_POSTGRES_SUPERUSER_PASSWORD (or from DEPLOY['secrets_name']); for clusters off AWS. "
+        "'aws-secrets-manager': the secrets aws_provision generated in AWS Secrets Manager reach the cluster "
+        "through the External Secrets Operator (ExternalSecret objects, no value in the render), so k8s_deploy "
+        "needs none of them (docs/security.md#secrets-from-aws-secrets-manager).",
+        choices=("environment", "aws-secrets-manager"),
+    )
+    secrets_reader_role_arn: str = setting(
+        "",
+        "DEPLOY_SECRETS_READER_ROLE_ARN",
+        "IAM role the External Secrets Operator assumes to read this app's secrets (the infrastructure stack's "
+        "SecretsReaderRoleArn output); required with secrets_source 'aws-secrets-manager'.",
+        check=lambda v: (
+            None
+            if not v or re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", v, re.ASCII)
+            else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ),
+    )
+    secrets_refresh_interval: str = setting(
+        "1h",
+        "DEPLOY_SECRETS_REFRESH_INTERVAL",
+        "How often the External Secrets Operator copies the values from Secrets Manager into the cluster's "
+        "Secrets (a rotated value reaches the Secret within this time; pods read it at their next start).",
+        check=lambda v: None if re.fullmatch(r"[1-9]\d*(s|m|h)", v) else "a duration such as '15m' or '1h'",
+    )
     github_repository: str = setting(
         "",
         "DEPLOY_GITHUB_REPOSITORY",
@@ -1168,6 +1197,13 @@ def _check_together(c):
                     f"{_describe(_field(name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
                     "app, monitoring and logging gets a namespace of its own."
                 )
+    if c.secrets_source == "aws-secrets-manager":
+        # The reader role is checked at render: aws_provision creates it, with this setting already chosen.
+        if not c.aws_region:
+            raise ConfigError(
+                f"{_describe(_field('aws_region'))} is required when DEPLOY['secrets_source'] is "
+                "'aws-secrets-manager': the SecretStore reads the secrets in that region."
+            )
     if c.postgres_user == "postgres":
         raise ConfigError("DEPLOY['postgres_user'] must not be 'postgres': the app connects as an unprivileged user.")
 

@@ -100,6 +100,13 @@ def _texts(manifest):
             host = _url_host(str(text))
             if host:
                 yield f"{what} key {key}", host
+    elif kind == "ExternalSecret":
+        # The URLs the operator will write: the template names the host; the password is an expression.
+        template = ((manifest.get("spec") or {}).get("target") or {}).get("template") or {}
+        for key, text in (template.get("data") or {}).items():
+            host = _url_host(str(text))
+            if host:
+                yield f"{what} key {key}", host
     found = _pod_spec_of(manifest)
     if found is None:
         return
