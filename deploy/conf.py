@@ -1197,13 +1197,12 @@ def _check_together(c):
                     f"{_describe(_field(name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
                     "app, monitoring and logging gets a namespace of its own."
                 )
-    if c.secrets_source == "aws-secrets-manager":
-        # The reader role is checked at render: aws_provision creates it, with this setting already chosen.
-        if not c.aws_region:
-            raise ConfigError(
-                f"{_describe(_field('aws_region'))} is required when DEPLOY['secrets_source'] is "
-                "'aws-secrets-manager': the SecretStore reads the secrets in that region."
-            )
+    # The reader role is checked at render: aws_provision creates it, with this setting already chosen.
+    if c.secrets_source == "aws-secrets-manager" and not c.aws_region:
+        raise ConfigError(
+            f"{_describe(_field('aws_region'))} is required when DEPLOY['secrets_source'] is "
+            "'aws-secrets-manager': the SecretStore reads the secrets in that region."
+        )
     if c.postgres_user == "postgres":
         raise ConfigError("DEPLOY['postgres_user'] must not be 'postgres': the app connects as an unprivileged user.")
 

@@ -110,6 +110,12 @@ def _operator_writes(manifest, store):
 # --- the infrastructure -----------------------------------------------------------------
 
 
+def tmp_path_of_build():
+    from pathlib import Path
+
+    return Path("build/cloudformation")
+
+
 def _template(config=None):
     return cfn.render_template(config or load_config({"app_name": "shop"}, environ={}))
 
@@ -214,6 +220,7 @@ def aws(monkeypatch, tmp_path):
         yield
 
 
+@pytest.mark.slow  # moto creates the whole infrastructure stack (~30 s on a loaded machine)
 def test_aws_provision_generates_the_secrets_and_the_operator_writes_what_the_environment_mode_would(
     aws, monkeypatch, settings
 ):
@@ -232,6 +239,21 @@ def test_aws_provision_generates_the_secrets_and_the_operator_writes_what_the_en
     match = re.search(r"DEPLOY\['secrets_reader_role_arn'\] = '(arn:aws:iam::\d{12}:role/[^']+)'", out.getvalue())
     assert match, out.getvalue()
     client = boto3.client("secretsmanager", region_name=REGION)
+    # moto's CloudFormation skips AWS::SecretsManager::Secret: create each as CloudFormation does, through the
+    # Secrets Manager API with the template's own generation rules and key.
+    template = json.loads((tmp_path_of_build() / "shop-infra.json").read_text())
+    key_id = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::SecretsManager::Secret":
+            rules = resource["Properties"]["GenerateSecretString"]
+            generated = client.get_random_password(**rules)["RandomPassword"]
+            client.create_secret(Name=resource["Properties"]["Name"], KmsKeyId=key_id, SecretString=generated)
+    reader = boto3.client("iam", region_name=REGION).get_role(RoleName=match[1].rsplit("/", 1)[1])["Role"]
+    assert (
+        reader["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"]
+        .rsplit("/")[-1]
+        .startswith("shop-infra-ExternalSecretsRole-")
+    )
     stored = {}
     config = load_config({**ESO, "app_name": "shop", "namespace": "shop", "secrets_reader_role_arn": match[1]},
                          environ={})  # fmt: skip
@@ -248,7 +270,9 @@ def test_aws_provision_generates_the_secrets_and_the_operator_writes_what_the_en
              if m["kind"] == "Secret"}  # fmt: skip
     for external in (m for m in render_manifests(config) if m["kind"] == "ExternalSecret"):
         written = _operator_writes(external, stored)
-        expected = {k: base64.b64decode(v).decode() for k, v in plain[external["spec"]["target"]["name"]]["data"].items()}
+        expected = {
+            k: base64.b64decode(v).decode() for k, v in plain[external["spec"]["target"]["name"]]["data"].items()
+        }
         assert written == expected, external["metadata"]["name"]
 
 
@@ -273,6 +297,7 @@ def test_a_rotated_value_reaches_the_secret_the_operator_writes(aws):
 # --- the deploy needs no secret ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # two deploys against the fake API server
 def test_k8s_deploy_applies_with_no_secret_in_its_environment_and_shows_none(tmp_path, monkeypatch):
     for name in list(os.environ):
         if name.startswith("DEPLOY_"):
@@ -298,9 +323,10 @@ def test_k8s_deploy_applies_with_no_secret_in_its_environment_and_shows_none(tmp
         monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
         report = json.loads(run())
         assert report["outcome"] == "deployed", report
-        assert {o["name"] for o in report["objects"] if o["kind"] == "ExternalSecret"} == {
+        assert {o["metadata"]["name"] for o in fake.list("externalsecrets", "django-app")} == {
             "django-app", "django-app-postgres", "django-app-redis"}  # fmt: skip
-        assert fake.get("externalsecrets", "django-app", "django-app", group="external-secrets.io") is not None
+        assert [o["metadata"]["name"] for o in fake.list("secretstores", "django-app")] == [
+            "django-app-aws-secrets-manager"]  # fmt: skip
         assert [s["metadata"]["name"] for s in fake.list("secrets", "django-app")
                 if not s["metadata"]["name"].startswith("django-app-release-")] == []  # fmt: skip
         assert json.loads(run())["changed"] == 0

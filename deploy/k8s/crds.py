@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 CRD_DIR = Path(__file__).resolve().parent / "crds"
 
 
@@ -20,7 +21,7 @@ def _definitions():
     """(group, version, kind) -> the served version's schema, made strict."""
     found = {}
     for path in sorted(CRD_DIR.glob("*.yaml")):
-        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        crd = yaml.load(path.read_text(), Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader, libyaml's if there)
         spec = crd["spec"]
         for version in spec["versions"]:
             if version.get("served"):

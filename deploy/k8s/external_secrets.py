@@ -75,7 +75,9 @@ def secret_templates(config, component):
 def external_secret_spec(config, component):
     templates = secret_templates(config, component)
     used = set(re.findall(r"\{\{ ?\.(\w+)", "\n".join(templates.values())))
-    data = [{"secretKey": key, "remoteRef": {"key": name}} for key, name in names.aws_secrets(config).items() if key in used]
+    data = [
+        {"secretKey": key, "remoteRef": {"key": name}} for key, name in names.aws_secrets(config).items() if key in used
+    ]
     return {
         "refreshInterval": config.secrets_refresh_interval,
         "secretStoreRef": {"kind": "SecretStore", "name": store_name(config)},
