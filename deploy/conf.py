@@ -467,6 +467,20 @@ class DeployConfig:
     postgres_backup_keep_days: int = setting(
         7, "DEPLOY_POSTGRES_BACKUP_KEEP_DAYS", "Days a backup is kept on the backup volume.", check=_positive
     )
+    postgres_backup_bucket: str = setting(
+        "",
+        "DEPLOY_POSTGRES_BACKUP_BUCKET",
+        "S3 bucket the backup CronJob streams its dumps to (the infrastructure stack's BackupBucketName output), "
+        "through its EKS Pod Identity; empty: dumps go to the backup volume (docs/runbooks.md#restoring-a-backup).",
+        check=lambda v: None if not v or re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v) else "an S3 bucket name",
+    )
+    postgres_backup_bucket_keep_days: int = setting(
+        30,
+        "DEPLOY_POSTGRES_BACKUP_BUCKET_KEEP_DAYS",
+        "Days a backup stays in the S3 bucket before its lifecycle rule expires it (aws_provision); a replaced or "
+        "deleted version is kept 7 more days.",
+        check=_positive,
+    )
     # --- Redis ---
     redis_mode: str = setting(
         "in-cluster",
@@ -1197,6 +1211,11 @@ def _check_together(c):
                     f"{_describe(_field(name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
                     "app, monitoring and logging gets a namespace of its own."
                 )
+    if c.postgres_backup_bucket and not c.aws_region:
+        raise ConfigError(
+            f"{_describe(_field('aws_region'))} is required when DEPLOY['postgres_backup_bucket'] is set: the "
+            "backup pods write to the bucket in that region."
+        )
     # The reader role is checked at render: aws_provision creates it, with this setting already chosen.
     if c.secrets_source == "aws-secrets-manager" and not c.aws_region:
         raise ConfigError(

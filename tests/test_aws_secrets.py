@@ -129,11 +129,15 @@ def _resolved(value, template):
         return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbC123"
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         logical = value["Fn::GetAtt"][0]
-        if template["Resources"][logical]["Type"] == "AWS::KMS::Key":
+        kind = template["Resources"][logical]["Type"]
+        if kind == "AWS::KMS::Key":
             return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{logical}"
+        if kind == "AWS::S3::Bucket":
+            return f"arn:aws:s3:::{logical.lower()}-1a2b3c"
         return f"arn:aws:iam::{ACCOUNT}:role/{logical}"
     if isinstance(value, dict) and "Fn::Sub" in value:
-        return value["Fn::Sub"].replace("${AWS::Region}", REGION)
+        text = value["Fn::Sub"].replace("${AWS::Region}", REGION)
+        return re.sub(r"\$\{(\w+)\.Arn\}", lambda m: _resolved({"Fn::GetAtt": [m[1], "Arn"]}, template), text)
     if isinstance(value, dict):
         return {k: _resolved(v, template) for k, v in value.items()}
     return value

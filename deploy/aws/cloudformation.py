@@ -17,6 +17,7 @@ import time
 
 import yaml
 
+from deploy.aws.backups import PREFIX as BACKUP_PREFIX
 from deploy.aws.ecr import LIFECYCLE
 from deploy.aws.session import AwsError, call
 from deploy.conf import ConfigError
@@ -368,6 +369,8 @@ def render_template(config):
             },
         }
     _app_secrets(config, resources, outputs)
+    if config.postgres_in_cluster:
+        _backups(config, resources, outputs)
     resources["StaticFilesSecurityGroup"] = {
         "Type": "AWS::EC2::SecurityGroup",
         "Properties": {
@@ -525,6 +528,85 @@ def _app_secrets(config, resources, outputs):
         "Description": "DEPLOY['secrets_reader_role_arn']",
         "Value": {"Fn::GetAtt": ["SecretsReaderRole", "Arn"]},
     }
+
+
+def _backups(config, resources, outputs):
+    """The S3 bucket of the PostgreSQL backups, and the role only the backup CronJob's pods get.
+
+    Versioned, encrypted with a key of its own, public access blocked, TLS only, and a lifecycle that expires
+    backups after DEPLOY['postgres_backup_bucket_keep_days'] (and replaced versions 7 days later).
+    """
+    resources["BackupKey"] = {
+        "Type": "AWS::KMS::Key",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "Description": f"Encryption of {names.scoped(config)}'s PostgreSQL backups in S3",
+            "EnableKeyRotation": True,
+            "KeyPolicy": {"Version": "2012-10-17", "Statement": [{
+                "Sid": "AccountAdministers", "Effect": "Allow",
+                "Principal": {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},
+                "Action": "kms:*", "Resource": "*"}]},
+        },
+    }  # fmt: skip
+    resources["BackupBucket"] = {
+        "Type": "AWS::S3::Bucket",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
+                "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
+                                                  "KMSMasterKeyID": {"Fn::GetAtt": ["BackupKey", "Arn"]}},
+                "BucketKeyEnabled": True}]},
+            "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                               "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "LifecycleConfiguration": {"Rules": [{
+                "Id": "expire-backups", "Status": "Enabled", "Prefix": BACKUP_PREFIX,
+                "ExpirationInDays": config.postgres_backup_bucket_keep_days,
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]},
+            "Tags": [{"Key": "app.kubernetes.io/part-of", "Value": config.app_name}],
+        },
+    }  # fmt: skip
+    bucket = {"Fn::GetAtt": ["BackupBucket", "Arn"]}
+    objects = {"Fn::Sub": "${BackupBucket.Arn}/" + BACKUP_PREFIX + "*"}
+    resources["BackupBucketPolicy"] = {
+        "Type": "AWS::S3::BucketPolicy",
+        "Properties": {
+            "Bucket": {"Ref": "BackupBucket"},
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Resource": [bucket, {"Fn::Sub": "${BackupBucket.Arn}/*"}],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]},
+        },
+    }  # fmt: skip
+    resources["BackupRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": POD_IDENTITY_TRUST,
+            "Description": f"The PostgreSQL backup and restore pods of {names.scoped(config)}: its backup bucket only",
+            "Policies": [{"PolicyName": "postgres-backups", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload",
+                                               "s3:GetObject", "s3:GetObjectTagging"], "Resource": objects},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
+                 "Condition": {"StringLike": {"s3:prefix": BACKUP_PREFIX + "*"}}},
+                {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                 "Resource": {"Fn::GetAtt": ["BackupKey", "Arn"]}},
+            ]}}],
+        },
+    }  # fmt: skip
+    resources["BackupIdentity"] = {
+        "Type": "AWS::EKS::PodIdentityAssociation",
+        "Properties": {
+            "ClusterName": {"Ref": "Cluster"},
+            "Namespace": config.namespace,
+            "ServiceAccount": names.resource_name(config.app_name, "postgres-backup"),
+            "RoleArn": {"Fn::GetAtt": ["BackupRole", "Arn"]},
+        },
+    }
+    outputs["BackupBucketName"] = {"Description": "DEPLOY['postgres_backup_bucket']", "Value": {"Ref": "BackupBucket"}}
 
 
 def _repository(config):

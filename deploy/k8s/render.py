@@ -32,7 +32,7 @@ import jinja2
 import yaml
 
 from deploy.conf import DeploySecrets
-from deploy.k8s import external_secrets, names, observability, wiring
+from deploy.k8s import backup, external_secrets, names, observability, wiring
 from deploy.k8s.exposure import exposure
 
 
@@ -298,6 +298,7 @@ def build_context(config, secrets, redact, env=None):
         "postgres_host": postgres.host,
         "redis_host": redis.host,
         "redacted": redact,
+        "backup": backup,
         # secrets_source 'aws-secrets-manager': ExternalSecrets in place of the Secrets (external_secrets.py).
         "external_secrets": config.secrets_source == "aws-secrets-manager",
         "external_secret_spec": lambda component: external_secrets.external_secret_spec(config, component),
