@@ -7,6 +7,7 @@ with the other options in test_aws_provision.py) and with the IAM evaluator of t
 """
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from io import StringIO
 from pathlib import Path
 
 import boto3
@@ -193,3 +195,110 @@ def test_the_bucket_and_the_role_only_the_backup_pods_get():
     for other in ("AppRole", "NodeRole", "SecretsReaderRole", "ExternalSecretsRole"):
         statements = _statements(template, other)
         assert not allows(statements, "s3:GetObject", f"{arn}/postgres/app-20260101T030000Z.dump"), other
+
+
+# --- the restore from S3, and the restore drill ------------------------------------------------
+
+
+def test_the_restore_job_fetches_the_backup_from_s3_checks_it_and_restores_it(local, s3):
+    from deploy.k8s.restore import restore_job, restore_script
+    from tests.test_restore import _rows
+
+    client, bucket, environment = s3
+    source_config = _config(local, bucket)
+    _seed(_url(local, local["source"]))
+    dumped, uploaded = run_backup(source_config, local, environment)
+    assert dumped.returncode == 0 and uploaded.returncode == 0, uploaded.stderr
+    (found,) = backups.list_backups(bucket, s3=client)
+    # Restored into the other database: the Job takes backups named after its own database.
+    name = found.name.replace(local["source"], local["target"], 1)
+    client.copy_object(Bucket=bucket, Key=backups.PREFIX + name, CopySource={"Bucket": bucket, "Key": found.key})
+    target_config = _config(local, bucket, database=local["target"])
+    job = restore_job(target_config, name)["spec"]["template"]["spec"]
+    (fetch,) = job["initContainers"]
+    folder = local["dir"] / "backups"
+    command = [part.replace("/backups", str(folder)) for part in fetch["command"]]
+    fetched = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, **environment},
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    assert "verified" in fetched.stdout and (folder / name).is_file()
+    host = names.endpoint(target_config, "postgres").host
+    script = (
+        restore_script(target_config, name)
+        .replace("/run/secrets/postgres", str(local["dir"] / "secrets"))
+        .replace("/backups", str(folder))
+        .replace("/tmp/expected", str(local["dir"] / "expected"))
+        .replace(f"-h {host} ", "-h 127.0.0.1 ")
+    )
+    restored = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert _rows(_url(local, local["target"])) == _rows(_url(local, local["source"]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_restores_the_latest_backup_reports_no_difference_then_the_rows_written_since(s3, settings):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    from apps.catalog.models import Category
+
+    client, bucket, _ = s3
+    settings.DEPLOY = {"postgres_backup_bucket": bucket, "aws_region": REGION}
+    for i in range(30):
+        Category.objects.create(name=f"Category {i}", slug=f"category-{i}")
+    database = connection.settings_dict["NAME"]
+    # The nightly dump of the live database, uploaded as the CronJob's uploader does (named as the config says).
+    dump = subprocess.Popen(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                             "-d", database], stdout=subprocess.PIPE)  # fmt: skip
+    backups.upload(dump.stdout, bucket, backups.backup_name("app"), s3=client)
+    assert dump.wait() == 0
+
+    out = StringIO()
+    call_command("restore_drill", "--json", stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["ok"] and report["differences"] == []
+    assert report["tables"]["catalog.Category"]["backup_rows"] == 30
+    assert report["tables"]["catalog.Category"]["proven_by"] == "digest"
+    scratch = report["scratch_database"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [scratch])
+        assert cursor.fetchone()[0] == 0  # dropped afterwards
+
+    # Written since the dump: one row added, one changed, one deleted.
+    added = Category.objects.create(name="New", slug="new")
+    Category.objects.filter(slug="category-3").update(name="Renamed")
+    deleted = Category.objects.get(slug="category-7")
+    deleted_pk = deleted.pk
+    deleted.delete()
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("restore_drill", "--json", stdout=out)
+    assert excinfo.value.returncode == 3
+    report = json.loads(out.getvalue())
+    assert not report["ok"]
+    found = "\n".join(report["differences"])
+    assert f"catalog_category pk={added.pk}: written since the backup" in found
+    assert f"catalog_category pk={deleted_pk}: in the backup, deleted since" in found
+    assert "column name: changed since the backup: 'Category 3' -> 'Renamed'" in found
+    assert len(report["differences"]) == 3
+    assert report["tables"]["catalog.Category"] == {
+        "table": "catalog_category", "backup_rows": 30, "live_rows": 30, "proven_by": "differs"}  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drill_that_cannot_restore_leaves_no_scratch_database(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    broken = tmp_path / "app-20260101T030000Z.dump"
+    broken.write_bytes(b"PGDMP not a dump")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["%\\_drill\\_%"])
+        before = cursor.fetchone()[0]
+    with pytest.raises(CommandError, match=r"pg_restore could not restore app-20260101T030000Z\.dump"):
+        call_command("restore_drill", "--file", str(broken), stdout=StringIO())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["%\\_drill\\_%"])
+        assert cursor.fetchone()[0] == before

@@ -196,8 +196,10 @@ def main(argv=None):
             checksum = download(options.bucket, name, options.to)
             print(f"restore: fetched {name} (sha256 {checksum} verified)")
         else:
+            # The listing Job's format (deploy/k8s/restore.py reads it back).
             for backup in list_backups(options.bucket, options.database):
-                print(f"{backup.name}\t{backup.size}\t{backup.modified.isoformat()}")
+                print(f"backup: {backup.name} {backup.size}")
+            print("backups: listed")
     except BackupError as exc:
         print(f"backup: {exc}", file=sys.stderr)
         return 2

@@ -50,3 +50,19 @@ def upload_command(config):
         "python", "-m", "deploy.aws.backups", "upload", "--bucket", config.postgres_backup_bucket,
         "--database", config.postgres_database, "--source", FIFO, "--status", STATUS,
     ]  # fmt: skip
+
+
+def fetch_command(config, backup):
+    """The restore Job's init container: the backup from S3 into the pod's /backups, checked against its SHA-256."""
+    return [
+        "python", "-m", "deploy.aws.backups", "download", "--bucket", config.postgres_backup_bucket,
+        "--name", backup, "--to", f"/backups/{backup}",
+    ]  # fmt: skip
+
+
+def list_command(config):
+    """The listing Job's command: the bucket's backups of this database, as the volume's listing prints them."""
+    return [
+        "python", "-m", "deploy.aws.backups", "list", "--bucket", config.postgres_backup_bucket,
+        "--database", config.postgres_database,
+    ]  # fmt: skip
