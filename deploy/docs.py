@@ -21,7 +21,10 @@ from deploy.conf import describe_settings, load_config
 from deploy.k8s import wiring
 from deploy.k8s.render import render_manifests, to_yaml
 
-COMMANDS = ("k8s_deploy", "migrate_from_sqlite", "eks_kubeconfig", "aws_provision", "deploy_pipeline", "deploy_docs")
+COMMANDS = (
+    "k8s_deploy", "migrate_from_sqlite", "eks_kubeconfig", "aws_provision", "deploy_pipeline", "restore_drill",
+    "deploy_docs",
+)  # fmt: skip
 COMPONENT_TITLES = {
     "base": "Namespace, quota and service account",
     "app": "The application",
