@@ -302,3 +302,30 @@ def test_a_drill_that_cannot_restore_leaves_no_scratch_database(tmp_path):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["%\\_drill\\_%"])
         assert cursor.fetchone()[0] == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_hands_the_password_to_pg_restore_in_its_environment_never_its_arguments_or_report(
+    tmp_path, monkeypatch
+):
+    from django.db import connection
+
+    from deploy import drill
+
+    canary = "pg-canary-pass-4711"
+    monkeypatch.setitem(connection.settings_dict, "PASSWORD", canary)  # trust authentication here: not needed
+    seen = []
+    real = subprocess.run
+
+    def spy(args, **kwargs):
+        seen.append((args, kwargs.get("env", {})))
+        return real(args, **kwargs)
+
+    monkeypatch.setattr(drill.subprocess, "run", spy)
+    broken = tmp_path / "app-20260101T030000Z.dump"
+    broken.write_bytes(b"PGDMP not a dump")
+    with pytest.raises(drill.DrillError) as excinfo:
+        drill.run_drill(broken, broken.name)
+    ((args, env),) = seen
+    assert canary not in " ".join(args) and env["PGPASSWORD"] == canary
+    assert canary not in str(excinfo.value)
