@@ -17,6 +17,7 @@ from deploy.k8s.cluster import NoSuchKubeconfig, find_cluster
 from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, api_client
 from deploy.k8s.deploy import Deployer, DeployFailed
 from deploy.k8s.exposure import warnings as exposure_warnings
+from deploy.k8s.observability import alert_warnings
 from deploy.k8s.releases import LockHeld, history
 from deploy.k8s.render import RenderError, render_manifests, to_yaml, write_manifests
 from deploy.k8s.validate import describe, validate_manifests
@@ -158,7 +159,7 @@ class Command(BaseCommand):
         except RenderError as exc:
             raise CommandError(f"Cannot render the manifests: {exc}") from None
         self._validate(manifests, config)
-        warnings = exposure_warnings(config)
+        warnings = exposure_warnings(config) + alert_warnings(config)
         for warning in warnings:
             self.stderr.write(f"Warning: {warning}")
 
@@ -226,6 +227,7 @@ class Command(BaseCommand):
             return
         report["cluster"] = str(cluster)
         self._with_cluster(cluster, config, secrets, options, report)
+        return
 
     # --- with a cluster ---------------------------------------------------------
 
@@ -266,7 +268,9 @@ class Command(BaseCommand):
             raise CommandError(f"The preflight could not run: {exc}") from None
         failed = [c.name for c in checks if not c.ok]
         if options["json"] and (stop or failed):
-            self.json.set(json.loads(preflight.report(checks, as_json=True)))
+            document = json.loads(preflight.report(checks, as_json=True))
+            document["warnings"] = exposure_warnings(config) + alert_warnings(config)
+            self.json.set(document)
         elif stop or failed:
             self.stdout.write(preflight.report(checks))
         if failed:
