@@ -2,6 +2,7 @@
 Alertmanager, delivering to a webhook server of the test on 127.0.0.1."""
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -509,3 +510,22 @@ def test_sns_signs_with_the_irsa_role_and_alertmanager_stays_restricted():
     (account,) = [m for m in by_kind(manifests, "ServiceAccount") if m["metadata"]["name"] == "alertmanager"]
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/alertmanager-sns")
     assert validate_manifests(manifests, config) == []
+
+
+def test_preflight_json_carries_the_warning_that_alerts_are_not_delivered(tmp_path, monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from tests.fake_apiserver import FakeApiServer
+
+    with FakeApiServer() as server:
+        monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path / "kubeconfig")))
+        out = StringIO()
+        # The fake cluster lacks nodes and add-ons, so the preflight fails: its report is written all the same.
+        with contextlib.suppress(CommandError):
+            call_command("k8s_deploy", "--preflight", "--json", stdout=out, stderr=StringIO())
+    report = json.loads(out.getvalue())
+    assert "checks" in report
+    assert any(w.startswith("Alerts are not delivered") for w in report["warnings"])
