@@ -61,6 +61,10 @@ Reading.objects.create(
 Reading.objects.create(taken_at=dt.datetime(2024, 1, 1, tzinfo=UTC), at=dt.time(12, 0, 0, 100000), value=1e-05,
                        ratio=Decimal("0"), label="ünïcödé 日本", note="", data=None,
                        span=dt.timedelta(days=-1, seconds=5), ip="192.168.0.1")
+# UUID keys: in PostgreSQL's uuid order, which is the order of SQLite's 32 hex digits.
+from tests.testapp.models import Ticket
+for n in (0, 1, 2**127, 2**128 - 1, 0xA0 << 120, 0x0F << 120):
+    Ticket.objects.create(id=uuid.UUID(int=n), country=fr if n % 2 else None, payload={"n": str(n)}, note=f"t{n}")
 for value in (1e15, 1e16, 123456789.0, 2.0**60, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), None):
     Reading.objects.create(taken_at=dt.datetime(2000, 1, 1, 0, 0, 0, 500000, tzinfo=UTC), value=value, data=0)
 """
@@ -230,6 +234,8 @@ CHANGES = [
     ("testapp_city", "aliases", "'[\"x\"]'"),
     ("testapp_country", "name", "name || '!'"),
     ("testapp_reading", "ip", "'10.9.9.9'"),
+    ("testapp_ticket", "note", "note || 'x'"),
+    ("testapp_ticket", "payload", "'{\"n\": 1}'"),
 ]
 
 

@@ -213,8 +213,10 @@ class Digests:
 
 
 def _order(plan, ref="t"):
+    """The target's key order, as SQLite's: text keys by bytes ("C"); a uuid by its bytes, which is the
+    order of the 32 hex digits SQLite stores (and a uuid takes no collation)."""
     pk = f"{ref}.{_q(plan.pk.name)}"
-    return pk if plan.integer_pk else f'{pk} COLLATE "C"'
+    return pk if plan.integer_pk or plan.pk.kind == "UUIDField" else f'{pk} COLLATE "C"'
 
 
 # The rows reach string_agg in key order: if PostgreSQL ever fed them otherwise, the
