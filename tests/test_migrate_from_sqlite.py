@@ -902,3 +902,46 @@ def test_plan_runs_the_preflight_and_names_the_target(source):
     assert all_values(Product, "default") == before  # the plan changed nothing
     plan = json.loads(migrate("--source", str(source), "--plan", "--json", "--truncate"))
     assert plan["target"]["name"] == name and plan["preflight"] == []
+
+
+# --- chunks and the plan's estimate ---------------------------------------------------
+
+
+def test_long_rows_are_read_in_smaller_chunks(source, monkeypatch):
+    """A chunk's text stays near CHUNK_BYTES whatever --batch-size says: long rows make smaller chunks."""
+    import json
+
+    from deploy.sqlite import chunks
+    from deploy.sqlite.chunks import TableReader, open_reader
+
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 40_000)
+    plan = table_plan(apps.get_model("catalog", "Product"))
+    raw = open_reader(source)
+    reader = TableReader(raw, plan, 10_000)
+    pieces = list(reader.pieces())
+    (count,) = raw.execute("SELECT count(*) FROM catalog_product").fetchone()
+    raw.close()
+    assert 1 < reader.batch_size < count, "fewer rows than --batch-size per chunk"
+    assert len(pieces) > 5 and sum(p.rows for p in pieces) == count
+    assert max(len(p.text) for p in pieces) < 2 * 40_000
+    report = json.loads(migrate("--source", str(source), "--verify", "--json"))
+    assert report["verified"] is True
+    open_source(source)
+    from apps.catalog.models import Product
+
+    assert all_values(Product, "default") == all_values(Product, "sqlite_source")
+
+
+def test_plan_estimate_is_within_twice_the_copy_time(source, big_source):
+    """--plan's estimate (deploy.sqlite.estimate.MEASURED) against the copy's own time, small and larger.
+
+    A factor of 2 either way: loose enough for a loaded machine, tight enough to catch the 8x
+    under-estimate of a fixed rate of rows per second on a small copy.
+    """
+    import json
+
+    for path in (source, big_source):
+        plan = json.loads(migrate("--source", str(path), "--plan", "--json", "--truncate"))
+        report = json.loads(migrate("--source", str(path), "--json", "--truncate"))
+        estimated, measured = plan["estimated_seconds"], report["copy_seconds"]
+        assert measured / 2 <= estimated <= measured * 2, (path.name, plan["rows"], estimated, measured)
