@@ -49,6 +49,8 @@ ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:54
 BASE = ADMIN.rsplit("/", 1)[0]
 PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench")
 SHAPES = ("sample", "wide", "web", "keys")
+# pgloader reads 100,000 rows ahead by default: on long rows its heap (SBCL's) is exhausted and it dies.
+PGLOADER_OPTIONS = {"wide": ["--with", "prefetch rows = 10000"]}
 
 
 def log(message):
@@ -220,6 +222,20 @@ def copy_command(source):
     return [sys.executable, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", "-v0"]
 
 
+def estimate(source):
+    """(--plan's estimate, the copy's own seconds) for ``source``: deploy.sqlite.estimate.MEASURED checked."""
+    import json
+
+    url = migrated("estimate")
+    planned = subprocess.run(
+        [*copy_command(source), "--plan", "--json"], cwd=ROOT, env=env_for(url), check=True, capture_output=True
+    )
+    copied = subprocess.run(
+        [*copy_command(source), "--json"], cwd=ROOT, env=env_for(url), check=True, capture_output=True
+    )
+    return json.loads(planned.stdout)["estimated_seconds"], json.loads(copied.stdout)["copy_seconds"]
+
+
 def bench_shape(shape, work, args):
     """{tool: (seconds, peak MB, rows, note)} for one shape of data."""
     source = work / f"{shape}.sqlite3"
@@ -232,7 +248,7 @@ def bench_shape(shape, work, args):
         {
             "pgloader": (
                 lambda: recreate("pgloader"),
-                lambda url: measure(["pgloader", "--quiet", str(source), url]),
+                lambda url: measure(["pgloader", "--quiet", *PGLOADER_OPTIONS.get(shape, []), str(source), url]),
             ),
             "floor (csv | \\copy)": (
                 lambda: migrated("floor"),
@@ -246,6 +262,7 @@ def bench_shape(shape, work, args):
         },
     )
     results = {name: (*measured, rows, "") for name, measured in fast.items()}
+    results["estimate"] = estimate(source)
     if shape == "sample" and not args.no_loaddata:
         results["dumpdata + loaddata"] = dump_and_load(work, args.rows)
     if args.growth:
@@ -271,11 +288,14 @@ def print_shape(shape, results):
     """The shape's table, and its figures against the targets: {figure: value}."""
     rows = results["migrate_from_sqlite"][2]
     base_seconds = results["pgloader"][0]
+    estimated, copied = results.pop("estimate")
     print(f"\n## {shape} ({rows} rows)")
     print(f"{'tool':<32}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}{'x pgloader':>12}")
     for name, (seconds, peak, count, note) in results.items():
         ratio = seconds / base_seconds * (rows / count)
         print(f"{name:<32}{count:>10}{seconds:>10.2f}{count / seconds:>12,.0f}{peak:>10.0f}{ratio:>12.2f} {note}")
+    print(f"--plan estimated {estimated:.1f} s; that copy's own time (copy_seconds): {copied:.1f} s")
+    sys.stdout.flush()
     figures = {
         "copy": results["migrate_from_sqlite"][0] / base_seconds,
         "verify": results["migrate_from_sqlite --verify"][0] / base_seconds,
@@ -314,6 +334,7 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     try:
+        # Each shape's table as soon as it is measured: a run cut short still gives what it measured.
         figures = {shape: print_shape(shape, bench_shape(shape, work, args)) for shape in shapes}
     finally:
         shutil.rmtree(work, ignore_errors=True)
