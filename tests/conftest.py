@@ -1,3 +1,4 @@
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -154,17 +155,39 @@ def scratch_database(suffix):
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def made_once(tmp_path_factory, name, make):
+    """``make(path)`` once per test run, by whichever pytest-xdist worker asks first; the others wait for it.
+
+    Returns the path, in the run's temporary folder (shared by its workers). What is made there is read-only
+    to the tests: a test that changes it works on a copy.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, above popen-gwN/
+    path = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or the worker dies
+        if not path.exists():
+            partial = shared / f"{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.unlink(missing_ok=True)
+            make(partial)
+            partial.rename(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def static_root(tmp_path_factory):
-    """collectstatic, as the image build does, into a folder of the test run."""
-    root = tmp_path_factory.mktemp("static")
-    subprocess.run(
-        [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=production_env(STATIC_ROOT=root),
-        check=True,
-    )
-    return root
+    """collectstatic, as the image build does, into a folder of the test run (once for all its workers)."""
+
+    def collect(root):
+        subprocess.run(
+            [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=production_env(STATIC_ROOT=root),
+            check=True,
+        )
+
+    return made_once(tmp_path_factory, "static", collect)
 
 
 class Gunicorn:
