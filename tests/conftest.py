@@ -42,7 +42,7 @@ def _database_rank(item):
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """The long tests first, so that under pytest-xdist none of them starts last and keeps one worker busy alone.
 
     Long means marked ``slow`` (``docker`` tests are one xdist group, which the scheduler starts first anyway).
@@ -60,6 +60,27 @@ def pytest_collection_modifyitems(items):
         return (1 + rank, not slow, index)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+    _mark_xdist_groups(config, items)
+
+
+def _mark_xdist_groups(config, items):
+    """What ``--dist loadgroup`` does on each worker, done again where pytest-xdist's own step had no effect.
+
+    pytest-xdist 3.8 names a grouped test ``<nodeid>@<group>`` by setting ``item._nodeid``, which pytest 9 no
+    longer reads (the id is ``item._id``): every ``xdist_group`` was silently ignored, so the image tests ran on
+    every worker at once, each building the image.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        groups = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        )
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            from _pytest.nodeid import NodeId  # pytest 9's; earlier versions took xdist's renaming
+
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 def tool(name):

@@ -61,3 +61,13 @@ def test_the_tests_processes_reuse_bytecode_compiled_inside_the_clone():
     prefix = os.environ["PYTHONPYCACHEPREFIX"]
     assert "PYTHONDONTWRITEBYTECODE" not in os.environ
     assert prefix == sys.pycache_prefix and prefix.startswith(str(ROOT / "build"))
+
+
+def test_xdist_groups_keep_their_tests_on_one_worker(request):
+    """Under ``--dist loadgroup`` a grouped test's id ends in ``@<group>``: what the scheduler groups by."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run with --dist loadgroup")
+    grouped = [item for item in request.session.items if item.get_closest_marker("xdist_group")]
+    assert grouped, "the image tests and the HTTPS tests are grouped"
+    for item in grouped:
+        assert item.nodeid.endswith("@" + item.get_closest_marker("xdist_group").args[0]), item.nodeid
