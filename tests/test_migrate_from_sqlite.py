@@ -20,7 +20,7 @@ from django.db import connection, connections
 from deploy.sqlite.copy import truncate_tables
 from deploy.sqlite.plan import copied_models, table_plan
 from deploy.sqlite.source import open_source
-from tests.conftest import PYTHON, ROOT, production_env, target_database_url
+from tests.conftest import PYTHON, ROOT, made_once, production_env, target_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sqlite_source"])
 
@@ -77,13 +77,18 @@ def _manage_sqlite(path, *args):
 
 @pytest.fixture(scope="session")
 def seeded_sqlite(tmp_path_factory):
-    """A SQLite database made by Django's migrate, filled by seed_demo and the test models."""
-    path = tmp_path_factory.mktemp("sqlite") / "seeded.sqlite3"
-    _manage_sqlite(path, "migrate", "--verbosity", "0")
-    _manage_sqlite(path, "seed_demo", "--rows", "3000", "--verbosity", "0")
-    env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
-    subprocess.run([PYTHON, "-c", SEED_TESTAPP], cwd=ROOT, env=env, check=True)
-    return path
+    """A SQLite database made by Django's migrate, filled by seed_demo and the test models (once per run).
+
+    Read-only: the tests copy it (``source``, ``big_source``).
+    """
+
+    def seed(path):
+        _manage_sqlite(path, "migrate", "--verbosity", "0")
+        _manage_sqlite(path, "seed_demo", "--rows", "3000", "--verbosity", "0")
+        env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
+        subprocess.run([PYTHON, "-c", SEED_TESTAPP], cwd=ROOT, env=env, check=True)
+
+    return made_once(tmp_path_factory, "seeded.sqlite3", seed)
 
 
 @pytest.fixture
