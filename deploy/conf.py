@@ -32,6 +32,11 @@ _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# An address as SMTP takes it (no display name, no quotes, no brackets): local part, '@', a dotted domain.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+_SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]+")
 _ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 _RDS_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\d[a-z0-9-]*\.(micro|small|medium|large|\d*xlarge)$")
 _EFS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
@@ -65,6 +70,13 @@ def setting(default, env=None, help="", choices=None, check=None, secret=False):
 def _dns_label(value):
     if not _DNS_LABEL.fullmatch(value) or len(value) > 63:
         return "lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+    return None
+
+
+def _emails(addresses):
+    bad = [a for a in addresses if not _EMAIL.fullmatch(a)]
+    if bad:
+        return f"e-mail addresses such as 'ops@example.com' ({', '.join(map(repr, bad))} is not one)"
     return None
 
 
@@ -288,6 +300,30 @@ def _secret_name(value):
     return None if ok else "empty, or an AWS Secrets Manager secret name such as 'shop/staging'"
 
 
+# Each secret value: its DeploySecrets field -> its environment variable, which is also its key in the
+# secrets_name secret. The one list of them: the docs and the messages are made from it.
+SECRET_ENV = {
+    "secret_key": "DEPLOY_SECRET_KEY",
+    "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
+    "redis_password": "DEPLOY_REDIS_PASSWORD",
+    "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
+    "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
+    "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
+    "alert_watchdog_url": "DEPLOY_ALERT_WATCHDOG_URL",
+}
+SECRET_MEANINGS = {
+    "secret_key": "Django's SECRET_KEY (at least 40 characters).",
+    "postgres_password": "The app's PostgreSQL user's password.",
+    "redis_password": "Redis's password (the in-cluster Redis, or the external one's AUTH).",
+    "postgres_superuser_password": "The in-cluster PostgreSQL's superuser ('postgres'), used by its init only; "
+    "must differ from the app's.",
+    "alert_smtp_password": "The SMTP password of alert e-mails (with alert_smtp_username).",
+    "alert_webhook_url": "The Slack or generic webhook URL of alerts (with alert_webhook).",
+    "alert_watchdog_url": "The dead man's switch URL the always-firing Watchdog alert is posted to (with "
+    "alert_watchdog).",
+}
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     # --- identity ---
@@ -480,6 +516,20 @@ class DeployConfig:
     postgres_backup_keep_days: int = setting(
         7, "DEPLOY_POSTGRES_BACKUP_KEEP_DAYS", "Days a backup is kept on the backup volume.", check=_positive
     )
+    postgres_backup_bucket: str = setting(
+        "",
+        "DEPLOY_POSTGRES_BACKUP_BUCKET",
+        "S3 bucket the backup CronJob streams its dumps to (the infrastructure stack's BackupBucketName output), "
+        "through its EKS Pod Identity; empty: dumps go to the backup volume (docs/runbooks.md#restoring-a-backup).",
+        check=lambda v: None if not v or re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v) else "an S3 bucket name",
+    )
+    postgres_backup_bucket_keep_days: int = setting(
+        30,
+        "DEPLOY_POSTGRES_BACKUP_BUCKET_KEEP_DAYS",
+        "Days a backup stays in the S3 bucket before its lifecycle rule expires it (aws_provision); a replaced or "
+        "deleted version is kept 7 more days.",
+        check=_positive,
+    )
     # --- Redis ---
     redis_mode: str = setting(
         "in-cluster",
@@ -637,9 +687,11 @@ class DeployConfig:
         [],
         "DEPLOY_ALERT_EMAIL_TO",
         "Addresses that receive alerts by e-mail (empty: no e-mail receiver).",
-        check=lambda v: None if all(re.fullmatch(r"[^@\s]+@[^@\s]+", a) for a in v) else "e-mail addresses",
+        check=lambda v: _emails(v),
     )
-    alert_email_from: str = setting("", "DEPLOY_ALERT_EMAIL_FROM", "Sender address of alert e-mails.")
+    alert_email_from: str = setting(
+        "", "DEPLOY_ALERT_EMAIL_FROM", "Sender address of alert e-mails.", check=lambda v: _emails([v] if v else [])
+    )
     alert_smtp_smarthost: str = setting(
         "",
         "DEPLOY_ALERT_SMTP_SMARTHOST",
@@ -662,10 +714,9 @@ class DeployConfig:
     alert_sns_topic_arn: str = setting(
         "",
         "DEPLOY_ALERT_SNS_TOPIC_ARN",
-        "Amazon SNS topic that receives alerts (Alertmanager signs with the role DEPLOY_ALERT_SNS_ROLE_ARN).",
-        check=lambda v: (
-            None if not v or re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+", v) else "an SNS topic ARN"
-        ),
+        "Amazon SNS topic that receives alerts (Alertmanager signs with the role DEPLOY_ALERT_SNS_ROLE_ARN, for "
+        "the topic's region, taken from the ARN).",
+        check=lambda v: None if not v or _SNS_ARN.fullmatch(v) else "an SNS topic ARN",
     )
     alert_sns_role_arn: str = setting(
         "",
@@ -686,6 +737,13 @@ class DeployConfig:
         "DEPLOY_ALERT_WARNING_VIA",
         "Receivers of warning alerts, among the configured ones: email, webhook, sns.",
         check=lambda v: None if set(v) <= {"email", "webhook", "sns"} else "email, webhook or sns",
+    )
+    alert_watchdog: bool = setting(
+        False,
+        "DEPLOY_ALERT_WATCHDOG",
+        "Post the always-firing Watchdog alert every 5 minutes to a dead man's switch (a service that pages when "
+        "the posts stop), at the secret DEPLOY_ALERT_WATCHDOG_URL. Off: the Watchdog goes to no receiver "
+        "(standalone monitoring).",
     )
     alert_group_wait: str = setting(
         "30s", "DEPLOY_ALERT_GROUP_WAIT", "How long Alertmanager waits to group a new alert.", check=_duration
@@ -818,6 +876,21 @@ class DeployConfig:
         choices=("single", "per-az"),
     )
     node_instance_type: str = setting("t3.large", "DEPLOY_NODE_INSTANCE_TYPE", "EC2 instance type of the nodes.")
+    node_allocatable_cpu: str = setting(
+        "",
+        "DEPLOY_NODE_ALLOCATABLE_CPU",
+        "What one node offers to pods (its allocatable CPU, as 'kubectl describe node' shows it), for the render's "
+        "capacity check: set it with node_allocatable_memory for a node_instance_type the capacity table does not "
+        "know, or to use measured figures instead of the table's. Empty: from the table.",
+        check=lambda v: _cpu(v) if v else None,
+    )
+    node_allocatable_memory: str = setting(
+        "",
+        "DEPLOY_NODE_ALLOCATABLE_MEMORY",
+        "What one node offers to pods in memory (its allocatable memory), with node_allocatable_cpu. Empty: "
+        "from the table.",
+        check=lambda v: _memory(v) if v else None,
+    )
     node_count_min: int = setting(
         3,
         "DEPLOY_NODE_COUNT_MIN",
@@ -884,11 +957,40 @@ class DeployConfig:
     secrets_name: str = setting(
         "",
         "DEPLOY_SECRETS_NAME",
-        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, "
-        "DEPLOY_REDIS_PASSWORD and DEPLOY_POSTGRES_SUPERUSER_PASSWORD as one JSON object; k8s_deploy reads it "
-        "when it applies. "
-        "Empty: those environment variables.",
+        "AWS Secrets Manager secret holding this environment's secret values as one JSON object of strings, with "
+        f"any of the keys {', '.join(SECRET_ENV.values())} (the alert receivers' only when they are configured); "
+        "k8s_deploy reads it when it applies, and then not those environment variables. Empty: the environment "
+        "variables.",
         check=_secret_name,
+    )
+    secrets_source: str = setting(
+        "environment",
+        "DEPLOY_SECRETS_SOURCE",
+        "Where the cluster's secret values come from. 'environment': k8s_deploy writes Kubernetes Secrets from "
+        "DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, DEPLOY_REDIS_PASSWORD and "
+        "DEPLOY_POSTGRES_SUPERUSER_PASSWORD (or from DEPLOY['secrets_name']); for clusters off AWS. "
+        "'aws-secrets-manager': the secrets aws_provision generated in AWS Secrets Manager reach the cluster "
+        "through the External Secrets Operator (ExternalSecret objects, no value in the render), so k8s_deploy "
+        "needs none of them (docs/security.md#secrets-from-aws-secrets-manager).",
+        choices=("environment", "aws-secrets-manager"),
+    )
+    secrets_reader_role_arn: str = setting(
+        "",
+        "DEPLOY_SECRETS_READER_ROLE_ARN",
+        "IAM role the External Secrets Operator assumes to read this app's secrets (the infrastructure stack's "
+        "SecretsReaderRoleArn output); required with secrets_source 'aws-secrets-manager'.",
+        check=lambda v: (
+            None
+            if not v or re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", v, re.ASCII)
+            else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ),
+    )
+    secrets_refresh_interval: str = setting(
+        "1h",
+        "DEPLOY_SECRETS_REFRESH_INTERVAL",
+        "How often the External Secrets Operator copies the values from Secrets Manager into the cluster's "
+        "Secrets (a rotated value reaches the Secret within this time; pods read it at their next start).",
+        check=lambda v: None if re.fullmatch(r"[1-9]\d*(s|m|h)", v) else "a duration such as '15m' or '1h'",
     )
     github_repository: str = setting(
         "",
@@ -961,6 +1063,12 @@ class DeployConfig:
     def redis_in_cluster(self):
         return self.redis_mode == "in-cluster"
 
+    @property
+    def alert_sns_region(self):
+        """The region of the SNS topic, from its ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME); '' without one."""
+        match = _SNS_ARN.fullmatch(self.alert_sns_topic_arn)
+        return match.group(1) if match else ""
+
 
 @dataclass(frozen=True)
 class DeploySecrets:
@@ -973,15 +1081,9 @@ class DeploySecrets:
     postgres_superuser_password: str = field(default="", repr=False)
     alert_smtp_password: str = field(default="", repr=False)
     alert_webhook_url: str = field(default="", repr=False)
+    alert_watchdog_url: str = field(default="", repr=False)
 
-    ENV = {
-        "secret_key": "DEPLOY_SECRET_KEY",
-        "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
-        "redis_password": "DEPLOY_REDIS_PASSWORD",
-        "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
-        "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
-        "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
-    }
+    ENV = SECRET_ENV
 
     def missing(self):
         return [self.ENV[name] for name in self.ENV if not getattr(self, name)]
@@ -1018,6 +1120,10 @@ def _parse(f, raw, source):
         raise ConfigError(f"must be a string, not {type(raw).__name__}")
     if kind is list:
         if from_env and isinstance(raw, str):
+            if raw.strip().startswith("["):
+                raise ConfigError(
+                    "is a list written comma-separated in the environment (such as 'a,b'), not as a JSON list"
+                )
             return [item.strip() for item in raw.split(",") if item.strip()]
         if isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
             return list(raw)
@@ -1181,15 +1287,22 @@ def _check_together(c):
             "DEPLOY['efs_file_system_id'] (environment variable DEPLOY_EFS_FILE_SYSTEM_ID) is required when "
             "DEPLOY['create_storage_classes'] is true: the 'efs-ap' StorageClass names the file system."
         )
+    if bool(c.node_allocatable_cpu) != bool(c.node_allocatable_memory):
+        raise ConfigError(
+            "DEPLOY['node_allocatable_cpu'] and DEPLOY['node_allocatable_memory'] (DEPLOY_NODE_ALLOCATABLE_CPU, "
+            "DEPLOY_NODE_ALLOCATABLE_MEMORY) go together: a node's allocatable CPU and memory. Set both, or neither "
+            "to use the capacity table."
+        )
     if c.alert_email_to and not (c.alert_email_from and c.alert_smtp_smarthost):
         raise ConfigError(
             "DEPLOY['alert_email_to'] is set but DEPLOY['alert_email_from'] or DEPLOY['alert_smtp_smarthost'] "
             "is empty: set both (DEPLOY_ALERT_EMAIL_FROM, DEPLOY_ALERT_SMTP_SMARTHOST) or clear alert_email_to."
         )
-    if c.alert_sns_topic_arn and not c.aws_region:
+    if c.alert_sns_topic_arn and c.aws_region and c.alert_sns_region != c.aws_region:
         raise ConfigError(
-            "DEPLOY['alert_sns_topic_arn'] needs DEPLOY['aws_region'] (DEPLOY_AWS_REGION): Alertmanager signs "
-            "its SNS requests for that region."
+            f"DEPLOY['alert_sns_topic_arn'] is a topic of region {c.alert_sns_region}, but DEPLOY['aws_region'] "
+            f"(DEPLOY_AWS_REGION) is {c.aws_region}: Alertmanager signs its SNS requests for the topic's region. "
+            "Name the topic of this region, or correct aws_region."
         )
     if c.postgres_mode == "rds":
         for part in ("host", "cidr"):
@@ -1239,6 +1352,17 @@ def _check_together(c):
                     f"{_describe(_field(name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
                     "app, monitoring and logging gets a namespace of its own."
                 )
+    if c.postgres_backup_bucket and not c.aws_region:
+        raise ConfigError(
+            f"{_describe(_field('aws_region'))} is required when DEPLOY['postgres_backup_bucket'] is set: the "
+            "backup pods write to the bucket in that region."
+        )
+    # The reader role is checked at render: aws_provision creates it, with this setting already chosen.
+    if c.secrets_source == "aws-secrets-manager" and not c.aws_region:
+        raise ConfigError(
+            f"{_describe(_field('aws_region'))} is required when DEPLOY['secrets_source'] is "
+            "'aws-secrets-manager': the SecretStore reads the secrets in that region."
+        )
     if c.postgres_user == "postgres":
         raise ConfigError("DEPLOY['postgres_user'] must not be 'postgres': the app connects as an unprivileged user.")
 

@@ -73,6 +73,9 @@ RESOURCES = [
     ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True, []),
     ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, []),
     ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, []),
+    # The External Secrets Operator's CRDs, as a cluster where it is installed serves them.
+    ("external-secrets.io", "v1", "SecretStore", "secretstores", True, ["status"]),
+    ("external-secrets.io", "v1", "ExternalSecret", "externalsecrets", True, ["status"]),
 ]
 # kubectl's abbreviations (kubectl get deploy,sts,svc …), as the real server lists them in discovery.
 SHORT_NAMES = {
@@ -218,9 +221,11 @@ class FakeApiServer:
         self.faults = []
         self.forbidden = set()  # (verb, plural)
         self.requests = []  # (method, path, query, headers)
-        # "deployment/NAME", "image/IMAGE" or "job/COMPONENT" -> "ok" | "crashloop" | "deadline" | "slow" | "fail"
+        # "deployment/NAME", "image/IMAGE" or "job/COMPONENT" -> "ok" | "crashloop" | "deadline" | "slow" | "fail";
+        # a Job in "hang" stays active until the scenario changes.
         self.scenarios = {}
         self.pod_logs = {}  # pod name -> text
+        self.job_logs = {}  # "operation/OPERATION" (app.kubernetes.io/operation) -> the log its Job's pod writes
         self._stop = threading.Event()
         for namespace in ("default", "kube-system", "kube-public"):  # as every cluster has them
             self.objects[("", "namespaces", None, namespace)] = {
@@ -564,12 +569,15 @@ class FakeApiServer:
         status = obj.setdefault("status", {})
         if status.get("conditions"):
             return
+        status["active"] = 1
+        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+        if self._scenario(f"job/{component}") == "hang":
+            return
         ticks = status.setdefault("_ticks", 0) + 1
         status["_ticks"] = ticks
-        status["active"] = 1
         if ticks < self.job_ticks:
             return
-        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+        operation = obj["metadata"].get("labels", {}).get("app.kubernetes.io/operation")
         template = obj.get("spec", {}).get("template", {})
         pod_name = f"{name}-x{ticks}"
         labels = {**template.get("metadata", {}).get("labels", {}), "job-name": name}
@@ -586,6 +594,8 @@ class FakeApiServer:
             },
             "status": {"phase": "Succeeded"},
         }
+        if f"operation/{operation}" in self.job_logs:
+            self.pod_logs[pod_name] = self.job_logs[f"operation/{operation}"]
         status.pop("active")
         if self._scenario(f"job/{component}") == "fail":
             status.update(failed=1)

@@ -27,6 +27,7 @@ from deploy.conf import load_config
 from deploy.k8s import rollout
 from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.connect import api_client
+from tests.conftest import http_get
 from tests.fake_apiserver import FakeApiServer, Fault
 
 REGION = "eu-west-1"
@@ -144,6 +145,29 @@ def test_cluster_lookup_and_kubeconfig(aws):
     out = StringIO()
     call_command("eks_kubeconfig", "shop", "--region", REGION, "--token", stdout=out)
     assert _verify(out.getvalue().strip(), "shop")[1]
+
+
+def test_a_kubeconfig_and_a_token_per_staff_role(aws):
+    make_cluster(aws)
+    iam = aws.client("iam")
+    allow = {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}
+    trust = {"Version": "2012-10-17", "Statement": [allow]}
+    role = iam.create_role(RoleName="ops-oncall", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    out = StringIO()
+    call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", role, stdout=out)
+    config = yaml.safe_load(out.getvalue())
+    user = config["users"][0]["user"]["exec"]
+    assert user["args"][-2:] == ["--role-arn", role] and "get-token" in user["args"]
+    assert config["current-context"] == f"eks-{REGION}-shop-ops-oncall"
+    out = StringIO()
+    call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", role, "--token", stdout=out)
+    params, _ = _verify(out.getvalue().strip(), "shop")
+    own = boto3.Session().get_credentials().access_key
+    # Signed with the role's temporary credentials (moto's STS), not the caller's own key.
+    assert not params["X-Amz-Credential"].startswith(f"{own}/") and params["X-Amz-Security-Token"]
+    assert params["X-Amz-Credential"].startswith("ASIA")  # STS's temporary keys
+    with pytest.raises(CommandError, match="is not an IAM role ARN"):
+        call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", "ops-oncall", stdout=StringIO())
 
 
 def test_an_unknown_cluster_is_one_clear_message(aws):
@@ -399,7 +423,10 @@ def test_no_credentials_and_unknown_region_end_clearly(monkeypatch, tmp_path):
         eks.make_token(session(REGION), "shop")
 
 
+# In the image tests' xdist group: one worker builds the base image and the app image, the others reuse them.
 @pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.xdist_group("docker")
 def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
     registry = shutil.which("docker-registry")
     from tests.test_image import BASE, docker
@@ -416,7 +443,15 @@ def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
     )
     process = subprocess.Popen([registry, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1)
+        deadline = time.monotonic() + 30
+        while True:  # the registry answers its API root once it listens
+            try:
+                if http_get(f"http://127.0.0.1:{port}/v2/", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "docker-registry did not start"
+            time.sleep(0.05)
         from tests.test_image import _docker_env
 
         if "DOCKER_HOST" in _docker_env():

@@ -307,7 +307,7 @@ class Deployer:
         for obj in sorted(self.live_release_objects(kinds), key=sort_key, reverse=True):
             meta = obj["metadata"]
             key = (obj["kind"], meta.get("namespace"), meta["name"])
-            if key in rendered or obj["kind"] in NEVER_PRUNED:
+            if key in rendered or obj["kind"] in NEVER_PRUNED or names.OPERATION in (meta.get("labels") or {}):
                 continue
             if obj["kind"] == "PersistentVolumeClaim":
                 owned_by_live_statefulset = any(meta["name"].startswith(f"data-{s}-") for s in stateful)
@@ -375,6 +375,7 @@ _KNOWN_KINDS = [
     ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
+    ("external-secrets.io/v1", "SecretStore"), ("external-secrets.io/v1", "ExternalSecret"),
 ]  # fmt: skip
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 MAX_NAME = 63
 MANAGED_BY = "django-k8s-deploy"
 PART_OF = "app.kubernetes.io/part-of"
+# On objects made on demand (the restore and backup-listing Jobs), never rendered with the stack: a deploy does not
+# prune them, so a restore runs to its end whatever is deployed meanwhile.
+OPERATION = "app.kubernetes.io/operation"
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
 
@@ -137,3 +140,25 @@ def endpoint(config, component):
 def external_endpoints(config):
     """Host names the stack may dial outside its rendered Services: the servers configured as external."""
     return {endpoint(config, c).host for c in ("postgres", "redis") if not getattr(config, f"{c}_in_cluster")}
+
+
+# --- AWS names of the stack's secrets and backups --------------------------------
+
+
+def scoped(config):
+    """The app's name, and the environment's after it when one is selected (each environment its own stack)."""
+    return f"{config.app_name}-{config.environment}" if config.environment else config.app_name
+
+
+def aws_secrets(config):
+    """The values aws_provision generates in AWS Secrets Manager: their variable in ``Go template`` terms
+    (the key the ExternalSecret reads them as) -> the secret's name, ``APP[-ENVIRONMENT]/NAME``.
+
+    The superuser's password exists only for the in-cluster PostgreSQL, Redis's only for the in-cluster Redis.
+    """
+    wanted = ["secret_key", "postgres_password"]
+    if config.postgres_in_cluster:
+        wanted.append("postgres_superuser_password")
+    if config.redis_in_cluster:
+        wanted.append("redis_password")
+    return {key: f"{scoped(config)}/{key.replace('_', '-')}" for key in wanted}

@@ -6,7 +6,8 @@ Two kinds of check:
   each supported version, in strict mode (unknown fields are errors), with
   ``kubernetes-validate``. An apiVersion the version does not serve (removed,
   or never existed) is an error; only custom resources of known operators may
-  have no schema.
+  have no schema; those whose CRDs are vendored (``crds.py``: the External
+  Secrets Operator's) are validated strictly against them.
 - ``policy_problems``: rules checkov does not know, in code: hostPath only in
   the logging DaemonSet, no literal secret-looking value, a default deny in
   every namespace, Pod Security "restricted" in the app namespace, CPU and
@@ -24,7 +25,7 @@ import math
 import re
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
-from deploy.k8s import capacity, wiring
+from deploy.k8s import capacity, crds, wiring
 from deploy.k8s.objects import containers as _containers
 from deploy.k8s.objects import describe, pod_spec
 from deploy.k8s.objects import pods as _pods
@@ -62,6 +63,11 @@ def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
             try:
                 kubernetes_validate.validate(manifest, version, strict=True)
             except SchemaNotFoundError:
+                found = crds.problems(manifest)
+                if found is not None:
+                    # A custom resource: its vendored CRD, the same for every Kubernetes version.
+                    problems.extend(f"{describe(manifest)} (CRD {manifest['apiVersion']}): {p}" for p in found)
+                    break
                 if group in CUSTOM_RESOURCE_GROUPS:
                     break
                 problems.append(
@@ -280,9 +286,10 @@ def _capacity(manifests, config):
     if nodes is None:
         return [
             f"Capacity: node_instance_type {config.node_instance_type!r} is not in the capacity table, so the "
-            "stack cannot be checked against its nodes. Use one of "
-            f"{', '.join(sorted(capacity.INSTANCE_TYPES))} (docs/policy.md), or add the type to "
-            "deploy/k8s/capacity.py's INSTANCE_TYPES."
+            "stack cannot be checked against its nodes. Declare what one such node offers to pods with "
+            "DEPLOY['node_allocatable_cpu'] and DEPLOY['node_allocatable_memory'] (DEPLOY_NODE_ALLOCATABLE_CPU, "
+            "DEPLOY_NODE_ALLOCATABLE_MEMORY: the node's Allocatable in 'kubectl describe node'), or use one of "
+            f"{', '.join(sorted(capacity.INSTANCE_TYPES))} (docs/policy.md)."
         ]
     return capacity.capacity_problems(manifests, nodes)
 
