@@ -269,8 +269,11 @@ def test_the_rds_instance_is_multi_az_encrypted_private_and_its_password_is_not_
     assert outputs["DatabaseMasterSecretArn"]["Value"] == {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}
     assert outputs["DatabaseCidr"]["Value"] == "10.0.0.0/16"  # the default private subnets span half the VPC each
     # No password property anywhere: RDS generates the master password and keeps it in Secrets Manager.
-    text = cfn.to_text(template)
+    text = json.dumps(database)
     assert '"MasterUserPassword"' not in text and text.count("Password") == 1  # ManageMasterUserPassword
+    # No output hands out a secret's value (a dynamic reference would resolve to it).
+    assert "resolve:secretsmanager" not in cfn.to_text(template)
+    assert "SecretString" not in json.dumps(template["Outputs"])
 
 
 def test_without_rds_mode_the_template_has_no_database():
