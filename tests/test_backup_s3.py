@@ -329,3 +329,50 @@ def test_the_drill_hands_the_password_to_pg_restore_in_its_environment_never_its
     ((args, env),) = seen
     assert canary not in " ".join(args) and env["PGPASSWORD"] == canary
     assert canary not in str(excinfo.value)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_table_created_since_the_dump_is_a_difference_not_a_crash(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    from apps.catalog.models import Category
+
+    Category.objects.create(name="Kept", slug="kept")
+    dump = tmp_path / "app-20260101T030000Z.dump"
+    # The dump of a database one migration behind: catalog_comment did not exist yet.
+    subprocess.run(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                    "-T", "catalog_comment", "-f", str(dump), "-d", connection.settings_dict["NAME"]],
+                   check=True)  # fmt: skip
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("restore_drill", "--file", str(dump), "--json", stdout=out)
+    assert excinfo.value.returncode == 3
+    report = json.loads(out.getvalue())
+    assert report["differences"] == [
+        "catalog_comment: table not in the backup (created since); 0 row(s) on the other side"
+    ]
+    assert report["tables"]["catalog.Comment"]["proven_by"] == "missing"
+    assert report["tables"]["catalog.Category"]["proven_by"] == "digest"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [report["scratch_database"]])
+        assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db
+def test_a_drill_that_cannot_reach_its_bucket_or_file_says_so_in_one_json_report(s3, settings, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    settings.DEPLOY = {"aws_region": REGION}
+    for arguments, said in (
+        (["--bucket", "no-such-bucket-here"], r"Could not read s3://no-such-bucket-here/postgres/: .*NoSuchBucket"),
+        (["--file", str(tmp_path / "missing.dump")], r"--file .*missing\.dump: no such file"),
+        ([], r"No bucket: set DEPLOY\['postgres_backup_bucket'\]"),
+    ):
+        out = StringIO()
+        with pytest.raises(CommandError, match=said) as excinfo:
+            call_command("restore_drill", *arguments, "--json", stdout=out)
+        assert excinfo.value.returncode == 1
+        assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}
