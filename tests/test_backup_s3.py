@@ -167,6 +167,18 @@ def test_the_s3_backup_render_validates_and_needs_its_region():
         load_config({"postgres_backup_bucket": BUCKET}, environ={})
 
 
+@pytest.mark.parametrize(
+    "bucket", ["my..bucket", "192.168.5.4", "xn--bucket", "a.-b", "shop-s3alias", "Shop-Backups", "b\u00fccket", "ab"]
+)
+def test_a_bucket_name_s3_refuses_is_refused_by_the_settings(bucket):
+    from deploy.conf import ConfigError
+
+    with pytest.raises(ConfigError, match=r"postgres_backup_bucket.*must be empty, or an S3 bucket name"):
+        load_config({"postgres_backup_bucket": bucket, "aws_region": REGION}, environ={})
+    for good in ("shop-backups", "shop.backups.example", "a1b"):
+        assert load_config({"postgres_backup_bucket": good, "aws_region": REGION}, environ={})
+
+
 def test_the_bucket_and_the_role_only_the_backup_pods_get():
     config = load_config({"app_name": "shop", "namespace": "shop"}, environ={})
     template = cfn.render_template(config)
