@@ -388,3 +388,14 @@ def test_a_drill_that_cannot_reach_its_bucket_or_file_says_so_in_one_json_report
             call_command("restore_drill", *arguments, "--json", stdout=out)
         assert excinfo.value.returncode == 1
         assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}
+
+
+def test_the_latest_backup_of_a_database_is_not_one_of_a_database_its_name_begins(s3):
+    client, bucket, _ = s3
+    for name in ("app-20260101T030000Z.dump", "app-staging-20251231T030000Z.dump", "app-notes.dump"):
+        client.put_object(Bucket=bucket, Key=backups.PREFIX + name, Body=b"x")
+    assert backups.latest(bucket, "app", s3=client).name == "app-20260101T030000Z.dump"
+    assert [b.name for b in backups.list_backups(bucket, "app-staging", s3=client)] == [
+        "app-staging-20251231T030000Z.dump"
+    ]
+    assert len(backups.list_backups(bucket, s3=client)) == 3
