@@ -399,3 +399,17 @@ def test_the_latest_backup_of_a_database_is_not_one_of_a_database_its_name_begin
         "app-staging-20251231T030000Z.dump"
     ]
     assert len(backups.list_backups(bucket, s3=client)) == 3
+
+
+def test_the_pods_uploader_says_in_one_line_what_s3_refused(s3, tmp_path, capsys):
+    source = tmp_path / "dump"
+    source.write_bytes(b"PGDMP")
+    for argv in (
+        ["list", "--bucket", "no-such-bucket-here"],
+        ["upload", "--bucket", "no-such-bucket-here", "--database", "app", "--source", str(source)],
+        ["download", "--bucket", "no-such-bucket-here", "--name", "latest:app", "--to", str(tmp_path / "out")],
+    ):
+        assert backups.main(argv) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("backup: S3 refused or could not be reached for s3://no-such-bucket-here: ")
+        assert "NoSuchBucket" in error and "Traceback" not in error and "testing" not in error

@@ -188,6 +188,8 @@ def main(argv=None):
     listing.add_argument("--bucket", required=True)
     listing.add_argument("--database")
     options = parser.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         if options.command == "upload":
             name = backup_name(options.database)
@@ -207,6 +209,10 @@ def main(argv=None):
             print("backups: listed")
     except BackupError as exc:
         print(f"backup: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        # The Job's log is what the operator reads: one line saying what S3 refused, not a traceback.
+        print(f"backup: S3 refused or could not be reached for s3://{options.bucket}: {exc}", file=sys.stderr)
         return 2
     return 0
 
