@@ -46,6 +46,7 @@ class DrillReport:
     differences: list = field(default_factory=list)
     seconds: float = 0.0
     kept: bool = False
+    left_behind: list = field(default_factory=list)  # scratch databases of earlier drills, still there
 
     @property
     def ok(self):
@@ -60,6 +61,7 @@ class DrillReport:
             "tables": self.tables,
             "differences": self.differences,
             "seconds": round(self.seconds, 3),
+            "left_behind": self.left_behind,
         }
 
 
@@ -139,6 +141,13 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
     report = DrillReport(backup=backup_name, scratch_database=scratch, kept=keep)
     try:
         with live.cursor() as cursor:
+            # An earlier drill's copy (--keep, or a drill killed before it could drop it) takes as much room
+            # on the database's volume as the live data: name it, so it is not forgotten there.
+            cursor.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname",
+                [f"{settings_dict['NAME'][:40]}_drill_"],
+            )
+            report.left_behind = [name for (name,) in cursor.fetchall()]
             cursor.execute(f"CREATE DATABASE {_q(scratch)}")
     except Exception as exc:
         raise DrillError(

@@ -413,3 +413,24 @@ def test_the_pods_uploader_says_in_one_line_what_s3_refused(s3, tmp_path, capsys
         error = capsys.readouterr().err
         assert error.startswith("backup: S3 refused or could not be reached for s3://no-such-bucket-here: ")
         assert "NoSuchBucket" in error and "Traceback" not in error and "testing" not in error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scratch_database_an_earlier_drill_left_behind_is_named_with_how_to_drop_it(tmp_path):
+    from django.core.management import call_command
+    from django.db import connection
+
+    dump = tmp_path / "app-20260101T030000Z.dump"
+    subprocess.run(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                    "-f", str(dump), "-d", connection.settings_dict["NAME"]], check=True)  # fmt: skip
+    left = f"{connection.settings_dict['NAME'][:40]}_drill_20200101000000"  # a drill killed before its clean-up
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{left}"')
+    try:
+        out, err = StringIO(), StringIO()
+        call_command("restore_drill", "--file", str(dump), "--json", stdout=out, stderr=err)
+        assert json.loads(out.getvalue())["left_behind"] == [left]
+        assert f'drop it with DROP DATABASE "{left}" WITH (FORCE)' in err.getvalue()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{left}"')

@@ -37,6 +37,11 @@ class Command(BaseCommand):
             if options["json"]:
                 self.stdout.write(json.dumps({"ok": False, "error": str(exc)}))
             raise CommandError(str(exc)) from None
+        for name in report.left_behind:
+            self.stderr.write(
+                f"The scratch database {name} of an earlier drill is still there, using room on the database's "
+                f'volume: drop it with DROP DATABASE "{name}" WITH (FORCE), unless you kept it on purpose.'
+            )
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))
         else:
