@@ -132,6 +132,11 @@ def _table_names(alias):
 
 def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress=None, now=None):
     started = time.monotonic()
+    if live_alias not in connections:
+        raise DrillError(
+            f"No database {live_alias!r} in settings.DATABASES (--database takes one of its aliases: "
+            f"{', '.join(connections)})."
+        )
     live = connections[live_alias]
     if live.vendor != "postgresql":
         raise DrillError(f"The database {live_alias!r} is {live.vendor}; the drill restores PostgreSQL dumps.")

@@ -434,3 +434,15 @@ def test_a_scratch_database_an_earlier_drill_left_behind_is_named_with_how_to_dr
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{left}"')
+
+
+def test_a_drill_against_an_alias_settings_do_not_declare_says_which_there_are(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    dump = tmp_path / "app-20260101T030000Z.dump"
+    dump.write_bytes(b"PGDMP")
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"No database 'nope' in settings\.DATABASES .*default"):
+        call_command("restore_drill", "--file", str(dump), "--database", "nope", "--json", stdout=out)
+    assert json.loads(out.getvalue())["ok"] is False
