@@ -153,7 +153,14 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
                 [f"{settings_dict['NAME'][:40]}_drill_"],
             )
             report.left_behind = [name for (name,) in cursor.fetchall()]
+            if scratch in report.left_behind:
+                raise DrillError(
+                    f"The scratch database {scratch!r} exists already: another drill started in the same second "
+                    "(or its clock is behind). Run the drill again once that one has finished."
+                )
             cursor.execute(f"CREATE DATABASE {_q(scratch)}")
+    except DrillError:
+        raise
     except Exception as exc:
         raise DrillError(
             f"Could not create the scratch database {scratch!r} ({type(exc).__name__}: {str(exc).strip()}). The "

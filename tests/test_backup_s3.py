@@ -446,3 +446,27 @@ def test_a_drill_against_an_alias_settings_do_not_declare_says_which_there_are(t
     with pytest.raises(CommandError, match=r"No database 'nope' in settings\.DATABASES .*default"):
         call_command("restore_drill", "--file", str(dump), "--database", "nope", "--json", stdout=out)
     assert json.loads(out.getvalue())["ok"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_drills_in_the_same_second_are_told_apart_from_a_role_that_may_not_create_databases(tmp_path):
+    from datetime import UTC, datetime
+
+    from django.db import connection
+
+    from deploy import drill
+
+    now = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    running = f"{connection.settings_dict['NAME'][:40]}_drill_20200102030405"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{running}"')
+    try:
+        with pytest.raises(drill.DrillError, match="another drill started in the same second") as excinfo:
+            drill.run_drill(tmp_path / "app-20260101T030000Z.dump", "app-20260101T030000Z.dump", now=now)
+        assert "superuser" not in str(excinfo.value)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [running])
+            assert cursor.fetchone()[0] == 1  # the other drill's database is not dropped under it
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{running}"')
