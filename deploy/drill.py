@@ -145,6 +145,15 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
     scratch = f"{settings_dict['NAME'][:40]}_drill_{stamp}"
     report = DrillReport(backup=backup_name, scratch_database=scratch, kept=keep)
     try:
+        live.ensure_connection()
+    except Exception as exc:
+        where = f"{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 5432}"
+        raise DrillError(
+            f"Could not connect to the live database {settings_dict['NAME']!r} at {where} ({type(exc).__name__}: "
+            f"{str(exc).strip()}). Is the port-forward running, and is DATABASE_URL's password the superuser's "
+            "(docs/runbooks.md#restore-drill)?"
+        ) from None
+    try:
         with live.cursor() as cursor:
             # An earlier drill's copy (--keep, or a drill killed before it could drop it) takes as much room
             # on the database's volume as the live data: name it, so it is not forgotten there.

@@ -470,3 +470,28 @@ def test_two_drills_in_the_same_second_are_told_apart_from_a_role_that_may_not_c
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{running}"')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drill_that_cannot_reach_the_database_says_so_and_not_that_it_needs_a_superuser(tmp_path, monkeypatch):
+    from django.db import connection
+
+    from deploy import drill
+
+    canary = "pg-canary-pass-0815"
+    with socket.socket() as sock:  # a port nothing listens on: the port-forward is not running
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setitem(connection.settings_dict, "PORT", str(port))
+    monkeypatch.setitem(connection.settings_dict, "PASSWORD", canary)
+    connection.close()
+    try:
+        with pytest.raises(
+            drill.DrillError, match=rf"Could not connect to the live database .* at 127\.0\.0\.1:{port}"
+        ) as info:
+            drill.run_drill(tmp_path / "x.dump", "x.dump")
+        assert "Connection refused" in str(info.value) and "superuser (" not in str(info.value)
+        assert canary not in str(info.value)
+    finally:
+        connection.close()
+    monkeypatch.undo()
