@@ -295,6 +295,27 @@ def _git_ref_name(value):
     return None if ok else "a branch or GitHub environment name (letters, digits, '.', '_', '-', '/'; no wildcard)"
 
 
+def _bucket_name(value):
+    # S3's naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html): a name they
+    # refuse would otherwise pass here and fail only in CloudFormation or in the nightly backup.
+    ok = not value or (
+        re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value, re.ASCII)
+        and not re.search(r"\.\.|\.-|-\.", value)
+        and not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", value)
+        and not value.startswith(("xn--", "sthree-", "amzn-s3-demo-"))
+        and not value.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"))
+    )
+    return (
+        None
+        if ok
+        else (
+            "empty, or an S3 bucket name: 3-63 lower-case letters, digits, '.' and '-', starting and ending with a "
+            "letter or digit, no '..', '.-' or '-.', not an IP address, no reserved prefix (xn--, sthree-) or suffix "
+            "(-s3alias, --ol-s3); the BackupBucketName output of aws_provision is one"
+        )
+    )
+
+
 def _secret_name(value):
     ok = not value or re.fullmatch(r"[A-Za-z0-9/_+=.@-]{1,512}", value)
     return None if ok else "empty, or an AWS Secrets Manager secret name such as 'shop/staging'"
@@ -521,7 +542,7 @@ class DeployConfig:
         "DEPLOY_POSTGRES_BACKUP_BUCKET",
         "S3 bucket the backup CronJob streams its dumps to (the infrastructure stack's BackupBucketName output), "
         "through its EKS Pod Identity; empty: dumps go to the backup volume (docs/runbooks.md#restoring-a-backup).",
-        check=lambda v: None if not v or re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v) else "an S3 bucket name",
+        check=_bucket_name,
     )
     postgres_backup_bucket_keep_days: int = setting(
         30,

@@ -46,6 +46,7 @@ class DrillReport:
     differences: list = field(default_factory=list)
     seconds: float = 0.0
     kept: bool = False
+    left_behind: list = field(default_factory=list)  # scratch databases of earlier drills, still there
 
     @property
     def ok(self):
@@ -60,6 +61,7 @@ class DrillReport:
             "tables": self.tables,
             "differences": self.differences,
             "seconds": round(self.seconds, 3),
+            "left_behind": self.left_behind,
         }
 
 
@@ -93,8 +95,23 @@ def compare(scratch_alias, live_alias, report, progress=None):
     """Every model's table of the backup (``scratch_alias``) against the live database; fills ``report``."""
     verify = VerifyReport()
     models, _ = copied_models()
+    tables = {alias: set(_table_names(alias)) for alias in (scratch_alias, live_alias)}
+    absent = []
     for model in sorted(models, key=lambda m: m._meta.label):
         plan = table_plan(model)
+        if not all(plan.table in names for names in tables.values()):
+            # A model whose table one side lacks (a migration applied since the dump, or not yet on the live
+            # database): nothing to compare row by row, but a difference, not a crash of the drill.
+            backup_rows, live_rows = (_count(a, plan.table) if plan.table in tables[a] else None
+                                      for a in (scratch_alias, live_alias))  # fmt: skip
+            side = "not in the backup (created since)" if backup_rows is None else "not in the live database"
+            rows = live_rows if backup_rows is None else backup_rows
+            absent.append(f"{plan.table}: table {side}; {rows if rows is not None else 0} row(s) on the other side")
+            report.tables[plan.label] = {"table": plan.table, "backup_rows": backup_rows, "live_rows": live_rows,
+                                         "proven_by": "missing"}  # fmt: skip
+            if progress:
+                progress(f"{plan.label}: table {side}")
+            continue
         backup_rows, live_rows = _count(scratch_alias, plan.table), _count(live_alias, plan.table)
         proven_by = "digest"
         if not plan.fast or _digest(scratch_alias, plan) != _digest(live_alias, plan):
@@ -105,11 +122,21 @@ def compare(scratch_alias, live_alias, report, progress=None):
                                      "proven_by": proven_by}  # fmt: skip
         if progress:
             progress(f"{plan.label}: backup {backup_rows} rows, live {live_rows} ({proven_by})")
-    report.differences = [_describe(d) for d in verify.differences[:MAX_DIFFERENCES]]
+    report.differences = absent + [_describe(d) for d in verify.differences[:MAX_DIFFERENCES]]
+
+
+def _table_names(alias):
+    with connections[alias].cursor() as cursor:
+        return connections[alias].introspection.table_names(cursor)
 
 
 def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress=None, now=None):
     started = time.monotonic()
+    if live_alias not in connections:
+        raise DrillError(
+            f"No database {live_alias!r} in settings.DATABASES (--database takes one of its aliases: "
+            f"{', '.join(connections)})."
+        )
     live = connections[live_alias]
     if live.vendor != "postgresql":
         raise DrillError(f"The database {live_alias!r} is {live.vendor}; the drill restores PostgreSQL dumps.")
@@ -118,8 +145,31 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
     scratch = f"{settings_dict['NAME'][:40]}_drill_{stamp}"
     report = DrillReport(backup=backup_name, scratch_database=scratch, kept=keep)
     try:
+        live.ensure_connection()
+    except Exception as exc:
+        where = f"{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 5432}"
+        raise DrillError(
+            f"Could not connect to the live database {settings_dict['NAME']!r} at {where} ({type(exc).__name__}: "
+            f"{str(exc).strip()}). Is the port-forward running, and is DATABASE_URL's password the superuser's "
+            "(docs/runbooks.md#restore-drill)?"
+        ) from None
+    try:
         with live.cursor() as cursor:
+            # An earlier drill's copy (--keep, or a drill killed before it could drop it) takes as much room
+            # on the database's volume as the live data: name it, so it is not forgotten there.
+            cursor.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname",
+                [f"{settings_dict['NAME'][:40]}_drill_"],
+            )
+            report.left_behind = [name for (name,) in cursor.fetchall()]
+            if scratch in report.left_behind:
+                raise DrillError(
+                    f"The scratch database {scratch!r} exists already: another drill started in the same second "
+                    "(or its clock is behind). Run the drill again once that one has finished."
+                )
             cursor.execute(f"CREATE DATABASE {_q(scratch)}")
+    except DrillError:
+        raise
     except Exception as exc:
         raise DrillError(
             f"Could not create the scratch database {scratch!r} ({type(exc).__name__}: {str(exc).strip()}). The "

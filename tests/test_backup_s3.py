@@ -167,6 +167,18 @@ def test_the_s3_backup_render_validates_and_needs_its_region():
         load_config({"postgres_backup_bucket": BUCKET}, environ={})
 
 
+@pytest.mark.parametrize(
+    "bucket", ["my..bucket", "192.168.5.4", "xn--bucket", "a.-b", "shop-s3alias", "Shop-Backups", "b\u00fccket", "ab"]
+)
+def test_a_bucket_name_s3_refuses_is_refused_by_the_settings(bucket):
+    from deploy.conf import ConfigError
+
+    with pytest.raises(ConfigError, match=r"postgres_backup_bucket.*must be empty, or an S3 bucket name"):
+        load_config({"postgres_backup_bucket": bucket, "aws_region": REGION}, environ={})
+    for good in ("shop-backups", "shop.backups.example", "a1b"):
+        assert load_config({"postgres_backup_bucket": good, "aws_region": REGION}, environ={})
+
+
 def test_the_bucket_and_the_role_only_the_backup_pods_get():
     config = load_config({"app_name": "shop", "namespace": "shop"}, environ={})
     template = cfn.render_template(config)
@@ -329,3 +341,157 @@ def test_the_drill_hands_the_password_to_pg_restore_in_its_environment_never_its
     ((args, env),) = seen
     assert canary not in " ".join(args) and env["PGPASSWORD"] == canary
     assert canary not in str(excinfo.value)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_table_created_since_the_dump_is_a_difference_not_a_crash(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    from apps.catalog.models import Category
+
+    Category.objects.create(name="Kept", slug="kept")
+    dump = tmp_path / "app-20260101T030000Z.dump"
+    # The dump of a database one migration behind: catalog_comment did not exist yet.
+    subprocess.run(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                    "-T", "catalog_comment", "-f", str(dump), "-d", connection.settings_dict["NAME"]],
+                   check=True)  # fmt: skip
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("restore_drill", "--file", str(dump), "--json", stdout=out)
+    assert excinfo.value.returncode == 3
+    report = json.loads(out.getvalue())
+    assert report["differences"] == [
+        "catalog_comment: table not in the backup (created since); 0 row(s) on the other side"
+    ]
+    assert report["tables"]["catalog.Comment"]["proven_by"] == "missing"
+    assert report["tables"]["catalog.Category"]["proven_by"] == "digest"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [report["scratch_database"]])
+        assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db
+def test_a_drill_that_cannot_reach_its_bucket_or_file_says_so_in_one_json_report(s3, settings, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    settings.DEPLOY = {"aws_region": REGION}
+    for arguments, said in (
+        (["--bucket", "no-such-bucket-here"], r"Could not read s3://no-such-bucket-here/postgres/: .*NoSuchBucket"),
+        (["--file", str(tmp_path / "missing.dump")], r"--file .*missing\.dump: no such file"),
+        ([], r"No bucket: set DEPLOY\['postgres_backup_bucket'\]"),
+    ):
+        out = StringIO()
+        with pytest.raises(CommandError, match=said) as excinfo:
+            call_command("restore_drill", *arguments, "--json", stdout=out)
+        assert excinfo.value.returncode == 1
+        assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}
+
+
+def test_the_latest_backup_of_a_database_is_not_one_of_a_database_its_name_begins(s3):
+    client, bucket, _ = s3
+    for name in ("app-20260101T030000Z.dump", "app-staging-20251231T030000Z.dump", "app-notes.dump"):
+        client.put_object(Bucket=bucket, Key=backups.PREFIX + name, Body=b"x")
+    assert backups.latest(bucket, "app", s3=client).name == "app-20260101T030000Z.dump"
+    assert [b.name for b in backups.list_backups(bucket, "app-staging", s3=client)] == [
+        "app-staging-20251231T030000Z.dump"
+    ]
+    assert len(backups.list_backups(bucket, s3=client)) == 3
+
+
+def test_the_pods_uploader_says_in_one_line_what_s3_refused(s3, tmp_path, capsys):
+    source = tmp_path / "dump"
+    source.write_bytes(b"PGDMP")
+    for argv in (
+        ["list", "--bucket", "no-such-bucket-here"],
+        ["upload", "--bucket", "no-such-bucket-here", "--database", "app", "--source", str(source)],
+        ["download", "--bucket", "no-such-bucket-here", "--name", "latest:app", "--to", str(tmp_path / "out")],
+    ):
+        assert backups.main(argv) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("backup: S3 refused or could not be reached for s3://no-such-bucket-here: ")
+        assert "NoSuchBucket" in error and "Traceback" not in error and "testing" not in error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scratch_database_an_earlier_drill_left_behind_is_named_with_how_to_drop_it(tmp_path):
+    from django.core.management import call_command
+    from django.db import connection
+
+    dump = tmp_path / "app-20260101T030000Z.dump"
+    subprocess.run(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                    "-f", str(dump), "-d", connection.settings_dict["NAME"]], check=True)  # fmt: skip
+    left = f"{connection.settings_dict['NAME'][:40]}_drill_20200101000000"  # a drill killed before its clean-up
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{left}"')
+    try:
+        out, err = StringIO(), StringIO()
+        call_command("restore_drill", "--file", str(dump), "--json", stdout=out, stderr=err)
+        assert json.loads(out.getvalue())["left_behind"] == [left]
+        assert f'drop it with DROP DATABASE "{left}" WITH (FORCE)' in err.getvalue()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{left}"')
+
+
+def test_a_drill_against_an_alias_settings_do_not_declare_says_which_there_are(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    dump = tmp_path / "app-20260101T030000Z.dump"
+    dump.write_bytes(b"PGDMP")
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"No database 'nope' in settings\.DATABASES .*default"):
+        call_command("restore_drill", "--file", str(dump), "--database", "nope", "--json", stdout=out)
+    assert json.loads(out.getvalue())["ok"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_drills_in_the_same_second_are_told_apart_from_a_role_that_may_not_create_databases(tmp_path):
+    from datetime import UTC, datetime
+
+    from django.db import connection
+
+    from deploy import drill
+
+    now = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    running = f"{connection.settings_dict['NAME'][:40]}_drill_20200102030405"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{running}"')
+    try:
+        with pytest.raises(drill.DrillError, match="another drill started in the same second") as excinfo:
+            drill.run_drill(tmp_path / "app-20260101T030000Z.dump", "app-20260101T030000Z.dump", now=now)
+        assert "superuser" not in str(excinfo.value)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [running])
+            assert cursor.fetchone()[0] == 1  # the other drill's database is not dropped under it
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{running}"')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drill_that_cannot_reach_the_database_says_so_and_not_that_it_needs_a_superuser(tmp_path, monkeypatch):
+    from django.db import connection
+
+    from deploy import drill
+
+    canary = "pg-canary-pass-0815"
+    with socket.socket() as sock:  # a port nothing listens on: the port-forward is not running
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setitem(connection.settings_dict, "PORT", str(port))
+    monkeypatch.setitem(connection.settings_dict, "PASSWORD", canary)
+    connection.close()
+    try:
+        with pytest.raises(
+            drill.DrillError, match=rf"Could not connect to the live database .* at 127\.0\.0\.1:{port}"
+        ) as info:
+            drill.run_drill(tmp_path / "x.dump", "x.dump")
+        assert "Connection refused" in str(info.value) and "superuser (" not in str(info.value)
+        assert canary not in str(info.value)
+    finally:
+        connection.close()
+    monkeypatch.undo()

@@ -13,6 +13,7 @@ Run in the container as ``python -m deploy.aws.backups upload|download|list`` (n
 import argparse
 import hashlib
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 PREFIX = "postgres/"
 PART_SIZE = 8 * 1024 * 1024  # S3's parts are at least 5 MiB, except the last
 CHECKSUM_TAG = "sha256"
+_NAME = re.compile(r"\d{8}T\d{6}Z\.dump")  # what backup_name puts after DATABASE-
 
 
 class BackupError(Exception):
@@ -126,7 +128,10 @@ def list_backups(bucket, database=None, s3=None):
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX):
         for item in page.get("Contents", []):
             backup = Backup(key=item["Key"], size=item["Size"], modified=item["LastModified"])
-            if backup.name.endswith(".dump") and (database is None or backup.name.startswith(f"{database}-")):
+            # Of ``database`` exactly: a prefix would also take DATABASE-staging-…'s backups, whose names sort
+            # after DATABASE-2026…'s, so "the latest" of app would be one of app-staging.
+            head, _, tail = backup.name.rpartition("-")
+            if backup.name.endswith(".dump") and (database is None or (head == database and _NAME.fullmatch(tail))):
                 found.append(backup)
     return sorted(found, key=lambda b: b.name)
 
@@ -183,6 +188,8 @@ def main(argv=None):
     listing.add_argument("--bucket", required=True)
     listing.add_argument("--database")
     options = parser.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         if options.command == "upload":
             name = backup_name(options.database)
@@ -202,6 +209,10 @@ def main(argv=None):
             print("backups: listed")
     except BackupError as exc:
         print(f"backup: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        # The Job's log is what the operator reads: one line saying what S3 refused, not a traceback.
+        print(f"backup: S3 refused or could not be reached for s3://{options.bucket}: {exc}", file=sys.stderr)
         return 2
     return 0
 

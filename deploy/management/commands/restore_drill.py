@@ -4,9 +4,10 @@ import json
 import tempfile
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.management.base import BaseCommand, CommandError
 
-from deploy.aws.backups import BackupError, download, latest
+from deploy.aws.backups import PREFIX, BackupError, download, latest
 from deploy.conf import ConfigError, get_config
 from deploy.drill import DrillError, run_drill
 from deploy.management.commands.migrate_from_sqlite import DIFFERENCES_FOUND
@@ -31,16 +32,26 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             report = self._drill(options)
-        except (BackupError, DrillError, ConfigError) as exc:
+        except (BackupError, DrillError, ConfigError, CommandError) as exc:
+            # Every way the drill cannot run gives the same one JSON report with --json (exit 1).
             if options["json"]:
                 self.stdout.write(json.dumps({"ok": False, "error": str(exc)}))
             raise CommandError(str(exc)) from None
+        for name in report.left_behind:
+            self.stderr.write(
+                f"The scratch database {name} of an earlier drill is still there, using room on the database's "
+                f'volume: drop it with DROP DATABASE "{name}" WITH (FORCE), unless you kept it on purpose.'
+            )
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))
         else:
             for label, table in report.tables.items():
-                if options["verbosity"] >= 2 or table["proven_by"] == "differs":
-                    self.stdout.write(f"{label}: backup {table['backup_rows']} rows, live {table['live_rows']}")
+                if options["verbosity"] >= 2 or table["proven_by"] in ("differs", "missing"):
+                    backup_rows, live_rows = (
+                        "no such table" if rows is None else f"{rows} rows"
+                        for rows in (table["backup_rows"], table["live_rows"])
+                    )
+                    self.stdout.write(f"{label}: backup {backup_rows}, live {live_rows}")
             for difference in report.differences:
                 self.stdout.write(f"  {difference}")
         if not report.ok:
@@ -75,9 +86,15 @@ class Command(BaseCommand):
             )
         name = options["backup"]
         with tempfile.TemporaryDirectory(prefix="restore-drill-") as folder:
-            if name == "latest":
-                name = latest(bucket, get_config(options["environment"]).postgres_database).name
-            path = Path(folder) / name
-            download(bucket, name, path)
+            try:
+                if name == "latest":
+                    name = latest(bucket, get_config(options["environment"]).postgres_database).name
+                path = Path(folder) / "backup.dump"
+                download(bucket, name, path)
+            except (BotoCoreError, ClientError) as exc:
+                raise BackupError(
+                    f"Could not read s3://{bucket}/{PREFIX}{'' if name == 'latest' else name}: {exc}. Check the "
+                    "bucket's name (DEPLOY['postgres_backup_bucket'], --bucket), your AWS credentials and region."
+                ) from None
             progress(f"fetched {name} from s3://{bucket} (checksum verified)")
             return run_drill(path, name, options["database"], options["keep"], progress)
