@@ -689,7 +689,11 @@ class DeployConfig:
         "",
         "DEPLOY_ALERT_SMTP_SMARTHOST",
         "SMTP server of alert e-mails, as host:port (STARTTLS is required).",
-        check=lambda v: None if not v or re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v) else "host:port",
+        check=lambda v: (
+            None
+            if not v or (re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v) and 1 <= int(v.rsplit(":", 1)[1]) <= 65535)
+            else "host:port, with a port from 1 to 65535"
+        ),
     )
     alert_smtp_username: str = setting(
         "",
