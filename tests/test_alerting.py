@@ -570,3 +570,15 @@ def test_an_smtp_port_out_of_range_is_refused_before_it_reaches_the_egress_polic
     with pytest.raises(ConfigError, match=r"alert_smtp_smarthost.*port from 1 to 65535"):
         load_config({**settings, "alert_smtp_smarthost": smarthost}, environ={})
     assert load_config({**settings, "alert_smtp_smarthost": "smtp.example.com:65535"}, environ={})
+
+
+def test_sns_without_a_role_is_warned_about_in_standalone_mode():
+    """Alertmanager's pod has no AWS credentials: an SNS receiver without a role published nothing, silently."""
+    topic = {"alert_sns_topic_arn": "arn:aws:sns:eu-west-3:123456789012:pager", "alert_warning_via": ["sns"]}
+    (warning,) = observability.alert_warnings(load_config(topic, environ={}))
+    assert warning.startswith("SNS alerts are not delivered") and "DEPLOY_ALERT_SNS_ROLE_ARN" in warning
+    assert "monitoring/alertmanager" in warning
+    role = {"alert_sns_role_arn": "arn:aws:iam::123456789012:role/alertmanager-sns"}
+    assert observability.alert_warnings(load_config({**topic, **role}, environ={})) == []
+    # The operator's Alertmanager has credentials of its own making.
+    assert observability.alert_warnings(load_config({**topic, "monitoring_mode": "operator"}, environ={})) == []

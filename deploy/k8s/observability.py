@@ -296,6 +296,14 @@ def alert_warnings(config):
             "(docs/runbooks.md#how-alerts-reach-people)."
         ]
     found = []
+    if "sns" in configured and config.monitoring_mode == "standalone" and not config.alert_sns_role_arn:
+        # Alertmanager's pod has no AWS credentials of its own: without a role, every SNS publish fails.
+        found.append(
+            "SNS alerts are not delivered unless Alertmanager has AWS credentials: DEPLOY['alert_sns_topic_arn'] is "
+            "set but DEPLOY['alert_sns_role_arn'] (DEPLOY_ALERT_SNS_ROLE_ARN) is empty. Set it to an IAM role "
+            f"allowed sns:Publish on the topic (IRSA), or give the ServiceAccount {config.monitoring_namespace}/"
+            "alertmanager an EKS Pod Identity association with such a role (docs/runbooks.md#how-alerts-reach-people)."
+        )
     for severity in ("critical", "warning"):
         via = getattr(config, f"alert_{severity}_via")
         if not [k for k in configured if k in via]:
