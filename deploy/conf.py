@@ -238,9 +238,14 @@ def _is_ip(value):
     return True
 
 
+def _positive_int(value):
+    # bool is an int to Python: True would pass, then render as "True", which no quota accepts.
+    return None if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "a positive integer"
+
+
 _QUOTA_KEYS = {
     "requests.cpu": _cpu, "limits.cpu": _cpu, "requests.memory": _memory, "limits.memory": _memory,
-    "requests.storage": _memory, "pods": lambda v: None if isinstance(v, int) and v > 0 else "a positive integer",
+    "requests.storage": _memory, "pods": lambda v: _positive_int(v),
 }  # fmt: skip
 
 
