@@ -472,3 +472,10 @@ def test_the_training_sandbox_lists_and_restores_backups_as_the_runbook_shows(tm
         call_command("k8s_deploy", "--restore", backups[-1], "--yes", "--timeout", "30", stdout=out, stderr=StringIO())
         assert "restore: public.catalog_product dump=1200 database=1200" in out.getvalue()
         assert f"Restored {backups[-1]}" in out.getvalue()
+
+
+def test_a_negative_timeout_is_refused_before_any_job_starts(fake):
+    """--timeout -5 started the restore Job and reported it 'still running after -5 s'."""
+    error, _ = _failing_command("--restore", "app-20240702T010000Z.dump", "--yes", "--timeout", "-5")
+    assert "--timeout must be 0 seconds or more, not -5" in str(error)
+    assert _jobs(fake) == []
