@@ -239,9 +239,14 @@ def _is_ip(value):
     return True
 
 
+def _positive_int(value):
+    # bool is an int to Python: True would pass, then render as "True", which no quota accepts.
+    return None if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "a positive integer"
+
+
 _QUOTA_KEYS = {
     "requests.cpu": _cpu, "limits.cpu": _cpu, "requests.memory": _memory, "limits.memory": _memory,
-    "requests.storage": _memory, "pods": lambda v: None if isinstance(v, int) and v > 0 else "a positive integer",
+    "requests.storage": _memory, "pods": lambda v: _positive_int(v),
 }  # fmt: skip
 
 
@@ -717,7 +722,11 @@ class DeployConfig:
         "",
         "DEPLOY_ALERT_SMTP_SMARTHOST",
         "SMTP server of alert e-mails, as host:port (STARTTLS is required).",
-        check=lambda v: None if not v or re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v) else "host:port",
+        check=lambda v: (
+            None
+            if not v or (re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v) and 1 <= int(v.rsplit(":", 1)[1]) <= 65535)
+            else "host:port, with a port from 1 to 65535"
+        ),
     )
     alert_smtp_username: str = setting(
         "",

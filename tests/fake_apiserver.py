@@ -891,6 +891,18 @@ class _Handler(BaseHTTPRequestHandler):
 SANDBOX_DIR = "build/sandbox"
 # What the course's exercises provoke, by image: a release whose pods crash at start.
 SANDBOX_SCENARIOS = {"image/django-app:broken": "crashloop"}
+# What the on-demand Jobs of docs/runbooks.md print in the sandbox (it runs no container): two nightly backups
+# for k8s_deploy --backups, and a verified restore for --restore. Without them --backups failed with "(no log)".
+SANDBOX_JOB_LOGS = {
+    "operation/list-backups": (
+        "backup: app-20240701T030000Z.dump 183204\nbackup: app-20240702T030000Z.dump 184977\nbackups: listed\n"
+    ),
+    "operation/restore": (
+        "restore: public.catalog_category dump=12 database=12\n"
+        "restore: public.catalog_product dump=1200 database=1200\n"
+        "restore: verified 2 table(s)\n"
+    ),
+}
 
 
 def sandbox(port=0, tick=0.5, **pace):
@@ -901,6 +913,7 @@ def sandbox(port=0, tick=0.5, **pace):
     # No token: kubectl sends none over plain HTTP, and the sandbox listens on 127.0.0.1 only.
     server = FakeApiServer(tick=tick, port=port, **pace)
     server.scenarios.update(SANDBOX_SCENARIOS)
+    server.job_logs.update(SANDBOX_JOB_LOGS)
     return server
 
 

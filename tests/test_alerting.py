@@ -550,3 +550,54 @@ def test_preflight_json_carries_the_warning_that_alerts_are_not_delivered(tmp_pa
     report = json.loads(out.getvalue())
     assert "checks" in report
     assert any(w.startswith("Alerts are not delivered") for w in report["warnings"])
+
+
+@pytest.mark.parametrize(
+    "webhook_url, watchdog_url, ports",
+    [
+        ("https://hooks.example.com/abc", "", [443]),
+        ("http://alert-sink.ops.svc.cluster.local:8080/hook", "", [8080]),
+        ("https://hooks.example.com:8443/abc", "http://hc-ping.example.com/x", [80, 8443]),
+    ],
+)
+def test_alertmanager_egress_opens_the_port_each_receiver_url_dials(webhook_url, watchdog_url, ports):
+    """A webhook on another port than 443 (or plain http) was rendered with egress on 443 only: blocked."""
+    from deploy.k8s.validate import validate_manifests
+
+    settings = {**FAST, "alert_watchdog": bool(watchdog_url)}
+    config = load_config(settings, environ={})
+    for redact in (False, True):  # --render shows the policy that deploys, and the redacted URLs keep the port
+        manifests, _, _ = rendered(settings, webhook_url, redact=redact, watchdog_url=watchdog_url)
+        (policy,) = [m for m in by_kind(manifests, "NetworkPolicy") if m["metadata"]["name"] == "alertmanager"]
+        assert [p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]] == ports
+        assert validate_manifests(manifests, config) == []
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com:99999/abc", "https://hooks.example.com:0/abc"])
+def test_a_webhook_url_with_a_port_nobody_can_dial_is_refused(url):
+    from deploy.k8s.render import RenderError
+
+    with pytest.raises(RenderError, match="DEPLOY_ALERT_WEBHOOK_URL is not an http"):
+        render_manifests(load_config(FAST, environ={}), secrets(webhook_url=url), redact=False)
+
+
+@pytest.mark.parametrize("smarthost", ["smtp.example.com:99999", "smtp.example.com:0", "smtp.example.com:65536"])
+def test_an_smtp_port_out_of_range_is_refused_before_it_reaches_the_egress_policy(smarthost):
+    from deploy.conf import ConfigError
+
+    settings = {"alert_email_to": ["ops@example.com"], "alert_email_from": "alerts@example.com"}
+    with pytest.raises(ConfigError, match=r"alert_smtp_smarthost.*port from 1 to 65535"):
+        load_config({**settings, "alert_smtp_smarthost": smarthost}, environ={})
+    assert load_config({**settings, "alert_smtp_smarthost": "smtp.example.com:65535"}, environ={})
+
+
+def test_sns_without_a_role_is_warned_about_in_standalone_mode():
+    """Alertmanager's pod has no AWS credentials: an SNS receiver without a role published nothing, silently."""
+    topic = {"alert_sns_topic_arn": "arn:aws:sns:eu-west-3:123456789012:pager", "alert_warning_via": ["sns"]}
+    (warning,) = observability.alert_warnings(load_config(topic, environ={}))
+    assert warning.startswith("SNS alerts are not delivered") and "DEPLOY_ALERT_SNS_ROLE_ARN" in warning
+    assert "monitoring/alertmanager" in warning
+    role = {"alert_sns_role_arn": "arn:aws:iam::123456789012:role/alertmanager-sns"}
+    assert observability.alert_warnings(load_config({**topic, **role}, environ={})) == []
+    # The operator's Alertmanager has credentials of its own making.
+    assert observability.alert_warnings(load_config({**topic, "monitoring_mode": "operator"}, environ={})) == []

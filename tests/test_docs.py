@@ -157,3 +157,27 @@ def test_every_page_runs_commands_the_one_documented_way():
     assert found == []
     assert ". .venv/bin/activate" in (DOCS / "quickstart.md").read_text()
     assert "quickstart.md#running-the-commands-of-these-pages" in (ROOT / "README.md").read_text()
+
+
+KUBECTL_KINDS = {"deployment": "Deployment", "statefulset": "StatefulSet", "daemonset": "DaemonSet",
+                 "service": "Service", "svc": "Service", "cronjob": "CronJob", "pvc": "PersistentVolumeClaim",
+                 "secret": "Secret", "configmap": "ConfigMap", "hpa": "HorizontalPodAutoscaler"}  # fmt: skip
+
+
+def test_every_object_a_kubectl_command_of_the_docs_names_is_rendered():
+    """`kubectl -n NS … kind/name` in the docs must name an object of the default render in that namespace (the
+    runbook once sent the operator to statefulset/django-app-alertmanager, a Deployment named alertmanager)."""
+    from deploy.conf import DeploySecrets
+    from deploy.k8s.render import render_manifests
+
+    manifests = render_manifests(load_config({}, environ={}), DeploySecrets("k", "p", "r", "s"))
+    rendered = {(m["metadata"].get("namespace"), m["kind"], m["metadata"]["name"]) for m in manifests}
+    kinds = "|".join(KUBECTL_KINDS)
+    command = re.compile(rf"kubectl -n ([a-z0-9-]+)\b[^`\n]*?\b({kinds})/([a-z0-9-]+)\b(?![<-])")
+    wrong = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path, text in TEXTS.items()
+        for match in command.finditer(text)
+        if (match.group(1), KUBECTL_KINDS[match.group(2)], match.group(3)) not in rendered
+    ]
+    assert wrong == [], "kubectl commands naming objects the stack does not render:\n" + "\n".join(wrong)

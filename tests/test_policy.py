@@ -81,6 +81,14 @@ def test_quota_settings_are_checked_when_read():
         load_config({"logging_quota": dict(good, **{"limits.cpu": "lots"})}, environ={})
 
 
+@pytest.mark.parametrize("pods", [True, 0, "20", 2.5])
+def test_a_quota_pod_count_that_is_not_a_positive_integer_is_refused_by_name(pods):
+    """pods=True passed as an int (bool is one to Python) and crashed the render with a bare ValueError."""
+    good = load_config({}, environ={}).monitoring_quota
+    with pytest.raises(ConfigError, match=r"monitoring_quota.*pods: a positive integer"):
+        load_config({"monitoring_quota": dict(good, pods=pods)}, environ={})
+
+
 @pytest.mark.parametrize("where", ["containers", "initContainers"])
 def test_a_container_without_requests_or_limits_fails(where):
     config = load_config({}, environ={})

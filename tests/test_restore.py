@@ -438,3 +438,44 @@ def test_the_superuser_password_must_differ_from_the_apps():
     assert next(v for v in volumes if v["name"] == "secrets")["secret"]["items"] == [
         {"key": "password", "path": "password"}
     ]
+
+
+def test_k8s_deploy_backups_whose_job_finished_without_a_listing_does_not_call_it_failed(fake):
+    """A Job that completed but whose log could not be read was reported as 'failed', sending people after a
+    failure that did not happen."""
+    fake.job_logs["operation/list-backups"] = ""
+    error, _ = _failing_command("--backups", "--timeout", "30")
+    assert "finished, but its log could not be read" in str(error) and "failed" not in str(error)
+    assert _jobs(fake) == []
+
+
+def test_the_training_sandbox_lists_and_restores_backups_as_the_runbook_shows(tmp_path, monkeypatch):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.fake_apiserver import sandbox, write_sandbox_files
+
+    with sandbox(tick=0.02) as server:
+        kubeconfig, _ = write_sandbox_files(server, tmp_path)
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        secrets = {"SECRET_KEY": "k" * 50, "POSTGRES_PASSWORD": "pg", "REDIS_PASSWORD": "redis"}
+        for key, value in {**secrets, "POSTGRES_SUPERUSER_PASSWORD": "su"}.items():
+            monkeypatch.setenv(f"DEPLOY_{key}", value)
+        call_command("k8s_deploy", "--yes", "--no-wait", stdout=StringIO(), stderr=StringIO())  # the course's deploy
+        out = StringIO()
+        call_command("k8s_deploy", "--backups", "--json", "--timeout", "30", stdout=out, stderr=StringIO())
+        backups = [b["name"] for b in json.loads(out.getvalue())["backups"]]
+        assert backups == ["app-20240701T030000Z.dump", "app-20240702T030000Z.dump"]
+        out = StringIO()
+        call_command("k8s_deploy", "--restore", backups[-1], "--yes", "--timeout", "30", stdout=out, stderr=StringIO())
+        assert "restore: public.catalog_product dump=1200 database=1200" in out.getvalue()
+        assert f"Restored {backups[-1]}" in out.getvalue()
+
+
+def test_a_negative_timeout_is_refused_before_any_job_starts(fake):
+    """--timeout -5 started the restore Job and reported it 'still running after -5 s'."""
+    error, _ = _failing_command("--restore", "app-20240702T010000Z.dump", "--yes", "--timeout", "-5")
+    assert "--timeout must be 0 seconds or more, not -5" in str(error)
+    assert _jobs(fake) == []

@@ -9,10 +9,13 @@ run the same rules over real log lines of the app (no Fluentd runs here).
 
 import json
 import re
+from urllib.parse import urlsplit
 
 from deploy.k8s import names
 
 REDACTED = "<redacted>"
+# On the Secret alertmanager-config: the TCP ports its receivers dial, which its URLs (secret) alone would say.
+NOTIFICATION_PORTS_ANNOTATION = "django-k8s-deploy/notification-ports"
 
 APP_JOB = "django-app"
 
@@ -156,7 +159,6 @@ INHIBITIONS = {
     "RedisDown": ("DjangoCacheUnavailable", "DjangoHighLatencyP95", "DjangoAutoscalerAtMaximum"),
 }
 WATCHDOG_ROUTE = {"group_wait": "0s", "group_interval": "1m", "repeat_interval": "5m"}
-REDACTED_URL = "https://redacted.invalid/"
 
 
 def receiver_kinds(config):
@@ -171,19 +173,49 @@ def receiver_kinds(config):
     return kinds
 
 
-def notification_ports(config):
-    """TCP ports Alertmanager dials outside the cluster: HTTPS (webhook, SNS) and the SMTP server's."""
-    kinds = receiver_kinds(config)
+def url_port(url):
+    """The TCP port an http(s) URL dials (its own, or the scheme's); None when the URL names no valid one."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        return None
+    if port is None:
+        return {"https": 443, "http": 80}.get(parts.scheme)
+    return port if 1 <= port <= 65535 else None
+
+
+def redacted_url(url):
+    """A placeholder for a secret URL that keeps its scheme and port: the egress policy is built from them."""
+    parts = urlsplit(url)
+    scheme = parts.scheme if parts.scheme in ("http", "https") else "https"
+    port = url_port(url)
+    return f"{scheme}://redacted.invalid{'' if port in (None, 443 if scheme == 'https' else 80) else f':{port}'}/"
+
+
+def notification_ports(alertmanager_yml):
+    """TCP ports Alertmanager dials outside the cluster, read from its configuration (a dict): each webhook's
+    and Slack URL's (443 unless the URL names another), the SMTP server's, and HTTPS for SNS.
+
+    The render opens exactly these in Alertmanager's egress policy, and the wiring rule reads them back from
+    the rendered Secret (redacted URLs keep their port), so a webhook on :8080 or plain http is not silently
+    blocked.
+    """
     ports = set()
-    if "webhook" in kinds or "sns" in kinds or config.alert_watchdog:
-        ports.add(443)
-    if "email" in kinds:
-        ports.add(int(config.alert_smtp_smarthost.rsplit(":", 1)[1]))
+    for receiver in alertmanager_yml.get("receivers", []):
+        for email in receiver.get("email_configs", []):
+            ports.add(int(email["smarthost"].rsplit(":", 1)[1]))
+        for kind, key in (("webhook_configs", "url"), ("slack_configs", "api_url")):
+            for integration in receiver.get(kind, []):
+                ports.add(url_port(integration[key]))
+        if receiver.get("sns_configs"):
+            ports.add(443)
+    ports.discard(None)
     return sorted(ports)
 
 
 def _integrations(config, secrets, redact, kinds):
-    webhook_url = REDACTED_URL if redact else secrets.alert_webhook_url
+    webhook_url = redacted_url(secrets.alert_webhook_url) if redact else secrets.alert_webhook_url
     integrations = {}
     if "email" in kinds:
         email = {"to": ", ".join(config.alert_email_to), "from": config.alert_email_from,
@@ -222,7 +254,7 @@ def alertmanager_config(config, secrets, redact=True):
     # The Watchdog first, to its own receiver only: it fires always, and must not page anyone.
     watchdog = {"name": "watchdog"}
     if config.alert_watchdog:
-        url = REDACTED_URL if redact else secrets.alert_watchdog_url
+        url = redacted_url(secrets.alert_watchdog_url) if redact else secrets.alert_watchdog_url
         watchdog["webhook_configs"] = [{"url": url, "send_resolved": False}]
     receivers.append(watchdog)
     routes = [{"receiver": "watchdog", "matchers": ['alertname="Watchdog"'], **WATCHDOG_ROUTE}]
@@ -264,6 +296,14 @@ def alert_warnings(config):
             "(docs/runbooks.md#how-alerts-reach-people)."
         ]
     found = []
+    if "sns" in configured and config.monitoring_mode == "standalone" and not config.alert_sns_role_arn:
+        # Alertmanager's pod has no AWS credentials of its own: without a role, every SNS publish fails.
+        found.append(
+            "SNS alerts are not delivered unless Alertmanager has AWS credentials: DEPLOY['alert_sns_topic_arn'] is "
+            "set but DEPLOY['alert_sns_role_arn'] (DEPLOY_ALERT_SNS_ROLE_ARN) is empty. Set it to an IAM role "
+            f"allowed sns:Publish on the topic (IRSA), or give the ServiceAccount {config.monitoring_namespace}/"
+            "alertmanager an EKS Pod Identity association with such a role (docs/runbooks.md#how-alerts-reach-people)."
+        )
     for severity in ("critical", "warning"):
         via = getattr(config, f"alert_{severity}_via")
         if not [k for k in configured if k in via]:

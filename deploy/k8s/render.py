@@ -159,6 +159,11 @@ def _b64(text):
     return base64.b64encode(text.encode()).decode()
 
 
+def _dialable(url):
+    """An http(s) URL Alertmanager accepts, with a port it can dial (the egress policy opens that port)."""
+    return bool(re.fullmatch(r"https?://[^\s/]+\S*", url)) and observability.url_port(url) is not None
+
+
 def _secret_data(values, redact):
     return {key: _b64(REDACTED if redact else value) for key, value in values.items()}
 
@@ -321,6 +326,11 @@ def build_context(config, secrets, redact, env=None):
             redact,
         ),
         "alertmanager_config_spec": observability.alertmanager_config_spec(config, name("alert-receivers")),
+        # From the same file as the Secret (redacted URLs keep their port): a webhook on :8080 gets :8080.
+        "alertmanager_egress_ports": observability.notification_ports(
+            observability.alertmanager_config(config, secrets, redact)
+        ),
+        "notification_ports_annotation": observability.NOTIFICATION_PORTS_ANNOTATION,
         "alertmanager_secret": _secret_data(
             {"alertmanager.yml": yaml.safe_dump(observability.alertmanager_config(config, secrets, redact))}, redact
         ),
@@ -345,7 +355,6 @@ def observability_context(config, env, name):
         "grafana_datasources_yml": yaml.safe_dump(observability.grafana_datasources(config), sort_keys=False),
         "grafana_dashboards_yml": yaml.safe_dump(observability.grafana_dashboard_providers(config), sort_keys=False),
         "grafana_dashboards_path": observability.GRAFANA_DASHBOARDS,
-        "alertmanager_egress_ports": observability.notification_ports(config),
         "fluent_conf": observability.fluentd_config(config),
         "efk_setup_sh": setup,
         "efk_setup_job_name": names.truncate(f"efk-setup-{hashlib.sha256(setup.encode()).hexdigest()[:8]}"),
@@ -482,25 +491,22 @@ def render_manifests(config, secrets=None, redact=True):
                 "DEPLOY_POSTGRES_SUPERUSER_PASSWORD is the same as DEPLOY_POSTGRES_PASSWORD: the app's user would "
                 "hold the superuser's password. Generate a different one (docs/security.md#secrets)."
             )
-        if (
-            config.monitoring
-            and config.alert_webhook
-            and not re.fullmatch(r"https?://[^\s/]+\S*", secrets.alert_webhook_url)
-        ):
+        if config.monitoring and config.alert_webhook and not _dialable(secrets.alert_webhook_url):
             # Alertmanager would refuse its whole file at its next start; the value itself is never shown.
             raise RenderError(
-                "DEPLOY_ALERT_WEBHOOK_URL is not an http(s) URL (https://hooks.slack.com/services/..., or your "
-                "webhook's address): set it to the URL the receiver gives you."
+                "DEPLOY_ALERT_WEBHOOK_URL is not an http(s) URL with a port from 1 to 65535 "
+                "(https://hooks.slack.com/services/..., or your webhook's address): set it to the URL the receiver "
+                "gives you."
             )
         if (
             config.monitoring
             and config.monitoring_mode == "standalone"
             and config.alert_watchdog
-            and not re.fullmatch(r"https?://[^\s/]+\S*", secrets.alert_watchdog_url)
+            and not _dialable(secrets.alert_watchdog_url)
         ):
             raise RenderError(
-                "DEPLOY_ALERT_WATCHDOG_URL is not an http(s) URL: set it to the ping URL your dead man's switch "
-                "service gives you (docs/runbooks.md#watchdog)."
+                "DEPLOY_ALERT_WATCHDOG_URL is not an http(s) URL with a port from 1 to 65535: set it to the ping "
+                "URL your dead man's switch service gives you (docs/runbooks.md#watchdog)."
             )
     env = _environment(config)
     context = build_context(config, secrets, redact, env)

@@ -225,8 +225,9 @@ def list_backups(cluster, config, timeout, progress=None):
         cluster.delete("batch/v1", "Job", name, config.namespace)
     if status != _COMPLETE or "backups: listed" not in log:
         shown = "\n".join(f"  {line}" for line in log[-20:]) or "  (no log)"
-        raise RestoreError(
-            f"The Job {name} that lists the backups {'did not finish in time' if status == RUNNING else 'failed'}; "
-            f"its log ends with:\n{shown}"
-        )
+        if status == _COMPLETE:  # the script ran to its end, but what it printed did not reach us
+            outcome = "finished, but its log could not be read or has no listing ('backups: listed' missing)"
+        else:
+            outcome = "did not finish in time" if status == RUNNING else "failed"
+        raise RestoreError(f"The Job {name} that lists the backups {outcome}; its log ends with:\n{shown}")
     return parse_backups(config, "\n".join(log)), name

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from deploy.conf import DeploySecrets
 from deploy.k8s import backup as backup_commands
 from deploy.k8s import names, observability
 from deploy.k8s.objects import containers, describe, label_selector_matches, pod_spec, pods, selects
@@ -630,6 +631,17 @@ class Need:
     why: str
 
 
+def _notification_ports(config, manifests):
+    """The ports Alertmanager's receivers dial, as the render declared them on its configuration Secret (the
+    URLs that say them are secret); without the annotation (a project's own template), the settings' ports."""
+    for manifest in manifests:
+        if manifest.get("kind") == "Secret" and manifest["metadata"]["name"] == "alertmanager-config":
+            declared = (manifest["metadata"].get("annotations") or {}).get(observability.NOTIFICATION_PORTS_ANNOTATION)
+            if declared is not None:
+                return sorted({int(port) for port in str(declared).split(",") if port.strip().isdigit()})
+    return observability.notification_ports(observability.alertmanager_config(config, DeploySecrets(), redact=True))
+
+
 def needed_flows(config, manifests):
     """The flows the stack uses, from the configuration (and, for the load balancer, the exposed Services).
 
@@ -709,7 +721,7 @@ def needed_flows(config, manifests):
                  names.service(config, "alertmanager").target_port)  # fmt: skip
             need("Grafana queries Prometheus", grafana, prometheus, names.service(config, "prometheus").target_port)
             anywhere = peer_party({"ipBlock": {"cidr": "0.0.0.0/0"}})
-            for port in observability.notification_ports(config):
+            for port in _notification_ports(config, manifests):
                 need("Alertmanager notifies the receivers (SMTP, webhook, SNS)", alertmanager, anywhere, port)
         else:
             # The Prometheus Operator's own Prometheus, outside this render.

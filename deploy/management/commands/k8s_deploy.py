@@ -270,6 +270,9 @@ class Command(BaseCommand):
         from deploy.aws import eks
         from deploy.aws.session import AwsError
 
+        if options["timeout"] < 0:
+            # A negative wait ended every wait at once: a restore Job was reported "still running after -5 s".
+            raise CommandError(f"--timeout must be 0 seconds or more, not {options['timeout']}.")
         if options["request_timeout"] <= 0:
             raise CommandError(f"--request-timeout must be more than 0 seconds, not {options['request_timeout']}.")
         timeout = (min(DEFAULT_TIMEOUT[0], options["request_timeout"]), options["request_timeout"])
