@@ -6,7 +6,8 @@ Two kinds of check:
   each supported version, in strict mode (unknown fields are errors), with
   ``kubernetes-validate``. An apiVersion the version does not serve (removed,
   or never existed) is an error; only custom resources of known operators may
-  have no schema.
+  have no schema; those whose CRDs are vendored (``crds.py``: CloudNativePG's
+  Cluster) are validated strictly against them.
 - ``policy_problems``: rules checkov does not know, in code: hostPath only in
   the logging DaemonSet, no literal secret-looking value, a default deny in
   every namespace, Pod Security "restricted" in the app namespace, CPU and
@@ -24,7 +25,7 @@ import math
 import re
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
-from deploy.k8s import capacity, wiring
+from deploy.k8s import capacity, cnpg, crds, wiring
 from deploy.k8s.objects import containers as _containers
 from deploy.k8s.objects import describe, pod_spec
 from deploy.k8s.objects import pods as _pods
@@ -62,6 +63,11 @@ def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
             try:
                 kubernetes_validate.validate(manifest, version, strict=True)
             except SchemaNotFoundError:
+                found = crds.problems(manifest)
+                if found is not None:
+                    # A custom resource: its vendored CRD, the same for every Kubernetes version.
+                    problems.extend(f"{describe(manifest)} (CRD {manifest['apiVersion']}): {p}" for p in found)
+                    break
                 if group in CUSTOM_RESOURCE_GROUPS:
                     break
                 problems.append(
@@ -211,6 +217,8 @@ def workload_count(manifest, manifests, node_count=1):
         return runs * job.get("parallelism", 1)
     if kind == "DaemonSet":
         return node_count
+    if cnpg.is_cluster(manifest):
+        return cnpg.instance_count(manifest)
     replicas = spec.get("replicas", 1)
     for hpa in manifests:
         target = hpa.get("spec", {}).get("scaleTargetRef", {})
@@ -239,6 +247,8 @@ def stack_totals(manifests, node_count=1):
         )
         if manifest["kind"] == "PersistentVolumeClaim":
             sums["storage"] += memory_bytes(manifest["spec"]["resources"]["requests"]["storage"])
+        if cnpg.is_cluster(manifest):
+            sums["storage"] += cnpg.storage_bytes(manifest, memory_bytes)
         found = pod_spec(manifest)
         if not found:
             continue
