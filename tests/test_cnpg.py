@@ -311,3 +311,18 @@ def test_the_docs_know_the_mode():
         assert setting in reference
     ha = (root / "docs/high-availability.md").read_text()
     assert cnpg.API_VERSION in ha and "cnpg-1.30.0.yaml" in ha
+
+
+def test_the_restore_job_restores_into_the_primary_through_the_rw_service(config, manifests):
+    from deploy.k8s.restore import restore_job
+
+    job = restore_job(config, "app-20260101T030000Z.dump")
+    script = json.dumps(job)
+    assert f"-h {CLUSTER}-rw.{NS}.svc -p 5432 -U app -d app" in script
+    # It reads the password from the operator's basic-auth Secret, and the policies let it reach the instances.
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert any(v.get("secret", {}).get("secretName") == CLUSTER for v in volumes)
+    assert wiring.wiring_problems([*manifests, job], config) == []
+    # Pod security and resources hold; the capacity with a restore running beside three instances and the app at
+    # its maximum is over the default nodes (the runbook scales the app to 0 first).
+    assert [p for p in policy_problems([*manifests, job], config) if not p.startswith("Capacity:")] == []
