@@ -3,6 +3,7 @@ capacity, and a deploy against the fake API server (with the CRD served, and wit
 
 import base64
 import copy
+import gzip
 import hashlib
 import json
 import os
@@ -265,6 +266,14 @@ def test_a_deploy_applies_the_cluster_waits_for_it_then_the_app(server):
     assert kinds.index("secrets") < kinds.index("clusters") < kinds.index("jobs")
     assert any("cluster django-app-postgres: 3 instances ready" in w for w in report["waits"]), report["waits"]
     assert deploy()["changed"] == 0
+    # Canaries: the password is in the two Secrets only, not in the release record, the Cluster or a render.
+    records = [s for s in server.list("secrets", NS) if s["metadata"]["name"].startswith("django-app-release-v")]
+    recorded = "".join(gzip.decompress(base64.b64decode(r["data"]["manifests"])).decode() for r in records)
+    assert "Cluster" in recorded and "pg-secret-pw" not in recorded
+    assert "pg-secret-pw" not in json.dumps(live)
+    out = StringIO()
+    call_command("k8s_deploy", "--render", stdout=out)
+    assert "kind: Cluster" in out.getvalue() and "pg-secret-pw" not in out.getvalue()
 
 
 def test_without_the_operator_nothing_is_applied_and_the_message_says_what_to_install(server):
