@@ -189,15 +189,23 @@ def test_every_mode_has_no_dangling_name_and_exactly_the_needed_flows(mode):
     assert allowed == needed
     # The flows the issue lists, spelled out here rather than taken from needed_flows().
     ns = "django-app"
-    postgres = f"{ns}/postgres" if config.postgres_in_cluster else config.postgres_cidr
+    # In the cluster: the StatefulSet's pod, or CloudNativePG's instances (the same party).
+    postgres_here = config.postgres_in_cluster or config.postgres_operator
+    postgres = f"{ns}/postgres" if postgres_here else config.postgres_cidr
     expected = {
         Flow(f"{ns}/app", postgres, f"{config.postgres_port}/TCP"),
         Flow(f"{ns}/migrate", postgres, f"{config.postgres_port}/TCP"),
         Flow(config.vpc_cidr, f"{ns}/app", "8000/TCP"),
         Flow(f"{ns}/app", "kube-system/{k8s-app=kube-dns}", "53/UDP"),
     }
-    if config.postgres_in_cluster:
+    if postgres_here:
         expected.add(Flow(f"{ns}/postgres-backup", postgres, "5432/TCP"))
+    if config.postgres_operator:
+        expected |= {
+            Flow(postgres, postgres, "5432/TCP"),
+            Flow(postgres, postgres, "8000/TCP"),
+            Flow("cnpg-system/{app.kubernetes.io/name=cloudnative-pg}", postgres, "8000/TCP"),
+        }
     if config.logging:
         expected |= {
             Flow("logging/fluentd", "logging/elasticsearch", "9200/TCP"),
