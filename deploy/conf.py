@@ -492,10 +492,40 @@ class DeployConfig:
     postgres_mode: str = setting(
         "in-cluster",
         "DEPLOY_POSTGRES_MODE",
-        "'in-cluster': a StatefulSet in the namespace; 'external': a server elsewhere, named by postgres_host and "
-        "postgres_cidr; 'rds': the RDS Multi-AZ instance aws_provision creates, which k8s_deploy finds in the "
-        "stack's outputs (docs/high-availability.md#managed-postgresql-rds).",
-        choices=("in-cluster", "external", "rds"),
+        "'in-cluster': one PostgreSQL StatefulSet pod in the namespace (the small mode: no failover); "
+        "'cloudnative-pg': a CloudNativePG Cluster of postgres_instances pods spread over zones, with automatic "
+        "failover (the operator must be installed: docs/high-availability.md); 'external': a server elsewhere, "
+        "named by postgres_host and postgres_cidr; 'rds': the RDS Multi-AZ instance aws_provision creates, which "
+        "k8s_deploy finds in the stack's outputs (docs/high-availability.md#managed-postgresql-rds).",
+        choices=("in-cluster", "cloudnative-pg", "external", "rds"),
+    )
+    postgres_instances: int = setting(
+        3,
+        "DEPLOY_POSTGRES_INSTANCES",
+        "PostgreSQL instances of the CloudNativePG Cluster (cloudnative-pg mode): one primary, the others "
+        "streaming replicas, one per zone where the nodes allow.",
+        check=_positive,
+    )
+    postgres_replication: str = setting(
+        "synchronous",
+        "DEPLOY_POSTGRES_REPLICATION",
+        "Replication of the CloudNativePG Cluster (cloudnative-pg mode): 'synchronous' (a commit waits for one "
+        "replica, so a failover loses no acknowledged write; needs postgres_instances of 2 or more) or "
+        "'asynchronous' (faster commits; a failover may lose the last writes).",
+        choices=("synchronous", "asynchronous"),
+    )
+    postgres_cnpg_image: str = setting(
+        "ghcr.io/cloudnative-pg/postgresql:16.4",
+        "DEPLOY_POSTGRES_CNPG_IMAGE",
+        "PostgreSQL image of the CloudNativePG Cluster (cloudnative-pg mode): one of the operator's operand images, "
+        "of the same major version as postgres_image (whose pg_dump the backup CronJob runs).",
+        check=_image,
+    )
+    postgres_operator_namespace: str = setting(
+        "cnpg-system",
+        "DEPLOY_POSTGRES_OPERATOR_NAMESPACE",
+        "Namespace of the CloudNativePG operator (cloudnative-pg mode): its pods may reach the instances' status port.",
+        check=_dns_label,
     )
     postgres_host: str = setting(
         "",
@@ -1090,6 +1120,11 @@ class DeployConfig:
         return self.postgres_mode == "in-cluster"
 
     @property
+    def postgres_operator(self):
+        """PostgreSQL is a CloudNativePG Cluster in the namespace (its pods and Services made by the operator)."""
+        return self.postgres_mode == "cloudnative-pg"
+
+    @property
     def redis_in_cluster(self):
         return self.redis_mode == "in-cluster"
 
@@ -1356,6 +1391,12 @@ def _check_together(c):
                     f"DEPLOY['{service}_host'] {host!r} is not inside DEPLOY['{service}_cidr'] {cidr!r}: "
                     "the egress policy would block it."
                 )
+    if c.postgres_operator and c.postgres_replication == "synchronous" and c.postgres_instances < 2:
+        raise ConfigError(
+            f"DEPLOY['postgres_replication'] is 'synchronous' but DEPLOY['postgres_instances'] is "
+            f"{c.postgres_instances}: a synchronous commit waits for a replica. Set postgres_instances to 3 "
+            "(DEPLOY_POSTGRES_INSTANCES), or postgres_replication to 'asynchronous'."
+        )
     limits = [("cpu_request", "cpu_limit", _cpu_millis), ("memory_request", "memory_limit", _bytes)]
     limits.append(("ephemeral_storage_request", "ephemeral_storage_limit", _bytes))
     for request, limit, parse in limits:
@@ -1382,6 +1423,12 @@ def _check_together(c):
                     f"{_describe(_field(name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
                     "app, monitoring and logging gets a namespace of its own."
                 )
+    if c.postgres_backup_bucket and c.postgres_mode != "in-cluster":
+        raise ConfigError(
+            f"DEPLOY['postgres_backup_bucket'] streams the in-cluster StatefulSet's dumps to S3; postgres_mode is "
+            f"{c.postgres_mode!r}. Leave it empty in this mode (docs/high-availability.md says how each mode keeps "
+            "its backups)."
+        )
     if c.postgres_backup_bucket and not c.aws_region:
         raise ConfigError(
             f"{_describe(_field('aws_region'))} is required when DEPLOY['postgres_backup_bucket'] is set: the "

@@ -16,7 +16,8 @@ tool depends on it:
   concurrency on ``resourceVersion``, ``DELETE``; errors shaped as ``Status``;
 - pod logs (``/log?tailLines=``) and events;
 - a controller thread that advances status: Deployments roll out (or crash
-  loop, or stay slow), StatefulSets become ready, Jobs complete (or fail),
+  loop, or stay slow), StatefulSets and CloudNativePG Clusters become ready,
+  Jobs complete (or fail),
   each with the pods, logs and events that a person would look at;
 - injectable faults: a status code, a dropped connection or latency on a
   method and path, and bearer-token authentication (401) and forbidden
@@ -76,6 +77,8 @@ RESOURCES = [
     # The External Secrets Operator's CRDs, as a cluster where it is installed serves them.
     ("external-secrets.io", "v1", "SecretStore", "secretstores", True, ["status"]),
     ("external-secrets.io", "v1", "ExternalSecret", "externalsecrets", True, ["status"]),
+    # CloudNativePG's CRD, as a cluster where its operator is installed serves it (``missing_groups`` hides it).
+    ("postgresql.cnpg.io", "v1", "Cluster", "clusters", True, ["status", "scale"]),
 ]
 # kubectl's abbreviations (kubectl get deploy,sts,svc …), as the real server lists them in discovery.
 SHORT_NAMES = {
@@ -224,6 +227,8 @@ class FakeApiServer:
         # "deployment/NAME", "image/IMAGE" or "job/COMPONENT" -> "ok" | "crashloop" | "deadline" | "slow" | "fail";
         # a Job in "hang" stays active until the scenario changes.
         self.scenarios = {}
+        # API groups this cluster does not serve (a CRD not installed): absent from discovery, 404 on their paths.
+        self.missing_groups = set()
         self.pod_logs = {}  # pod name -> text
         self.job_logs = {}  # "operation/OPERATION" (app.kubernetes.io/operation) -> the log its Job's pod writes
         self._stop = threading.Event()
@@ -430,6 +435,8 @@ class FakeApiServer:
                         self._deployment(obj, namespace, name)
                     elif plural == "statefulsets":
                         self._statefulset(obj)
+                    elif plural == "clusters":
+                        self._cnpg_cluster(obj)
                     elif plural == "jobs":
                         self._job(obj, namespace, name)
 
@@ -563,6 +570,21 @@ class FakeApiServer:
             availableReplicas=replicas,
             currentRevision="r1",
             updateRevision="r1",
+        )
+
+    def _cnpg_cluster(self, obj):
+        """The CloudNativePG operator's status: every instance ready after ``rollout_ticks`` (no pods are made)."""
+        status = obj.setdefault("status", {})
+        instances, name = obj.get("spec", {}).get("instances", 1), obj["metadata"]["name"]
+        ticks = status.get("_ticks", 0) + 1
+        status["_ticks"] = ticks
+        ready = ticks >= self.rollout_ticks and self._scenario(f"cluster/{name}") == "ok"
+        status.update(
+            instances=instances,
+            readyInstances=instances if ready else 0,
+            phase="Cluster in healthy state" if ready else "Setting up primary",
+            currentPrimary=f"{name}-1",
+            conditions=[{"type": "Ready", "status": "True" if ready else "False"}],
         )
 
     def _job(self, obj, namespace, name):
@@ -751,7 +773,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/apis":
             groups = {}
             for g, v, *_ in RESOURCES:
-                if g:
+                if g and g not in api.missing_groups:
                     groups.setdefault(g, [])
                     if v not in groups[g]:
                         groups[g].append(v)
@@ -775,7 +797,7 @@ class _Handler(BaseHTTPRequestHandler):
             group, version = (listing.group(2) or ""), (listing.group(1) or listing.group(3))
             resources = []
             for g, v, kind, plural, namespaced, subs in RESOURCES:
-                if g == group and v == version:
+                if g == group and v == version and g not in api.missing_groups:
                     verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
                     resources.append(
                         {
@@ -812,7 +834,7 @@ class _Handler(BaseHTTPRequestHandler):
         version = match["core"] or match["version"]
         plural, namespace, name, sub = match["plural"], match["namespace"], match["name"], match["sub"]
         resource = BY_PLURAL.get((group, plural))
-        if resource is None:
+        if resource is None or group in api.missing_groups:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         _, _, kind, _, namespaced, _ = resource
         verb = {

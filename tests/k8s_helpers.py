@@ -20,6 +20,7 @@ MODES = {
         "postgres_mode": "external", "postgres_host": "10.1.2.3", "postgres_cidr": "10.1.0.0/16",
         "redis_mode": "external", "redis_host": "cache.example.internal", "redis_cidr": "10.2.0.0/16",
     },
+    "cloudnative-pg": {"postgres_mode": "cloudnative-pg"},
     "storage-classes-priority": {
         "create_storage_classes": True, "efs_file_system_id": "fs-0123456789abcdef0",
         "priority_class": "web-critical", "image_digest": "sha256:" + "ab" * 32,

@@ -156,15 +156,15 @@ def test_every_service_name_host_and_port_comes_from_names_service():
     config = load_config({"app_name": "shop", "namespace": "shop-prod"}, environ={})
     manifests = _render(config)
     rendered = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in by_kind(manifests, "Service")}
-    declared = {(names.service(config, c).namespace, names.service(config, c).name) for c in names.SERVICES}
+    # The operator's Services (CloudNativePG's -rw) are declared there too, but made by the operator.
+    ours = [c for c in names.SERVICES if names.operator_service_name(config, c) is None]
+    declared = {(names.service(config, c).namespace, names.service(config, c).name) for c in ours}
     assert rendered == declared
     for service in by_kind(manifests, "Service"):
         if service["metadata"]["name"] == "shop":
             continue  # the app's ports follow the exposure mode; the wiring rule checks their targets
         (declared,) = [
-            names.service(config, c)
-            for c in names.SERVICES
-            if names.service(config, c).name == service["metadata"]["name"]
+            names.service(config, c) for c in ours if names.service(config, c).name == service["metadata"]["name"]
         ]
         ports = [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]]
         assert ports == [(declared.port_name, declared.port, declared.port_name)]
@@ -189,15 +189,23 @@ def test_every_mode_has_no_dangling_name_and_exactly_the_needed_flows(mode):
     assert allowed == needed
     # The flows the issue lists, spelled out here rather than taken from needed_flows().
     ns = "django-app"
-    postgres = f"{ns}/postgres" if config.postgres_in_cluster else config.postgres_cidr
+    # In the cluster: the StatefulSet's pod, or CloudNativePG's instances (the same party).
+    postgres_here = config.postgres_in_cluster or config.postgres_operator
+    postgres = f"{ns}/postgres" if postgres_here else config.postgres_cidr
     expected = {
         Flow(f"{ns}/app", postgres, f"{config.postgres_port}/TCP"),
         Flow(f"{ns}/migrate", postgres, f"{config.postgres_port}/TCP"),
         Flow(config.vpc_cidr, f"{ns}/app", "8000/TCP"),
         Flow(f"{ns}/app", "kube-system/{k8s-app=kube-dns}", "53/UDP"),
     }
-    if config.postgres_in_cluster:
+    if postgres_here:
         expected.add(Flow(f"{ns}/postgres-backup", postgres, "5432/TCP"))
+    if config.postgres_operator:
+        expected |= {
+            Flow(postgres, postgres, "5432/TCP"),
+            Flow(postgres, postgres, "8000/TCP"),
+            Flow("cnpg-system/{app.kubernetes.io/name=cloudnative-pg}", postgres, "8000/TCP"),
+        }
     if config.logging:
         expected |= {
             Flow("logging/fluentd", "logging/elasticsearch", "9200/TCP"),

@@ -101,6 +101,10 @@ def discovery_cache(host):
     return base / f"discovery-{digest}.json"
 
 
+class NotServed(ClusterError):
+    """The cluster's discovery has no such kind: the API is off, or the CRD is not installed."""
+
+
 class Cluster:
     """A thin layer over the Kubernetes client's DynamicClient."""
 
@@ -124,7 +128,7 @@ class Cluster:
         try:
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
-            raise ClusterError(
+            raise NotServed(
                 f"The cluster does not serve {kind} in {api_version}: is the API enabled, or the CRD installed?"
             ) from None
         except Exception as exc:  # discovery of a group not cached yet talks to the server

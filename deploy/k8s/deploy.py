@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from deploy.k8s import names
-from deploy.k8s.apply import ClusterError
+from deploy.k8s.apply import ClusterError, NotServed
 from deploy.k8s.releases import DeployLock, history, new_release, record, set_outcome
 from deploy.k8s.render import KIND_RANK, sort_key
 from deploy.k8s.rollout import WaitFailure, wait_for
@@ -28,6 +28,29 @@ from deploy.k8s.rollout import WaitFailure, wait_for
 CLUSTER_SCOPED = {"Namespace", "StorageClass", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
 DATA_COMPONENTS = {"postgres", "redis"}
 NEVER_PRUNED = {"Namespace"}
+# Custom resources the render may hold, and how a person installs what serves them (docs/high-availability.md).
+OPERATOR_INSTALL = {
+    "postgresql.cnpg.io": (
+        "the CloudNativePG operator 1.30.0: kubectl apply --server-side -f https://raw.githubusercontent.com/"
+        "cloudnative-pg/cloudnative-pg/release-1.30/releases/cnpg-1.30.0.yaml (docs/high-availability.md)"
+    ),
+}
+
+
+def unserved_kinds(cluster, manifests):
+    """Sentences naming each kind of ``manifests`` the cluster does not serve (a CRD not installed), and the fix."""
+    problems = []
+    for api_version, kind in dict.fromkeys((m["apiVersion"], m["kind"]) for m in manifests):
+        try:
+            cluster.resource(api_version, kind)
+        except NotServed:
+            group = api_version.rpartition("/")[0]
+            install = OPERATOR_INSTALL.get(group)
+            problems.append(
+                f"the cluster does not serve {kind} ({api_version}): "
+                + (f"install {install}." if install else "is the API enabled, or the CRD installed?")
+            )
+    return problems
 
 
 class DeployFailed(Exception):
@@ -175,8 +198,9 @@ class Deployer:
         if not self.wait:
             return
         for manifest in manifests:
-            # Only the migration Job gates a deploy; other Jobs (the EFK setup) retry on their own.
-            if manifest["kind"] in {"Deployment", "StatefulSet"} or (
+            # Only the migration Job gates a deploy; other Jobs (the EFK setup) retry on their own. A CloudNativePG
+            # Cluster is waited for like the StatefulSet it replaces: the migration Job needs its primary.
+            if manifest["kind"] in {"Deployment", "StatefulSet", "Cluster"} or (
                 manifest["kind"] == "Job" and _component(manifest) == "migrate"
             ):
                 message = wait_for(self.cluster, manifest, self.timeout, self.progress, interval=self.poll_interval)
@@ -190,6 +214,10 @@ class Deployer:
             m for m in manifests if m["kind"] == "Namespace" and m["metadata"]["name"] == config.namespace
         ]
         try:
+            # A kind the cluster does not serve would stop the deploy half-way: refused before anything is applied.
+            missing = unserved_kinds(self.cluster, manifests)
+            if missing:
+                raise DeployFailed(f"Nothing was applied: {'; '.join(missing)}", self.report)
             self.apply_all(namespace_manifest)
             with DeployLock(self.cluster, config.app_name, config.namespace) as lock:
                 self.report.lock_taken_over = lock.took_over
@@ -308,6 +336,10 @@ class Deployer:
             meta = obj["metadata"]
             key = (obj["kind"], meta.get("namespace"), meta["name"])
             if key in rendered or obj["kind"] in NEVER_PRUNED or names.OPERATION in (meta.get("labels") or {}):
+                continue
+            if obj["kind"] == "Cluster" and not self.prune_volumes:
+                # Deleting a CloudNativePG Cluster deletes its data volumes (the operator owns them).
+                self.progress(f"kept {describe(obj)} (its data volumes go with it: only with --prune-volumes)")
                 continue
             if obj["kind"] == "PersistentVolumeClaim":
                 owned_by_live_statefulset = any(meta["name"].startswith(f"data-{s}-") for s in stateful)

@@ -63,6 +63,8 @@ SERVICES = {
     "app": ("namespace", "app", "http", 80, 8000, False),
     "postgres": ("namespace", "postgres", "postgres", 5432, 5432, False),
     "postgres-headless": ("namespace", "postgres", "postgres", 5432, 5432, True),
+    # Made by the CloudNativePG operator, not rendered: the read-write Service, on the primary only.
+    "postgres-rw": ("namespace", "postgres", "postgres", 5432, 5432, False),
     "redis": ("namespace", "redis", "redis", 6379, 6379, False),
     "prometheus": ("monitoring_namespace", "prometheus", "web", 9090, 9090, False),
     "alertmanager": ("monitoring_namespace", "alertmanager", "web", 9093, 9093, False),
@@ -102,6 +104,23 @@ class Service:
         return f"{scheme}://{self.address}{path}"
 
 
+# CloudNativePG names its pods NAME-N, its Services NAME-rw, NAME-ro and NAME-r, its Jobs NAME-N-initdb or
+# NAME-N-join (and their pods a further suffix): the Cluster's own name is kept short enough for them.
+CNPG_CLUSTER_MAX = 50
+
+
+def cnpg_cluster_name(app_name):
+    """The CloudNativePG Cluster's name (cloudnative-pg mode)."""
+    return truncate(f"{app_name}-postgres", CNPG_CLUSTER_MAX)
+
+
+def operator_service_name(config, component):
+    """Names of the Services an operator makes: CloudNativePG's read-write Service is the Cluster's name + -rw."""
+    if component == "postgres-rw":
+        return f"{cnpg_cluster_name(config.app_name)}-rw"
+    return None
+
+
 def service(config, component):
     """The Service of ``component``: its name, namespace, host and ports, for templates and generated configs."""
     try:
@@ -110,7 +129,7 @@ def service(config, component):
         raise KeyError(f"no Service is declared for component {component!r} in deploy/k8s/names.SERVICES") from None
     return Service(
         component=component,
-        name=resource_name(config.app_name, component),
+        name=operator_service_name(config, component) or resource_name(config.app_name, component),
         namespace=getattr(config, namespace_setting),
         selects=selects,
         port_name=port_name,
@@ -122,6 +141,8 @@ def service(config, component):
 
 def endpoint(config, component):
     """Where the app reaches ``postgres`` or ``redis``: the in-cluster Service, or the configured external server."""
+    if component == "postgres" and config.postgres_operator:
+        return service(config, "postgres-rw")
     if getattr(config, f"{component}_in_cluster"):
         return service(config, component)
     port = getattr(config, f"{component}_port")
@@ -139,7 +160,7 @@ def endpoint(config, component):
 
 def external_endpoints(config):
     """Host names the stack may dial outside its rendered Services: the servers configured as external."""
-    return {endpoint(config, c).host for c in ("postgres", "redis") if not getattr(config, f"{c}_in_cluster")}
+    return {endpoint(config, c).host for c in ("postgres", "redis") if not endpoint(config, c).in_cluster}
 
 
 # --- AWS names of the stack's secrets and backups --------------------------------

@@ -4,6 +4,8 @@ Shared by the policy checks (``validate.py``) and the wiring rule (``wiring.py``
 so that both answer "which pods does this select" the same way.
 """
 
+from deploy.k8s import cnpg
+
 
 def describe(manifest):
     meta = manifest.get("metadata", {})
@@ -16,6 +18,8 @@ def pod_spec(manifest):
     kind, spec = manifest.get("kind"), manifest.get("spec", {})
     if kind == "Pod":
         return manifest.get("metadata", {}), spec
+    if cnpg.is_cluster(manifest):
+        return cnpg.instance_pod(manifest)  # the operator's pods, as it makes them
     if kind == "CronJob":
         template = spec.get("jobTemplate", {}).get("spec", {}).get("template")
     elif kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:

@@ -32,7 +32,7 @@ import jinja2
 import yaml
 
 from deploy.conf import DeploySecrets
-from deploy.k8s import backup, external_secrets, names, observability, wiring
+from deploy.k8s import backup, cnpg, external_secrets, names, observability, wiring
 from deploy.k8s.exposure import exposure
 
 
@@ -61,7 +61,7 @@ KIND_RANK = {
             ("StorageClass", "PersistentVolumeClaim"),
             ("NetworkPolicy",),
             ("Service",),
-            ("StatefulSet",),
+            ("StatefulSet", "Cluster"),
             ("Job",),
             ("Deployment", "DaemonSet", "CronJob"),
             ("Ingress", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
@@ -316,6 +316,22 @@ def build_context(config, secrets, redact, env=None):
         "postgres_secret": _secret_data(
             {"password": secrets.postgres_password, "superuser-password": secrets.postgres_superuser_password}, redact
         ),
+        # CloudNativePG's bootstrap reads the owner's name and password from a basic-auth Secret.
+        "postgres_app_secret": _secret_data(
+            {"username": config.postgres_user, "password": secrets.postgres_password}, redact
+        ),
+        # The labels that select the PostgreSQL pods (every CloudNativePG instance, whichever is primary);
+        # None when PostgreSQL is outside the cluster.
+        "postgres_pods": (
+            {cnpg.CLUSTER_LABEL: names.cnpg_cluster_name(config.app_name)}
+            if config.postgres_operator
+            else selector("postgres")
+            if config.postgres_in_cluster
+            else None
+        ),
+        "cnpg": cnpg,
+        "cnpg_cluster": names.cnpg_cluster_name(config.app_name),
+        "kube_apiserver_port": wiring.KUBE_APISERVER_PORT,
         "redis_secret": _secret_data({"password": secrets.redis_password, "redis.conf": redis_conf}, redact),
         **observability_context(config, env, name),
         "alert_receivers_secret": _secret_data(
@@ -368,7 +384,8 @@ def observability_context(config, env, name):
 def components(config):
     """The template folders this configuration renders, in order."""
     enabled = [("base", True), ("storage", config.create_storage_classes), ("app", True)]
-    enabled += [("postgres", config.postgres_in_cluster), ("redis", config.redis_in_cluster), ("network", True)]
+    enabled += [("postgres", config.postgres_in_cluster), ("cnpg", config.postgres_operator)]
+    enabled += [("redis", config.redis_in_cluster), ("network", True)]
     enabled += [("monitoring", config.monitoring), ("logging", config.logging)]
     return [component for component, on in enabled if on]
 

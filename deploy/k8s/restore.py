@@ -63,7 +63,7 @@ class RestoreOutcome:
 
 
 def check_backup_name(config, backup):
-    if not config.postgres_in_cluster:
+    if not (config.postgres_in_cluster or config.postgres_operator):
         raise RestoreError(
             "The restore Job restores the in-cluster PostgreSQL; with postgres_mode 'external' restore the managed "
             "database with its own snapshots (docs/runbooks.md)."

@@ -80,12 +80,30 @@ def job_status(job):
     return False, f"job {name}: running"
 
 
-STATUS = {"Deployment": deployment_status, "StatefulSet": statefulset_status, "Job": job_status}
+def cnpg_cluster_status(cluster):
+    """A CloudNativePG Cluster is ready when the operator says so (condition Ready) with every instance ready."""
+    meta, spec, status = cluster["metadata"], cluster.get("spec", {}), cluster.get("status") or {}
+    name, instances = meta["name"], spec.get("instances", 1)
+    ready = status.get("readyInstances", 0)
+    condition = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    if condition.get("status") == "True" and ready >= instances:
+        return True, f"cluster {name}: {ready} instances ready, primary {status.get('currentPrimary', '?')}"
+    return False, f"cluster {name}: {ready} of {instances} instances ready ({status.get('phase') or 'no status yet'})"
+
+
+STATUS = {
+    "Deployment": deployment_status,
+    "StatefulSet": statefulset_status,
+    "Job": job_status,
+    "Cluster": cnpg_cluster_status,
+}
 
 
 def _selector(manifest):
     if manifest["kind"] == "Job":
         return f"job-name={manifest['metadata']['name']}"
+    if manifest["kind"] == "Cluster":
+        return f"cnpg.io/cluster={manifest['metadata']['name']}"
     labels = manifest.get("spec", {}).get("selector", {}).get("matchLabels", {})
     return ",".join(f"{k}={v}" for k, v in labels.items())
 

@@ -7,7 +7,7 @@ Two kinds of check:
   ``kubernetes-validate``. An apiVersion the version does not serve (removed,
   or never existed) is an error; only custom resources of known operators may
   have no schema; those whose CRDs are vendored (``crds.py``: the External
-  Secrets Operator's) are validated strictly against them.
+  Secrets Operator's, CloudNativePG's Cluster) are validated strictly against them.
 - ``policy_problems``: rules checkov does not know, in code: hostPath only in
   the logging DaemonSet, no literal secret-looking value, a default deny in
   every namespace, Pod Security "restricted" in the app namespace, CPU and
@@ -25,7 +25,7 @@ import math
 import re
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
-from deploy.k8s import capacity, crds, wiring
+from deploy.k8s import capacity, cnpg, crds, wiring
 from deploy.k8s.objects import containers as _containers
 from deploy.k8s.objects import describe, pod_spec
 from deploy.k8s.objects import pods as _pods
@@ -217,6 +217,8 @@ def workload_count(manifest, manifests, node_count=1):
         return runs * job.get("parallelism", 1)
     if kind == "DaemonSet":
         return node_count
+    if cnpg.is_cluster(manifest):
+        return cnpg.instance_count(manifest)
     replicas = spec.get("replicas", 1)
     for hpa in manifests:
         target = hpa.get("spec", {}).get("scaleTargetRef", {})
@@ -245,6 +247,8 @@ def stack_totals(manifests, node_count=1):
         )
         if manifest["kind"] == "PersistentVolumeClaim":
             sums["storage"] += memory_bytes(manifest["spec"]["resources"]["requests"]["storage"])
+        if cnpg.is_cluster(manifest):
+            sums["storage"] += cnpg.storage_bytes(manifest, memory_bytes)
         found = pod_spec(manifest)
         if not found:
             continue

@@ -38,7 +38,7 @@ import yaml
 
 from deploy.conf import DeploySecrets
 from deploy.k8s import backup as backup_commands
-from deploy.k8s import names, observability
+from deploy.k8s import cnpg, names, observability
 from deploy.k8s.objects import containers, describe, label_selector_matches, pod_spec, pods, selects
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
@@ -246,7 +246,10 @@ def _ingress_backends(ingress):
 
 
 def _services(manifests):
-    return {(m["metadata"].get("namespace"), m["metadata"]["name"]): m for m in manifests if m.get("kind") == "Service"}
+    """Rendered Services, and those an operator makes from a rendered custom resource (CloudNativePG's -rw)."""
+    found = [m for m in manifests if m.get("kind") == "Service"]
+    found += [service for m in manifests if cnpg.is_cluster(m) for service in cnpg.made_services(m)]
+    return {(m["metadata"].get("namespace"), m["metadata"]["name"]): m for m in found}
 
 
 # --- Prometheus service discovery ----------------------------------------------------
@@ -675,7 +678,7 @@ def needed_flows(config, manifests):
     need("the app queries PostgreSQL", app, postgres, postgres_port)
     need("the app caches in Redis", app, redis, redis_port)
     need("the migration Job migrates PostgreSQL", migrate, postgres, postgres_port)
-    if config.postgres_in_cluster:
+    if config.postgres_in_cluster or config.postgres_operator:
         backup = pod(ns, "postgres-backup")
         in_app_ns += [postgres, backup]
         need("the nightly backup dumps PostgreSQL", backup, postgres, postgres_port)
@@ -684,6 +687,19 @@ def needed_flows(config, manifests):
             agent = peer_party({"ipBlock": {"cidr": backup_commands.POD_IDENTITY_AGENT}})
             need("the backup's AWS SDK gets credentials from the EKS Pod Identity agent", backup, agent,
                  backup_commands.POD_IDENTITY_PORT)  # fmt: skip
+    if config.postgres_operator:
+        # CloudNativePG's instances (one party: the primary moves between them) and its operator.
+        operator = peer_party(
+            {
+                "namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: config.postgres_operator_namespace}},
+                "podSelector": {"matchLabels": cnpg.OPERATOR_POD_LABELS},
+            }
+        )
+        need("the replicas stream the primary's WAL (and a new one copies it)", postgres, postgres, cnpg.POSTGRES_PORT)
+        need("the instances ask each other's status before a failover", postgres, postgres, cnpg.STATUS_PORT)
+        need("the CloudNativePG operator reads each instance's status", operator, postgres, cnpg.STATUS_PORT)
+        need("each instance manager watches its Cluster and holds the primary's lease in the Kubernetes API",
+             postgres, vpc, KUBE_APISERVER_PORT)  # fmt: skip
     if config.redis_in_cluster:
         in_app_ns.append(redis)
     cutover = pod(ns, "cutover")

@@ -16,7 +16,7 @@ from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, ConfigError, get_config, 
 from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.cluster import NoSuchKubeconfig, find_cluster
 from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, api_client
-from deploy.k8s.deploy import Deployer, DeployFailed
+from deploy.k8s.deploy import Deployer, DeployFailed, unserved_kinds
 from deploy.k8s.exposure import warnings as exposure_warnings
 from deploy.k8s.observability import alert_warnings
 from deploy.k8s.releases import LockHeld, history
@@ -294,6 +294,14 @@ class Command(BaseCommand):
                 found, _ = preflight.aws_checks(self._aws_session(config, options), config, cluster_source.detail)
                 checks += found
             checks += preflight.cluster_checks(cluster, config)
+            # Custom resources of the render (CloudNativePG's Cluster): served only where their operator is.
+            missing = unserved_kinds(cluster, render_manifests(config))
+            checks.append(
+                preflight.Check(
+                    "custom resources", not missing, "; ".join(missing) or "every kind of the render is served",
+                    "Install the operator named, then deploy again." if missing else "",
+                )
+            )  # fmt: skip
         except (AwsError, ClusterError) as exc:
             raise CommandError(f"The preflight could not run: {exc}") from None
         failed = [c.name for c in checks if not c.ok]
