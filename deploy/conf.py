@@ -755,6 +755,13 @@ class DeployConfig:
         "read by the cut-over Job through the app's pod identity); empty: --cutover refuses to start.",
         check=_s3_bucket,
     )
+    cutover_smoke_path: str = setting(
+        "/",
+        "DEPLOY_CUTOVER_SMOKE_PATH",
+        "Page the cut-over's smoke test requests through the Kubernetes API's service proxy, after the readiness "
+        "path, as a visitor of the first of 'hosts' (it must answer 200: choose a page that reads the database).",
+        check=lambda v: None if v.startswith("/") and " " not in v else "a path starting with '/', such as '/'",
+    )
     # --- staff access (docs/security.md#staff-access-rbac) ---
     staff_read_only_group: str = setting(
         "staff:read-only",
