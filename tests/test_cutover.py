@@ -11,8 +11,8 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
@@ -23,12 +23,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from deploy.conf import DeploySecrets, load_config
 from deploy.k8s import cutover, rollout
 from deploy.k8s.render import render_manifests
 from deploy.k8s.validate import policy_problems, schema_problems
 from deploy.k8s.wiring import wiring_problems
+from tests.conftest import PYTHON, ROOT, free_port
 from tests.fake_apiserver import FakeApiServer
 
 NS = "django-app"
@@ -78,11 +80,12 @@ class AppPods(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
-@pytest.fixture
-def world(tmp_path, monkeypatch, sqlite_file):
-    """The fake cluster, moto's S3 with the bucket, the old deployment's maintenance file; cwd is tmp_path."""
+@contextmanager
+def _world(tmp_path, monkeypatch, sqlite_file, s3_endpoint=None):
+    """The fake cluster, S3 with the bucket (moto in-process, or moto's server at ``s3_endpoint`` for another
+    process), the old deployment's maintenance file; cwd is tmp_path."""
     for name in list(os.environ):
-        if name.startswith(("DEPLOY_", "AWS_")):
+        if name.startswith(("DEPLOY_", "AWS_", "MAINTENANCE_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("DEPLOY_POSTGRES_PASSWORD", "pg-secret-pw")
@@ -98,22 +101,33 @@ def world(tmp_path, monkeypatch, sqlite_file):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
     flag = tmp_path / "old" / "maintenance.json"
+    # Where the old deployment's settings find it, in this process and in a child one.
+    monkeypatch.setenv("MAINTENANCE_FILE", str(flag))
+    monkeypatch.setenv("MAINTENANCE_CACHE", "")
+    if s3_endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     pods = AppPods()
     threading.Thread(target=pods.serve_forever, daemon=True).start()
     with (
         FakeApiServer(token="t0ken") as fake,
-        mock_aws(),
+        nullcontext() if s3_endpoint else mock_aws(),
         override_settings(MAINTENANCE_FILE=str(flag), MAINTENANCE_CACHE=""),
     ):
         fake.service_backends[(NS, "django-app")] = pods.url
         fake.pods = pods
         monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
-        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=s3_endpoint)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         fake.flag, fake.s3, fake.source = flag, s3, sqlite_file
         yield fake
     pods.shutdown()
     pods.server_close()
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch, sqlite_file):
+    with _world(tmp_path, monkeypatch, sqlite_file) as fake:
+        yield fake
 
 
 def run(*args):
@@ -246,25 +260,82 @@ def test_a_failing_job_stops_the_cutover_with_the_old_deployment_in_maintenance_
     assert not jobs(world)  # both pruned by the release; the failed one's log is in the state file
 
 
+# The cut-over as the operator runs it, in its own process, held after one step so that the kill lands between
+# two steps (the hold is the only thing added; the kill is a real SIGKILL: no handler, no finally, no atexit).
+HELD_CUTOVER = """
+import os, sys, time
+import django
+django.setup()
+from django.core.management import call_command
+from deploy.k8s import cutover
+step = cutover.Cutover._step
+def held(self, name, action):
+    step(self, name, action)
+    if name == os.environ["HOLD_AFTER"]:
+        sys.stderr.write("HELD\\n"); sys.stderr.flush()
+        time.sleep(600)
+cutover.Cutover._step = held
+call_command("k8s_deploy", "--json", "--timeout", "60", *sys.argv[1:], interactive=False)
+"""
+
+
+def _cutover_process(args, hold_after=""):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "HOLD_AFTER": hold_after}
+    return subprocess.Popen(
+        [PYTHON, "-c", HELD_CUTOVER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.fixture
+def s3_server():
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
 @pytest.mark.slow
-def test_an_interrupted_cutover_resumes_after_the_last_finished_step(world, monkeypatch):
-    """Killed between two steps (the state file written, the next step not started): --resume goes on."""
+def test_a_cutover_killed_between_two_steps_resumes_after_the_last_finished_one(
+    tmp_path, monkeypatch, sqlite_file, s3_server
+):
+    """SIGKILL of the process running the cut-over, after ``data_services`` and before ``upload``."""
+    with _world(tmp_path, monkeypatch, sqlite_file, s3_endpoint=s3_server) as world:
+        before = sha256(world.source)
+        process = _cutover_process(["--cutover", str(world.source)], hold_after="data_services")
+        try:
+            lines = []  # its log records, then the word that it is held
+            while not lines or lines[-1] not in ("HELD\n", ""):
+                lines.append(process.stderr.readline())
+            assert lines[-1] == "HELD\n", "".join(lines)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
 
-    def killed():
-        raise KeyboardInterrupt
+        # Left behind: a whole state file (written by rename: no half-written JSON, no temporary beside it)
+        # saying where it stopped; the freeze on; nothing uploaded, no Job, no app; the file as it was.
+        state_file = Path("build/cutover/django-app.json")
+        assert sorted(p.name for p in state_file.parent.iterdir()) == ["django-app-final.sqlite3", "django-app.json"]
+        state = json.loads(state_file.read_text())
+        assert [name for name in cutover.STEPS if name in state["steps"]] == list(cutover.STEPS[:4])
+        assert {record["outcome"] for record in state["steps"].values()} == {"ok"}
+        assert json.loads(world.flag.read_text())["on"] is True
+        assert world.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+        assert not jobs(world) and world.get("deployments", "django-app", NS) is None
+        assert sha256(world.source) == before
 
-    real_upload = cutover.Cutover._upload
-    monkeypatch.setattr(cutover.Cutover, "_upload", lambda self: killed())
-    with pytest.raises(KeyboardInterrupt):
-        run("--cutover", str(world.source))
-    state = json.loads(Path("build/cutover/django-app.json").read_text())
-    assert state["steps"]["data_services"]["outcome"] == "ok"
-    assert state["steps"]["upload"]["outcome"] == "running"
-    assert not jobs(world)
-    monkeypatch.setattr(cutover.Cutover, "_upload", real_upload)
-    report = run("--cutover", str(world.source), "--resume")["cutover"]
-    assert report["complete"]
-    assert [s["step"] for s in report["steps"]] == list(cutover.STEPS)
+        # --resume, in a new process, goes on from the upload.
+        process = _cutover_process(["--cutover", str(world.source), "--resume"])
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        report = json.loads(out)["cutover"]
+        assert report["complete"] and [s["step"] for s in report["steps"]] == list(cutover.STEPS)
+        for name in cutover.STEPS[:4]:
+            assert report["steps"][cutover.STEPS.index(name)]["started"] == state["steps"][name]["started"]
+        assert world.s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 1
+        assert world.get("deployments", "django-app", NS) is not None
+        assert [path for path, _ in world.pods.seen] == ["/readyz", "/"]
 
 
 def test_a_bad_file_stops_before_anything_changes(world, tmp_path):

@@ -73,8 +73,13 @@ class CutoverState:
     def save(self, path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside it, flushed to the disk, then renamed over it: a kill (or a crash of the machine) at any
+        # moment leaves either the previous record or this one, never half of one.
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(self.__dict__, indent=2))
+        with open(temporary, "w") as stream:
+            stream.write(json.dumps(self.__dict__, indent=2))
+            stream.flush()
+            os.fsync(stream.fileno())
         temporary.replace(path)
 
     def done(self, step):
