@@ -32,6 +32,11 @@ _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# An address as SMTP takes it (no display name, no quotes, no brackets): local part, '@', a dotted domain.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+_SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]+")
 _ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 _EFS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -64,6 +69,13 @@ def setting(default, env=None, help="", choices=None, check=None, secret=False):
 def _dns_label(value):
     if not _DNS_LABEL.fullmatch(value) or len(value) > 63:
         return "lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+    return None
+
+
+def _emails(addresses):
+    bad = [a for a in addresses if not _EMAIL.fullmatch(a)]
+    if bad:
+        return f"e-mail addresses such as 'ops@example.com' ({', '.join(map(repr, bad))} is not one)"
     return None
 
 
@@ -285,6 +297,30 @@ def _git_ref_name(value):
 def _secret_name(value):
     ok = not value or re.fullmatch(r"[A-Za-z0-9/_+=.@-]{1,512}", value)
     return None if ok else "empty, or an AWS Secrets Manager secret name such as 'shop/staging'"
+
+
+# Each secret value: its DeploySecrets field -> its environment variable, which is also its key in the
+# secrets_name secret. The one list of them: the docs and the messages are made from it.
+SECRET_ENV = {
+    "secret_key": "DEPLOY_SECRET_KEY",
+    "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
+    "redis_password": "DEPLOY_REDIS_PASSWORD",
+    "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
+    "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
+    "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
+    "alert_watchdog_url": "DEPLOY_ALERT_WATCHDOG_URL",
+}
+SECRET_MEANINGS = {
+    "secret_key": "Django's SECRET_KEY (at least 40 characters).",
+    "postgres_password": "The app's PostgreSQL user's password.",
+    "redis_password": "Redis's password (the in-cluster Redis, or the external one's AUTH).",
+    "postgres_superuser_password": "The in-cluster PostgreSQL's superuser ('postgres'), used by its init only; "
+    "must differ from the app's.",
+    "alert_smtp_password": "The SMTP password of alert e-mails (with alert_smtp_username).",
+    "alert_webhook_url": "The Slack or generic webhook URL of alerts (with alert_webhook).",
+    "alert_watchdog_url": "The dead man's switch URL the always-firing Watchdog alert is posted to (with "
+    "alert_watchdog).",
+}
 
 
 @dataclass(frozen=True)
@@ -630,9 +666,11 @@ class DeployConfig:
         [],
         "DEPLOY_ALERT_EMAIL_TO",
         "Addresses that receive alerts by e-mail (empty: no e-mail receiver).",
-        check=lambda v: None if all(re.fullmatch(r"[^@\s]+@[^@\s]+", a) for a in v) else "e-mail addresses",
+        check=lambda v: _emails(v),
     )
-    alert_email_from: str = setting("", "DEPLOY_ALERT_EMAIL_FROM", "Sender address of alert e-mails.")
+    alert_email_from: str = setting(
+        "", "DEPLOY_ALERT_EMAIL_FROM", "Sender address of alert e-mails.", check=lambda v: _emails([v] if v else [])
+    )
     alert_smtp_smarthost: str = setting(
         "",
         "DEPLOY_ALERT_SMTP_SMARTHOST",
@@ -655,10 +693,9 @@ class DeployConfig:
     alert_sns_topic_arn: str = setting(
         "",
         "DEPLOY_ALERT_SNS_TOPIC_ARN",
-        "Amazon SNS topic that receives alerts (Alertmanager signs with the role DEPLOY_ALERT_SNS_ROLE_ARN).",
-        check=lambda v: (
-            None if not v or re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+", v) else "an SNS topic ARN"
-        ),
+        "Amazon SNS topic that receives alerts (Alertmanager signs with the role DEPLOY_ALERT_SNS_ROLE_ARN, for "
+        "the topic's region, taken from the ARN).",
+        check=lambda v: None if not v or _SNS_ARN.fullmatch(v) else "an SNS topic ARN",
     )
     alert_sns_role_arn: str = setting(
         "",
@@ -679,6 +716,13 @@ class DeployConfig:
         "DEPLOY_ALERT_WARNING_VIA",
         "Receivers of warning alerts, among the configured ones: email, webhook, sns.",
         check=lambda v: None if set(v) <= {"email", "webhook", "sns"} else "email, webhook or sns",
+    )
+    alert_watchdog: bool = setting(
+        False,
+        "DEPLOY_ALERT_WATCHDOG",
+        "Post the always-firing Watchdog alert every 5 minutes to a dead man's switch (a service that pages when "
+        "the posts stop), at the secret DEPLOY_ALERT_WATCHDOG_URL. Off: the Watchdog goes to no receiver "
+        "(standalone monitoring).",
     )
     alert_group_wait: str = setting(
         "30s", "DEPLOY_ALERT_GROUP_WAIT", "How long Alertmanager waits to group a new alert.", check=_duration
@@ -818,6 +862,21 @@ class DeployConfig:
         choices=("single", "per-az"),
     )
     node_instance_type: str = setting("t3.large", "DEPLOY_NODE_INSTANCE_TYPE", "EC2 instance type of the nodes.")
+    node_allocatable_cpu: str = setting(
+        "",
+        "DEPLOY_NODE_ALLOCATABLE_CPU",
+        "What one node offers to pods (its allocatable CPU, as 'kubectl describe node' shows it), for the render's "
+        "capacity check: set it with node_allocatable_memory for a node_instance_type the capacity table does not "
+        "know, or to use measured figures instead of the table's. Empty: from the table.",
+        check=lambda v: _cpu(v) if v else None,
+    )
+    node_allocatable_memory: str = setting(
+        "",
+        "DEPLOY_NODE_ALLOCATABLE_MEMORY",
+        "What one node offers to pods in memory (its allocatable memory), with node_allocatable_cpu. Empty: "
+        "from the table.",
+        check=lambda v: _memory(v) if v else None,
+    )
     node_count_min: int = setting(
         3,
         "DEPLOY_NODE_COUNT_MIN",
@@ -851,10 +910,10 @@ class DeployConfig:
     secrets_name: str = setting(
         "",
         "DEPLOY_SECRETS_NAME",
-        "AWS Secrets Manager secret holding this environment's DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, "
-        "DEPLOY_REDIS_PASSWORD and DEPLOY_POSTGRES_SUPERUSER_PASSWORD as one JSON object; k8s_deploy reads it "
-        "when it applies. "
-        "Empty: those environment variables.",
+        "AWS Secrets Manager secret holding this environment's secret values as one JSON object of strings, with "
+        f"any of the keys {', '.join(SECRET_ENV.values())} (the alert receivers' only when they are configured); "
+        "k8s_deploy reads it when it applies, and then not those environment variables. Empty: the environment "
+        "variables.",
         check=_secret_name,
     )
     github_repository: str = setting(
@@ -928,6 +987,12 @@ class DeployConfig:
     def redis_in_cluster(self):
         return self.redis_mode == "in-cluster"
 
+    @property
+    def alert_sns_region(self):
+        """The region of the SNS topic, from its ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME); '' without one."""
+        match = _SNS_ARN.fullmatch(self.alert_sns_topic_arn)
+        return match.group(1) if match else ""
+
 
 @dataclass(frozen=True)
 class DeploySecrets:
@@ -940,15 +1005,9 @@ class DeploySecrets:
     postgres_superuser_password: str = field(default="", repr=False)
     alert_smtp_password: str = field(default="", repr=False)
     alert_webhook_url: str = field(default="", repr=False)
+    alert_watchdog_url: str = field(default="", repr=False)
 
-    ENV = {
-        "secret_key": "DEPLOY_SECRET_KEY",
-        "postgres_password": "DEPLOY_POSTGRES_PASSWORD",
-        "redis_password": "DEPLOY_REDIS_PASSWORD",
-        "postgres_superuser_password": "DEPLOY_POSTGRES_SUPERUSER_PASSWORD",
-        "alert_smtp_password": "DEPLOY_ALERT_SMTP_PASSWORD",
-        "alert_webhook_url": "DEPLOY_ALERT_WEBHOOK_URL",
-    }
+    ENV = SECRET_ENV
 
     def missing(self):
         return [self.ENV[name] for name in self.ENV if not getattr(self, name)]
@@ -985,6 +1044,10 @@ def _parse(f, raw, source):
         raise ConfigError(f"must be a string, not {type(raw).__name__}")
     if kind is list:
         if from_env and isinstance(raw, str):
+            if raw.strip().startswith("["):
+                raise ConfigError(
+                    "is a list written comma-separated in the environment (such as 'a,b'), not as a JSON list"
+                )
             return [item.strip() for item in raw.split(",") if item.strip()]
         if isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
             return list(raw)
@@ -1138,15 +1201,22 @@ def _check_together(c):
             "DEPLOY['efs_file_system_id'] (environment variable DEPLOY_EFS_FILE_SYSTEM_ID) is required when "
             "DEPLOY['create_storage_classes'] is true: the 'efs-ap' StorageClass names the file system."
         )
+    if bool(c.node_allocatable_cpu) != bool(c.node_allocatable_memory):
+        raise ConfigError(
+            "DEPLOY['node_allocatable_cpu'] and DEPLOY['node_allocatable_memory'] (DEPLOY_NODE_ALLOCATABLE_CPU, "
+            "DEPLOY_NODE_ALLOCATABLE_MEMORY) go together: a node's allocatable CPU and memory. Set both, or neither "
+            "to use the capacity table."
+        )
     if c.alert_email_to and not (c.alert_email_from and c.alert_smtp_smarthost):
         raise ConfigError(
             "DEPLOY['alert_email_to'] is set but DEPLOY['alert_email_from'] or DEPLOY['alert_smtp_smarthost'] "
             "is empty: set both (DEPLOY_ALERT_EMAIL_FROM, DEPLOY_ALERT_SMTP_SMARTHOST) or clear alert_email_to."
         )
-    if c.alert_sns_topic_arn and not c.aws_region:
+    if c.alert_sns_topic_arn and c.aws_region and c.alert_sns_region != c.aws_region:
         raise ConfigError(
-            "DEPLOY['alert_sns_topic_arn'] needs DEPLOY['aws_region'] (DEPLOY_AWS_REGION): Alertmanager signs "
-            "its SNS requests for that region."
+            f"DEPLOY['alert_sns_topic_arn'] is a topic of region {c.alert_sns_region}, but DEPLOY['aws_region'] "
+            f"(DEPLOY_AWS_REGION) is {c.aws_region}: Alertmanager signs its SNS requests for the topic's region. "
+            "Name the topic of this region, or correct aws_region."
         )
     for service in ("postgres", "redis"):
         if getattr(c, f"{service}_mode") == "external":

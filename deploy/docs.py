@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.core.management import load_command_class
 
-from deploy.conf import describe_settings, load_config
+from deploy.conf import SECRET_ENV, SECRET_MEANINGS, describe_settings, load_config
 from deploy.k8s import wiring
 from deploy.k8s.render import render_manifests, to_yaml
 
@@ -57,11 +57,14 @@ def configuration_page():
         "an environment variable wins over `DEPLOY`. A wrong value stops `k8s_deploy` with a message naming "
         "the setting and what is allowed.",
         "",
-        "Secret values never go in `DEPLOY`: `k8s_deploy` reads them from the environment when it applies "
-        "(`DEPLOY_SECRET_KEY`, `DEPLOY_POSTGRES_PASSWORD`, `DEPLOY_REDIS_PASSWORD`, "
-        "`DEPLOY_POSTGRES_SUPERUSER_PASSWORD` for the in-cluster PostgreSQL's superuser, and for the alert receivers "
-        "`DEPLOY_ALERT_SMTP_PASSWORD` and `DEPLOY_ALERT_WEBHOOK_URL`), or, when `secrets_name` is "
-        "set, from that AWS Secrets Manager secret.",
+        "Secret values never go in `DEPLOY`: `k8s_deploy` reads them from the environment when it applies, or, "
+        "when `secrets_name` is set, from that AWS Secrets Manager secret, a JSON object whose keys are the same "
+        "names. Every secret value it may hold:",
+        "",
+        *(f"- `{env}`: {SECRET_MEANINGS[name]}" for name, env in SECRET_ENV.items()),
+        "",
+        "Lists: in `DEPLOY` a list is a Python list of strings; in the environment it is written comma-separated "
+        '(`DEPLOY_ALERT_EMAIL_TO=ops@example.com,oncall@example.com`), and a JSON list (`["a"]`) is refused.',
         "",
         "Environments: `DEPLOY['environments']` names environments (such as `staging` and `production`), each a "
         "dict of the settings below that it changes; `--environment NAME` (`k8s_deploy`, `aws_provision`, "
@@ -74,6 +77,8 @@ def configuration_page():
     ]
     for row in describe_settings():
         meaning = row["help"]
+        if row["type"] == "list" and row["env"]:
+            meaning += f" In the environment: comma-separated (`{row['env']}=a,b`)."
         if row["choices"]:
             meaning += " One of: " + ", ".join(f"`{c}`" for c in row["choices"]) + "."
         lines.append(

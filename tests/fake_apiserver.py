@@ -224,10 +224,12 @@ class FakeApiServer:
         self.faults = []
         self.forbidden = set()  # (verb, plural)
         self.requests = []  # (method, path, query, headers)
-        # "deployment/NAME", "image/IMAGE" or "job/COMPONENT" -> "ok" | "crashloop" | "deadline" | "slow" | "fail"
+        # "deployment/NAME", "image/IMAGE" or "job/COMPONENT" -> "ok" | "crashloop" | "deadline" | "slow" | "fail";
+        # a Job in "hang" stays active until the scenario changes.
         self.scenarios = {}
         self.pod_logs = {}  # pod name -> text
         self.service_backends = {}  # (namespace, Service name) -> "http://127.0.0.1:PORT" the proxy forwards to
+        self.job_logs = {}  # "operation/OPERATION" (app.kubernetes.io/operation) -> the log its Job's pod writes
         self._stop = threading.Event()
         for namespace in ("default", "kube-system", "kube-public"):  # as every cluster has them
             self.objects[("", "namespaces", None, namespace)] = {
@@ -571,12 +573,15 @@ class FakeApiServer:
         status = obj.setdefault("status", {})
         if status.get("conditions"):
             return
+        status["active"] = 1
+        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+        if self._scenario(f"job/{component}") == "hang":
+            return
         ticks = status.setdefault("_ticks", 0) + 1
         status["_ticks"] = ticks
-        status["active"] = 1
         if ticks < self.job_ticks:
             return
-        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+        operation = obj["metadata"].get("labels", {}).get("app.kubernetes.io/operation")
         template = obj.get("spec", {}).get("template", {})
         pod_name = f"{name}-x{ticks}"
         labels = {**template.get("metadata", {}).get("labels", {}), "job-name": name}
@@ -593,6 +598,8 @@ class FakeApiServer:
             },
             "status": {"phase": "Succeeded"},
         }
+        if f"operation/{operation}" in self.job_logs:
+            self.pod_logs[pod_name] = self.job_logs[f"operation/{operation}"]
         status.pop("active")
         if self._scenario(f"job/{component}") == "fail":
             status.update(failed=1)

@@ -2,6 +2,7 @@
 Alertmanager, delivering to a webhook server of the test on 127.0.0.1."""
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -40,14 +41,17 @@ FAST = {
 }
 
 
-def secrets(webhook_url="https://hooks.example.com/abc", smtp_password=SMTP_PASSWORD):
+def secrets(webhook_url="https://hooks.example.com/abc", smtp_password=SMTP_PASSWORD, watchdog_url=""):
     return DeploySecrets(
-        "key", "pg-pass", "redis-pass", "su-pass", alert_smtp_password=smtp_password, alert_webhook_url=webhook_url
+        "key", "pg-pass", "redis-pass", "su-pass", alert_smtp_password=smtp_password, alert_webhook_url=webhook_url,
+        alert_watchdog_url=watchdog_url,
+    )  # fmt: skip
+
+
+def rendered(settings, webhook_url="https://hooks.example.com/abc", redact=False, watchdog_url=""):
+    manifests = render_manifests(
+        load_config(settings, environ={}), secrets(webhook_url, watchdog_url=watchdog_url), redact=redact
     )
-
-
-def rendered(settings, webhook_url="https://hooks.example.com/abc", redact=False):
-    manifests = render_manifests(load_config(settings, environ={}), secrets(webhook_url), redact=redact)
     (secret,) = [m for m in by_kind(manifests, "Secret") if m["metadata"]["name"] == "alertmanager-config"]
     (configmap,) = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"] == "prometheus-config"]
     alertmanager_yml = base64.b64decode(secret["data"]["alertmanager.yml"]).decode()
@@ -193,22 +197,24 @@ def test_amtool_accepts_the_default_configuration_without_receivers(tmp_path):
     _, text, _ = rendered({})
     result = amtool_check(tmp_path, text)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [r["name"] for r in yaml.safe_load(text)["receivers"]] == ["default", "critical", "warning"]
+    assert [r["name"] for r in yaml.safe_load(text)["receivers"]] == ["default", "watchdog", "critical", "warning"]
 
 
 def test_receiver_secrets_stay_out_of_configmaps_and_redacted_renders():
     settings = {**FAST, "alert_email_to": ["ops@example.com"], "alert_email_from": "a@example.com",
                 "alert_smtp_smarthost": "smtp.example.com:587", "alert_smtp_username": "alerts"}  # fmt: skip
+    settings["alert_watchdog"] = True
     webhook = "https://hooks.example.com/T000/B000/very-secret-path"
-    manifests, text, _ = rendered(settings, webhook)
-    assert webhook in text and SMTP_PASSWORD in text
+    watchdog = "https://hc-ping.example.com/watchdog-secret-uuid"
+    manifests, text, _ = rendered(settings, webhook, watchdog_url=watchdog)
+    assert webhook in text and SMTP_PASSWORD in text and watchdog in text
     for configmap in by_kind(manifests, "ConfigMap"):
         dumped = json.dumps(configmap)
-        assert webhook not in dumped and SMTP_PASSWORD not in dumped
-    redacted, redacted_text, _ = rendered(settings, webhook, redact=True)
+        assert webhook not in dumped and SMTP_PASSWORD not in dumped and watchdog not in dumped
+    redacted, redacted_text, _ = rendered(settings, webhook, redact=True, watchdog_url=watchdog)
     dumped = json.dumps(redacted) + redacted_text
     assert webhook not in dumped and SMTP_PASSWORD not in dumped
-    assert "very-secret-path" not in dumped
+    assert "very-secret-path" not in dumped and "watchdog-secret-uuid" not in dumped
 
 
 def test_email_without_its_smtp_server_is_refused():
@@ -218,12 +224,108 @@ def test_email_without_its_smtp_server_is_refused():
         load_config({"alert_email_to": ["ops@example.com"]}, environ={})
 
 
+@pytest.mark.parametrize(
+    "environ, bad",
+    [
+        ({"DEPLOY_ALERT_EMAIL_TO": '["ops@example.com"]'}, "comma-separated"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@example.com;oncall@example.com"}, "'ops@example.com;oncall@example.com'"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@example.com,Ops <ops@example.com>"}, "'Ops <ops@example.com>' is not one"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@localhost"}, "'ops@localhost' is not one"),
+        ({"DEPLOY_ALERT_EMAIL_TO": "ops@example.com", "DEPLOY_ALERT_EMAIL_FROM": "alerts"}, "'alerts' is not one"),
+    ],
+)
+def test_each_alert_address_is_checked_and_names_the_setting_and_the_bad_value(environ, bad):
+    from deploy.conf import ConfigError
+
+    settings = {"alert_email_from": "alerts@example.com", "alert_smtp_smarthost": "smtp.example.com:587"}
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(settings, environ=environ)
+    assert bad in str(excinfo.value) and "DEPLOY_ALERT_EMAIL_" in str(excinfo.value)
+    good = load_config(settings, environ={"DEPLOY_ALERT_EMAIL_TO": " ops@example.com, on.call+x@mail.example.org "})
+    assert good.alert_email_to == ["ops@example.com", "on.call+x@mail.example.org"]
+
+
+def test_sns_takes_its_region_from_the_topic_and_refuses_a_conflicting_aws_region():
+    from deploy.conf import ConfigError
+
+    topic = {"alert_sns_topic_arn": "arn:aws:sns:ap-southeast-2:123456789012:pager", "alert_critical_via": ["sns"]}
+    config = load_config(topic, environ={})  # no aws_region needed
+    assert config.alert_sns_region == "ap-southeast-2"
+    alertmanager = observability.alertmanager_config(config, secrets(), redact=True)
+    (critical,) = [r for r in alertmanager["receivers"] if r["name"] == "critical"]
+    assert critical["sns_configs"][0]["sigv4"] == {"region": "ap-southeast-2"}
+    assert load_config({**topic, "aws_region": "ap-southeast-2"}, environ={}).alert_sns_region == "ap-southeast-2"
+    with pytest.raises(ConfigError, match=r"topic of region ap-southeast-2, but DEPLOY\['aws_region'\].*eu-west-3"):
+        load_config({**topic, "aws_region": "eu-west-3"}, environ={})
+
+
 def test_every_alert_keeps_its_runbook_and_a_routed_severity():
     _, text, data = rendered({})
     routed = {r["matchers"][0] for r in yaml.safe_load(text)["route"]["routes"]}
     for rule in yaml.safe_load(data["alerts.yml"])["groups"][0]["rules"]:
         assert rule["annotations"]["runbook_url"].endswith("#" + observability.RUNBOOKS[rule["alert"]][0])
-        assert f'severity="{rule["labels"]["severity"]}"' in routed
+        assert f'severity="{rule["labels"]["severity"]}"' in routed or f'alertname="{rule["alert"]}"' in routed
+
+
+@needs_alertmanager
+@pytest.mark.parametrize(
+    "settings, labels, receiver",
+    [
+        ({}, ["alertname=Watchdog", "severity=none", "app=django-app"], "watchdog"),
+        ({"alert_watchdog": True}, ["alertname=Watchdog", "severity=none", "app=django-app"], "watchdog"),
+        ({}, ["alertname=PostgresDown", "severity=critical", "app=django-app"], "critical"),
+        ({}, ["alertname=DjangoHighLatencyP95", "severity=warning", "app=django-app"], "warning"),
+        ({}, ["alertname=ProjectOwnAlert", "app=django-app"], "default"),
+    ],
+)
+def test_amtool_routes_each_alert_to_its_receiver(tmp_path, settings, labels, receiver):
+    _, text, _ = rendered({**FAST, **settings}, watchdog_url="https://hc-ping.example.com/x")
+    (tmp_path / "alertmanager.yml").write_text(text)
+    done = subprocess.run(
+        [AMTOOL, "config", "routes", "test", f"--config.file={tmp_path / 'alertmanager.yml'}",
+         f"--verify.receivers={receiver}", *labels],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_default_receiver_is_every_configured_one_and_a_missing_receiver_is_warned_about():
+    nothing = load_config({}, environ={})
+    (warning,) = observability.alert_warnings(nothing)
+    assert "Alerts are not delivered" in warning
+    assert all(name in warning for name in ("alert_email_to", "alert_webhook", "alert_sns_topic_arn"))
+    assert observability.alertmanager_config(nothing, secrets(), redact=True)["receivers"][0] == {"name": "default"}
+    configured = load_config({**FAST, "alert_warning_via": ["sns"]}, environ={})
+    (warning,) = observability.alert_warnings(configured)
+    assert warning.startswith("Warning alerts are not delivered: DEPLOY['alert_warning_via'] (sns)")
+    default = observability.alertmanager_config(configured, secrets(), redact=True)["receivers"][0]
+    assert default["name"] == "default" and default["webhook_configs"]
+    assert observability.alert_warnings(load_config(FAST, environ={})) == []
+    assert observability.alert_warnings(load_config({"monitoring": False}, environ={})) == []
+
+
+def test_k8s_deploy_warns_that_alerts_are_not_delivered_in_render_json(monkeypatch, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    out, err = StringIO(), StringIO()
+    call_command("k8s_deploy", "--render", "--json", stdout=out, stderr=err)
+    report = json.loads(out.getvalue())
+    assert any(w.startswith("Alerts are not delivered") for w in report["warnings"])
+    assert "Warning: Alerts are not delivered" in err.getvalue()
+
+
+def test_a_watchdog_without_its_url_is_refused_at_deploy():
+    from deploy.k8s.render import RenderError
+
+    with pytest.raises(RenderError, match="DEPLOY_ALERT_WATCHDOG_URL"):
+        render_manifests(load_config({**FAST, "alert_watchdog": True}, environ={}), secrets(), redact=False)
+    with pytest.raises(RenderError, match="not an http"):
+        render_manifests(
+            load_config({**FAST, "alert_watchdog": True}, environ={}), secrets(watchdog_url="hc-ping"), redact=False
+        )
 
 
 def test_prometheus_sends_its_alerts_to_the_rendered_alertmanager_service():
@@ -257,6 +359,35 @@ def test_warning_and_critical_take_their_own_routes_and_app_down_inhibits_sympto
     assert warning and warning["receiver"] == "warning"
     delivered = {a["labels"]["alertname"] for m in hook.received for a in m["alerts"]}
     assert "DjangoHighLatencyP95" not in delivered, "a symptom of the app being down was not inhibited"
+
+
+@needs_alertmanager
+def test_postgres_and_redis_down_inhibit_their_consequences_and_the_watchdog_takes_its_own_route(tmp_path):
+    with Webhook() as hook:
+        settings = {**FAST, "alert_watchdog": True}
+        _, text, _ = rendered(settings, hook.url, watchdog_url=hook.url.replace("/hook", "/watchdog"))
+        process, url = alertmanager(tmp_path, text)
+        try:
+            post_alerts(url, [
+                {"alertname": "PostgresDown", "severity": "critical", "app": "shop"},
+                {"alertname": "DjangoHigh5xxRatio", "severity": "critical", "app": "shop"},
+                {"alertname": "RedisDown", "severity": "critical", "app": "shop"},
+                {"alertname": "DjangoCacheUnavailable", "severity": "warning", "app": "shop"},
+                {"alertname": "DjangoHighLatencyP95", "severity": "warning", "app": "other"},  # another app's
+                {"alertname": "Watchdog", "severity": "none", "app": "shop"},
+            ])  # fmt: skip
+            assert hook.wait_for(firing("PostgresDown"), 20) and hook.wait_for(firing("RedisDown"), 20)
+            watchdog = hook.wait_for(firing("Watchdog"), 20)
+            other = hook.wait_for(firing("DjangoHighLatencyP95"), 20)
+            time.sleep(3)  # one more group interval: an inhibited alert would have arrived by now
+        finally:
+            stop(process)
+    assert watchdog and watchdog["receiver"] == "watchdog" and other["receiver"] == "warning"
+    delivered = {a["labels"]["alertname"] for m in hook.received for a in m["alerts"]}
+    assert "DjangoHigh5xxRatio" not in delivered, "5xx while PostgreSQL is down was not inhibited"
+    assert "DjangoCacheUnavailable" not in delivered, "the cache alert while Redis is down was not inhibited"
+    paged = {a["labels"]["alertname"] for m in hook.received if m["receiver"] != "watchdog" for a in m["alerts"]}
+    assert "Watchdog" not in paged
 
 
 @needs_alertmanager
@@ -322,8 +453,11 @@ def test_operator_mode_routes_like_the_standalone_alertmanager_with_secrets_by_r
     (resource,) = by_kind(manifests, "AlertmanagerConfig")
     spec = resource["spec"]
     assert webhook not in json.dumps(resource) and SMTP_PASSWORD not in json.dumps(resource)
-    assert [r["receiver"] for r in spec["route"]["routes"]] == [r["receiver"] for r in standalone["route"]["routes"]]
-    for ours, theirs in zip(spec["receivers"], standalone["receivers"], strict=True):
+    # The same routes but the Watchdog's: the operator's stacks have their own Watchdog and monitoring alerts.
+    routes = [r["receiver"] for r in standalone["route"]["routes"] if r["receiver"] != "watchdog"]
+    assert [r["receiver"] for r in spec["route"]["routes"]] == routes
+    receivers = [r for r in standalone["receivers"] if r["name"] != "watchdog"]
+    for ours, theirs in zip(spec["receivers"], receivers, strict=True):
         assert ours["name"] == theirs["name"]
         assert len([k for k in ours if k.endswith("Configs")]) == len([k for k in theirs if k.endswith("_configs")])
     (critical,) = [r for r in spec["receivers"] if r["name"] == "critical"]
@@ -376,3 +510,22 @@ def test_sns_signs_with_the_irsa_role_and_alertmanager_stays_restricted():
     (account,) = [m for m in by_kind(manifests, "ServiceAccount") if m["metadata"]["name"] == "alertmanager"]
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/alertmanager-sns")
     assert validate_manifests(manifests, config) == []
+
+
+def test_preflight_json_carries_the_warning_that_alerts_are_not_delivered(tmp_path, monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from tests.fake_apiserver import FakeApiServer
+
+    with FakeApiServer() as server:
+        monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path / "kubeconfig")))
+        out = StringIO()
+        # The fake cluster lacks nodes and add-ons, so the preflight fails: its report is written all the same.
+        with contextlib.suppress(CommandError):
+            call_command("k8s_deploy", "--preflight", "--json", stdout=out, stderr=StringIO())
+    report = json.loads(out.getvalue())
+    assert "checks" in report
+    assert any(w.startswith("Alerts are not delivered") for w in report["warnings"])

@@ -146,6 +146,29 @@ def test_cluster_lookup_and_kubeconfig(aws):
     assert _verify(out.getvalue().strip(), "shop")[1]
 
 
+def test_a_kubeconfig_and_a_token_per_staff_role(aws):
+    make_cluster(aws)
+    iam = aws.client("iam")
+    allow = {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}
+    trust = {"Version": "2012-10-17", "Statement": [allow]}
+    role = iam.create_role(RoleName="ops-oncall", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    out = StringIO()
+    call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", role, stdout=out)
+    config = yaml.safe_load(out.getvalue())
+    user = config["users"][0]["user"]["exec"]
+    assert user["args"][-2:] == ["--role-arn", role] and "get-token" in user["args"]
+    assert config["current-context"] == f"eks-{REGION}-shop-ops-oncall"
+    out = StringIO()
+    call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", role, "--token", stdout=out)
+    params, _ = _verify(out.getvalue().strip(), "shop")
+    own = boto3.Session().get_credentials().access_key
+    # Signed with the role's temporary credentials (moto's STS), not the caller's own key.
+    assert not params["X-Amz-Credential"].startswith(f"{own}/") and params["X-Amz-Security-Token"]
+    assert params["X-Amz-Credential"].startswith("ASIA")  # STS's temporary keys
+    with pytest.raises(CommandError, match="is not an IAM role ARN"):
+        call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", "ops-oncall", stdout=StringIO())
+
+
 def test_an_unknown_cluster_is_one_clear_message(aws):
     with pytest.raises(AwsError, match=r"Describing EKS cluster 'nope': not found \(ResourceNotFoundException\)"):
         eks.describe_cluster(session(), "nope")

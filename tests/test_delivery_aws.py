@@ -450,6 +450,24 @@ def test_a_malformed_secret_is_named_and_its_value_never_shown(aws, stored, mess
     assert "pg-Secret-1" not in str(caught.value) and "12345678" not in str(caught.value)
 
 
+def test_every_key_the_secret_may_hold_is_read_and_documented_from_one_list(aws):
+    from deploy.conf import SECRET_ENV
+    from deploy.docs import configuration_page
+
+    stored = {env: f"value-of-{field}" for field, env in SECRET_ENV.items()}
+    aws.client("secretsmanager").create_secret(Name="shop/staging", SecretString=json.dumps(stored))
+    secrets = read_secrets(aws, "shop/staging")
+    assert {field: getattr(secrets, field) for field in SECRET_ENV} == {f: f"value-of-{f}" for f in SECRET_ENV}
+    page = configuration_page()
+    (row,) = [line for line in page.splitlines() if line.startswith("| `secrets_name` |")]
+    for env in SECRET_ENV.values():
+        assert env in row and f"- `{env}`: " in page
+    aws.client("secretsmanager").update_secret(SecretId="shop/staging", SecretString="[]")
+    with pytest.raises(AwsError) as caught:
+        read_secrets(aws, "shop/staging")
+    assert all(f'"{env}": "..."' in str(caught.value) for env in SECRET_ENV.values())
+
+
 def test_a_missing_secret_stops_the_deploy_before_anything_is_applied(aws, settings, monkeypatch):
     from deploy.management.commands import k8s_deploy
 

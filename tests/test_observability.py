@@ -54,7 +54,7 @@ def without_kubernetes_sd(prometheus_yml, folder):
 def test_promtool_checks_the_rendered_config_and_rules(tmp_path):
     prometheus_yml, alerts = rendered_prometheus()
     assert [j["job_name"] for j in prometheus_yml["scrape_configs"]] == [
-        "django-app", "kube-state-metrics", "node-exporter", "kubelet", "cadvisor",
+        "django-app", "kube-state-metrics", "node-exporter", "prometheus", "alertmanager", "kubelet", "cadvisor",
     ]  # fmt: skip
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(without_kubernetes_sd(prometheus_yml, tmp_path)))
     (tmp_path / "alerts.yml").write_text(yaml.safe_dump(alerts))
@@ -71,6 +71,40 @@ def test_operator_mode_has_the_same_rules_as_a_prometheusrule():
     (monitor,) = by_kind(manifests, "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
     assert not [m for m in manifests if m["metadata"].get("namespace") == "monitoring"]
+
+
+@needs_prometheus
+def test_prometheus_notifications_failing_fires_when_no_alertmanager_is_discovered(tmp_path):
+    _, alerts = rendered_prometheus()
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(alerts))
+    tests = {
+        "rule_files": ["alerts.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {"interval": "1m",
+             "input_series": [{"series": "prometheus_notifications_alertmanagers_discovered", "values": "0x60"}],
+             "alert_rule_test": [{"eval_time": "40m", "alertname": "PrometheusNotificationsFailing",
+                                  "exp_alerts": [{"exp_labels": next(
+                                      r["labels"] for r in alerts["groups"][0]["rules"]
+                                      if r["alert"] == "PrometheusNotificationsFailing"),
+                                      "exp_annotations": next(
+                                      r["annotations"] for r in alerts["groups"][0]["rules"]
+                                      if r["alert"] == "PrometheusNotificationsFailing")}]}]},
+        ],
+    }  # fmt: skip
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run([PROMTOOL, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_monitoring_alerts_are_standalone_only():
+    groups = observability.alert_rules(load_config({"monitoring_mode": "operator"}, environ={}))
+    operator = {r["alert"] for g in groups for r in g["rules"]}
+    assert not operator & set(observability.MONITORING_ALERTS)
+    prometheus_yml, _ = rendered_prometheus()
+    jobs = {j["job_name"]: j for j in prometheus_yml["scrape_configs"]}
+    assert jobs["alertmanager"]["static_configs"][0]["targets"] == ["django-app-alertmanager.monitoring.svc:9093"]
+    assert jobs["prometheus"]["static_configs"][0]["targets"] == ["127.0.0.1:9090"]
 
 
 def test_every_alert_links_to_its_runbook():
@@ -119,6 +153,26 @@ FIRING = {
     ),
     "DjangoCacheUnavailable": ('deploy_cache_up{job="django-app", pod="web-1"}', "0x60", "1x60", {}),
     "VolumeNearlyFull": (None, None, None, {"namespace": "django-app", "persistentvolumeclaim": "data"}),
+    "AlertmanagerDown": (
+        'up{job="alertmanager", instance="am:9093"}',
+        "0x60",
+        "1x60",
+        {"instance": "am:9093", "job": "alertmanager"},
+    ),
+    "AlertmanagerNotificationsFailing": (
+        'alertmanager_notifications_failed_total{job="alertmanager", integration="email"}',
+        "0+1x60",
+        "3x60",
+        {"integration": "email"},
+    ),
+    "PrometheusNotificationsFailing": (None, None, None, {}),
+    "PrometheusRuleFailures": (
+        'prometheus_rule_evaluation_failures_total{job="prometheus", rule_group="g"}',
+        "0+2x60",
+        "5x60",
+        {},
+    ),
+    "Watchdog": (None, None, None, {}),
 }
 
 
@@ -146,6 +200,12 @@ def _series(alert, firing):
             (f"kubelet_volume_stats_available_bytes{{{volume}}}", "5x60" if firing else "50x60"),
             (f"kubelet_volume_stats_capacity_bytes{{{volume}}}", "100x60"),
         ],
+        # Errors sending to Alertmanager, or none discovered: either fires it.
+        "PrometheusNotificationsFailing": [
+            ('prometheus_notifications_errors_total{alertmanager="am"}', "0+1x60" if firing else "4x60"),
+            ("prometheus_notifications_alertmanagers_discovered", "1x60"),
+        ],
+        "Watchdog": [("unrelated", "1x60")],  # it needs no series
     }
     if alert in special:
         return [{"series": s, "values": v} for s, v in special[alert]]
@@ -168,7 +228,9 @@ def test_each_alert_fires_on_its_series_and_stays_silent_otherwise(tmp_path, ale
             {"interval": "1m", "input_series": _series(alert, True),
              "alert_rule_test": [{"eval_time": "40m", "alertname": alert, "exp_alerts": expected}]},
             {"interval": "1m", "input_series": _series(alert, False),
-             "alert_rule_test": [{"eval_time": "40m", "alertname": alert, "exp_alerts": []}]},
+             # The Watchdog is never silent: that is its point.
+             "alert_rule_test": [{"eval_time": "40m", "alertname": alert,
+                                  "exp_alerts": expected if alert == "Watchdog" else []}]},
         ],
     }  # fmt: skip
     (tmp_path / "test.yml").write_text(yaml.safe_dump(tests))

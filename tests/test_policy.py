@@ -116,7 +116,22 @@ def test_a_pod_larger_than_one_node_fails():
 def test_an_instance_type_outside_the_table_is_named():
     problems = _problems({"node_instance_type": "z1d.metal"})
     assert len(problems) == 1 and "'z1d.metal' is not in the capacity table" in problems[0]
-    assert "t3.large" in problems[0]
+    assert "t3.large" in problems[0] and "node_allocatable_cpu" in problems[0]
+
+
+def test_a_node_outside_the_table_is_checked_with_its_declared_allocatable_figures():
+    declared = {"node_instance_type": "z1d.2xlarge", "node_allocatable_cpu": "7910m",
+                "node_allocatable_memory": "61Gi"}  # fmt: skip
+    assert _problems(declared) == []
+    small = _problems({**declared, "node_allocatable_cpu": "1500m", "node_allocatable_memory": "4Gi"})
+    assert any("allocatable on 3 x z1d.2xlarge (node_allocatable_cpu/memory)" in p for p in small), small
+    # The declared figures win over the table's for a type it knows.
+    assert any("4500m allocatable on 3 x t3.large" in p for p in _problems(
+        {"node_allocatable_cpu": "1500m", "node_allocatable_memory": "8Gi"}))  # fmt: skip
+    with pytest.raises(ConfigError, match="go together"):
+        load_config({"node_instance_type": "z1d.2xlarge", "node_allocatable_cpu": "8"}, environ={})
+    with pytest.raises(ConfigError, match="node_allocatable_memory"):
+        load_config({"node_allocatable_cpu": "8", "node_allocatable_memory": "lots"}, environ={})
 
 
 # --- the preflight, from the live nodes ----------------------------------------------------------------------

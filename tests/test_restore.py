@@ -6,6 +6,8 @@ superuser and owns the databases: the same role the app uses in the cluster.
 """
 
 import subprocess
+import threading
+import time
 
 import psycopg
 import pytest
@@ -14,7 +16,14 @@ from django.db import connection
 from deploy.conf import load_config
 from deploy.k8s import names
 from deploy.k8s.render import render_manifests
-from deploy.k8s.restore import RestoreError, restore_job, restore_script
+from deploy.k8s.restore import (
+    RestoreError,
+    list_job,
+    list_script,
+    parse_backups,
+    restore_job,
+    restore_script,
+)
 from deploy.k8s.validate import policy_problems, schema_problems
 from deploy.k8s.wiring import wiring_problems
 from tests.k8s_helpers import by_kind
@@ -141,10 +150,14 @@ def test_the_restore_job_is_restricted_and_allowed_by_the_network_policies():
     config = load_config({}, environ={})
     manifests = render_manifests(config)
     job = restore_job(config, "app-20240701T120000Z.dump")
-    assert schema_problems([job]) == []
+    listing = list_job(config)
+    assert schema_problems([job, listing]) == []
     # Pod security "restricted", resources, the quota (one more pod) and the wiring rule, with the stack.
-    assert policy_problems([*manifests, job], config) == []
-    assert wiring_problems([*manifests, job], config) == []
+    for operation in (job, listing):
+        assert policy_problems([*manifests, operation], config) == []
+        assert wiring_problems([*manifests, operation], config) == []
+    # Listing needs no password: the listing Job mounts none.
+    assert [v["name"] for v in listing["spec"]["template"]["spec"]["volumes"]] == ["backups", "tmp"]
     spec = job["spec"]["template"]["spec"]
     assert spec["containers"][0]["securityContext"]["runAsNonRoot"] is True
     assert "app-20240701T120000Z.dump" in spec["containers"][0]["args"][0]
@@ -177,8 +190,10 @@ def _restore_command(*args):
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
+    from deploy.k8s import rollout
     from tests.fake_apiserver import FakeApiServer
 
+    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
     with FakeApiServer(job_ticks=1) as server:
         monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path / "kubeconfig")))
         server.create("", "v1", "Namespace", "namespaces", None,
@@ -188,6 +203,19 @@ def fake(tmp_path, monkeypatch):
 
 def _jobs(server):
     return [o for o in server.list("jobs", "django-app")]
+
+
+def _failing_command(*args):
+    """(CommandError, stdout) of a k8s_deploy run that must fail."""
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("k8s_deploy", *args, stdout=out, stderr=StringIO())
+    return excinfo.value, out.getvalue()
 
 
 def test_k8s_deploy_restore_runs_the_job_and_reports(fake):
@@ -217,6 +245,138 @@ def test_k8s_deploy_restore_asks_for_yes_and_checks_the_name_before_touching_the
         _restore_command("--restore", "app-20240701T120000Z.dump")
     with pytest.raises(CommandError, match=r"is not a backup name.*Nothing was restored"):
         _restore_command("--restore", "app.sql", "--yes")
+    assert _jobs(fake) == []
+
+
+def test_a_restore_outliving_its_timeout_is_still_running_and_a_rerun_waits_for_it_or_refuses(fake):
+    import json
+
+    from deploy.management.commands.k8s_deploy import RESTORE_ANOTHER_ACTIVE, RESTORE_STILL_RUNNING
+
+    fake.scenarios["job/postgres-backup"] = "hang"
+    error, out = _failing_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "0", "--json")
+    (job,) = _jobs(fake)
+    name = job["metadata"]["name"]
+    assert error.returncode == RESTORE_STILL_RUNNING
+    report = json.loads(out)
+    assert report["status"] == "running" and report["job"] == name and report["ok"] is False
+    assert "still running" in report["error"] and f"kubectl -n django-app logs -f job/{name}" in report["error"]
+    assert "failed" not in report["error"]
+
+    # Another backup while it runs: refused, naming the Job and how to follow and wait for it; nothing started.
+    error, out = _failing_command("--restore", "app-20240702T120000Z.dump", "--yes", "--timeout", "0")
+    assert error.returncode == RESTORE_ANOTHER_ACTIVE
+    assert f"The restore Job {name} (backup app-20240701T120000Z.dump) is still running" in str(error)
+    assert f"kubectl -n django-app wait --for=condition=complete --timeout=1h job/{name}" in str(error)
+    assert "Nothing was started" in str(error)
+    assert [j["metadata"]["name"] for j in _jobs(fake)] == [name]
+
+    # The same backup again: it waits for the running Job and reports its result, with no second Job.
+    def end_the_hang_once_waited_for():
+        path = f"/apis/batch/v1/namespaces/django-app/jobs/{name}"
+        while not any(method == "GET" and p == path for method, p, *_ in fake.requests[seen:]):
+            time.sleep(0.02)
+        del fake.scenarios["job/postgres-backup"]
+
+    seen = len(fake.requests)
+    ender = threading.Thread(target=end_the_hang_once_waited_for, daemon=True)
+    ender.start()
+    out = _restore_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "30")
+    ender.join(5)
+    assert f"(Job {name}, which was already running)" in out
+    assert [j["metadata"]["name"] for j in _jobs(fake)] == [name]
+
+
+def test_a_deploy_does_not_prune_a_running_restore_job(fake):
+    from deploy.k8s.apply import Cluster
+    from deploy.k8s.cluster import find_cluster
+    from deploy.k8s.connect import api_client
+    from deploy.k8s.deploy import Deployer
+
+    config = load_config({}, environ={})
+    fake.scenarios["job/postgres-backup"] = "hang"
+    cluster = Cluster(api_client(find_cluster()))
+    restoring = restore_job(config, "app-20240701T120000Z.dump")
+    cluster.create(restoring)
+    stale = restore_job(config, "app-20240701T120000Z.dump")  # a Job of the release that is not an operation
+    stale["metadata"]["name"] = "django-app-migrate-old"
+    del stale["metadata"]["labels"]["app.kubernetes.io/operation"]
+    cluster.create(stale)
+    deployer = Deployer(cluster, config)
+    deployer.prune(render_manifests(config))
+    assert "Job django-app/django-app-migrate-old" in " ".join(deployer.report.pruned)
+    assert [j["metadata"]["name"] for j in _jobs(fake)] == [restoring["metadata"]["name"]]
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (["--restore", "app-20240701T120000Z.dump", "--dry-run"], "--restore cannot be combined with --dry-run"),
+        (["--restore", "app-20240701T120000Z.dump", "--output", "x"], "--restore cannot be combined with --output"),
+        (["--restore", "app-20240701T120000Z.dump", "--history"], "--restore cannot be combined with --history"),
+        (["--backups", "--render"], "--backups cannot be combined with --render"),
+        (["--backups", "--restore", "app-20240701T120000Z.dump"], "separate actions"),
+    ],
+)
+def test_restore_and_backups_refuse_options_they_would_ignore(args, refused, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error, out = _failing_command(*args)
+    assert refused in str(error) and "Nothing was done" in str(error)
+    assert out == "" and list(tmp_path.iterdir()) == []  # no build/k8s, no x/
+
+
+def test_restore_with_render_prints_the_restore_job_without_a_cluster(monkeypatch, tmp_path):
+    import yaml
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    (job,) = yaml.safe_load_all(_restore_command("--restore", "app-20240701T120000Z.dump", "--render"))
+    assert job["kind"] == "Job" and job["metadata"]["labels"]["app.kubernetes.io/operation"] == "restore"
+    assert "/backups/app-20240701T120000Z.dump" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    with pytest.raises(Exception, match="is not a backup name"):
+        _restore_command("--restore", "latest", "--render")
+
+
+# --- listing the backups -----------------------------------------------------------------------------------------
+
+
+def test_the_listing_script_names_this_databases_dumps_with_their_sizes(tmp_path):
+    config = load_config({}, environ={})
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    empty = _run(list_script(config).replace("/backups", str(backups)))
+    assert empty.returncode == 0 and parse_backups(config, empty.stdout) == []
+    (backups / "app-20240702T010000Z.dump").write_bytes(b"x" * 2048)
+    (backups / "app-20240701T010000Z.dump").write_bytes(b"x" * 10)
+    (backups / "other-20240701T010000Z.dump").write_bytes(b"x")  # another database's
+    (backups / "app-20240703T010000Z.dump").mkdir()  # not a file
+    (backups / "app-notes.txt").write_text("x")
+    done = _run(list_script(config).replace("/backups", str(backups)))
+    assert done.returncode == 0, done.stderr
+    assert parse_backups(config, done.stdout) == [
+        {"name": "app-20240701T010000Z.dump", "bytes": 10, "time": "2024-07-01T01:00:00+00:00"},
+        {"name": "app-20240702T010000Z.dump", "bytes": 2048, "time": "2024-07-02T01:00:00+00:00"},
+    ]
+
+
+def test_k8s_deploy_backups_lists_them_with_a_job_it_then_deletes(fake):
+    import json
+
+    fake.job_logs["operation/list-backups"] = (
+        "backup: app-20240702T010000Z.dump 2048\nbackup: app-20240701T010000Z.dump 10\nbackups: listed\n"
+    )
+    report = json.loads(_restore_command("--backups", "--json", "--timeout", "30"))
+    assert report["ok"] is True and report["job"].startswith("django-app-backups-")
+    assert [b["name"] for b in report["backups"]] == ["app-20240701T010000Z.dump", "app-20240702T010000Z.dump"]
+    assert report["backups"][1]["bytes"] == 2048
+    assert _jobs(fake) == []  # the listing Job is gone
+    table = _restore_command("--backups", "--timeout", "30")
+    assert "app-20240702T010000Z.dump" in table and "2024-07-02T01:00:00+00:00" in table
+
+
+def test_k8s_deploy_backups_that_cannot_list_says_so_and_leaves_no_job(fake):
+    fake.job_logs["operation/list-backups"] = "ls: /backups: Permission denied\n"
+    error, _ = _failing_command("--backups", "--timeout", "30")
+    assert "Cannot list the backups" in str(error) and "Permission denied" in str(error)
     assert _jobs(fake) == []
 
 

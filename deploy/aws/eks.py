@@ -9,9 +9,11 @@ keep working.
 """
 
 import base64
+import re
 import time
 from dataclasses import dataclass
 
+import boto3
 import yaml
 from botocore.model import ServiceId
 from botocore.signers import RequestSigner
@@ -49,6 +51,38 @@ def describe_cluster(session, name):
         subnets=tuple(vpc.get("subnetIds", [])),
         security_groups=tuple(vpc.get("securityGroupIds", [])),
         vpc=vpc.get("vpcId", ""),
+    )
+
+
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*([\w+=,.@-]+)")
+
+
+def role_name(role_arn):
+    """The role's name, from its ARN; AwsError for what is not an IAM role ARN."""
+    match = ROLE_ARN.fullmatch(role_arn or "")
+    if not match:
+        raise AwsError(
+            f"{role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME): pass the ARN of a staff role "
+            "of DEPLOY['staff_access'] (docs/security.md#staff-access-rbac)."
+        )
+    return match.group(1)
+
+
+def assume_role(session, role_arn, session_name="eks-kubeconfig"):
+    """A boto3 session with the temporary credentials of ``role_arn``, assumed from ``session``'s identity."""
+    role_name(role_arn)
+    answer = call(
+        f"Assuming role {role_arn}",
+        session.client("sts").assume_role,
+        RoleArn=role_arn,
+        RoleSessionName=session_name,
+    )
+    credentials = answer["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=session.region_name,
     )
 
 
@@ -91,14 +125,17 @@ def endpoint(session, cluster_name):
     return Endpoint(host=info.endpoint, ca_data=info.ca_data, token=TokenProvider(session, cluster_name)), info
 
 
-def kubeconfig(info, region, profile=None):
-    """A kubeconfig for staff: the AWS CLI's exec plugin makes the tokens."""
+def kubeconfig(info, region, profile=None, role_arn=None):
+    """A kubeconfig for staff: the AWS CLI's exec plugin makes the tokens (as ``role_arn`` when given, which
+    ``aws eks get-token --role-arn`` assumes first); each role gets its own context name."""
     args = ["--region", region, "eks", "get-token", "--cluster-name", info.name, "--output", "json"]
+    if role_arn:
+        args += ["--role-arn", role_arn]
     user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws", "args": args,
                      "interactiveMode": "Never"}}  # fmt: skip
     if profile:
         user["exec"]["env"] = [{"name": "AWS_PROFILE", "value": profile}]
-    name = f"eks-{region}-{info.name}"
+    name = f"eks-{region}-{info.name}" + (f"-{role_name(role_arn)}" if role_arn else "")
     return yaml.safe_dump(
         {
             "apiVersion": "v1",

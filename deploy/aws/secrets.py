@@ -26,11 +26,8 @@ def read_secrets(session, name):
     keys = DeploySecrets.ENV
     if not isinstance(values, dict) or not all(isinstance(values.get(env, ""), str) for env in keys.values()):
         # The text itself is never shown: it may be the secret.
-        raise AwsError(
-            f"Secret {name!r} is not a JSON object of strings. Store one such as "
-            f'{{"DEPLOY_SECRET_KEY": "...", "DEPLOY_POSTGRES_PASSWORD": "...", "DEPLOY_REDIS_PASSWORD": "...", '
-            f'"DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "..."}}.'
-        )
+        example = ", ".join(f'"{env}": "..."' for env in keys.values())
+        raise AwsError(f"Secret {name!r} is not a JSON object of strings. Store one such as {{{example}}}.")
     unknown = sorted(set(values) - set(keys.values()))
     if unknown:
         raise AwsError(

@@ -8,7 +8,8 @@ single pod fits on one node.
 
 At render, the nodes are ``node_count_min`` nodes of ``node_instance_type`` (the size ``aws_provision`` gives the
 managed node group; the stack installs no cluster autoscaler, so the group stays there); their allocatable values
-come from the table below and the EKS AMI's reservation formula. In the preflight they are the live Nodes'
+come from ``node_allocatable_cpu`` and ``node_allocatable_memory`` when set, else from the table below and the EKS
+AMI's reservation formula. In the preflight they are the live Nodes'
 ``status.allocatable``.
 """
 
@@ -69,10 +70,15 @@ def allocatable(instance_type):
 
 
 def configured_nodes(config):
+    """The node group of the settings: declared allocatable figures first, then the table; None when neither."""
+    where = f"{config.node_count_min} x {config.node_instance_type}"
+    if config.node_allocatable_cpu and config.node_allocatable_memory:
+        cpu, memory = cpu_millis(config.node_allocatable_cpu), memory_bytes(config.node_allocatable_memory)
+        return Nodes(config.node_count_min, cpu, memory, f"{where} (node_allocatable_cpu/memory)")
     found = allocatable(config.node_instance_type)
     if found is None:
         return None
-    return Nodes(config.node_count_min, *found, f"{config.node_count_min} x {config.node_instance_type}")
+    return Nodes(config.node_count_min, *found, where)
 
 
 def live_nodes(node_objects):

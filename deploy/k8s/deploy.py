@@ -307,7 +307,7 @@ class Deployer:
         for obj in sorted(self.live_release_objects(kinds), key=sort_key, reverse=True):
             meta = obj["metadata"]
             key = (obj["kind"], meta.get("namespace"), meta["name"])
-            if key in rendered or obj["kind"] in NEVER_PRUNED:
+            if key in rendered or obj["kind"] in NEVER_PRUNED or names.OPERATION in (meta.get("labels") or {}):
                 continue
             if obj["kind"] == "PersistentVolumeClaim":
                 owned_by_live_statefulset = any(meta["name"].startswith(f"data-{s}-") for s in stateful)

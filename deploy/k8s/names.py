@@ -12,6 +12,9 @@ from dataclasses import dataclass
 MAX_NAME = 63
 MANAGED_BY = "django-k8s-deploy"
 PART_OF = "app.kubernetes.io/part-of"
+# On objects made on demand (the restore and backup-listing Jobs), never rendered with the stack: a deploy does not
+# prune them, so a restore runs to its end whatever is deployed meanwhile.
+OPERATION = "app.kubernetes.io/operation"
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
 

@@ -34,7 +34,24 @@ RUNBOOKS = {
         "App pods cannot reach the cache: the site runs degraded (pages computed, sessions from the database)",
     ),
     "VolumeNearlyFull": ("volume-nearly-full", "warning", "A persistent volume has less than 10% free"),
+    # The monitoring itself (standalone mode; the Prometheus Operator's stacks ship their own).
+    "AlertmanagerDown": ("alertmanager-down", "critical", "Prometheus cannot scrape Alertmanager"),
+    "AlertmanagerNotificationsFailing": (
+        "alertmanager-notifications-failing",
+        "critical",
+        "Alertmanager fails to deliver notifications to a receiver",
+    ),
+    "PrometheusNotificationsFailing": (
+        "prometheus-notifications-failing",
+        "critical",
+        "Prometheus cannot send alerts to Alertmanager",
+    ),
+    "PrometheusRuleFailures": ("prometheus-rule-failures", "warning", "Prometheus fails to evaluate alert rules"),
+    "Watchdog": ("watchdog", "none", "Always firing: proves that alerts flow from Prometheus to the receivers"),
 }
+# Alerts about the monitoring itself: only the standalone Prometheus and Alertmanager are scraped for them.
+MONITORING_ALERTS = ("AlertmanagerDown", "AlertmanagerNotificationsFailing", "PrometheusNotificationsFailing",
+                     "PrometheusRuleFailures", "Watchdog")  # fmt: skip
 
 
 def alert_rules(config):
@@ -89,6 +106,23 @@ def alert_rules(config):
             "10m",
         ),
     }
+    if config.monitoring_mode == "standalone":
+        exprs.update(
+            {
+                "AlertmanagerDown": ('up{job="alertmanager"} == 0 or absent(up{job="alertmanager"})', "5m"),
+                "AlertmanagerNotificationsFailing": (
+                    "sum by (integration) (rate(alertmanager_notifications_failed_total[5m])) > 0",
+                    "10m",
+                ),
+                "PrometheusNotificationsFailing": (
+                    "sum(rate(prometheus_notifications_errors_total[5m])) > 0 "
+                    "or max(prometheus_notifications_alertmanagers_discovered) < 1",
+                    "10m",
+                ),
+                "PrometheusRuleFailures": ("sum(increase(prometheus_rule_evaluation_failures_total[5m])) > 0", "5m"),
+                "Watchdog": ("vector(1)", "0m"),
+            }
+        )
     if not config.postgres_in_cluster:
         exprs.pop("PostgresDown")
     if not config.redis_in_cluster:
@@ -113,6 +147,15 @@ def alert_rules(config):
 # Alerts that are symptoms of the app being down: held back while DjangoAppDown fires.
 SYMPTOMS_OF_APP_DOWN = ("DjangoHigh5xxRatio", "DjangoHighLatencyP95", "DjangoCacheUnavailable",
                         "DjangoAutoscalerAtMaximum")  # fmt: skip
+# cause -> the alerts it brings about, held back while it fires (same app): one page for one incident.
+# Without its database, requests fail (5xx) or wait for it; without Redis, the cache is unavailable and
+# every page is computed (slower, more pods).
+INHIBITIONS = {
+    "DjangoAppDown": SYMPTOMS_OF_APP_DOWN,
+    "PostgresDown": ("DjangoHigh5xxRatio", "DjangoHighLatencyP95", "DjangoAutoscalerAtMaximum"),
+    "RedisDown": ("DjangoCacheUnavailable", "DjangoHighLatencyP95", "DjangoAutoscalerAtMaximum"),
+}
+WATCHDOG_ROUTE = {"group_wait": "0s", "group_interval": "1m", "repeat_interval": "5m"}
 REDACTED_URL = "https://redacted.invalid/"
 
 
@@ -132,7 +175,7 @@ def notification_ports(config):
     """TCP ports Alertmanager dials outside the cluster: HTTPS (webhook, SNS) and the SMTP server's."""
     kinds = receiver_kinds(config)
     ports = set()
-    if "webhook" in kinds or "sns" in kinds:
+    if "webhook" in kinds or "sns" in kinds or config.alert_watchdog:
         ports.add(443)
     if "email" in kinds:
         ports.add(int(config.alert_smtp_smarthost.rsplit(":", 1)[1]))
@@ -159,7 +202,8 @@ def _integrations(config, secrets, redact, kinds):
         integrations["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
     if "sns" in kinds:
         integrations["sns_configs"] = [{
-            "topic_arn": config.alert_sns_topic_arn, "sigv4": {"region": config.aws_region}, "send_resolved": True,
+            "topic_arn": config.alert_sns_topic_arn, "sigv4": {"region": config.alert_sns_region},
+            "send_resolved": True,
             "subject": "{{ .Status | toUpper }}: {{ .CommonLabels.alertname }}",
             "message": "{{ range .Alerts }}{{ .Annotations.summary }} {{ .Annotations.runbook_url }}\n{{ end }}",
         }]  # fmt: skip
@@ -173,8 +217,15 @@ def alertmanager_config(config, secrets, redact=True):
     lives in a Secret; with ``redact`` they are placeholders.
     """
     configured = receiver_kinds(config)
-    receivers = [{"name": "default"}]
-    routes = []
+    # An alert no severity route takes goes to every configured receiver, never to an empty one.
+    receivers = [{"name": "default", **_integrations(config, secrets, redact, configured)}]
+    # The Watchdog first, to its own receiver only: it fires always, and must not page anyone.
+    watchdog = {"name": "watchdog"}
+    if config.alert_watchdog:
+        url = REDACTED_URL if redact else secrets.alert_watchdog_url
+        watchdog["webhook_configs"] = [{"url": url, "send_resolved": False}]
+    receivers.append(watchdog)
+    routes = [{"receiver": "watchdog", "matchers": ['alertname="Watchdog"'], **WATCHDOG_ROUTE}]
     for severity in ("critical", "warning"):
         via = [k for k in configured if k in getattr(config, f"alert_{severity}_via")]
         receivers.append({"name": severity, **_integrations(config, secrets, redact, via)})
@@ -190,13 +241,38 @@ def alertmanager_config(config, secrets, redact=True):
         },
         "inhibit_rules": [
             {
-                "source_matchers": ['alertname="DjangoAppDown"'],
-                "target_matchers": [f'alertname=~"{"|".join(SYMPTOMS_OF_APP_DOWN)}"'],
+                "source_matchers": [f'alertname="{cause}"'],
+                "target_matchers": [f'alertname=~"{"|".join(symptoms)}"'],
                 "equal": ["app"],
             }
+            for cause, symptoms in INHIBITIONS.items()
         ],
         "receivers": receivers,
     }
+
+
+def alert_warnings(config):
+    """Sentences for the operator when alerts would reach nobody; empty when they are delivered."""
+    if not config.monitoring:
+        return []
+    configured = receiver_kinds(config)
+    if not configured:
+        return [
+            "Alerts are not delivered: no alert receiver is configured, so Alertmanager keeps them and pages "
+            "nobody. Set DEPLOY['alert_email_to'] (with alert_email_from and alert_smtp_smarthost), "
+            "DEPLOY['alert_webhook'] (with the secret DEPLOY_ALERT_WEBHOOK_URL) or DEPLOY['alert_sns_topic_arn'] "
+            "(docs/runbooks.md#how-alerts-reach-people)."
+        ]
+    found = []
+    for severity in ("critical", "warning"):
+        via = getattr(config, f"alert_{severity}_via")
+        if not [k for k in configured if k in via]:
+            found.append(
+                f"{severity.capitalize()} alerts are not delivered: DEPLOY['alert_{severity}_via'] "
+                f"({', '.join(via) or 'empty'}) names none of the configured receivers ({', '.join(configured)}). "
+                f"Add one of them to alert_{severity}_via."
+            )
+    return found
 
 
 RECEIVER_SECRET_KEYS = {"webhook": "webhook-url", "email": "smtp-password"}
@@ -220,8 +296,8 @@ def _operator_integrations(config, kinds, secret_name):
     elif "webhook" in kinds:
         integrations["webhookConfigs"] = [{"urlSecret": key("webhook"), "sendResolved": True}]
     if "sns" in kinds:
-        integrations["snsConfigs"] = [{"topicARN": config.alert_sns_topic_arn, "sigv4": {"region": config.aws_region},
-                                       "sendResolved": True}]  # fmt: skip
+        integrations["snsConfigs"] = [{"topicARN": config.alert_sns_topic_arn,
+                                       "sigv4": {"region": config.alert_sns_region}, "sendResolved": True}]  # fmt: skip
     return integrations
 
 
@@ -229,7 +305,7 @@ def alertmanager_config_spec(config, secret_name):
     """The same routes, receivers and inhibition as :func:`alertmanager_config`, as an AlertmanagerConfig's spec
     (the Prometheus Operator's CRD, for the operator mode); secrets are references to ``secret_name``."""
     configured = receiver_kinds(config)
-    receivers, routes = [{"name": "default"}], []
+    receivers, routes = [{"name": "default", **_operator_integrations(config, configured, secret_name)}], []
     for severity in ("critical", "warning"):
         via = [k for k in configured if k in getattr(config, f"alert_{severity}_via")]
         receivers.append({"name": severity, **_operator_integrations(config, via, secret_name)})
@@ -245,10 +321,11 @@ def alertmanager_config_spec(config, secret_name):
         },
         "inhibitRules": [
             {
-                "sourceMatch": [{"name": "alertname", "value": "DjangoAppDown", "matchType": "="}],
-                "targetMatch": [{"name": "alertname", "value": "|".join(SYMPTOMS_OF_APP_DOWN), "matchType": "=~"}],
+                "sourceMatch": [{"name": "alertname", "value": cause, "matchType": "="}],
+                "targetMatch": [{"name": "alertname", "value": "|".join(symptoms), "matchType": "=~"}],
                 "equal": ["app"],
             }
+            for cause, symptoms in INHIBITIONS.items()
         ],
         "receivers": receivers,
     }
@@ -352,6 +429,12 @@ def prometheus_config(config):
                     },
                     {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
                 ],
+            },
+            # The monitoring itself: the alerts on Alertmanager and on Prometheus's notifications and rules.
+            {"job_name": "prometheus", "static_configs": [{"targets": ["127.0.0.1:9090"]}]},
+            {
+                "job_name": "alertmanager",
+                "static_configs": [{"targets": [names.service(config, "alertmanager").address]}],
             },
             {"job_name": "kubelet", **node_sd},
             {"job_name": "cadvisor", "metrics_path": "/metrics/cadvisor", **node_sd},

@@ -456,6 +456,16 @@ def render_manifests(config, secrets=None, redact=True):
                 "DEPLOY_ALERT_WEBHOOK_URL is not an http(s) URL (https://hooks.slack.com/services/..., or your "
                 "webhook's address): set it to the URL the receiver gives you."
             )
+        if (
+            config.monitoring
+            and config.monitoring_mode == "standalone"
+            and config.alert_watchdog
+            and not re.fullmatch(r"https?://[^\s/]+\S*", secrets.alert_watchdog_url)
+        ):
+            raise RenderError(
+                "DEPLOY_ALERT_WATCHDOG_URL is not an http(s) URL: set it to the ping URL your dead man's switch "
+                "service gives you (docs/runbooks.md#watchdog)."
+            )
     env = _environment(config)
     context = build_context(config, secrets, redact, env)
     manifests = []
@@ -487,6 +497,8 @@ def _missing_secrets(config, secrets):
         needed.append("DEPLOY_ALERT_WEBHOOK_URL")
     if config.monitoring and config.alert_email_to and config.alert_smtp_username:
         needed.append("DEPLOY_ALERT_SMTP_PASSWORD")
+    if config.monitoring and config.monitoring_mode == "standalone" and config.alert_watchdog:
+        needed.append("DEPLOY_ALERT_WATCHDOG_URL")
     return [name for name in secrets.missing() if name in needed]
 
 

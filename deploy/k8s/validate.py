@@ -280,9 +280,10 @@ def _capacity(manifests, config):
     if nodes is None:
         return [
             f"Capacity: node_instance_type {config.node_instance_type!r} is not in the capacity table, so the "
-            "stack cannot be checked against its nodes. Use one of "
-            f"{', '.join(sorted(capacity.INSTANCE_TYPES))} (docs/policy.md), or add the type to "
-            "deploy/k8s/capacity.py's INSTANCE_TYPES."
+            "stack cannot be checked against its nodes. Declare what one such node offers to pods with "
+            "DEPLOY['node_allocatable_cpu'] and DEPLOY['node_allocatable_memory'] (DEPLOY_NODE_ALLOCATABLE_CPU, "
+            "DEPLOY_NODE_ALLOCATABLE_MEMORY: the node's Allocatable in 'kubectl describe node'), or use one of "
+            f"{', '.join(sorted(capacity.INSTANCE_TYPES))} (docs/policy.md)."
         ]
     return capacity.capacity_problems(manifests, nodes)
 

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import yaml
 from django.core.management.base import BaseCommand, CommandError
 
 from deploy.aws import eks
@@ -25,8 +26,15 @@ class Command(BaseCommand):
         parser.add_argument("--profile", help="AWS profile (default: the standard credential chain).")
         parser.add_argument("--output", metavar="FILE", help="Write the kubeconfig to FILE instead of printing it.")
         parser.add_argument("--token", action="store_true", help="Print a bearer token (k8s-aws-v1.…) instead.")
+        parser.add_argument(
+            "--role-arn",
+            metavar="ARN",
+            help="Act as this IAM role (a staff role of DEPLOY['staff_access']): the kubeconfig's 'aws eks "
+            "get-token' assumes it (its own context, eks-REGION-CLUSTER-ROLE), and --token assumes it with STS "
+            "first. Your own identity must be allowed to assume it.",
+        )
 
-    def handle(self, *args, cluster, environment, region, profile, output, token, **options):
+    def handle(self, *args, cluster, environment, region, profile, output, token, role_arn, **options):
         if environment:
             try:
                 config = get_config(environment)
@@ -43,17 +51,20 @@ class Command(BaseCommand):
         elif not cluster:
             raise CommandError("Name the EKS cluster (manage.py eks_kubeconfig CLUSTER) or pass --environment NAME.")
         try:
+            if role_arn:
+                eks.role_name(role_arn)  # refused before any AWS call
             aws = session(region, profile)
             if token:
-                self.stdout.write(eks.make_token(aws, cluster))
+                self.stdout.write(eks.make_token(eks.assume_role(aws, role_arn) if role_arn else aws, cluster))
                 return
-            text = eks.kubeconfig(eks.describe_cluster(aws, cluster), aws.region_name, profile)
+            text = eks.kubeconfig(eks.describe_cluster(aws, cluster), aws.region_name, profile, role_arn)
         except AwsError as exc:
             raise CommandError(str(exc)) from None
+        context = yaml.safe_load(text)["current-context"]
         if output:
             path = Path(output)
             path.write_text(text)
             path.chmod(0o600)
-            self.stdout.write(f"Wrote {path} (context eks-{aws.region_name}-{cluster}).")
+            self.stdout.write(f"Wrote {path} (context {context}).")
         else:
             self.stdout.write(text, ending="")

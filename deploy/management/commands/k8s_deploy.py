@@ -18,12 +18,21 @@ from deploy.k8s.cluster import NoSuchKubeconfig, find_cluster
 from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, api_client
 from deploy.k8s.deploy import Deployer, DeployFailed
 from deploy.k8s.exposure import warnings as exposure_warnings
+from deploy.k8s.observability import alert_warnings
 from deploy.k8s.releases import LockHeld, history
 from deploy.k8s.render import RenderError, render_manifests, to_yaml, write_manifests
 from deploy.k8s.validate import describe, validate_manifests
 from deploy.management.output import JsonDocument
 
 DEFAULT_OUTPUT = "build/k8s"
+# Exit codes of --restore besides 1 (failed or could not run): the Job outlived --timeout and goes on in the
+# cluster; another restore Job is active, so none was started.
+RESTORE_STILL_RUNNING = 5
+RESTORE_ANOTHER_ACTIVE = 4
+# What --restore, --backups and --cutover cannot be combined with (they act on the cluster's database, not on the
+# manifests alone).
+_NOT_WITH_OPERATIONS = ("output", "include_secrets", "dry_run", "diff", "push", "history", "rollback", "preflight",
+                        "no_wait", "prune_volumes", "force_conflicts")  # fmt: skip
 
 
 class Command(BaseCommand):
@@ -108,7 +117,15 @@ class Command(BaseCommand):
             "--restore",
             metavar="BACKUP",
             help="Restore this backup of the nightly CronJob (APP-YYYYMMDDTHHMMSSZ.dump) into the in-cluster "
-            "PostgreSQL with a restricted Job, check every table's row count against the dump, and stop.",
+            "PostgreSQL with a restricted Job, check every table's row count against the dump, and stop. Waits "
+            f"--timeout seconds; a Job still running then exits {RESTORE_STILL_RUNNING} and runs on (run the same "
+            f"command again to wait for it); while a restore Job runs, another backup is refused (exit "
+            f"{RESTORE_ANOTHER_ACTIVE}). With --render, print the Job instead.",
+        )
+        parser.add_argument(
+            "--backups",
+            action="store_true",
+            help="List the backups on the backup volume (name, size, time) with a short restricted Job, and stop.",
         )
         parser.add_argument(
             "--cutover",
@@ -145,6 +162,10 @@ class Command(BaseCommand):
             config = get_config(options["environment"])
         except ConfigError as exc:
             raise CommandError(f"Invalid deploy configuration: {exc}") from None
+        self._check_operation_options(options)
+        if options["restore"] and options["render"]:
+            self._render_restore(config, options)
+            return
         secrets = get_secrets()
         redact = not options["include_secrets"]
         try:
@@ -152,7 +173,7 @@ class Command(BaseCommand):
         except RenderError as exc:
             raise CommandError(f"Cannot render the manifests: {exc}") from None
         self._validate(manifests, config)
-        warnings = exposure_warnings(config)
+        warnings = exposure_warnings(config) + alert_warnings(config)
         for warning in warnings:
             self.stderr.write(f"Warning: {warning}")
 
@@ -194,6 +215,7 @@ class Command(BaseCommand):
                 ("--rollback", options["rollback"] is not None),
                 ("--restore", options["restore"]),
                 ("--cutover", options["cutover"]),
+                ("--backups", options["backups"]),
             )
             if given
         ]
@@ -220,6 +242,7 @@ class Command(BaseCommand):
             return
         report["cluster"] = str(cluster)
         self._with_cluster(cluster, config, secrets, options, report)
+        return
 
     # --- with a cluster ---------------------------------------------------------
 
@@ -260,7 +283,9 @@ class Command(BaseCommand):
             raise CommandError(f"The preflight could not run: {exc}") from None
         failed = [c.name for c in checks if not c.ok]
         if options["json"] and (stop or failed):
-            self.json.set(json.loads(preflight.report(checks, as_json=True)))
+            document = json.loads(preflight.report(checks, as_json=True))
+            document["warnings"] = exposure_warnings(config) + alert_warnings(config)
+            self.json.set(document)
         elif stop or failed:
             self.stdout.write(preflight.report(checks))
         if failed:
@@ -305,6 +330,9 @@ class Command(BaseCommand):
             return None
         if options["restore"]:
             self._restore(cluster, config, options)
+            return None
+        if options["backups"]:
+            self._backups(cluster, config, options)
             return None
         if options["push"]:
             config = self._push(config, options)
@@ -411,8 +439,49 @@ class Command(BaseCommand):
                 f"{'  ' + r.note if r.note else ''}"
             )
 
+    def _check_operation_options(self, options):
+        if options["resume"] and not options["cutover"]:
+            raise CommandError("--resume continues a cut-over: pass it with --cutover SQLITE_FILE. Nothing was done.")
+        operations = [flag for flag, given in (("--restore", options["restore"]), ("--backups", options["backups"]),
+                                               ("--cutover", options["cutover"])) if given]  # fmt: skip
+        if not operations:
+            return
+        if len(operations) > 1:
+            raise CommandError(f"{' and '.join(operations)} are separate actions: pass one of them. Nothing was done.")
+        others = [
+            name
+            for name in _NOT_WITH_OPERATIONS
+            if options[name] not in (None, False) and not (name == "push" and options["cutover"])
+        ]
+        if (options["backups"] or options["cutover"]) and options["render"]:
+            others.insert(0, "render")
+        if others:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in others)
+            raise CommandError(
+                f"{operations[0]} cannot be combined with {flags}: it acts on the cluster's database, not on the "
+                f"manifests. Run it on its own{' (--render prints the restore Job)' if options['restore'] else ''}, "
+                "and the other options in a separate k8s_deploy. Nothing was done."
+            )
+
+    def _render_restore(self, config, options):
+        from deploy.k8s.restore import RestoreError, restore_job
+
+        try:
+            job = restore_job(config, options["restore"])
+        except (RestoreError, RenderError) as exc:
+            raise CommandError(f"{exc} Nothing was rendered.") from None
+        try:
+            stack = render_manifests(config, get_secrets(), redact=True)
+        except RenderError as exc:
+            raise CommandError(f"Cannot render the manifests: {exc}") from None
+        self._validate([*stack, job], config)  # with the stack: the wiring rule needs the policies it relies on
+        if options["json"]:
+            self.json.set({"validated_for": list(SUPPORTED_KUBERNETES_VERSIONS), "manifests": [job]})
+        else:
+            self.stdout.write(to_yaml([job]), ending="")
+
     def _restore(self, cluster, config, options):
-        from deploy.k8s.restore import RestoreError, check_backup_name, run_restore
+        from deploy.k8s.restore import RUNNING, RestoreActive, RestoreError, check_backup_name, run_restore
 
         backup = options["restore"]
         try:
@@ -430,23 +499,56 @@ class Command(BaseCommand):
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("Cancelled: nothing was restored.")
         try:
-            ok, job, log = run_restore(cluster, config, backup, options["timeout"], self._progress(options))
+            outcome = run_restore(cluster, config, backup, options["timeout"], self._progress(options))
+        except RestoreActive as exc:
+            self.json.set({"status": "refused", "job": exc.job, "restoring": exc.backup})
+            raise CommandError(f"{exc} Nothing was started.", returncode=RESTORE_ANOTHER_ACTIVE) from None
         except ClusterError as exc:
             raise CommandError(f"The restore Job could not run: {exc} Nothing was restored.") from None
-        lines = [line for line in log.splitlines() if line.strip()]
-        if not ok:
+        job, lines, namespace = outcome.job, outcome.log, config.namespace
+        self.json.set({"status": outcome.status, "restored": backup, "job": job, "attached": outcome.attached,
+                       "log": lines})  # fmt: skip
+        if outcome.status == RUNNING:
+            raise CommandError(
+                f"The restore Job {job} is still running after {options['timeout']} s (--timeout); it goes on in the "
+                f"cluster and nothing is known yet of its result. Follow it with 'kubectl -n {namespace} logs -f "
+                f"job/{job}', or wait for it and get its result with the same command again (k8s_deploy --restore "
+                f"{backup} --yes), which waits for this Job instead of starting another. Keep the app scaled to 0 "
+                "meanwhile (docs/runbooks.md#restoring-a-backup).",
+                returncode=RESTORE_STILL_RUNNING,
+            )
+        if not outcome.ok:
             shown = "\n".join(f"  {line}" for line in lines[-20:]) or "  (no log)"
             raise CommandError(
                 f"The restore Job {job} failed; its log ends with:\n{shown}\n"
                 "pg_restore runs in one transaction: unless the log says 'row counts differ', the database is as "
                 "it was. Fix the cause and run k8s_deploy --restore again (docs/runbooks.md#restoring-a-backup)."
             )
-        if options["json"]:
-            self.json.set({"restored": backup, "job": job, "log": lines})
-        else:
+        if not options["json"]:
             for line in lines:
                 self.stdout.write(line)
-            self.stdout.write(f"Restored {backup} into {where} (Job {job}).")
+            attached = ", which was already running" if outcome.attached else ""
+            self.stdout.write(f"Restored {backup} into {where} (Job {job}{attached}).")
+
+    def _backups(self, cluster, config, options):
+        from deploy.k8s.restore import RestoreError, list_backups
+
+        try:
+            backups, job = list_backups(cluster, config, options["timeout"], self._progress(options))
+        except (RestoreError, ClusterError) as exc:
+            raise CommandError(f"Cannot list the backups: {exc}") from None
+        if options["json"]:
+            self.json.set({"backups": backups, "job": job})
+            return
+        if not backups:
+            self.stdout.write(
+                f"No backup of database {config.postgres_database!r} on the volume {config.app_name}-postgres-backup "
+                "yet (the CronJob writes one every night; docs/runbooks.md#restoring-a-backup)."
+            )
+            return
+        self.stdout.write(f"{'BACKUP':<40} {'SIZE':>12}  TIME (UTC)")
+        for backup in backups:
+            self.stdout.write(f"{backup['name']:<40} {backup['bytes']:>12}  {backup['time']}")
 
     def _cutover(self, cluster, config, secrets, options):
         from deploy import maintenance
