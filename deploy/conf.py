@@ -796,7 +796,8 @@ class DeployConfig:
         "",
         "DEPLOY_CUTOVER_BUCKET",
         "S3 bucket that carries the SQLite file into the cluster for k8s_deploy --cutover (written by the operator, "
-        "read by the cut-over Job through the app's pod identity); empty: --cutover refuses to start.",
+        "read by the cut-over Job through its own pod identity; aws_provision makes it: its CutoverBucket output); "
+        "empty: --cutover refuses to start.",
         check=_s3_bucket,
     )
     cutover_smoke_path: str = setting(

@@ -184,6 +184,7 @@ def test_the_cutover_runs_every_step_in_order_and_reports_the_downtime(world):
     # is kept in the report.
     assert report["job"] and not jobs(world)
     assert not [p for p in world.list("networkpolicies", NS) if "cutover" in p["metadata"]["name"]]
+    assert world.get("serviceaccounts", "django-app-cutover", NS) is None
     assert "complete; its log ends with" in report["steps"][5]["detail"]
     # The old deployment stays frozen (the traffic moves to the new one), its file as it was.
     assert json.loads(world.flag.read_text())["on"] is True
@@ -242,7 +243,10 @@ def test_a_failing_job_stops_the_cutover_with_the_old_deployment_in_maintenance_
     assert "migrate_from_sqlite --source /data/source.sqlite3 --verify" in container["args"][0]
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "django-app"
+    # Its own ServiceAccount, the one aws_provision gives the bucket's read permission (test_aws_provision).
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "django-app-cutover"
+    account = world.get("serviceaccounts", "django-app-cutover", NS)
+    assert account is not None and account["automountServiceAccountToken"] is False
     assert len([p for p in world.list("networkpolicies", NS) if "cutover" in p["metadata"]["name"]]) == 2
 
     # A new run refuses to start over an unfinished one.

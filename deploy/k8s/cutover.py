@@ -8,7 +8,8 @@
 4. ``data_services``: everything the render holds up to the workloads, applied; PostgreSQL and Redis ready.
    The app is held back: nothing serves from the empty database.
 5. ``upload``: the snapshot written to S3 (deploy/aws/transfer.py says why S3).
-6. ``copy``: one Job with the release's image, restricted, with its own NetworkPolicies: fetch the object and
+6. ``copy``: one Job with the release's image, restricted, with its own ServiceAccount (whose pod identity
+   alone may read the bucket) and NetworkPolicies: fetch the object and
    check its SHA-256, ``migrate``, ``migrate_from_sqlite --verify``; its log is kept.
 7. ``deploy``: the whole release (``Deployer.deploy``: the migration Job, the app, the rollout).
 8. ``smoke``: the app's Deployment has every replica ready, then two requests through the Kubernetes API's
@@ -121,7 +122,7 @@ def storage_for(size):
 
 
 def cutover_manifests(config, bucket, key, sha256, size, now=None):
-    """The Job and its NetworkPolicies, rendered from ``app/_cutover-*.yaml``."""
+    """The Job, and what must exist before it (its ServiceAccount, its NetworkPolicies), from ``app/_cutover-*``."""
     from deploy.conf import DeploySecrets
     from deploy.k8s.render import _environment, build_context, render_template
 
@@ -134,9 +135,9 @@ def cutover_manifests(config, bucket, key, sha256, size, now=None):
         cutover_storage=storage_for(size),
         cutover_deadline_seconds=3600 + math.ceil(size / 2**20) * 2,
     )
-    (job,) = render_template(env, "app/_cutover-job.yaml", context)
+    account, job = render_template(env, "app/_cutover-job.yaml", context)
     policies = render_template(env, "app/_cutover-networkpolicy.yaml", context)
-    return job, policies
+    return job, [account, *policies]
 
 
 class Cutover:
@@ -259,10 +260,10 @@ class Cutover:
     def _copy(self):
         from deploy.k8s.rollout import WaitFailure, wait_for
 
-        job, policies = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
-                                          self.state.size)  # fmt: skip
-        for policy in policies:
-            self.cluster.apply(policy)
+        job, before = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
+                                        self.state.size)  # fmt: skip
+        for manifest in before:
+            self.cluster.apply(manifest)
         self.state.job = job["metadata"]["name"]
         self.state.save(self.state_path)
         self.cluster.create(job)
