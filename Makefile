@@ -51,19 +51,22 @@ serve: venv
 
 ## test: the whole suite on $(PYTEST_WORKERS) pytest-xdist workers, each with its own PostgreSQL test
 ## database (test_<name>_gw<N>) and Redis database (REDIS_URL's number + N); prints its wall time.
-PYTEST_WORKERS ?= 2
+## More workers than cores: most tests wait (for gunicorn, Prometheus, the fake cluster, PostgreSQL), and the
+## waits of four workers overlap on two cores. Tests marked slow start first (tests/conftest.py).
+PYTEST_WORKERS ?= 4
+TIMED = start=$$(date +%s); $(1); status=$$?; \
+	echo "make $@: $$(( $$(date +%s) - start )) s of wall time on $(PYTEST_WORKERS) workers"; exit $$status
 test: venv
-	@start=$$(date +%s); \
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25; status=$$?; \
-	echo "make test: $$(( $$(date +%s) - start )) s of wall time on $(PYTEST_WORKERS) workers"; exit $$status
+	@$(call TIMED,PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25)
 
-## test-fast: the edit loop's subset, under a minute of CPU: render, validation, commands, settings, the copy;
-## not the files that deploy to the fake cluster or start gunicorn, Prometheus, moto, checkov or Docker.
+## test-fast: the edit loop's subset, under a minute: render, validation, commands, settings, the copy, the docs;
+## not the tests marked slow nor the files that deploy to the fake cluster or start gunicorn, Prometheus,
+## haproxy, moto, checkov or Docker.
 TEST_FAST_SKIP := test_k8s_apply test_aws test_aws_provision test_gunicorn test_observability test_help \
-	test_training test_image
+	test_training test_image test_cache_outage test_https_exposure
 test-fast: venv
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not docker" \
-		$(foreach name,$(TEST_FAST_SKIP),--ignore=tests/$(name).py)
+	@$(call TIMED,PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup \
+		-m "not slow and not docker" $(foreach name,$(TEST_FAST_SKIP),--ignore=tests/$(name).py))
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -509,6 +509,20 @@ class DeployConfig:
     postgres_backup_keep_days: int = setting(
         7, "DEPLOY_POSTGRES_BACKUP_KEEP_DAYS", "Days a backup is kept on the backup volume.", check=_positive
     )
+    postgres_backup_bucket: str = setting(
+        "",
+        "DEPLOY_POSTGRES_BACKUP_BUCKET",
+        "S3 bucket the backup CronJob streams its dumps to (the infrastructure stack's BackupBucketName output), "
+        "through its EKS Pod Identity; empty: dumps go to the backup volume (docs/runbooks.md#restoring-a-backup).",
+        check=lambda v: None if not v or re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v) else "an S3 bucket name",
+    )
+    postgres_backup_bucket_keep_days: int = setting(
+        30,
+        "DEPLOY_POSTGRES_BACKUP_BUCKET_KEEP_DAYS",
+        "Days a backup stays in the S3 bucket before its lifecycle rule expires it (aws_provision); a replaced or "
+        "deleted version is kept 7 more days.",
+        check=_positive,
+    )
     # --- Redis ---
     redis_mode: str = setting(
         "in-cluster",
@@ -917,6 +931,35 @@ class DeployConfig:
         "variables.",
         check=_secret_name,
     )
+    secrets_source: str = setting(
+        "environment",
+        "DEPLOY_SECRETS_SOURCE",
+        "Where the cluster's secret values come from. 'environment': k8s_deploy writes Kubernetes Secrets from "
+        "DEPLOY_SECRET_KEY, DEPLOY_POSTGRES_PASSWORD, DEPLOY_REDIS_PASSWORD and "
+        "DEPLOY_POSTGRES_SUPERUSER_PASSWORD (or from DEPLOY['secrets_name']); for clusters off AWS. "
+        "'aws-secrets-manager': the secrets aws_provision generated in AWS Secrets Manager reach the cluster "
+        "through the External Secrets Operator (ExternalSecret objects, no value in the render), so k8s_deploy "
+        "needs none of them (docs/security.md#secrets-from-aws-secrets-manager).",
+        choices=("environment", "aws-secrets-manager"),
+    )
+    secrets_reader_role_arn: str = setting(
+        "",
+        "DEPLOY_SECRETS_READER_ROLE_ARN",
+        "IAM role the External Secrets Operator assumes to read this app's secrets (the infrastructure stack's "
+        "SecretsReaderRoleArn output); required with secrets_source 'aws-secrets-manager'.",
+        check=lambda v: (
+            None
+            if not v or re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", v, re.ASCII)
+            else "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ),
+    )
+    secrets_refresh_interval: str = setting(
+        "1h",
+        "DEPLOY_SECRETS_REFRESH_INTERVAL",
+        "How often the External Secrets Operator copies the values from Secrets Manager into the cluster's "
+        "Secrets (a rotated value reaches the Secret within this time; pods read it at their next start).",
+        check=lambda v: None if re.fullmatch(r"[1-9]\d*(s|m|h)", v) else "a duration such as '15m' or '1h'",
+    )
     github_repository: str = setting(
         "",
         "DEPLOY_GITHUB_REPOSITORY",
@@ -1259,6 +1302,17 @@ def _check_together(c):
                     f"{_describe(_field(name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
                     "app, monitoring and logging gets a namespace of its own."
                 )
+    if c.postgres_backup_bucket and not c.aws_region:
+        raise ConfigError(
+            f"{_describe(_field('aws_region'))} is required when DEPLOY['postgres_backup_bucket'] is set: the "
+            "backup pods write to the bucket in that region."
+        )
+    # The reader role is checked at render: aws_provision creates it, with this setting already chosen.
+    if c.secrets_source == "aws-secrets-manager" and not c.aws_region:
+        raise ConfigError(
+            f"{_describe(_field('aws_region'))} is required when DEPLOY['secrets_source'] is "
+            "'aws-secrets-manager': the SecretStore reads the secrets in that region."
+        )
     if c.postgres_user == "postgres":
         raise ConfigError("DEPLOY['postgres_user'] must not be 'postgres': the app connects as an unprivileged user.")
 

@@ -25,6 +25,7 @@ COMMANDS = (
     "k8s_deploy",
     "migrate_from_sqlite",
     "maintenance",
+    "restore_drill",
     "eks_kubeconfig",
     "aws_provision",
     "deploy_pipeline",

@@ -1,3 +1,4 @@
+import fcntl
 import importlib.util
 import os
 import re
@@ -17,6 +18,71 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+# Every Python process of a test run (xdist workers, manage.py, gunicorn and its workers) reads the bytecode
+# compiled once into build/pycache instead of compiling every module it imports again: with
+# PYTHONDONTWRITEBYTECODE set (as on this machine) and nothing compiled in .venv, that was about 1.7 s of CPU
+# per manage.py or gunicorn worker start-up and 9 s per xdist worker's collection. Set before xdist starts the
+# workers, and inherited by the processes the tests start; nothing is written next to the sources.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / "build" / "pycache"))
+sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+sys.dont_write_bytecode = False
+
+
+def _database_rank(item):
+    """pytest-django's order: tests in a transaction (0), then tests that flush the database (1), then the rest (2)."""
+    marker = item.get_closest_marker("django_db")
+    fixtures = set(getattr(item, "fixturenames", ()))
+    transactional = bool(fixtures & {"transactional_db", "live_server"})
+    if marker:
+        transactional = transactional or marker.kwargs.get("transaction", marker.args[0] if marker.args else False)
+        transactional = transactional or marker.kwargs.get("reset_sequences", False)
+    if transactional:
+        return 1
+    return 0 if marker or "db" in fixtures else 2
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """The long tests first, so that under pytest-xdist none of them starts last and keeps one worker busy alone.
+
+    Long means marked ``slow`` (``docker`` tests are one xdist group, which the scheduler starts first anyway).
+    pytest-django's order holds where it matters: a test that flushes the database (``transaction=True``) still
+    runs after every test that only rolls back; tests without a database go anywhere, so the slow ones go first.
+    Every worker sorts the same collection the same way, as xdist requires.
+    """
+
+    def key(indexed):
+        index, item = indexed
+        rank = _database_rank(item)
+        slow = item.get_closest_marker("slow") is not None
+        if rank == 2:
+            return (0, index) if slow else (3, index)
+        return (1 + rank, not slow, index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+    _mark_xdist_groups(config, items)
+
+
+def _mark_xdist_groups(config, items):
+    """What ``--dist loadgroup`` does on each worker, done again where pytest-xdist's own step had no effect.
+
+    pytest-xdist 3.8 names a grouped test ``<nodeid>@<group>`` by setting ``item._nodeid``, which pytest 9 no
+    longer reads (the id is ``item._id``): every ``xdist_group`` was silently ignored, so the image tests ran on
+    every worker at once, each building the image.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        groups = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        )
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            from _pytest.nodeid import NodeId  # pytest 9's; earlier versions took xdist's renaming
+
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 def tool(name):
@@ -129,17 +195,39 @@ def admin_login(base, username, password):
     return session
 
 
+def made_once(tmp_path_factory, name, make):
+    """``make(path)`` once per test run, by whichever pytest-xdist worker asks first; the others wait for it.
+
+    Returns the path, in the run's temporary folder (shared by its workers). What is made there is read-only
+    to the tests: a test that changes it works on a copy.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, above popen-gwN/
+    path = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or the worker dies
+        if not path.exists():
+            partial = shared / f"{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.unlink(missing_ok=True)
+            make(partial)
+            partial.rename(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def static_root(tmp_path_factory):
-    """collectstatic, as the image build does, into a folder of the test run."""
-    root = tmp_path_factory.mktemp("static")
-    subprocess.run(
-        [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=production_env(STATIC_ROOT=root),
-        check=True,
-    )
-    return root
+    """collectstatic, as the image build does, into a folder of the test run (once for all its workers)."""
+
+    def collect(root):
+        subprocess.run(
+            [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=production_env(STATIC_ROOT=root),
+            check=True,
+        )
+
+    return made_once(tmp_path_factory, "static", collect)
 
 
 class Gunicorn:

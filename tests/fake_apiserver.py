@@ -79,6 +79,9 @@ RESOURCES = [
     ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True, []),
     ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, []),
     ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, []),
+    # The External Secrets Operator's CRDs, as a cluster where it is installed serves them.
+    ("external-secrets.io", "v1", "SecretStore", "secretstores", True, ["status"]),
+    ("external-secrets.io", "v1", "ExternalSecret", "externalsecrets", True, ["status"]),
 ]
 # kubectl's abbreviations (kubectl get deploy,sts,svc …), as the real server lists them in discovery.
 SHORT_NAMES = {

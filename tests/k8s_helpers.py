@@ -33,6 +33,11 @@ MODES = {
         "alert_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:pager", "aws_region": "eu-west-1",
         "alert_sns_role_arn": "arn:aws:iam::123456789012:role/alertmanager-sns",
     },
+    "aws-secrets-s3-backups": {
+        "secrets_source": "aws-secrets-manager", "aws_region": "eu-west-1",
+        "secrets_reader_role_arn": "arn:aws:iam::123456789012:role/django-app-infra-SecretsReaderRole-ABC",
+        "postgres_backup_bucket": "django-app-infra-backupbucket-abc123",
+    },
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from a copy of this checkout into a throwaway virtual environment that reuses th
 packages (a .pth file), with ``--no-deps --no-build-isolation`` so that nothing is downloaded.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,9 @@ def test_a_fresh_project_that_installs_the_app_copies_and_verifies(tmp_path, ado
     # pip install of a copy of the checkout (pip writes build files next to the sources).
     checkout = tmp_path / "checkout"
     shutil.copytree(
-        ROOT, checkout, ignore=shutil.ignore_patterns(".git", ".venv*", "node_modules", "__pycache__", "*.egg-info")
+        ROOT,
+        checkout,
+        ignore=shutil.ignore_patterns(".git", ".venv*", "build", "node_modules", "__pycache__", "*.egg-info"),
     )
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, None)
@@ -71,7 +74,11 @@ def test_a_fresh_project_that_installs_the_app_copies_and_verifies(tmp_path, ado
         _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, None).stdout.strip()
     )
     (site / "reuse-test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONPYCACHEPREFIX": os.environ["PYTHONPYCACHEPREFIX"],
+    }
     _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(checkout)], tmp_path, env)
     probe = "import deploy, deploy.k8s.render as r; print(deploy.__file__, r.BUILTIN_TEMPLATES)"
     installed = _run([python, "-c", probe], tmp_path, env).stdout.split()

@@ -340,6 +340,7 @@ def test_prometheus_sends_its_alerts_to_the_rendered_alertmanager_service():
 
 
 @needs_alertmanager
+@pytest.mark.slow  # Alertmanager's group waits
 def test_warning_and_critical_take_their_own_routes_and_app_down_inhibits_symptoms(tmp_path):
     with Webhook() as hook:
         _, text, _ = rendered(FAST, hook.url)
@@ -391,6 +392,7 @@ def test_postgres_and_redis_down_inhibit_their_consequences_and_the_watchdog_tak
 
 
 @needs_alertmanager
+@pytest.mark.slow  # scrapes, rule evaluations and group waits of a real Prometheus and Alertmanager
 @pytest.mark.django_db(transaction=True)
 def test_app_down_is_delivered_when_gunicorn_stops_and_resolved_when_it_is_back(gunicorn_factory, tmp_path):
     bind = f"127.0.0.1:{free_port()}"

@@ -27,6 +27,7 @@ from deploy.conf import load_config
 from deploy.k8s import rollout
 from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.connect import api_client
+from tests.conftest import http_get
 from tests.fake_apiserver import FakeApiServer, Fault
 
 REGION = "eu-west-1"
@@ -422,7 +423,10 @@ def test_no_credentials_and_unknown_region_end_clearly(monkeypatch, tmp_path):
         eks.make_token(session(REGION), "shop")
 
 
+# In the image tests' xdist group: one worker builds the base image and the app image, the others reuse them.
 @pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.xdist_group("docker")
 def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
     registry = shutil.which("docker-registry")
     from tests.test_image import BASE, docker
@@ -439,7 +443,15 @@ def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
     )
     process = subprocess.Popen([registry, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1)
+        deadline = time.monotonic() + 30
+        while True:  # the registry answers its API root once it listens
+            try:
+                if http_get(f"http://127.0.0.1:{port}/v2/", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "docker-registry did not start"
+            time.sleep(0.05)
         from tests.test_image import _docker_env
 
         if "DOCKER_HOST" in _docker_env():

@@ -213,8 +213,10 @@ def test_only_the_cutover_jobs_identity_may_read_the_cutover_file():
     for deploy in ({}, {"postgres_mode": "external", "postgres_host": "10.1.2.3", "postgres_cidr": "10.1.0.0/16"}):
         config = load_config(deploy, environ={})
         template = json.loads(
-            json.dumps(cfn.render_template(config)).replace("${CutoverBucket.Arn}", bucket)
-        )  # as AWS resolves it
+            json.dumps(cfn.render_template(config))
+            .replace("${CutoverBucket.Arn}", bucket)
+            .replace("${BackupBucket.Arn}", "arn:aws:s3:::shop-backups")
+        )  # as AWS resolves them
         resources = template["Resources"]
 
         def statements(logical):

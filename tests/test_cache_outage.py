@@ -17,7 +17,8 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from tests.conftest import admin_login, free_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# slow: gunicorn, a Redis of their own and admin logins hashed as in production (PBKDF2).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 HOST = {"Host": "localhost"}
 
 

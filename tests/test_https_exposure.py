@@ -19,7 +19,7 @@ import time
 import pytest
 
 from deploy.k8s.render import render_manifests
-from tests.conftest import free_port
+from tests.conftest import free_port, run_gunicorn, target_database_url
 from tests.k8s_helpers import by_kind, mode_config
 
 HOST = "app.example.com"
@@ -32,6 +32,8 @@ MODES = {
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
+    # One worker runs them all, so that each mode's stack starts once.
+    pytest.mark.xdist_group("https_exposure"),
     pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed (.ci/run installs it)"),
 ]
 
@@ -147,14 +149,17 @@ def fetch(balancer, listener, path, cafile, headers=None):
     return response.status, response.headers, body
 
 
-@pytest.fixture(params=sorted(MODES))
-def stack(request, gunicorn_factory, tmp_path, certificate):
+@pytest.fixture(scope="module", params=sorted(MODES))
+def stack(request, tmp_path_factory, static_root, django_db_setup, django_db_blocker, certificate):
+    """One gunicorn and haproxy per mode, shared by the mode's tests (which only send GETs)."""
     mode = request.param
     balancer = Balancer(render_manifests(mode_config("default", **MODES[mode])))
     bundle, cert = certificate
-    config_file = tmp_path / "haproxy.cfg"
+    folder = tmp_path_factory.mktemp(f"https-{mode}")
+    config_file = folder / "haproxy.cfg"
     config_file.write_text(balancer.haproxy_config(bundle))
-    with gunicorn_factory(workers=1, **balancer.app_env()):
+    app_env = {"DATABASE_URL": target_database_url(), "STATIC_ROOT": static_root, **balancer.app_env()}
+    with django_db_blocker.unblock(), run_gunicorn(folder, workers=1, **app_env):
         proxy = subprocess.Popen(
             ["haproxy", "-db", "-f", str(config_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )

@@ -20,7 +20,7 @@ from django.db import connection, connections
 from deploy.sqlite.copy import truncate_tables
 from deploy.sqlite.plan import copied_models, table_plan
 from deploy.sqlite.source import open_source
-from tests.conftest import PYTHON, ROOT, production_env, target_database_url
+from tests.conftest import PYTHON, ROOT, made_once, production_env, target_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sqlite_source"])
 
@@ -61,6 +61,10 @@ Reading.objects.create(
 Reading.objects.create(taken_at=dt.datetime(2024, 1, 1, tzinfo=UTC), at=dt.time(12, 0, 0, 100000), value=1e-05,
                        ratio=Decimal("0"), label="ünïcödé 日本", note="", data=None,
                        span=dt.timedelta(days=-1, seconds=5), ip="192.168.0.1")
+# UUID keys: in PostgreSQL's uuid order, which is the order of SQLite's 32 hex digits.
+from tests.testapp.models import Ticket
+for n in (0, 1, 2**127, 2**128 - 1, 0xA0 << 120, 0x0F << 120):
+    Ticket.objects.create(id=uuid.UUID(int=n), country=fr if n % 2 else None, payload={"n": str(n)}, note=f"t{n}")
 for value in (1e15, 1e16, 123456789.0, 2.0**60, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), None):
     Reading.objects.create(taken_at=dt.datetime(2000, 1, 1, 0, 0, 0, 500000, tzinfo=UTC), value=value, data=0)
 """
@@ -73,13 +77,18 @@ def _manage_sqlite(path, *args):
 
 @pytest.fixture(scope="session")
 def seeded_sqlite(tmp_path_factory):
-    """A SQLite database made by Django's migrate, filled by seed_demo and the test models."""
-    path = tmp_path_factory.mktemp("sqlite") / "seeded.sqlite3"
-    _manage_sqlite(path, "migrate", "--verbosity", "0")
-    _manage_sqlite(path, "seed_demo", "--rows", "3000", "--verbosity", "0")
-    env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
-    subprocess.run([PYTHON, "-c", SEED_TESTAPP], cwd=ROOT, env=env, check=True)
-    return path
+    """A SQLite database made by Django's migrate, filled by seed_demo and the test models (once per run).
+
+    Read-only: the tests copy it (``source``, ``big_source``).
+    """
+
+    def seed(path):
+        _manage_sqlite(path, "migrate", "--verbosity", "0")
+        _manage_sqlite(path, "seed_demo", "--rows", "3000", "--verbosity", "0")
+        env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
+        subprocess.run([PYTHON, "-c", SEED_TESTAPP], cwd=ROOT, env=env, check=True)
+
+    return made_once(tmp_path_factory, "seeded.sqlite3", seed)
 
 
 @pytest.fixture
@@ -230,6 +239,8 @@ CHANGES = [
     ("testapp_city", "aliases", "'[\"x\"]'"),
     ("testapp_country", "name", "name || '!'"),
     ("testapp_reading", "ip", "'10.9.9.9'"),
+    ("testapp_ticket", "note", "note || 'x'"),
+    ("testapp_ticket", "payload", "'{\"n\": 1}'"),
 ]
 
 
@@ -896,3 +907,46 @@ def test_plan_runs_the_preflight_and_names_the_target(source):
     assert all_values(Product, "default") == before  # the plan changed nothing
     plan = json.loads(migrate("--source", str(source), "--plan", "--json", "--truncate"))
     assert plan["target"]["name"] == name and plan["preflight"] == []
+
+
+# --- chunks and the plan's estimate ---------------------------------------------------
+
+
+def test_long_rows_are_read_in_smaller_chunks(source, monkeypatch):
+    """A chunk's text stays near CHUNK_BYTES whatever --batch-size says: long rows make smaller chunks."""
+    import json
+
+    from deploy.sqlite import chunks
+    from deploy.sqlite.chunks import TableReader, open_reader
+
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 40_000)
+    plan = table_plan(apps.get_model("catalog", "Product"))
+    raw = open_reader(source)
+    reader = TableReader(raw, plan, 10_000)
+    pieces = list(reader.pieces())
+    (count,) = raw.execute("SELECT count(*) FROM catalog_product").fetchone()
+    raw.close()
+    assert 1 < reader.batch_size < count, "fewer rows than --batch-size per chunk"
+    assert len(pieces) > 5 and sum(p.rows for p in pieces) == count
+    assert max(len(p.text) for p in pieces) < 2 * 40_000
+    report = json.loads(migrate("--source", str(source), "--verify", "--json"))
+    assert report["verified"] is True
+    open_source(source)
+    from apps.catalog.models import Product
+
+    assert all_values(Product, "default") == all_values(Product, "sqlite_source")
+
+
+def test_plan_estimate_is_within_twice_the_copy_time(source, big_source):
+    """--plan's estimate (deploy.sqlite.estimate.MEASURED) against the copy's own time, small and larger.
+
+    A factor of 2 either way: loose enough for a loaded machine, tight enough to catch the 8x
+    under-estimate of a fixed rate of rows per second on a small copy.
+    """
+    import json
+
+    for path in (source, big_source):
+        plan = json.loads(migrate("--source", str(path), "--plan", "--json", "--truncate"))
+        report = json.loads(migrate("--source", str(path), "--json", "--truncate"))
+        estimated, measured = plan["estimated_seconds"], report["copy_seconds"]
+        assert measured / 2 <= estimated <= measured * 2, (path.name, plan["rows"], estimated, measured)

@@ -208,10 +208,13 @@ def test_postgresql_refusing_a_row_of_each_table_leaves_the_target_as_it_was(sou
     for plan in tables:
         _, pk = _pk_of_row(source, plan.table, 2)
         column = plan.pk.name
+        key = f"(to_jsonb(NEW) ->> '{column}')"
+        if plan.pk.kind == "UUIDField":  # SQLite keeps 32 hex digits; PostgreSQL's text of a uuid has hyphens
+            key = f"replace({key}, '-', '')"
         with connection.cursor() as cursor:
             cursor.execute(
                 "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"IF (to_jsonb(NEW) ->> '{column}') = '{pk}' THEN RAISE EXCEPTION 'refused on purpose'; END IF; "
+                f"IF {key} = '{pk}' THEN RAISE EXCEPTION 'refused on purpose'; END IF; "
                 "RETURN NEW; END $$"
             )
             cursor.execute(f'CREATE TRIGGER test_refuse BEFORE INSERT ON "{plan.table}" FOR EACH ROW '

@@ -244,6 +244,7 @@ def _query(url, expr):
 
 
 @needs_prometheus
+@pytest.mark.slow  # waits for a real Prometheus's scrapes
 @pytest.mark.django_db(transaction=True)
 def test_a_real_prometheus_scrapes_the_app_under_gunicorn(gunicorn_factory, tmp_path):
     prometheus_yml, _ = rendered_prometheus()

@@ -375,6 +375,7 @@ _KNOWN_KINDS = [
     ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
+    ("external-secrets.io/v1", "SecretStore"), ("external-secrets.io/v1", "ExternalSecret"),
 ]  # fmt: skip
 
 

@@ -140,3 +140,25 @@ def endpoint(config, component):
 def external_endpoints(config):
     """Host names the stack may dial outside its rendered Services: the servers configured as external."""
     return {endpoint(config, c).host for c in ("postgres", "redis") if not getattr(config, f"{c}_in_cluster")}
+
+
+# --- AWS names of the stack's secrets and backups --------------------------------
+
+
+def scoped(config):
+    """The app's name, and the environment's after it when one is selected (each environment its own stack)."""
+    return f"{config.app_name}-{config.environment}" if config.environment else config.app_name
+
+
+def aws_secrets(config):
+    """The values aws_provision generates in AWS Secrets Manager: their variable in ``Go template`` terms
+    (the key the ExternalSecret reads them as) -> the secret's name, ``APP[-ENVIRONMENT]/NAME``.
+
+    The superuser's password exists only for the in-cluster PostgreSQL, Redis's only for the in-cluster Redis.
+    """
+    wanted = ["secret_key", "postgres_password"]
+    if config.postgres_in_cluster:
+        wanted.append("postgres_superuser_password")
+    if config.redis_in_cluster:
+        wanted.append("redis_password")
+    return {key: f"{scoped(config)}/{key.replace('_', '-')}" for key in wanted}

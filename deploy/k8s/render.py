@@ -32,7 +32,7 @@ import jinja2
 import yaml
 
 from deploy.conf import DeploySecrets
-from deploy.k8s import names, observability, wiring
+from deploy.k8s import backup, external_secrets, names, observability, wiring
 from deploy.k8s.exposure import exposure
 
 
@@ -57,7 +57,7 @@ KIND_RANK = {
             ("Namespace",),
             ("ResourceQuota", "LimitRange", "PriorityClass"),
             ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
-            ("ConfigMap", "Secret"),
+            ("ConfigMap", "Secret", "SecretStore", "ExternalSecret"),
             ("StorageClass", "PersistentVolumeClaim"),
             ("NetworkPolicy",),
             ("Service",),
@@ -213,6 +213,35 @@ def redis_conf_string(value):
     return '"' + "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}" for b in value.encode()) + '"'
 
 
+def app_database_url(config, password):
+    """The app's DATABASE_URL with ``password`` (already URL-quoted, or a template expression) in it."""
+    postgres = names.endpoint(config, "postgres")
+    query = "" if postgres.in_cluster else "?sslmode=require"
+    return f"postgres://{config.postgres_user}:{password}@{postgres.address}/{config.postgres_database}{query}"
+
+
+def app_redis_url(config, password):
+    """The app's REDIS_URL; ``password`` already URL-quoted (or a template expression), empty for none."""
+    auth = f":{password}@" if password else ""
+    return f"{'rediss' if config.redis_tls else 'redis'}://{auth}{names.endpoint(config, 'redis').address}/0"
+
+
+def redis_conf_text(config, requirepass):
+    """The in-cluster Redis's whole redis.conf; ``requirepass`` is its one argument, already quoted."""
+    return "\n".join(
+        [
+            f"requirepass {requirepass}",
+            f"maxmemory {config.redis_max_memory}",
+            "maxmemory-policy allkeys-lru",
+            'save ""',
+            "appendonly no",
+            "protected-mode yes",
+            "port 6379",
+            "",
+        ]
+    )
+
+
 def build_context(config, secrets, redact, env=None):
     app = config.app_name
 
@@ -233,13 +262,8 @@ def build_context(config, secrets, redact, env=None):
         return found
 
     postgres, redis = names.endpoint(config, "postgres"), names.endpoint(config, "redis")
-    pg_query = "" if postgres.in_cluster else "?sslmode=require"
-    database_url = (
-        f"postgres://{config.postgres_user}:{quote(secrets.postgres_password, safe='')}"
-        f"@{postgres.address}/{config.postgres_database}{pg_query}"
-    )
-    redis_auth = f":{quote(secrets.redis_password, safe='')}@" if secrets.redis_password else ""
-    redis_url = f"{'rediss' if config.redis_tls else 'redis'}://{redis_auth}{redis.address}/0"
+    database_url = app_database_url(config, quote(secrets.postgres_password, safe=""))
+    redis_url = app_redis_url(config, quote(secrets.redis_password, safe="") if secrets.redis_password else "")
 
     app_env = stack_env(config)
     _check_extra_env(config)
@@ -247,18 +271,7 @@ def build_context(config, secrets, redact, env=None):
         {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in config.extra_env.items()}
     )
 
-    redis_conf = "\n".join(
-        [
-            f"requirepass {redis_conf_string(secrets.redis_password)}",
-            f"maxmemory {config.redis_max_memory}",
-            "maxmemory-policy allkeys-lru",
-            'save ""',
-            "appendonly no",
-            "protected-mode yes",
-            "port 6379",
-            "",
-        ]
-    )
+    redis_conf = redis_conf_text(config, redis_conf_string(secrets.redis_password))
     config_checksum = hashlib.sha256(json.dumps(app_env, sort_keys=True).encode()).hexdigest()
     migrate_hash = hashlib.sha256(f"{config.image}|{config_checksum}".encode()).hexdigest()[:8]
 
@@ -285,6 +298,13 @@ def build_context(config, secrets, redact, env=None):
         "postgres_host": postgres.host,
         "redis_host": redis.host,
         "redacted": redact,
+        "backup": backup,
+        # secrets_source 'aws-secrets-manager': ExternalSecrets in place of the Secrets (external_secrets.py).
+        "external_secrets": config.secrets_source == "aws-secrets-manager",
+        "external_secret_spec": lambda component: external_secrets.external_secret_spec(config, component),
+        "secret_store_spec": lambda: external_secrets.secret_store_spec(config),
+        "secret_store_name": external_secrets.store_name(config),
+        "external_secrets_api": external_secrets.API_VERSION,
         "app_secret": _secret_data(
             {"SECRET_KEY": secrets.secret_key, "DATABASE_URL": database_url, "REDIS_URL": redis_url}, redact
         ),
@@ -434,6 +454,12 @@ def render_manifests(config, secrets=None, redact=True):
     naming its environment variable.
     """
     secrets = secrets or DeploySecrets()
+    if config.secrets_source == "aws-secrets-manager" and not config.secrets_reader_role_arn:
+        raise RenderError(
+            "DEPLOY['secrets_reader_role_arn'] (environment variable DEPLOY_SECRETS_READER_ROLE_ARN) is required "
+            "when DEPLOY['secrets_source'] is 'aws-secrets-manager': set it to the SecretsReaderRoleArn output "
+            "that aws_provision prints (docs/security.md#secrets-from-aws-secrets-manager)."
+        )
     if not redact:
         missing = _missing_secrets(config, secrets)
         if missing:
@@ -441,7 +467,11 @@ def render_manifests(config, secrets=None, redact=True):
                 f"Secret value(s) missing: set {', '.join(missing)} in the environment "
                 "(they are never read from settings)."
             )
-        if config.postgres_in_cluster and secrets.postgres_superuser_password == secrets.postgres_password:
+        if (
+            config.postgres_in_cluster
+            and config.secrets_source == "environment"
+            and secrets.postgres_superuser_password == secrets.postgres_password
+        ):
             raise RenderError(
                 "DEPLOY_POSTGRES_SUPERUSER_PASSWORD is the same as DEPLOY_POSTGRES_PASSWORD: the app's user would "
                 "hold the superuser's password. Generate a different one (docs/security.md#secrets)."
@@ -488,11 +518,13 @@ def render_manifests(config, secrets=None, redact=True):
 
 
 def _missing_secrets(config, secrets):
-    needed = ["DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD"]
-    if config.redis_in_cluster:
-        needed.append("DEPLOY_REDIS_PASSWORD")
-    if config.postgres_in_cluster:
-        needed.append("DEPLOY_POSTGRES_SUPERUSER_PASSWORD")
+    needed = []
+    if config.secrets_source == "environment":  # otherwise they stay in AWS Secrets Manager
+        needed += ["DEPLOY_SECRET_KEY", "DEPLOY_POSTGRES_PASSWORD"]
+        if config.redis_in_cluster:
+            needed.append("DEPLOY_REDIS_PASSWORD")
+        if config.postgres_in_cluster:
+            needed.append("DEPLOY_POSTGRES_SUPERUSER_PASSWORD")
     if config.monitoring and config.alert_webhook:
         needed.append("DEPLOY_ALERT_WEBHOOK_URL")
     if config.monitoring and config.alert_email_to and config.alert_smtp_username:

@@ -137,7 +137,13 @@ def _job(config, operation, script, suffix, now, annotations=None):
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     env = _environment(config)
     context = build_context(config, DeploySecrets(), True, env)
+    from deploy.k8s import backup as s3
+
+    bucket = config.postgres_backup_bucket
     context.update(
+        # With a bucket: the backup is fetched from S3 (and checked) into the pod first; the listing reads S3.
+        s3_fetch=s3.fetch_command(config, (annotations or {}).get(BACKUP_ANNOTATION)) if bucket else None,
+        s3_list=s3.list_command(config) if bucket and operation == "list-backups" else None,
         operation=operation,
         operation_script=script,
         operation_job_name=names.resource_name(config.app_name, f"{suffix}-{stamp}"),

@@ -6,7 +6,8 @@ Two kinds of check:
   each supported version, in strict mode (unknown fields are errors), with
   ``kubernetes-validate``. An apiVersion the version does not serve (removed,
   or never existed) is an error; only custom resources of known operators may
-  have no schema.
+  have no schema; those whose CRDs are vendored (``crds.py``: the External
+  Secrets Operator's) are validated strictly against them.
 - ``policy_problems``: rules checkov does not know, in code: hostPath only in
   the logging DaemonSet, no literal secret-looking value, a default deny in
   every namespace, Pod Security "restricted" in the app namespace, CPU and
@@ -24,7 +25,7 @@ import math
 import re
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
-from deploy.k8s import capacity, wiring
+from deploy.k8s import capacity, crds, wiring
 from deploy.k8s.objects import containers as _containers
 from deploy.k8s.objects import describe, pod_spec
 from deploy.k8s.objects import pods as _pods
@@ -62,6 +63,11 @@ def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
             try:
                 kubernetes_validate.validate(manifest, version, strict=True)
             except SchemaNotFoundError:
+                found = crds.problems(manifest)
+                if found is not None:
+                    # A custom resource: its vendored CRD, the same for every Kubernetes version.
+                    problems.extend(f"{describe(manifest)} (CRD {manifest['apiVersion']}): {p}" for p in found)
+                    break
                 if group in CUSTOM_RESOURCE_GROUPS:
                     break
                 problems.append(

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from deploy.k8s import backup as backup_commands
 from deploy.k8s import names, observability
 from deploy.k8s.objects import containers, describe, label_selector_matches, pod_spec, pods, selects
 
@@ -97,6 +98,13 @@ def _texts(manifest):
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 continue
         for key, text in values.items():
+            host = _url_host(str(text))
+            if host:
+                yield f"{what} key {key}", host
+    elif kind == "ExternalSecret":
+        # The URLs the operator will write: the template names the host; the password is an expression.
+        template = ((manifest.get("spec") or {}).get("target") or {}).get("template") or {}
+        for key, text in (template.get("data") or {}).items():
             host = _url_host(str(text))
             if host:
                 yield f"{what} key {key}", host
@@ -659,6 +667,11 @@ def needed_flows(config, manifests):
         backup = pod(ns, "postgres-backup")
         in_app_ns += [postgres, backup]
         need("the nightly backup dumps PostgreSQL", backup, postgres, postgres_port)
+        if config.postgres_backup_bucket:
+            need("the backup streams its dump to S3", backup, peer_party({"ipBlock": {"cidr": "0.0.0.0/0"}}), 443)
+            agent = peer_party({"ipBlock": {"cidr": backup_commands.POD_IDENTITY_AGENT}})
+            need("the backup's AWS SDK gets credentials from the EKS Pod Identity agent", backup, agent,
+                 backup_commands.POD_IDENTITY_PORT)  # fmt: skip
     if config.redis_in_cluster:
         in_app_ns.append(redis)
     cutover = pod(ns, "cutover")

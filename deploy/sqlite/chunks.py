@@ -92,16 +92,38 @@ def range_sql(column, lo, hi, params):
     return " AND ".join(conditions) or "1 = 1"
 
 
+# The text of one chunk, at most about this long: a chunk of --batch-size rows of long text and JSON
+# would be tens of megabytes, held several times over (SQLite's result, the pipe's queue, the digest).
+CHUNK_BYTES = 4 << 20
+SAMPLE_ROWS = 256  # rows whose printed length sizes a table's chunks
+
+
+def rows_per_chunk(raw, plan, batch_size, plain, json):
+    """``batch_size`` rows, or fewer when the table's rows are long: a chunk's text stays near CHUNK_BYTES.
+
+    The length is the average of the first rows as the copy prints them; it is the same for every
+    reader of the table, so the copy's owner and helper, and a later --verify-only, cut alike.
+    """
+    (average,) = raw.execute(
+        f"SELECT avg(length(CAST(p AS BLOB)) + coalesce(length(CAST(j AS BLOB)), 0)) "
+        f"FROM (SELECT {plain} AS p, {json or 'NULL'} AS j FROM {_q(plan.table)} LIMIT {SAMPLE_ROWS})"
+    ).fetchone()
+    if not average:
+        return batch_size
+    return max(1, min(batch_size, int(CHUNK_BYTES / average)))
+
+
 class TableReader:
-    """The source's rows of one table, in primary-key order, a chunk at a time."""
+    """The source's rows of one table, in primary-key order, a chunk at a time (see :func:`rows_per_chunk`)."""
 
     def __init__(self, raw, plan, batch_size, digests=True):
         """``digests``: also give each piece the text its digest covers (without it, only the COPY text)."""
-        self.raw, self.plan, self.batch_size = raw, plan, batch_size
+        plain, json = plan.line_sql()
+        self.raw, self.plan = raw, plan
+        self.batch_size = batch_size = rows_per_chunk(raw, plan, batch_size, plain, json)
         self.pk = _q(plan.pk.name)
         self.checks = [(c, kind, sql) for c in plan.columns for kind, sql in fast_checks(c)]
         bad = plan.check_sql()
-        plain, json = plan.line_sql()
         # The rows set aside are printed strictly: NULL if a value cannot be (see plan.sqlite_text).
         self.line = plan.strict_line_sql()
         inner = f"SELECT {plain} AS p, {json or 'NULL'} AS j, ({bad}) AS bad, {self.pk} AS k FROM {_q(plan.table)}"
@@ -213,8 +235,10 @@ class Digests:
 
 
 def _order(plan, ref="t"):
+    """The target's key order, as SQLite's: text keys by bytes ("C"); a uuid by its bytes, which is the
+    order of the 32 hex digits SQLite stores (and a uuid takes no collation)."""
     pk = f"{ref}.{_q(plan.pk.name)}"
-    return pk if plan.integer_pk else f'{pk} COLLATE "C"'
+    return pk if plan.integer_pk or plan.pk.kind == "UUIDField" else f'{pk} COLLATE "C"'
 
 
 # The rows reach string_agg in key order: if PostgreSQL ever fed them otherwise, the

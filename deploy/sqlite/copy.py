@@ -677,7 +677,7 @@ class Copier:
             _Pipe(copy) as pipe,
         ):
             self.sent[plan.table] = pipe.sent
-            share = self._share(raw, plan, pipe, digests)
+            share = self._share(raw, plan, pipe, digests, reader.batch_size)
             try:
                 for piece in reader.pieces(bound=share.bound if share else lambda lo: None):
                     self._feed(reader, piece, pipe, digests)
@@ -700,14 +700,14 @@ class Copier:
             json_digests(cursor, plan, chunks)
         return rows, chunks
 
-    def _share(self, raw, plan, pipe, digests):
+    def _share(self, raw, plan, pipe, digests, batch_size):
         """Offer a large table with integer keys to a worker that runs out of tables (None: not offered)."""
-        if self.workers < 2 or not plan.integer_pk or plan.rows < 4 * self.batch_size:
+        if self.workers < 2 or not plan.integer_pk or plan.rows < 4 * batch_size:
             return None
         (last_key,) = raw.execute(f"SELECT max({_q(plan.pk.name)}) FROM {_q(plan.table)}").fetchone()
         if not isinstance(last_key, int):
             return None
-        share = _Share(plan, pipe, digests, last_key, self.batch_size)
+        share = _Share(plan, pipe, digests, last_key, batch_size)
         with self.lock:
             self.shares.append(share)
         return share

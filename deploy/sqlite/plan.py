@@ -49,8 +49,6 @@ FAST_TYPES = (
 # such columns take the general path (the ORM's own conversion).
 MAX_FAST_DECIMAL_DIGITS = 15
 
-RATE_ESTIMATE = 150_000  # rows per second on the fast path (2 cores, checks included), for --plan
-
 
 def stored_type(field):
     """The internal type of the value a column stores (a foreign key stores its target's)."""

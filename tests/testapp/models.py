@@ -67,3 +67,12 @@ class Reading(models.Model):
     ip = models.GenericIPAddressField(null=True)  # inet in PostgreSQL, text in SQLite
     count = models.PositiveSmallIntegerField(null=True)
     country = models.ForeignKey(Country, null=True, on_delete=models.SET_NULL)
+
+
+class Ticket(models.Model):
+    """A UUID primary key (a table read through an index, digested whole) with JSON."""
+
+    id = models.UUIDField(primary_key=True)
+    country = models.ForeignKey(Country, on_delete=models.CASCADE, null=True)
+    payload = models.JSONField(null=True)
+    note = models.TextField(blank=True)

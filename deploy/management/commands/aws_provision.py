@@ -142,7 +142,9 @@ class Command(BaseCommand):
         self._say(options, f"Stack {name} is {final}. Deploy settings from its outputs:")
         for key, setting in (("ClusterName", "eks_cluster"), ("EfsFileSystemId", "efs_file_system_id"),
                              ("RepositoryUri", "image_repository"), ("AppRoleArn", "app_role_arn"),
-                             ("CloudFormationRoleArn", "aws_cloudformation_role_arn")):  # fmt: skip
+                             ("CloudFormationRoleArn", "aws_cloudformation_role_arn"),
+                             ("SecretsReaderRoleArn", "secrets_reader_role_arn"),
+                             ("BackupBucketName", "postgres_backup_bucket")):  # fmt: skip
             if key in outputs:
                 self._say(options, f"  DEPLOY['{setting}'] = {outputs[key]!r}")
         return self._json(report, options)

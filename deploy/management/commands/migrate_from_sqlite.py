@@ -27,7 +27,8 @@ from deploy.sqlite.copy import (
     start_source_check,
     truncate_tables,
 )
-from deploy.sqlite.plan import RATE_ESTIMATE, copied_models, table_plan, unknown_excludes
+from deploy.sqlite.estimate import estimate_seconds, table_sizes
+from deploy.sqlite.plan import copied_models, table_plan, unknown_excludes
 from deploy.sqlite.preflight import data_problems, structure_problems, target_problems
 from deploy.sqlite.source import SourceError, open_source
 from deploy.sqlite.verify import MAX_DIFFERENCES, verify_copy
@@ -196,7 +197,8 @@ class Command(BaseCommand):
             problems = structure_problems(source, plans) + target_problems(
                 target, plans, truncate=options["truncate"], resume=options["resume"]
             )
-            self._show_plan(plans, skipped, options, target, problems)
+            estimate = estimate_seconds(plans, table_sizes(source.raw, [p.table for p in plans]))
+            self._show_plan(plans, skipped, options, target, problems, estimate)
             if problems:
                 self._fail_with(problems, "The preflight found problems", "the plan wrote nothing")
             return None
@@ -343,7 +345,7 @@ class Command(BaseCommand):
         if answer.strip().lower() != "yes":
             raise CommandError("Cancelled: nothing was changed.")
 
-    def _show_plan(self, plans, skipped, options, target, problems):
+    def _show_plan(self, plans, skipped, options, target, problems, estimate):
         total = sum(p.rows for p in plans)
         settings_dict = connections[target].settings_dict
         where = {
@@ -362,7 +364,7 @@ class Command(BaseCommand):
                 ],
                 "skipped": [{"model": label, "reason": reason} for label, reason in skipped],
                 "rows": total,
-                "estimated_seconds": round(total / RATE_ESTIMATE, 1),
+                "estimated_seconds": round(estimate, 1),
             }
             self.json.set(data)
             return
@@ -375,7 +377,8 @@ class Command(BaseCommand):
         for label, reason in skipped:
             self.stdout.write(f"skipped {label}: {reason}")
         self.stdout.write(
-            f"{len(plans)} tables, {total} rows; estimated copy time {total / RATE_ESTIMATE:.1f} s. "
+            f"{len(plans)} tables, {total} rows; estimated copy time {estimate:.1f} s "
+            "(on the machine the estimate was measured on; see docs/migration.md). "
             "Nothing was written."
         )
         if not problems:

@@ -1,0 +1,154 @@
+"""The restore drill: a backup restored into a scratch database, proven against the live one.
+
+``run_drill`` creates a scratch database beside the live one (``NAME_drill_TIME``), restores the dump into it
+with ``pg_restore`` (``--exit-on-error``: a dump that does not restore is a failed drill), and compares every
+table of the project's models with the live database by the migration verification's own means
+(``deploy.sqlite``): a table whose digest of all rows (``digest_sql``: PostgreSQL's canonical text of each row,
+hashed in key order, JSON by its parsed value) is the same on both sides is proven; another is compared row by
+row in key order (``compare_table``), which names each row written, changed or deleted since the dump. The
+scratch database is dropped afterwards unless ``keep``.
+
+It needs a role that may create databases (the in-cluster PostgreSQL's superuser, through a port-forward:
+docs/runbooks.md#restore-drill); the password comes from the connection settings, handed to ``pg_restore`` in
+its environment, never on its command line.
+"""
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import connections
+from django.db.utils import load_backend
+
+from deploy.sqlite.chunks import digest_sql
+from deploy.sqlite.plan import _q, copied_models, table_plan
+from deploy.sqlite.verify import MAX_DIFFERENCES, VerifyReport, _count, compare_table
+
+SCRATCH_ALIAS = "deploy_restore_drill"
+# compare_table's words (source: the backup, target: the live database) in the drill's terms.
+_MEANING = {
+    "missing in the target": "in the backup, deleted since",
+    "extra row in the target": "written since the backup",
+}
+
+
+class DrillError(Exception):
+    """The drill could not run (no scratch database, a dump that does not restore); the message says why."""
+
+
+@dataclass
+class DrillReport:
+    backup: str
+    scratch_database: str
+    tables: dict = field(default_factory=dict)  # label -> {"backup_rows", "live_rows", "proven_by"}
+    differences: list = field(default_factory=list)
+    seconds: float = 0.0
+    kept: bool = False
+
+    @property
+    def ok(self):
+        return not self.differences
+
+    def as_dict(self):
+        return {
+            "ok": self.ok,
+            "backup": self.backup,
+            "scratch_database": self.scratch_database,
+            "kept": self.kept,
+            "tables": self.tables,
+            "differences": self.differences,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _describe(difference):
+    problem = _MEANING.get(difference.problem, difference.problem)
+    if problem.startswith("source ") and " != target " in problem:
+        before, after = problem.removeprefix("source ").split(" != target ", 1)
+        problem = f"changed since the backup: {before} -> {after}"
+    where = f"{difference.table} pk={difference.pk!r}" if difference.pk is not None else difference.table
+    return f"{where}{' column ' + difference.column if difference.column else ''}: {problem}"
+
+
+def _libpq_environment(settings_dict, database):
+    environment = {**os.environ, "PGDATABASE": database}
+    for key, variable in (("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")):
+        if settings_dict.get(key):
+            environment[variable] = str(settings_dict[key])
+    return environment
+
+
+def _digest(alias, plan):
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SET DateStyle TO ISO, YMD")
+        cursor.execute("SET extra_float_digits TO 1")
+        cursor.execute(digest_sql(plan, connections[alias].timezone_name).replace("{where}", "true"))
+        rows, digest, json_digest = cursor.fetchone()
+    return rows, bytes(digest or b"").hex(), bytes(json_digest or b"").hex()
+
+
+def compare(scratch_alias, live_alias, report, progress=None):
+    """Every model's table of the backup (``scratch_alias``) against the live database; fills ``report``."""
+    verify = VerifyReport()
+    models, _ = copied_models()
+    for model in sorted(models, key=lambda m: m._meta.label):
+        plan = table_plan(model)
+        backup_rows, live_rows = _count(scratch_alias, plan.table), _count(live_alias, plan.table)
+        proven_by = "digest"
+        if not plan.fast or _digest(scratch_alias, plan) != _digest(live_alias, plan):
+            before = len(verify.differences)
+            compare_table(plan, scratch_alias, live_alias, verify)
+            proven_by = "rows" if len(verify.differences) == before else "differs"
+        report.tables[plan.label] = {"table": plan.table, "backup_rows": backup_rows, "live_rows": live_rows,
+                                     "proven_by": proven_by}  # fmt: skip
+        if progress:
+            progress(f"{plan.label}: backup {backup_rows} rows, live {live_rows} ({proven_by})")
+    report.differences = [_describe(d) for d in verify.differences[:MAX_DIFFERENCES]]
+
+
+def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress=None, now=None):
+    started = time.monotonic()
+    live = connections[live_alias]
+    if live.vendor != "postgresql":
+        raise DrillError(f"The database {live_alias!r} is {live.vendor}; the drill restores PostgreSQL dumps.")
+    settings_dict = dict(live.settings_dict)
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    scratch = f"{settings_dict['NAME'][:40]}_drill_{stamp}"
+    report = DrillReport(backup=backup_name, scratch_database=scratch, kept=keep)
+    try:
+        with live.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {_q(scratch)}")
+    except Exception as exc:
+        raise DrillError(
+            f"Could not create the scratch database {scratch!r} ({type(exc).__name__}: {str(exc).strip()}). The "
+            "drill needs a role that may create databases: connect as the PostgreSQL superuser "
+            "(docs/runbooks.md#restore-drill)."
+        ) from None
+    try:
+        restored = subprocess.run(
+            ["pg_restore", "--no-owner", "--no-acl", "--exit-on-error", "--single-transaction", "-d", scratch,
+             str(dump_path)],
+            env=_libpq_environment(settings_dict, scratch), capture_output=True, text=True,
+        )  # fmt: skip
+        if restored.returncode != 0:
+            raise DrillError(f"pg_restore could not restore {backup_name}: {restored.stderr.strip()[-500:]}")
+        if progress:
+            progress(f"restored {backup_name} into {scratch}")
+        # A connection of this thread only, not a configured database: nothing else (routers, tests) sees it.
+        wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(
+            {**settings_dict, "NAME": scratch}, SCRATCH_ALIAS
+        )
+        connections[SCRATCH_ALIAS] = wrapper
+        try:
+            compare(SCRATCH_ALIAS, live_alias, report, progress)
+        finally:
+            wrapper.close()
+            del connections[SCRATCH_ALIAS]
+    finally:
+        if not keep:
+            with live.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS {_q(scratch)} WITH (FORCE)")
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,331 @@
+# ruff: noqa: F811 (the tests take test_restore.py's `local` fixture by its name)
+"""Backups to S3: the rendered CronJob's containers run for real (pg_dump of the local PostgreSQL into a FIFO,
+the app image's uploader streaming it to moto's S3 served over HTTP on 127.0.0.1), then fetched back verified.
+
+The bucket, role and pod identity of the infrastructure stack are checked on the template (cfn-lint covers it
+with the other options in test_aws_provision.py) and with the IAM evaluator of test_delivery_aws.py.
+"""
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from io import StringIO
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from deploy.aws import backups
+from deploy.aws import cloudformation as cfn
+from deploy.conf import load_config
+from deploy.k8s import backup, names
+from deploy.k8s.render import render_manifests
+from deploy.k8s.validate import policy_problems, schema_problems
+from tests.k8s_helpers import by_kind
+from tests.test_aws_secrets import _statements
+from tests.test_delivery_aws import ACCOUNT, REGION, allows
+from tests.test_restore import _seed, _url, local  # noqa: F401 (the fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+BUCKET = "shop-backups"
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    environment = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "AKIATESTING",
+                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}  # fmt: skip
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", region_name=REGION)
+    bucket = f"{BUCKET}-{uuid.uuid4().hex[:12]}"  # one per test, on the server the module shares
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    yield client, bucket, environment
+
+
+def _config(local, bucket, database=None):
+    return load_config({"postgres_user": local["role"], "postgres_database": database or local["source"],
+                        "postgres_backup_bucket": bucket, "aws_region": REGION}, environ={})  # fmt: skip
+
+
+def _pod(config):
+    cronjob = by_kind(render_manifests(config), "CronJob")[0]
+    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def run_backup(config, local, environment):
+    """The pod's three containers, as the kubelet runs them: the init container, then both others at once."""
+    spec = _pod(config)
+    work, host = local["dir"] / "work", names.endpoint(config, "postgres").host
+
+    def here(text):
+        return (
+            text.replace(backup.WORK, str(work))
+            .replace("/run/secrets/postgres", str(local["dir"] / "secrets"))
+            .replace(f"-h {host} ", "-h 127.0.0.1 ")
+        )
+
+    work.mkdir()
+    (init,) = spec["initContainers"]
+    subprocess.run([here(part) for part in init["command"]], check=True)
+    dump, upload = spec["containers"]
+    assert (dump["name"], upload["name"]) == ("pg-dump", "upload")
+    command = [here(part) for part in upload["command"]]
+    assert command[:3] == ["python", "-m", "deploy.aws.backups"]
+    uploader = subprocess.Popen(
+        [sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, **environment},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    results = {}
+    dumper = threading.Thread(target=lambda: results.update(dump=subprocess.run(
+        ["/bin/sh", "-c", here(dump["args"][0])], capture_output=True, text=True, timeout=120)))  # fmt: skip
+    dumper.start()
+    out, err = uploader.communicate(timeout=120)
+    dumper.join(120)
+    return results["dump"], subprocess.CompletedProcess(uploader.args, uploader.returncode, out, err)
+
+
+def test_the_cronjob_streams_the_dump_to_s3_with_its_checksum_and_it_restores(local, s3, tmp_path):
+    client, bucket, environment = s3
+    config = _config(local, bucket)
+    _seed(_url(local, local["source"]))
+    dumped, uploaded = run_backup(config, local, environment)
+    assert dumped.returncode == 0, dumped.stdout + dumped.stderr
+    assert uploaded.returncode == 0, uploaded.stderr
+    (found,) = backups.list_backups(bucket, local["source"], s3=client)
+    assert f"backup: wrote s3://{bucket}/{found.key}" in uploaded.stdout
+    body = client.get_object(Bucket=bucket, Key=found.key)["Body"].read()
+    assert backups.checksum_of(bucket, found.key, s3=client) == hashlib.sha256(body).hexdigest()
+    assert f"sha256 {hashlib.sha256(body).hexdigest()}" in uploaded.stdout
+    # The object is the custom-format dump of the database: pg_restore reads its table of contents.
+    path = tmp_path / "fetched.dump"
+    assert backups.download(bucket, found.name, path, s3=client) == hashlib.sha256(body).hexdigest()
+    listing = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, text=True)
+    assert listing.returncode == 0 and re.search(r'TABLE DATA public "?Orders"? ', listing.stdout)
+    # No upload is left half done.
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_failed_dump_stores_nothing(local, s3):
+    client, bucket, environment = s3
+    config = _config(local, bucket, database=local["source"] + "-missing")
+    dumped, uploaded = run_backup(config, local, environment)
+    assert dumped.returncode != 0 and "pg_dump exited with status 1" in dumped.stdout
+    assert uploaded.returncode == 2 and "exited with status 1" in uploaded.stderr
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_damaged_backup_is_refused_and_leaves_no_file(s3, tmp_path):
+    client, bucket, _ = s3
+    import io
+
+    stored = backups.upload(io.BytesIO(b"PGDMP" + b"x" * 1000), bucket, "app-20260101T030000Z.dump", s3=client)
+    # A later write of other bytes under the same key, without the uploader's checksum, is not trusted.
+    tags = client.get_object_tagging(Bucket=bucket, Key=stored.key)["TagSet"]
+    client.put_object(Bucket=bucket, Key=stored.key, Body=b"PGDMP" + b"y" * 1000)
+    client.put_object_tagging(Bucket=bucket, Key=stored.key, Tagging={"TagSet": tags})
+    target = tmp_path / "fetched.dump"
+    with pytest.raises(backups.BackupError, match="does not match its checksum"):
+        backups.download(bucket, "app-20260101T030000Z.dump", target, s3=client)
+    assert not target.exists()
+    with pytest.raises(backups.BackupError, match=r"No backup 'app-x.dump'.*app-20260101T030000Z.dump"):
+        backups.download(bucket, "app-x.dump", target, s3=client)
+
+
+def test_the_s3_backup_render_validates_and_needs_its_region():
+    from deploy.conf import ConfigError
+
+    config = load_config({"postgres_backup_bucket": BUCKET, "aws_region": REGION}, environ={})
+    manifests = render_manifests(config)
+    assert schema_problems(manifests, versions=("1.33",)) == [] and policy_problems(manifests, config) == []
+    account = by_kind(manifests, "ServiceAccount", "django-app-postgres-backup")
+    assert account and account[0]["automountServiceAccountToken"] is False
+    assert by_kind(manifests, "PersistentVolumeClaim", "django-app-postgres-backup") == []
+    with pytest.raises(ConfigError, match=r"aws_region.*postgres_backup_bucket"):
+        load_config({"postgres_backup_bucket": BUCKET}, environ={})
+
+
+def test_the_bucket_and_the_role_only_the_backup_pods_get():
+    config = load_config({"app_name": "shop", "namespace": "shop"}, environ={})
+    template = cfn.render_template(config)
+    bucket = template["Resources"]["BackupBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == config.postgres_backup_bucket_keep_days == 30
+    encryption = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    longer = cfn.render_template(load_config({"postgres_backup_bucket_keep_days": 90}, environ={}))
+    assert longer["Resources"]["BackupBucket"]["Properties"]["LifecycleConfiguration"]["Rules"][0][
+        "ExpirationInDays"] == 90  # fmt: skip
+    identity = template["Resources"]["BackupIdentity"]["Properties"]
+    assert (identity["Namespace"], identity["ServiceAccount"]) == ("shop", "shop-postgres-backup")
+    arn = "arn:aws:s3:::backupbucket-1a2b3c"  # as the evaluator's resolver names it
+
+    role = _statements(template, "BackupRole")
+    assert allows(role, "s3:PutObject", f"{arn}/postgres/app-20260101T030000Z.dump")
+    assert allows(role, "s3:GetObject", f"{arn}/postgres/app-20260101T030000Z.dump")
+    assert allows(role, "s3:ListBucket", arn, {"s3:prefix": "postgres/"})
+    assert not allows(role, "s3:DeleteObject", f"{arn}/postgres/app-20260101T030000Z.dump")
+    assert not allows(role, "s3:PutObject", "arn:aws:s3:::another-bucket/postgres/x.dump")
+    assert not allows(role, "secretsmanager:GetSecretValue",
+                      f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:shop/postgres-password-AbC123")  # fmt: skip
+    for other in ("AppRole", "NodeRole", "SecretsReaderRole", "ExternalSecretsRole"):
+        statements = _statements(template, other)
+        assert not allows(statements, "s3:GetObject", f"{arn}/postgres/app-20260101T030000Z.dump"), other
+
+
+# --- the restore from S3, and the restore drill ------------------------------------------------
+
+
+def test_the_restore_job_fetches_the_backup_from_s3_checks_it_and_restores_it(local, s3):
+    from deploy.k8s.restore import restore_job, restore_script
+    from tests.test_restore import _rows
+
+    client, bucket, environment = s3
+    source_config = _config(local, bucket)
+    _seed(_url(local, local["source"]))
+    dumped, uploaded = run_backup(source_config, local, environment)
+    assert dumped.returncode == 0 and uploaded.returncode == 0, uploaded.stderr
+    (found,) = backups.list_backups(bucket, s3=client)
+    # Restored into the other database: the Job takes backups named after its own database.
+    name = found.name.replace(local["source"], local["target"], 1)
+    client.copy_object(Bucket=bucket, Key=backups.PREFIX + name, CopySource={"Bucket": bucket, "Key": found.key})
+    target_config = _config(local, bucket, database=local["target"])
+    job = restore_job(target_config, name)["spec"]["template"]["spec"]
+    (fetch,) = job["initContainers"]
+    folder = local["dir"] / "backups"
+    command = [part.replace("/backups", str(folder)) for part in fetch["command"]]
+    fetched = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, **environment},
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    assert "verified" in fetched.stdout and (folder / name).is_file()
+    host = names.endpoint(target_config, "postgres").host
+    script = (
+        restore_script(target_config, name)
+        .replace("/run/secrets/postgres", str(local["dir"] / "secrets"))
+        .replace("/backups", str(folder))
+        .replace("/tmp/expected", str(local["dir"] / "expected"))
+        .replace(f"-h {host} ", "-h 127.0.0.1 ")
+    )
+    restored = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert _rows(_url(local, local["target"])) == _rows(_url(local, local["source"]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_restores_the_latest_backup_reports_no_difference_then_the_rows_written_since(s3, settings):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    from apps.catalog.models import Category
+
+    client, bucket, _ = s3
+    settings.DEPLOY = {"postgres_backup_bucket": bucket, "aws_region": REGION}
+    for i in range(30):
+        Category.objects.create(name=f"Category {i}", slug=f"category-{i}")
+    database = connection.settings_dict["NAME"]
+    # The nightly dump of the live database, uploaded as the CronJob's uploader does (named as the config says).
+    dump = subprocess.Popen(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                             "-d", database], stdout=subprocess.PIPE)  # fmt: skip
+    backups.upload(dump.stdout, bucket, backups.backup_name("app"), s3=client)
+    assert dump.wait() == 0
+
+    out = StringIO()
+    call_command("restore_drill", "--json", stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["ok"] and report["differences"] == []
+    assert report["tables"]["catalog.Category"]["backup_rows"] == 30
+    assert report["tables"]["catalog.Category"]["proven_by"] == "digest"
+    scratch = report["scratch_database"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [scratch])
+        assert cursor.fetchone()[0] == 0  # dropped afterwards
+
+    # Written since the dump: one row added, one changed, one deleted.
+    added = Category.objects.create(name="New", slug="new")
+    Category.objects.filter(slug="category-3").update(name="Renamed")
+    deleted = Category.objects.get(slug="category-7")
+    deleted_pk = deleted.pk
+    deleted.delete()
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("restore_drill", "--json", stdout=out)
+    assert excinfo.value.returncode == 3
+    report = json.loads(out.getvalue())
+    assert not report["ok"]
+    found = "\n".join(report["differences"])
+    assert f"catalog_category pk={added.pk}: written since the backup" in found
+    assert f"catalog_category pk={deleted_pk}: in the backup, deleted since" in found
+    assert "column name: changed since the backup: 'Category 3' -> 'Renamed'" in found
+    assert len(report["differences"]) == 3
+    assert report["tables"]["catalog.Category"] == {
+        "table": "catalog_category", "backup_rows": 30, "live_rows": 30, "proven_by": "differs"}  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drill_that_cannot_restore_leaves_no_scratch_database(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    broken = tmp_path / "app-20260101T030000Z.dump"
+    broken.write_bytes(b"PGDMP not a dump")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["%\\_drill\\_%"])
+        before = cursor.fetchone()[0]
+    with pytest.raises(CommandError, match=r"pg_restore could not restore app-20260101T030000Z\.dump"):
+        call_command("restore_drill", "--file", str(broken), stdout=StringIO())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["%\\_drill\\_%"])
+        assert cursor.fetchone()[0] == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_hands_the_password_to_pg_restore_in_its_environment_never_its_arguments_or_report(
+    tmp_path, monkeypatch
+):
+    from django.db import connection
+
+    from deploy import drill
+
+    canary = "pg-canary-pass-4711"
+    monkeypatch.setitem(connection.settings_dict, "PASSWORD", canary)  # trust authentication here: not needed
+    seen = []
+    real = subprocess.run
+
+    def spy(args, **kwargs):
+        seen.append((args, kwargs.get("env", {})))
+        return real(args, **kwargs)
+
+    monkeypatch.setattr(drill.subprocess, "run", spy)
+    broken = tmp_path / "app-20260101T030000Z.dump"
+    broken.write_bytes(b"PGDMP not a dump")
+    with pytest.raises(drill.DrillError) as excinfo:
+        drill.run_drill(broken, broken.name)
+    ((args, env),) = seen
+    assert canary not in " ".join(args) and env["PGPASSWORD"] == canary
+    assert canary not in str(excinfo.value)
