@@ -121,6 +121,20 @@ def stop(process):
     process.log.close()
 
 
+def wait_scraped_up(url, timeout=30):
+    """Until Prometheus at ``url`` has scraped its target successfully once (``up`` is 1)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/query?query=up", timeout=2) as response:
+                if any(r["value"][1] == "1" for r in json.load(response)["data"]["result"]):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"Prometheus at {url} did not scrape its target up in {timeout} s")
+
+
 def wait_ready(url, process, tmp_path, name, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -411,14 +425,18 @@ def test_app_down_is_delivered_when_gunicorn_stops_and_resolved_when_it_is_back(
         prometheus_yml["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [am_url[len("http://") :]]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prometheus_yml))
         port = free_port()
-        prometheus = start(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            tmp_path, "prometheus",
-        )  # fmt: skip
+        prometheus = None
         try:
-            wait_ready(f"http://127.0.0.1:{port}", prometheus, tmp_path, "prometheus")
+            # The app serves before Prometheus starts: a gunicorn slow to start on a loaded machine must not read
+            # as the app being down (that would fire DjangoAppDown before the test looks).
             with gunicorn_factory(GUNICORN_BIND=bind):
+                prometheus = start(
+                    [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                     f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                    tmp_path, "prometheus",
+                )  # fmt: skip
+                wait_ready(f"http://127.0.0.1:{port}", prometheus, tmp_path, "prometheus")
+                wait_scraped_up(f"http://127.0.0.1:{port}")
                 time.sleep(4)  # scraped up, for longer than app_down_after: nothing may fire
                 assert not hook.wait_for(firing("DjangoAppDown"), 1)
             down = hook.wait_for(firing("DjangoAppDown"), 25)
@@ -426,7 +444,8 @@ def test_app_down_is_delivered_when_gunicorn_stops_and_resolved_when_it_is_back(
             with gunicorn_factory(GUNICORN_BIND=bind):
                 resolved = hook.wait_for(firing("DjangoAppDown", "resolved"), 25)
         finally:
-            stop(prometheus)
+            if prometheus is not None:
+                stop(prometheus)
             stop(am)
     assert down["receiver"] == "critical"
     (alert,) = [a for a in down["alerts"] if a["labels"]["alertname"] == "DjangoAppDown"]
