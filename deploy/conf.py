@@ -877,8 +877,16 @@ class DeployConfig:
         "",
         "DEPLOY_CUTOVER_BUCKET",
         "S3 bucket that carries the SQLite file into the cluster for k8s_deploy --cutover (written by the operator, "
-        "read by the cut-over Job through the app's pod identity); empty: --cutover refuses to start.",
+        "read by the cut-over Job through its own pod identity; aws_provision makes it: its CutoverBucket output); "
+        "empty: --cutover refuses to start.",
         check=_s3_bucket,
+    )
+    cutover_smoke_path: str = setting(
+        "/",
+        "DEPLOY_CUTOVER_SMOKE_PATH",
+        "Page the cut-over's smoke test requests through the Kubernetes API's service proxy, after the readiness "
+        "path, as a visitor of the first of 'hosts' (it must answer 200: choose a page that reads the database).",
+        check=lambda v: None if v.startswith("/") and " " not in v else "a path starting with '/', such as '/'",
     )
     # --- staff access (docs/security.md#staff-access-rbac) ---
     staff_read_only_group: str = setting(

@@ -15,6 +15,10 @@ tool depends on it:
   ``involvedObject.name`` field selector, ``POST``, ``PUT`` with optimistic
   concurrency on ``resourceVersion``, ``DELETE``; errors shaped as ``Status``;
 - pod logs (``/log?tailLines=``) and events;
+- the service proxy (``GET .../services/NAME:PORT/proxy/PATH``): the Service must exist, name the port and
+  select a ready pod; the request is then forwarded, with the client's headers (``Host`` included, as the
+  real proxy keeps it), to the local HTTP server a test registered in ``service_backends[(namespace, name)]``,
+  and its answer, status included, comes back as it is;
 - a controller thread that advances status: Deployments roll out (or crash
   loop, or stay slow), StatefulSets and CloudNativePG Clusters become ready,
   Jobs complete (or fail),
@@ -35,11 +39,13 @@ import re
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import yaml
 
@@ -230,6 +236,7 @@ class FakeApiServer:
         # API groups this cluster does not serve (a CRD not installed): absent from discovery, 404 on their paths.
         self.missing_groups = set()
         self.pod_logs = {}  # pod name -> text
+        self.service_backends = {}  # (namespace, Service name) -> "http://127.0.0.1:PORT" the proxy forwards to
         self.job_logs = {}  # "operation/OPERATION" (app.kubernetes.io/operation) -> the log its Job's pod writes
         self._stop = threading.Event()
         for namespace in ("default", "kube-system", "kube-public"):  # as every cluster has them
@@ -686,6 +693,20 @@ PATH = re.compile(
 )
 
 
+SERVICE_PROXY = re.compile(
+    r"^/api/v1/namespaces/(?P<namespace>[^/]+)/services/(?:https?:)?(?P<name>[^/:]+)(?::(?P<port>[^/]+))?"
+    r"/proxy(?P<path>/.*)?$"
+)
+
+
+@dataclass
+class _Raw:
+    """An answer passed through as it came (the service proxy's)."""
+
+    data: bytes
+    content_type: str
+
+
 class _Handler(BaseHTTPRequestHandler):
     api: FakeApiServer
     protocol_version = "HTTP/1.1"
@@ -699,7 +720,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _send(self, code, body, content_type="application/json"):
-        data = body.encode() if isinstance(body, str) else json.dumps(_public(body)).encode()
+        if isinstance(body, bytes):
+            data = body
+        else:
+            data = body.encode() if isinstance(body, str) else json.dumps(_public(body)).encode()
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -760,9 +784,52 @@ class _Handler(BaseHTTPRequestHandler):
             code, payload = self._route(method, url.path, query, body)
         except ApiError as exc:
             return self._send(exc.code, exc.status())
+        if isinstance(payload, _Raw):
+            return self._send(code, payload.data, payload.content_type)
         if isinstance(payload, str):
             return self._send(code, payload, "text/plain")
         return self._send(code, payload)
+
+    def _service_proxy(self, method, match, query):
+        """Forward to the Service's registered backend, as the API server forwards to one ready endpoint."""
+        api = self.api
+        namespace, name, port, rest = match["namespace"], match["name"], match["port"], match["path"] or "/"
+        if ("get", "services/proxy") in api.forbidden:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'services "{name}" is forbidden: User "system:serviceaccount:ci:deployer" cannot get resource '
+                f'"services/proxy" in API group "" in the namespace "{namespace}"',
+            )
+        if method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"this fake proxies GET only, not {method}")
+        service = api.get("services", name, namespace)
+        if service is None:
+            raise ApiError(404, "NotFound", f'services "{name}" not found')
+        ports = service["spec"].get("ports", [])
+        if port and not any(port in (p.get("name"), str(p.get("port"))) for p in ports):
+            raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{name}:{port}"')
+        selector = service["spec"].get("selector") or {}
+        ready = [
+            pod
+            for pod in api.list("pods", namespace)
+            if selector
+            and all(pod["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())
+            and all(c.get("ready") for c in pod.get("status", {}).get("containerStatuses", [{}]))
+        ]
+        backend = api.service_backends.get((namespace, name))
+        if not ready or backend is None:
+            raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
+        target = backend.rstrip("/") + rest + (f"?{urlencode(query)}" if query else "")
+        skip = {"authorization", "connection", "content-length", "accept-encoding"}  # the proxy's own
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(target, headers=headers), timeout=10) as response:
+                return response.status, _Raw(response.read(), response.headers.get("Content-Type", "text/plain"))
+        except urllib.error.HTTPError as error:
+            return error.code, _Raw(error.read(), error.headers.get("Content-Type", "text/plain"))
+        except OSError as error:
+            raise ApiError(502, "BadGateway", f"error trying to reach service: {error}") from None
 
     def _route(self, method, path, query, body):
         api = self.api
@@ -827,6 +894,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "groupVersion": f"{group}/{version}".lstrip("/"),
                 "resources": resources,
             }
+        proxy = SERVICE_PROXY.match(path)
+        if proxy:
+            return self._service_proxy(method, proxy, query)
         match = PATH.match(path)
         if not match:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")

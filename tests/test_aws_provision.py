@@ -436,3 +436,57 @@ def test_rds_mode_without_the_stack_or_its_outputs_renders_nothing(aws, settings
         rds.wire(load_config(RDS, environ={}), aws)
     with pytest.raises(RenderError, match=r"'rds'.*k8s_deploy"):
         render_manifests(load_config(RDS, environ={}))
+
+
+def test_only_the_cutover_jobs_identity_may_read_the_cutover_file():
+    from deploy.aws import transfer
+    from deploy.k8s import cutover
+    from tests.test_delivery_aws import allows
+
+    bucket = "arn:aws:s3:::shop-cutover-bucket"
+    for deploy in ({}, {"postgres_mode": "external", "postgres_host": "10.1.2.3", "postgres_cidr": "10.1.0.0/16"}):
+        config = load_config(deploy, environ={})
+        template = json.loads(
+            json.dumps(cfn.render_template(config))
+            .replace("${CutoverBucket.Arn}", bucket)
+            .replace("${BackupBucket.Arn}", "arn:aws:s3:::shop-backups")
+        )  # as AWS resolves them
+        resources = template["Resources"]
+
+        def statements(logical):
+            properties = resources[logical]["Properties"]
+            if resources[logical]["Type"] == "AWS::IAM::Policy":
+                return properties["PolicyDocument"]["Statement"]
+            return [s for p in properties.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+
+        key = f"{bucket}/{transfer.object_key(config.app_name, 'a' * 64)}"
+        reader = statements("CutoverRole")
+        assert allows(reader, "s3:GetObject", key)
+        elsewhere = (("s3:GetObject", f"{bucket}/other/file"), ("s3:GetObject", "arn:aws:s3:::x/cutover/f"))
+        for action, resource in (("s3:PutObject", key), ("s3:DeleteObject", key), ("s3:ListBucket", bucket),
+                                 *elsewhere):  # fmt: skip
+            assert not allows(reader, action, resource), (action, resource)
+        # No other role of the stack may read it (the app's pods included).
+        others = [n for n, r in resources.items() if r["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy")]
+        assert "AppRole" in others
+        for logical in others:
+            if logical != "CutoverRole":
+                assert not allows([s for s in statements(logical) if s["Effect"] == "Allow"], "s3:GetObject", key)
+        # The role is the pod identity of the ServiceAccount the cut-over Job runs as, in the app's namespace.
+        trust = resources["CutoverRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == [{"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+                          "Action": ["sts:AssumeRole", "sts:TagSession"]}]  # fmt: skip
+        association = resources["CutoverIdentity"]["Properties"]
+        job, _ = cutover.cutover_manifests(config, "b", "k", "a" * 64, 1)
+        assert association["ServiceAccount"] == job["spec"]["template"]["spec"]["serviceAccountName"]
+        assert association["Namespace"] == job["metadata"]["namespace"] == config.namespace
+        assert association["RoleArn"] == {"Fn::GetAtt": ["CutoverRole", "Arn"]}
+        # The bucket: nothing public, TLS only, the file expires; its name is what DEPLOY['cutover_bucket'] takes.
+        properties = resources["CutoverBucket"]["Properties"]
+        assert all(properties["PublicAccessBlockConfiguration"].values())
+        (rule,) = properties["LifecycleConfiguration"]["Rules"]
+        assert rule["Prefix"] == transfer.PREFIX and rule["ExpirationInDays"] == 7
+        (deny,) = resources["CutoverBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert template["Outputs"]["CutoverBucket"] == {"Description": "DEPLOY['cutover_bucket']",
+                                                        "Value": {"Ref": "CutoverBucket"}}  # fmt: skip

@@ -1,13 +1,19 @@
 """k8s_deploy --cutover against the fake API server (tests/fake_apiserver.py) and moto's S3.
 
 The Job itself does not run here (the fake server completes or fails it); what it runs is tested in
-test_cutover_fetch (the fetch and its checksum) and by the copy's own tests.
+test_cutover_fetch (the fetch and its checksum) and by the copy's own tests. The smoke test's requests go
+through the fake's service proxy to a real HTTP server on 127.0.0.1 standing for the app's pods.
 """
 
 import hashlib
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import threading
+from contextlib import contextmanager, nullcontext
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
 
@@ -17,12 +23,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
-from deploy.conf import load_config
+from deploy.conf import DeploySecrets, load_config
 from deploy.k8s import cutover, rollout
 from deploy.k8s.render import render_manifests
 from deploy.k8s.validate import policy_problems, schema_problems
 from deploy.k8s.wiring import wiring_problems
+from tests.conftest import PYTHON, ROOT, free_port
 from tests.fake_apiserver import FakeApiServer
 
 NS = "django-app"
@@ -46,11 +54,38 @@ def sqlite_file(tmp_path):
     return path
 
 
-@pytest.fixture
-def world(tmp_path, monkeypatch, sqlite_file):
-    """The fake cluster, moto's S3 with the bucket, the old deployment's maintenance file; cwd is tmp_path."""
+class AppPods(ThreadingHTTPServer):
+    """What the app's Service reaches: answers ``answers[path]`` (200 and a page by default), records each request."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.answers, self.seen = {}, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(handler):
+                self.seen.append((handler.path, dict(handler.headers)))
+                code, body = self.answers.get(handler.path, (200, "<html><title>Shop</title>ok</html>"))
+                data = body.encode()
+                handler.send_response(code)
+                handler.send_header("Content-Type", "text/html; charset=utf-8")
+                handler.send_header("Content-Length", str(len(data)))
+                handler.end_headers()
+                handler.wfile.write(data)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@contextmanager
+def _world(tmp_path, monkeypatch, sqlite_file, s3_endpoint=None):
+    """The fake cluster, S3 with the bucket (moto in-process, or moto's server at ``s3_endpoint`` for another
+    process), the old deployment's maintenance file; cwd is tmp_path."""
     for name in list(os.environ):
-        if name.startswith(("DEPLOY_", "AWS_")):
+        if name.startswith(("DEPLOY_", "AWS_", "MAINTENANCE_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("DEPLOY_POSTGRES_PASSWORD", "pg-secret-pw")
@@ -66,15 +101,32 @@ def world(tmp_path, monkeypatch, sqlite_file):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
     flag = tmp_path / "old" / "maintenance.json"
+    # Where the old deployment's settings find it, in this process and in a child one.
+    monkeypatch.setenv("MAINTENANCE_FILE", str(flag))
+    monkeypatch.setenv("MAINTENANCE_CACHE", "")
+    if s3_endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    pods = AppPods()
+    threading.Thread(target=pods.serve_forever, daemon=True).start()
     with (
         FakeApiServer(token="t0ken") as fake,
-        mock_aws(),
+        nullcontext() if s3_endpoint else mock_aws(),
         override_settings(MAINTENANCE_FILE=str(flag), MAINTENANCE_CACHE=""),
     ):
+        fake.service_backends[(NS, "django-app")] = pods.url
+        fake.pods = pods
         monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
-        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=s3_endpoint)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         fake.flag, fake.s3, fake.source = flag, s3, sqlite_file
+        yield fake
+    pods.shutdown()
+    pods.server_close()
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch, sqlite_file):
+    with _world(tmp_path, monkeypatch, sqlite_file) as fake:
         yield fake
 
 
@@ -132,10 +184,19 @@ def test_the_cutover_runs_every_step_in_order_and_reports_the_downtime(world):
     # is kept in the report.
     assert report["job"] and not jobs(world)
     assert not [p for p in world.list("networkpolicies", NS) if "cutover" in p["metadata"]["name"]]
+    assert world.get("serviceaccounts", "django-app-cutover", NS) is None
     assert "complete; its log ends with" in report["steps"][5]["detail"]
     # The old deployment stays frozen (the traffic moves to the new one), its file as it was.
     assert json.loads(world.flag.read_text())["on"] is True
     assert sha256(world.source) == before
+
+    # The smoke test went through the API's service proxy to the pods: the rendered readiness path, then the
+    # page, as a visitor of the site would (its Host), after the rollout.
+    assert [path for path, _ in world.pods.seen] == ["/readyz", "/"]
+    assert {headers["Host"] for _, headers in world.pods.seen} == {"app.example.com"}
+    proxied = [i for i, (m, p, _, _) in enumerate(world.requests) if "/services/django-app:http/proxy/" in p]
+    assert len(proxied) == 2 and proxied[0] > app_applied
+    assert "/readyz 200, / 200" in report["steps"][-1]["detail"]
 
 
 def test_the_job_and_its_policies_are_restricted_and_allowed_by_the_wiring_rule():
@@ -182,7 +243,10 @@ def test_a_failing_job_stops_the_cutover_with_the_old_deployment_in_maintenance_
     assert "migrate_from_sqlite --source /data/source.sqlite3 --verify" in container["args"][0]
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "django-app"
+    # Its own ServiceAccount, the one aws_provision gives the bucket's read permission (test_aws_provision).
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "django-app-cutover"
+    account = world.get("serviceaccounts", "django-app-cutover", NS)
+    assert account is not None and account["automountServiceAccountToken"] is False
     assert len([p for p in world.list("networkpolicies", NS) if "cutover" in p["metadata"]["name"]]) == 2
 
     # A new run refuses to start over an unfinished one.
@@ -200,25 +264,82 @@ def test_a_failing_job_stops_the_cutover_with_the_old_deployment_in_maintenance_
     assert not jobs(world)  # both pruned by the release; the failed one's log is in the state file
 
 
+# The cut-over as the operator runs it, in its own process, held after one step so that the kill lands between
+# two steps (the hold is the only thing added; the kill is a real SIGKILL: no handler, no finally, no atexit).
+HELD_CUTOVER = """
+import os, sys, time
+import django
+django.setup()
+from django.core.management import call_command
+from deploy.k8s import cutover
+step = cutover.Cutover._step
+def held(self, name, action):
+    step(self, name, action)
+    if name == os.environ["HOLD_AFTER"]:
+        sys.stderr.write("HELD\\n"); sys.stderr.flush()
+        time.sleep(600)
+cutover.Cutover._step = held
+call_command("k8s_deploy", "--json", "--timeout", "60", *sys.argv[1:], interactive=False)
+"""
+
+
+def _cutover_process(args, hold_after=""):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "HOLD_AFTER": hold_after}
+    return subprocess.Popen(
+        [PYTHON, "-c", HELD_CUTOVER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.fixture
+def s3_server():
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
 @pytest.mark.slow
-def test_an_interrupted_cutover_resumes_after_the_last_finished_step(world, monkeypatch):
-    """Killed between two steps (the state file written, the next step not started): --resume goes on."""
+def test_a_cutover_killed_between_two_steps_resumes_after_the_last_finished_one(
+    tmp_path, monkeypatch, sqlite_file, s3_server
+):
+    """SIGKILL of the process running the cut-over, after ``data_services`` and before ``upload``."""
+    with _world(tmp_path, monkeypatch, sqlite_file, s3_endpoint=s3_server) as world:
+        before = sha256(world.source)
+        process = _cutover_process(["--cutover", str(world.source)], hold_after="data_services")
+        try:
+            lines = []  # its log records, then the word that it is held
+            while not lines or lines[-1] not in ("HELD\n", ""):
+                lines.append(process.stderr.readline())
+            assert lines[-1] == "HELD\n", "".join(lines)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
 
-    def killed():
-        raise KeyboardInterrupt
+        # Left behind: a whole state file (written by rename: no half-written JSON, no temporary beside it)
+        # saying where it stopped; the freeze on; nothing uploaded, no Job, no app; the file as it was.
+        state_file = Path("build/cutover/django-app.json")
+        assert sorted(p.name for p in state_file.parent.iterdir()) == ["django-app-final.sqlite3", "django-app.json"]
+        state = json.loads(state_file.read_text())
+        assert [name for name in cutover.STEPS if name in state["steps"]] == list(cutover.STEPS[:4])
+        assert {record["outcome"] for record in state["steps"].values()} == {"ok"}
+        assert json.loads(world.flag.read_text())["on"] is True
+        assert world.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+        assert not jobs(world) and world.get("deployments", "django-app", NS) is None
+        assert sha256(world.source) == before
 
-    real_upload = cutover.Cutover._upload
-    monkeypatch.setattr(cutover.Cutover, "_upload", lambda self: killed())
-    with pytest.raises(KeyboardInterrupt):
-        run("--cutover", str(world.source))
-    state = json.loads(Path("build/cutover/django-app.json").read_text())
-    assert state["steps"]["data_services"]["outcome"] == "ok"
-    assert state["steps"]["upload"]["outcome"] == "running"
-    assert not jobs(world)
-    monkeypatch.setattr(cutover.Cutover, "_upload", real_upload)
-    report = run("--cutover", str(world.source), "--resume")["cutover"]
-    assert report["complete"]
-    assert [s["step"] for s in report["steps"]] == list(cutover.STEPS)
+        # --resume, in a new process, goes on from the upload.
+        process = _cutover_process(["--cutover", str(world.source), "--resume"])
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        report = json.loads(out)["cutover"]
+        assert report["complete"] and [s["step"] for s in report["steps"]] == list(cutover.STEPS)
+        for name in cutover.STEPS[:4]:
+            assert report["steps"][cutover.STEPS.index(name)]["started"] == state["steps"][name]["started"]
+        assert world.s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 1
+        assert world.get("deployments", "django-app", NS) is not None
+        assert [path for path, _ in world.pods.seen] == ["/readyz", "/"]
 
 
 def test_a_bad_file_stops_before_anything_changes(world, tmp_path):
@@ -229,3 +350,68 @@ def test_a_bad_file_stops_before_anything_changes(world, tmp_path):
     assert not world.flag.exists()
     assert not world.applied_order()
     assert world.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def _deployed_but_smoke_failed(world, message, document, before):
+    assert "stopped at step 'smoke'" in message
+    assert "still in maintenance" in message and "--resume" in message
+    steps = {s["step"]: s for s in document["cutover"]["steps"]}
+    assert steps["deploy"]["outcome"] == "ok" and steps["smoke"]["outcome"] == "failed"
+    assert document["cutover"]["downtime_seconds"] is None and document["cutover"]["complete"] is False
+    # Left behind: the freeze on the old deployment, its file untouched, the state file saying where it stopped.
+    assert json.loads(world.flag.read_text())["on"] is True
+    assert sha256(world.source) == before
+    state = json.loads(Path("build/cutover/django-app.json").read_text())
+    assert state["steps"]["smoke"]["outcome"] == "failed"
+    return steps["smoke"]["detail"]
+
+
+def test_a_failing_page_stops_the_cutover_at_the_smoke_test_with_maintenance_left_on(world):
+    before = sha256(world.source)
+    world.pods.answers["/"] = (500, "<h1>Server Error (500)</h1>")
+    message, document = failing("--cutover", str(world.source))
+    detail = _deployed_but_smoke_failed(world, message, document, before)
+    assert "GET / through the API's service proxy" in detail and "answered 500, not 200" in detail
+    assert "Server Error (500)" in detail
+    assert [path for path, _ in world.pods.seen] == ["/readyz", "/"]  # readiness passed, the page did not
+
+    # Fixed (here: the page answers again), --resume runs the smoke test only.
+    del world.pods.answers["/"]
+    report = run("--cutover", str(world.source), "--resume")["cutover"]
+    assert report["complete"] and report["downtime_seconds"] > 0
+    assert [path for path, _ in world.pods.seen] == ["/readyz", "/", "/readyz", "/"]
+
+
+def test_a_failing_readiness_stops_before_the_page(world):
+    before = sha256(world.source)
+    world.pods.answers["/readyz"] = (503, '{"status": "fail", "checks": {"database": "fail"}}')
+    message, document = failing("--cutover", str(world.source))
+    detail = _deployed_but_smoke_failed(world, message, document, before)
+    assert "GET /readyz" in detail and "answered 503" in detail
+    assert [path for path, _ in world.pods.seen] == ["/readyz"]
+
+
+def test_a_deployer_without_services_proxy_is_told_which_permission_is_missing(world):
+    before = sha256(world.source)
+    world.forbidden.add(("get", "services/proxy"))
+    message, document = failing("--cutover", str(world.source))
+    detail = _deployed_but_smoke_failed(world, message, document, before)
+    assert "the API server answered 403" in detail and 'resource "services/proxy"' in detail
+    assert "Grant get on services/proxy" in detail
+    assert world.pods.seen == []
+
+
+def test_the_smoke_request_is_a_visitors_over_https_where_the_site_has_it():
+    certificate = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+    for extra, port, headers in (
+        ({}, "http", {"Host": "shop.example.com"}),
+        ({"certificate_arn": certificate}, "https", {"Host": "shop.example.com"}),
+        ({"exposure": "alb", "certificate_arn": certificate}, "http",
+         {"Host": "shop.example.com", "X-Forwarded-Proto": "https"}),
+    ):  # fmt: skip
+        config = load_config({"hosts": ["shop.example.com", "www.example.com"], **extra}, environ={})
+        assert cutover.smoke_request(config) == (port, headers)
+        stack = render_manifests(config, DeploySecrets(), redact=True)
+        (service,) = [m for m in stack if m["kind"] == "Service" and m["metadata"]["name"] == "django-app"]
+        assert port in {p["name"] for p in service["spec"]["ports"]}  # the proxy names a port the Service has
+        assert cutover.readiness_path(stack, "django-app") == "/readyz"

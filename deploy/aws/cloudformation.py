@@ -21,6 +21,7 @@ import time
 
 import yaml
 
+from deploy.aws import transfer
 from deploy.aws.backups import PREFIX as BACKUP_PREFIX
 from deploy.aws.ecr import LIFECYCLE
 from deploy.aws.session import AwsError, call
@@ -437,6 +438,7 @@ def render_template(config):
             "Description": "DEPLOY['image_repository']",
             "Value": {"Fn::GetAtt": ["Repository", "RepositoryUri"]},
         }
+    _cutover(config, resources, outputs)
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"Infrastructure of {app}: VPC, EKS, EFS, ECR (rendered by manage.py aws_provision)",
@@ -747,6 +749,64 @@ def _backups(config, resources, outputs):
         },
     }
     outputs["BackupBucketName"] = {"Description": "DEPLOY['postgres_backup_bucket']", "Value": {"Ref": "BackupBucket"}}
+
+
+def _cutover(config, resources, outputs):
+    """The bucket that carries the SQLite file into the cluster (``k8s_deploy --cutover``), and the one role that
+    may read it: the cut-over Job's own ServiceAccount's (EKS Pod Identity), never the app's pods'.
+
+    A bucket of its own, not a prefix of the backups bucket: that one exists only with the in-cluster PostgreSQL
+    (a cut-over to RDS needs the bucket too) and keeps versions for weeks, while this file (every row of the old
+    site) should not outlive the cut-over: objects expire after 7 days. SSE-S3, not a KMS key: the operator's
+    upload and the Job's read need no key permission, and the object is short-lived; TLS only, nothing public.
+    Whoever runs the cut-over writes with their own credentials (s3:PutObject on ``cutover/*``).
+    """
+    objects = {"Fn::Sub": "${CutoverBucket.Arn}/" + transfer.PREFIX + "*"}
+    resources["CutoverBucket"] = {
+        "Type": "AWS::S3::Bucket",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
+                "ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+            "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                               "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "LifecycleConfiguration": {"Rules": [{
+                "Id": "expire-cutover-files", "Status": "Enabled", "Prefix": transfer.PREFIX,
+                "ExpirationInDays": 7, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]},
+            "Tags": [{"Key": "app.kubernetes.io/part-of", "Value": config.app_name}],
+        },
+    }  # fmt: skip
+    resources["CutoverBucketPolicy"] = {
+        "Type": "AWS::S3::BucketPolicy",
+        "Properties": {
+            "Bucket": {"Ref": "CutoverBucket"},
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Resource": [{"Fn::GetAtt": ["CutoverBucket", "Arn"]}, {"Fn::Sub": "${CutoverBucket.Arn}/*"}],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]},
+        },
+    }  # fmt: skip
+    resources["CutoverRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": POD_IDENTITY_TRUST,
+            "Description": f"The cut-over Job of {config.namespace}/{config.app_name}: reads the SQLite file only",
+            "Policies": [{"PolicyName": "read-cutover-file", "PolicyDocument": {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}]}}],
+        },
+    }  # fmt: skip
+    resources["CutoverIdentity"] = {
+        "Type": "AWS::EKS::PodIdentityAssociation",
+        "Properties": {
+            "ClusterName": {"Ref": "Cluster"},
+            "Namespace": config.namespace,
+            "ServiceAccount": names.resource_name(config.app_name, "cutover"),
+            "RoleArn": {"Fn::GetAtt": ["CutoverRole", "Arn"]},
+        },
+    }
+    outputs["CutoverBucket"] = {"Description": "DEPLOY['cutover_bucket']", "Value": {"Ref": "CutoverBucket"}}
 
 
 def _repository(config):

@@ -31,8 +31,11 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+PREFIX = "cutover/"  # the only keys the cut-over Job's role may read (deploy/aws/cloudformation.py)
+
+
 def object_key(app_name, sha256):
-    return f"cutover/{app_name}/{sha256}.sqlite3"
+    return f"{PREFIX}{app_name}/{sha256}.sqlite3"
 
 
 def upload(s3, path, bucket, key, sha256):

@@ -237,6 +237,31 @@ class Cluster:
         data = response.data if hasattr(response, "data") else response
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
+    def service_proxy_get(self, namespace, service, port, path, headers=None):
+        """GET ``path`` from a Service through the API server's service proxy: ``(status, headers, text)``.
+
+        The API server sends the request to one ready endpoint of the Service and returns what it answered,
+        status included; the caller needs ``get`` on ``services/proxy`` in the namespace (RBAC). A 4xx or 5xx
+        from the app is an answer, not an error; only an unreachable API server raises :class:`ClusterError`.
+        """
+        target = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        header_params = {"Accept": "text/html,application/json;q=0.9,*/*;q=0.8", **(headers or {})}
+        try:
+            response = self.dynamic.request(
+                "get", target, header_params=header_params, serialize=False, _request_timeout=self.timeout
+            )
+        except DynamicApiError as exc:
+            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+            return exc.status, dict(exc.headers or {}), body
+        except Exception as exc:
+            error = self._explain(exc, f"Requesting {path} from the Service {service}:{port} (service proxy)")
+            if error is None:
+                raise
+            raise error from None
+        data = response.data if hasattr(response, "data") else response
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        return response.status, dict(response.headers or {}), text
+
     def events(self, namespace, name):
         try:
             items = self.list("v1", "Event", namespace, field_selector=f"involvedObject.name={name}")

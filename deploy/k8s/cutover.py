@@ -8,10 +8,14 @@
 4. ``data_services``: everything the render holds up to the workloads, applied; PostgreSQL and Redis ready.
    The app is held back: nothing serves from the empty database.
 5. ``upload``: the snapshot written to S3 (deploy/aws/transfer.py says why S3).
-6. ``copy``: one Job with the release's image, restricted, with its own NetworkPolicies: fetch the object and
+6. ``copy``: one Job with the release's image, restricted, with its own ServiceAccount (whose pod identity
+   alone may read the bucket) and NetworkPolicies: fetch the object and
    check its SHA-256, ``migrate``, ``migrate_from_sqlite --verify``; its log is kept.
 7. ``deploy``: the whole release (``Deployer.deploy``: the migration Job, the app, the rollout).
-8. ``smoke``: the app's Deployment available through the API (every replica ready, so ``/readyz`` answers).
+8. ``smoke``: the app's Deployment has every replica ready, then two requests through the Kubernetes API's
+   service proxy (``services/NAME:PORT/proxy``, so from wherever the operator is, without a route to the pods):
+   the readiness path of the rendered probe and ``DEPLOY['cutover_smoke_path']``, as a visitor of the site
+   (its first host, HTTPS as the balancer marks it); both must answer 200.
 
 Each step's start, end and outcome are written to a state file (``build/cutover/APP.json``) as soon as they
 happen; ``resume=True`` skips the steps that finished, so a cut-over killed between two steps continues where
@@ -32,7 +36,7 @@ from pathlib import Path
 
 from deploy import maintenance
 from deploy.aws import transfer
-from deploy.k8s import names
+from deploy.k8s import exposure, names
 
 STEPS = ("preflight", "maintenance_on", "snapshot", "data_services", "upload", "copy", "deploy", "smoke")
 DATA_DIR = "/data"
@@ -70,8 +74,13 @@ class CutoverState:
     def save(self, path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside it, flushed to the disk, then renamed over it: a kill (or a crash of the machine) at any
+        # moment leaves either the previous record or this one, never half of one.
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(self.__dict__, indent=2))
+        with open(temporary, "w") as stream:
+            stream.write(json.dumps(self.__dict__, indent=2))
+            stream.flush()
+            os.fsync(stream.fileno())
         temporary.replace(path)
 
     def done(self, step):
@@ -113,7 +122,7 @@ def storage_for(size):
 
 
 def cutover_manifests(config, bucket, key, sha256, size, now=None):
-    """The Job and its NetworkPolicies, rendered from ``app/_cutover-*.yaml``."""
+    """The Job, and what must exist before it (its ServiceAccount, its NetworkPolicies), from ``app/_cutover-*``."""
     from deploy.conf import DeploySecrets
     from deploy.k8s.render import _environment, build_context, render_template
 
@@ -126,9 +135,9 @@ def cutover_manifests(config, bucket, key, sha256, size, now=None):
         cutover_storage=storage_for(size),
         cutover_deadline_seconds=3600 + math.ceil(size / 2**20) * 2,
     )
-    (job,) = render_template(env, "app/_cutover-job.yaml", context)
+    account, job = render_template(env, "app/_cutover-job.yaml", context)
     policies = render_template(env, "app/_cutover-networkpolicy.yaml", context)
-    return job, policies
+    return job, [account, *policies]
 
 
 class Cutover:
@@ -251,10 +260,10 @@ class Cutover:
     def _copy(self):
         from deploy.k8s.rollout import WaitFailure, wait_for
 
-        job, policies = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
-                                          self.state.size)  # fmt: skip
-        for policy in policies:
-            self.cluster.apply(policy)
+        job, before = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
+                                        self.state.size)  # fmt: skip
+        for manifest in before:
+            self.cluster.apply(manifest)
         self.state.job = job["metadata"]["name"]
         self.state.save(self.state_path)
         self.cluster.create(job)
@@ -292,4 +301,62 @@ class Cutover:
         wanted = (live or {}).get("spec", {}).get("replicas", 0)
         if not live or status.get("readyReplicas", 0) < max(wanted, 1):
             raise RuntimeError(f"the Deployment {app} has {status.get('readyReplicas', 0)} of {wanted} pods ready")
-        return f"Deployment {app}: {status.get('readyReplicas')} of {wanted} pods ready (their /readyz answers)"
+        service = names.service(self.config, "app")
+        port, headers = smoke_request(self.config)
+        answered = []
+        for path in (readiness_path(self.manifests, app), self.config.cutover_smoke_path):
+            code, _headers, text = self.cluster.service_proxy_get(service.namespace, service.name, port, path, headers)
+            refused = _api_status(text)
+            if refused is not None:  # the API server's own answer, not the app's
+                hint = " Grant get on services/proxy in that namespace to this identity (RBAC)." if code == 403 else ""
+                raise RuntimeError(
+                    f"GET {path} through the API's service proxy (Service {service.name}:{port}): the API server "
+                    f"answered {code}: {refused}.{hint}"
+                )
+            if code != 200:
+                first = " ".join(text.split())[:200]
+                raise RuntimeError(
+                    f"GET {path} through the API's service proxy (Service {service.name}:{port}, Host "
+                    f"{headers.get('Host', '-')}) answered {code}, not 200: {first}"
+                )
+            answered.append(f"{path} 200")
+        return (
+            f"Deployment {app}: {status.get('readyReplicas')} of {wanted} pods ready; through the service proxy "
+            f"{service.name}:{port}: {', '.join(answered)}"
+        )
+
+
+def _api_status(text):
+    """The message of a ``Status`` the API server answered with itself (no endpoint, forbidden), or None."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and document.get("kind") == "Status" and document.get("apiVersion") == "v1":
+        return document.get("message") or document.get("reason") or "no message"
+    return None
+
+
+def readiness_path(manifests, deployment):
+    """The readiness probe's path in the rendered Deployment (the template is its one home)."""
+    for manifest in manifests:
+        if manifest.get("kind") == "Deployment" and manifest["metadata"]["name"] == deployment:
+            for container in manifest["spec"]["template"]["spec"]["containers"]:
+                probe = container.get("readinessProbe", {}).get("httpGet")
+                if probe:
+                    return probe["path"]
+    raise RuntimeError(f"the release renders no Deployment {deployment} with an HTTP readiness probe")
+
+
+def smoke_request(config):
+    """The Service port and headers of a request that Django takes for a visitor's over HTTPS (if the site has it).
+
+    The API server's service proxy keeps the client's ``Host`` (so it must be one of ``ALLOWED_HOSTS``) and adds
+    no ``X-Forwarded-Proto``: the request goes to the port that the balancer's HTTPS listener uses, and carries
+    the header where the app trusts it (deploy/k8s/exposure.py), so a redirecting Django serves the page.
+    """
+    seen = exposure.exposure(config)
+    headers = {"Host": config.hosts[0]} if config.hosts else {}
+    if seen.trusted_https_marker == exposure.FORWARDED_PROTO:
+        headers["X-Forwarded-Proto"] = "https"
+    return seen.ports[-1].service_port_name, headers
