@@ -351,6 +351,11 @@ def test_a_bad_file_stops_before_anything_changes(world, tmp_path):
     assert not world.applied_order()
     assert world.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
+    # "Run the cut-over again", the message says: with the file fixed (or another one), it does, not refused as
+    # an unfinished cut-over to resume.
+    report = run("--cutover", str(world.source))["cutover"]
+    assert report["complete"] and report["source"] == str(world.source)
+
 
 def _deployed_but_smoke_failed(world, message, document, before):
     assert "stopped at step 'smoke'" in message

@@ -196,11 +196,14 @@ class Cutover:
                     self.state.report(),
                 )
         else:
-            if self.state_path.exists() and not CutoverState.load(self.state_path).report()["complete"]:
+            # A cut-over stopped before maintenance_on changed nothing ("run the cut-over again", its message
+            # says): only one that got that far must be resumed or dropped knowingly.
+            previous = CutoverState.load(self.state_path) if self.state_path.exists() else None
+            if previous is not None and not previous.report()["complete"] and "maintenance_on" in previous.steps:
                 raise CutoverFailed(
                     f"An unfinished cut-over is recorded in {self.state_path}: continue it with --resume, or remove "
                     "the file to start again (the old deployment may still be in maintenance).",
-                    CutoverState.load(self.state_path).report(),
+                    previous.report(),
                 )
             self.state = CutoverState(source=str(self.source))
         for name in STEPS:
