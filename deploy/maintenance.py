@@ -94,8 +94,16 @@ def switch_on(flag, retry_after=DEFAULT_RETRY_AFTER, reason=""):
         cache = caches[flag.cache]
         cache.set(CACHE_KEY, state, timeout=None)
         if cache.get(CACHE_KEY) != state:
+            left = (
+                f" The maintenance file {flag.file} is written, so this machine's processes are in maintenance; "
+                "those that only read the cache are not. Turn it off with 'maintenance off' to go back, or, on a "
+                "machine without that Redis, set MAINTENANCE_CACHE to an empty value and switch on again."
+                if flag.file
+                else " Nothing is in maintenance."
+            )
             raise MaintenanceError(
-                f"The cache {flag.cache!r} did not keep the maintenance key (is its server reachable from here?)."
+                f"The cache {flag.cache!r} did not keep the maintenance key (is its server reachable from here? "
+                f"check REDIS_URL).{left}"
             )
     return state
 

@@ -443,3 +443,20 @@ def test_a_resume_after_the_file_changed_is_refused_not_carried_from_the_old_sna
     (world.source.parent.parent / "build" / "cutover" / "django-app.json").unlink()
     report = run("--cutover", str(world.source))["cutover"]
     assert report["complete"]
+
+
+def test_a_maintenance_switch_that_fails_half_way_is_not_reported_as_nothing_changed(world, monkeypatch):
+    """maintenance_on failing after the file was written (the cache not): the site is frozen, so the way back
+    (maintenance off) is given, not "Nothing was changed"."""
+    from deploy import maintenance
+
+    def half(flag, retry_after=600, reason=""):
+        Path(flag.file).write_text("{}")
+        raise maintenance.MaintenanceError("The cache 'default' did not keep the maintenance key.")
+
+    monkeypatch.setattr(maintenance, "switch_on", half)
+    message, _ = failing("--cutover", str(world.source))
+    assert "stopped at step 'maintenance_on'" in message
+    assert "Nothing was changed" not in message
+    assert "perhaps in maintenance" in message and "maintenance off" in message
+    assert world.flag.exists()

@@ -220,3 +220,25 @@ def test_the_cache_flag_is_read_once_per_poll_interval(settings):
     finally:
         maintenance.switch_off(flag)
     assert caches["default"].get(maintenance.CACHE_KEY) is None
+
+
+def test_a_cache_that_does_not_answer_says_the_file_is_on_and_how_to_go_back(tmp_path):
+    """The file written, the cache not (Redis unreachable from the old machine): the error says what was left
+    on, not only what failed."""
+    flag = tmp_path / "maintenance.json"
+    dead = {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}  # keeps nothing, like an unreachable Redis
+    with (
+        override_settings(MAINTENANCE_FILE=str(flag), MAINTENANCE_CACHE="dead", CACHES={"default": dead, "dead": dead}),
+        pytest.raises(CommandError) as excinfo,
+    ):
+        call_command("maintenance", "on", stdout=StringIO())
+    message = str(excinfo.value)
+    assert "did not keep the maintenance key" in message
+    assert f"The maintenance file {flag} is written" in message and "maintenance off" in message
+    assert "MAINTENANCE_CACHE to an empty value" in message
+    assert flag.exists()
+    with (
+        override_settings(MAINTENANCE_FILE="", MAINTENANCE_CACHE="dead", CACHES={"default": dead, "dead": dead}),
+        pytest.raises(CommandError, match="Nothing is in maintenance"),
+    ):
+        call_command("maintenance", "on", stdout=StringIO())

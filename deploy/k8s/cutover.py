@@ -231,9 +231,11 @@ class Cutover:
         self.progress(f"{name}: ok in {record['seconds']:.1f} s")
 
     def _failure(self, name, exc):
-        frozen = self.state.done("maintenance_on")
+        # Started is enough: a switch that failed half-way (the file written, the cache not) has frozen the site.
+        frozen = "maintenance_on" in self.state.steps
         way_back = (
-            f"The old deployment is still in maintenance and {self.source} was not changed: to go back, lift the "
+            f"The old deployment is {'still' if self.state.done('maintenance_on') else 'perhaps'} in maintenance and "
+            f"{self.source} was not changed: to go back, lift the "
             "freeze there (python manage.py maintenance off); to go on, fix the cause and rerun with --resume."
             if frozen
             else "Nothing was changed: fix the cause and run the cut-over again."
