@@ -30,6 +30,8 @@ from django.http import HttpResponse, JsonResponse
 
 CACHE_KEY = "deploy:maintenance"
 DEFAULT_RETRY_AFTER = 600
+# A day: a longer Retry-After is a typo (clients and crawlers would stay away that long), not a window.
+MAX_RETRY_AFTER = 86400
 DEFAULT_POLL_SECONDS = 1.0
 
 
@@ -92,8 +94,16 @@ def switch_on(flag, retry_after=DEFAULT_RETRY_AFTER, reason=""):
         cache = caches[flag.cache]
         cache.set(CACHE_KEY, state, timeout=None)
         if cache.get(CACHE_KEY) != state:
+            left = (
+                f" The maintenance file {flag.file} is written, so this machine's processes are in maintenance; "
+                "those that only read the cache are not. Turn it off with 'maintenance off' to go back, or, on a "
+                "machine without that Redis, set MAINTENANCE_CACHE to an empty value and switch on again."
+                if flag.file
+                else " Nothing is in maintenance."
+            )
             raise MaintenanceError(
-                f"The cache {flag.cache!r} did not keep the maintenance key (is its server reachable from here?)."
+                f"The cache {flag.cache!r} did not keep the maintenance key (is its server reachable from here? "
+                f"check REDIS_URL).{left}"
             )
     return state
 
@@ -169,14 +179,27 @@ PAGE = """<!doctype html>
 """
 
 
+def retry_after_of(state):
+    """The state's ``retry_after`` as whole seconds within 1..MAX_RETRY_AFTER; the default when it is not a
+    number (a flag file written by hand): the maintenance page must never fail itself."""
+    try:
+        seconds = int(state.get("retry_after") or DEFAULT_RETRY_AFTER)
+    except (TypeError, ValueError, OverflowError):
+        return DEFAULT_RETRY_AFTER
+    return min(max(seconds, 1), MAX_RETRY_AFTER)
+
+
 def response(request, state):
-    retry_after = str(int(state.get("retry_after") or DEFAULT_RETRY_AFTER))
+    retry_after = str(retry_after_of(state))
     if _wants_html(request):
         answer = HttpResponse(PAGE, status=503, content_type="text/html; charset=utf-8")
     else:
         answer = JsonResponse({"status": "maintenance", "retry_after": int(retry_after)}, status=503)
     answer["Retry-After"] = retry_after
     answer["Cache-Control"] = "no-store"
+    # An expected answer, not a server error: without this Django logs every one at ERROR ("Service
+    # Unavailable: /"), which floods the error log and its alerts for the whole window.
+    answer._has_been_logged = True
     return answer
 
 

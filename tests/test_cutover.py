@@ -351,6 +351,11 @@ def test_a_bad_file_stops_before_anything_changes(world, tmp_path):
     assert not world.applied_order()
     assert world.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
+    # "Run the cut-over again", the message says: with the file fixed (or another one), it does, not refused as
+    # an unfinished cut-over to resume.
+    report = run("--cutover", str(world.source))["cutover"]
+    assert report["complete"] and report["source"] == str(world.source)
+
 
 def _deployed_but_smoke_failed(world, message, document, before):
     assert "stopped at step 'smoke'" in message
@@ -415,3 +420,43 @@ def test_the_smoke_request_is_a_visitors_over_https_where_the_site_has_it():
         (service,) = [m for m in stack if m["kind"] == "Service" and m["metadata"]["name"] == "django-app"]
         assert port in {p["name"] for p in service["spec"]["ports"]}  # the proxy names a port the Service has
         assert cutover.readiness_path(stack, "django-app") == "/readyz"
+
+
+def test_a_resume_after_the_file_changed_is_refused_not_carried_from_the_old_snapshot(world):
+    """A write to the SQLite file after its snapshot (the freeze not holding, or an edit to fix a row) would be
+    lost by a --resume that carries the old snapshot: refused, saying why and how to start again."""
+    world.scenarios["job/cutover"] = "fail"
+    failing("--cutover", str(world.source))
+    with sqlite3.connect(world.source) as conn:
+        conn.execute("INSERT INTO author VALUES (51, 'written during the freeze')")
+    conn.close()
+    world.scenarios.pop("job/cutover")
+    applied = len(world.applied_order())
+    message, document = failing("--cutover", str(world.source), "--resume")
+    assert "changed after its snapshot was taken" in message and "Nothing was done" in message
+    assert "remove build/cutover/django-app.json" in message
+    assert {s["step"]: s["outcome"] for s in document["cutover"]["steps"]}["copy"] == "failed"
+    assert len(world.applied_order()) == applied
+    assert json.loads(world.flag.read_text())["on"] is True
+
+    # Started again, the new snapshot carries the row.
+    (world.source.parent.parent / "build" / "cutover" / "django-app.json").unlink()
+    report = run("--cutover", str(world.source))["cutover"]
+    assert report["complete"]
+
+
+def test_a_maintenance_switch_that_fails_half_way_is_not_reported_as_nothing_changed(world, monkeypatch):
+    """maintenance_on failing after the file was written (the cache not): the site is frozen, so the way back
+    (maintenance off) is given, not "Nothing was changed"."""
+    from deploy import maintenance
+
+    def half(flag, retry_after=600, reason=""):
+        Path(flag.file).write_text("{}")
+        raise maintenance.MaintenanceError("The cache 'default' did not keep the maintenance key.")
+
+    monkeypatch.setattr(maintenance, "switch_on", half)
+    message, _ = failing("--cutover", str(world.source))
+    assert "stopped at step 'maintenance_on'" in message
+    assert "Nothing was changed" not in message
+    assert "perhaps in maintenance" in message and "maintenance off" in message
+    assert world.flag.exists()

@@ -1,6 +1,7 @@
 """The cut-over Job's first step for real: `manage.py fetch_sqlite` in its own process, reading moto's S3 server
 on 127.0.0.1 with the standard credential chain (as the pod's identity would give it), checking the SHA-256."""
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -35,7 +36,10 @@ def s3_server():
         aws_access_key_id="AKIATESTING",
         aws_secret_access_key="aws-secret-not-shown",
     )
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    # moto's servers share one in-process backend: after tests/test_cutover.py in the same process, the bucket
+    # of the same name is already there (BucketAlreadyOwnedByYou), which is fine.
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     try:
         yield s3, env
     finally:

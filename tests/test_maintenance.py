@@ -153,6 +153,24 @@ def test_a_touched_empty_file_is_on_and_html_or_json_by_accept(tmp_path, client)
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [('{"retry_after": "soon"}', "600"), ('{"retry_after": -5}', "1"), ('{"retry_after": 1e30}', "86400")],
+)
+def test_a_hand_written_flag_file_still_gives_the_page_and_no_error_log(tmp_path, client, caplog, written, expected):
+    """A flag file edited by hand with a retry_after that is not a sane number: the page, not a 500 on every
+    request; and the 503s are not logged as server errors."""
+    flag = tmp_path / "maintenance.json"
+    flag.write_text(written)
+    with override_settings(MAINTENANCE_FILE=str(flag), MAINTENANCE_CACHE=""), caplog.at_level("WARNING"):
+        answer = client.get("/", headers=API)
+    assert answer.status_code == 503
+    assert answer["Retry-After"] == expected
+    assert answer.json() == {"status": "maintenance", "retry_after": int(expected)}
+    assert not [r for r in caplog.records if r.name == "django.request"]
+
+
 def test_the_command_reports_and_refuses_what_it_cannot_do(tmp_path):
     flag = tmp_path / "sub" / "maintenance.json"
     out = StringIO()
@@ -166,8 +184,10 @@ def test_the_command_reports_and_refuses_what_it_cannot_do(tmp_path):
         assert "Maintenance is on" in out.getvalue() and "Reason: cut-over" in out.getvalue()
         call_command("maintenance", "off", stdout=StringIO())
         assert not flag.exists()
-        with pytest.raises(CommandError, match="--retry-after must be at least 1"):
+        with pytest.raises(CommandError, match="--retry-after must be between 1 and 86400 seconds"):
             call_command("maintenance", "on", "--retry-after", "0", stdout=StringIO())
+        with pytest.raises(CommandError, match="--retry-after must be between 1 and 86400 seconds"):
+            call_command("maintenance", "on", "--retry-after", "99999999999999999999", stdout=StringIO())
         assert not flag.exists()
 
     # A folder that cannot be made (a file is in the way): refused, naming the file, nothing left.
@@ -200,3 +220,25 @@ def test_the_cache_flag_is_read_once_per_poll_interval(settings):
     finally:
         maintenance.switch_off(flag)
     assert caches["default"].get(maintenance.CACHE_KEY) is None
+
+
+def test_a_cache_that_does_not_answer_says_the_file_is_on_and_how_to_go_back(tmp_path):
+    """The file written, the cache not (Redis unreachable from the old machine): the error says what was left
+    on, not only what failed."""
+    flag = tmp_path / "maintenance.json"
+    dead = {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}  # keeps nothing, like an unreachable Redis
+    with (
+        override_settings(MAINTENANCE_FILE=str(flag), MAINTENANCE_CACHE="dead", CACHES={"default": dead, "dead": dead}),
+        pytest.raises(CommandError) as excinfo,
+    ):
+        call_command("maintenance", "on", stdout=StringIO())
+    message = str(excinfo.value)
+    assert "did not keep the maintenance key" in message
+    assert f"The maintenance file {flag} is written" in message and "maintenance off" in message
+    assert "MAINTENANCE_CACHE to an empty value" in message
+    assert flag.exists()
+    with (
+        override_settings(MAINTENANCE_FILE="", MAINTENANCE_CACHE="dead", CACHES={"default": dead, "dead": dead}),
+        pytest.raises(CommandError, match="Nothing is in maintenance"),
+    ):
+        call_command("maintenance", "on", stdout=StringIO())

@@ -65,6 +65,7 @@ class CutoverState:
     bucket: str = ""
     key: str = ""
     job: str = ""
+    source_stamp: list = field(default_factory=list)  # the file (and its -wal) as the snapshot read it
     steps: dict = field(default_factory=dict)  # name -> {started, ended, seconds, outcome, detail}
 
     @classmethod
@@ -100,6 +101,20 @@ class CutoverState:
             "downtime_seconds": downtime,
             "complete": all(self.done(name) for name in STEPS),
         }
+
+
+def source_stamp(source):
+    """Size and modification time of the SQLite file and of its ``-wal`` (where a WAL database's writes land
+    first): what changes when anything writes to it."""
+    stamp = []
+    for path in (Path(source), Path(f"{source}-wal")):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            stamp.append(None)
+        else:
+            stamp.append([info.st_size, info.st_mtime_ns])
+    return stamp
 
 
 def script(config, bucket, key, sha256):
@@ -170,12 +185,25 @@ class Cutover:
                     "Resume that one, or remove the state file to start again.",
                     self.state.report(),
                 )
+            changed = self.state.source_stamp and self.state.source_stamp != source_stamp(self.source)
+            if self.state.done("snapshot") and changed:
+                raise CutoverFailed(
+                    f"--resume: {self.source} changed after its snapshot was taken (its size or modification time, "
+                    "or its -wal's, differ): something wrote to it during the freeze, or it was edited. This "
+                    "cut-over carries the snapshot, so those changes would be lost. Nothing was done. Stop whatever "
+                    f"writes to it (is MAINTENANCE_FILE the one the old deployment reads?), then remove "
+                    f"{self.state_path} and run the cut-over again: a new snapshot is taken.",
+                    self.state.report(),
+                )
         else:
-            if self.state_path.exists() and not CutoverState.load(self.state_path).report()["complete"]:
+            # A cut-over stopped before maintenance_on changed nothing ("run the cut-over again", its message
+            # says): only one that got that far must be resumed or dropped knowingly.
+            previous = CutoverState.load(self.state_path) if self.state_path.exists() else None
+            if previous is not None and not previous.report()["complete"] and "maintenance_on" in previous.steps:
                 raise CutoverFailed(
                     f"An unfinished cut-over is recorded in {self.state_path}: continue it with --resume, or remove "
                     "the file to start again (the old deployment may still be in maintenance).",
-                    CutoverState.load(self.state_path).report(),
+                    previous.report(),
                 )
             self.state = CutoverState(source=str(self.source))
         for name in STEPS:
@@ -203,9 +231,11 @@ class Cutover:
         self.progress(f"{name}: ok in {record['seconds']:.1f} s")
 
     def _failure(self, name, exc):
-        frozen = self.state.done("maintenance_on")
+        # Started is enough: a switch that failed half-way (the file written, the cache not) has frozen the site.
+        frozen = "maintenance_on" in self.state.steps
         way_back = (
-            f"The old deployment is still in maintenance and {self.source} was not changed: to go back, lift the "
+            f"The old deployment is {'still' if self.state.done('maintenance_on') else 'perhaps'} in maintenance and "
+            f"{self.source} was not changed: to go back, lift the "
             "freeze there (python manage.py maintenance off); to go on, fix the cause and rerun with --resume."
             if frozen
             else "Nothing was changed: fix the cause and run the cut-over again."
@@ -230,6 +260,7 @@ class Cutover:
     def _snapshot(self):
         snapshot = self.state_path.with_name(f"{self.state_path.stem}-final.sqlite3")
         snapshot.unlink(missing_ok=True)
+        stamp = source_stamp(self.source)
         source = sqlite3.connect(f"file:{self.source.resolve()}?mode=ro", uri=True)
         try:
             target = sqlite3.connect(snapshot)
@@ -239,6 +270,12 @@ class Cutover:
         finally:
             source.close()
         self.state.snapshot = str(snapshot)
+        if stamp != source_stamp(self.source):
+            raise RuntimeError(
+                f"{self.source} changed while its snapshot was being taken: something still writes to it, so the "
+                "freeze does not hold (is MAINTENANCE_FILE the one the old deployment reads? a cron job, a worker?)."
+            )
+        self.state.source_stamp = stamp
         self.state.sha256 = transfer.sha256_of(snapshot)
         self.state.size = snapshot.stat().st_size
         return f"{snapshot} ({self.state.size} bytes, sha256 {self.state.sha256})"

@@ -22,7 +22,10 @@ class Command(BaseCommand):
             type=int,
             default=maintenance.DEFAULT_RETRY_AFTER,
             metavar="SECONDS",
-            help=f"With on: the Retry-After the 503 answers carry (default {maintenance.DEFAULT_RETRY_AFTER}).",
+            help=(
+                f"With on: the Retry-After the 503 answers carry, 1 to {maintenance.MAX_RETRY_AFTER} "
+                f"(default {maintenance.DEFAULT_RETRY_AFTER})."
+            ),
         )
         parser.add_argument("--reason", default="", help="With on: a note kept with the flag (shown by status).")
         parser.add_argument("--json", action="store_true", help="Print one JSON document on stdout.")
@@ -38,8 +41,11 @@ class Command(BaseCommand):
 
     def _run(self, action, retry_after, reason):
         flag = maintenance.MaintenanceFlag.from_settings()
-        if retry_after < 1:
-            raise CommandError(f"--retry-after must be at least 1 second, not {retry_after}.")
+        if not 1 <= retry_after <= maintenance.MAX_RETRY_AFTER:
+            raise CommandError(
+                f"--retry-after must be between 1 and {maintenance.MAX_RETRY_AFTER} seconds (a day), "
+                f"not {retry_after}: it is how long clients are told to wait, so give the window's length."
+            )
         try:
             if action == "on":
                 maintenance.switch_on(flag, retry_after, reason)
