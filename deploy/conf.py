@@ -525,7 +525,8 @@ class DeployConfig:
     postgres_operator_namespace: str = setting(
         "cnpg-system",
         "DEPLOY_POSTGRES_OPERATOR_NAMESPACE",
-        "Namespace of the CloudNativePG operator (cloudnative-pg mode): its pods may reach the instances' status port.",
+        "Namespace of the CloudNativePG operator (cloudnative-pg mode): its pods may reach the instances' status "
+        "port. Not the app's namespace, whose policies deny the operator's traffic.",
         check=_dns_label,
     )
     postgres_host: str = setting(
@@ -1412,6 +1413,15 @@ def _check_together(c):
             f"DEPLOY['postgres_replication'] is 'synchronous' but DEPLOY['postgres_instances'] is "
             f"{c.postgres_instances}: a synchronous commit waits for a replica. Set postgres_instances to 3 "
             "(DEPLOY_POSTGRES_INSTANCES), or postgres_replication to 'asynchronous'."
+        )
+    if c.postgres_operator and c.postgres_operator_namespace == c.namespace:
+        # The app's namespace denies every flow it does not render: an operator there could reach neither the
+        # Kubernetes API nor the instances, and the wiring check failed with advice to edit the templates.
+        raise ConfigError(
+            f"DEPLOY['postgres_operator_namespace'] must differ from DEPLOY['namespace'] (both {c.namespace!r}): "
+            "the app's namespace denies all traffic the stack does not need, so an operator installed there could "
+            "not work. Install CloudNativePG in its own namespace (cnpg-system, docs/high-availability.md) and name "
+            "it in DEPLOY_POSTGRES_OPERATOR_NAMESPACE."
         )
     if c.postgres_operator:
         # The backup CronJob and the restore Job run postgres_image's pg_dump and pg_restore against the Cluster:

@@ -110,6 +110,12 @@ def test_the_operand_and_the_backup_tools_share_a_major_version(operand, tools):
                  + ".9"}, environ={})  # fmt: skip
 
 
+def test_an_operator_in_the_apps_namespace_is_refused_at_configuration():
+    # The render used to fail on the wiring check, telling the operator to edit the NetworkPolicy templates.
+    with pytest.raises(ConfigError, match=r"postgres_operator_namespace.*differ.*'django-app'.*cnpg-system"):
+        load_config({"postgres_mode": "cloudnative-pg", "postgres_operator_namespace": "django-app"}, environ={})
+
+
 def test_a_long_app_name_keeps_the_cluster_and_its_services_within_dns_limits():
     config = mode_config("cloudnative-pg", app_name="a" * 60)
     cluster = _cluster(render_manifests(config))
