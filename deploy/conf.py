@@ -518,13 +518,15 @@ class DeployConfig:
         "ghcr.io/cloudnative-pg/postgresql:16.4",
         "DEPLOY_POSTGRES_CNPG_IMAGE",
         "PostgreSQL image of the CloudNativePG Cluster (cloudnative-pg mode): one of the operator's operand images, "
-        "of the same major version as postgres_image (whose pg_dump the backup CronJob runs).",
+        "of the same major version as postgres_image (whose pg_dump the backup CronJob runs; another major "
+        "version is refused).",
         check=_image,
     )
     postgres_operator_namespace: str = setting(
         "cnpg-system",
         "DEPLOY_POSTGRES_OPERATOR_NAMESPACE",
-        "Namespace of the CloudNativePG operator (cloudnative-pg mode): its pods may reach the instances' status port.",
+        "Namespace of the CloudNativePG operator (cloudnative-pg mode): its pods may reach the instances' status "
+        "port. Not the app's namespace, whose policies deny the operator's traffic.",
         check=_dns_label,
     )
     postgres_host: str = setting(
@@ -1165,6 +1167,13 @@ class DeploySecrets:
         return [getattr(self, name) for name in self.ENV if getattr(self, name)]
 
 
+def _image_major(image):
+    """The PostgreSQL major version an image's tag starts with ('postgres:16.4-bookworm' -> '16'), or None."""
+    tag = image.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+    match = re.match(r"(\d+)(?:\.|-|$)", tag)
+    return match.group(1) if match else None
+
+
 def setting_fields():
     return dataclasses.fields(DeployConfig)
 
@@ -1405,6 +1414,27 @@ def _check_together(c):
             f"{c.postgres_instances}: a synchronous commit waits for a replica. Set postgres_instances to 3 "
             "(DEPLOY_POSTGRES_INSTANCES), or postgres_replication to 'asynchronous'."
         )
+    if c.postgres_operator and c.postgres_operator_namespace == c.namespace:
+        # The app's namespace denies every flow it does not render: an operator there could reach neither the
+        # Kubernetes API nor the instances, and the wiring check failed with advice to edit the templates.
+        raise ConfigError(
+            f"DEPLOY['postgres_operator_namespace'] must differ from DEPLOY['namespace'] (both {c.namespace!r}): "
+            "the app's namespace denies all traffic the stack does not need, so an operator installed there could "
+            "not work. Install CloudNativePG in its own namespace (cnpg-system, docs/high-availability.md) and name "
+            "it in DEPLOY_POSTGRES_OPERATOR_NAMESPACE."
+        )
+    if c.postgres_operator:
+        # The backup CronJob and the restore Job run postgres_image's pg_dump and pg_restore against the Cluster:
+        # pg_dump refuses a server of a newer major version, so a mismatch would fail every nightly backup.
+        operand, tools = _image_major(c.postgres_cnpg_image), _image_major(c.postgres_image)
+        if operand and tools and operand != tools:
+            raise ConfigError(
+                f"DEPLOY['postgres_cnpg_image'] {c.postgres_cnpg_image!r} is PostgreSQL {operand} but "
+                f"DEPLOY['postgres_image'] {c.postgres_image!r}, whose pg_dump the backup CronJob and pg_restore the "
+                f"restore Job run against the Cluster, is PostgreSQL {tools}: pg_dump refuses a newer server, "
+                "and a dump restores safely only into its own major version. Give both images the same major version "
+                "(DEPLOY_POSTGRES_CNPG_IMAGE, DEPLOY_POSTGRES_IMAGE)."
+            )
     limits = [("cpu_request", "cpu_limit", _cpu_millis), ("memory_request", "memory_limit", _bytes)]
     limits.append(("ephemeral_storage_request", "ephemeral_storage_limit", _bytes))
     for request, limit, parse in limits:

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import re
 import subprocess
 from io import StringIO
 from pathlib import Path
@@ -428,6 +429,7 @@ def test_rds_mode_without_the_stack_or_its_outputs_renders_nothing(aws, settings
     with pytest.raises(CommandError, match=r"django-app-infra.*aws_provision.*Nothing was rendered") as excinfo:
         call_command("k8s_deploy", "--render", "--output", "out", stdout=StringIO())
     assert "\n" not in str(excinfo.value)
+    assert re.search(r"does not exist\. Create it with 'manage\.py aws_provision'", str(excinfo.value))
     assert not (tmp_path / "out").exists()
     # A stack made without the rds mode has no database outputs: named, with the fix.
     settings.DEPLOY = {}

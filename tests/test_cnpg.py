@@ -95,6 +95,27 @@ def test_synchronous_needs_a_replica_and_asynchronous_drops_the_quorum():
     assert spec["instances"] == 1 and "postgresql" not in spec
 
 
+@pytest.mark.parametrize(
+    "operand, tools",
+    [("ghcr.io/cloudnative-pg/postgresql:17.2", "postgres:16.4-bookworm"),
+     ("ghcr.io/cloudnative-pg/postgresql:16.4", "registry.example:5000/postgres:15-alpine")],
+)  # fmt: skip
+def test_the_operand_and_the_backup_tools_share_a_major_version(operand, tools):
+    # The backup CronJob's pg_dump is postgres_image's: a 16 pg_dump refuses a 17 server, every night.
+    settings = {"postgres_mode": "cloudnative-pg", "postgres_cnpg_image": operand, "postgres_image": tools}
+    with pytest.raises(ConfigError, match=r"postgres_cnpg_image.*major version.*DEPLOY_POSTGRES_CNPG_IMAGE"):
+        load_config(settings, environ={})
+    load_config({**settings, "postgres_mode": "in-cluster"}, environ={})  # the StatefulSet runs no operand
+    load_config({**settings, "postgres_cnpg_image": "ghcr.io/cloudnative-pg/postgresql:" + tools.split(":")[-1][:2]
+                 + ".9"}, environ={})  # fmt: skip
+
+
+def test_an_operator_in_the_apps_namespace_is_refused_at_configuration():
+    # The render used to fail on the wiring check, telling the operator to edit the NetworkPolicy templates.
+    with pytest.raises(ConfigError, match=r"postgres_operator_namespace.*differ.*'django-app'.*cnpg-system"):
+        load_config({"postgres_mode": "cloudnative-pg", "postgres_operator_namespace": "django-app"}, environ={})
+
+
 def test_a_long_app_name_keeps_the_cluster_and_its_services_within_dns_limits():
     config = mode_config("cloudnative-pg", app_name="a" * 60)
     cluster = _cluster(render_manifests(config))

@@ -479,3 +479,32 @@ def test_a_negative_timeout_is_refused_before_any_job_starts(fake):
     error, _ = _failing_command("--restore", "app-20240702T010000Z.dump", "--yes", "--timeout", "-5")
     assert "--timeout must be 0 seconds or more, not -5" in str(error)
     assert _jobs(fake) == []
+
+
+def test_the_cloudnative_pg_mode_lists_the_backups_it_restores_from():
+    # The docs restore the nightly dump in this mode with --restore NAME; --backups is how the operator finds NAME.
+    config = load_config({"postgres_mode": "cloudnative-pg"}, environ={})
+    manifests = render_manifests(config)
+    listing = list_job(config)
+    assert schema_problems([listing]) == []
+    assert wiring_problems([*manifests, listing], config) == []
+
+
+def test_restore_with_render_in_the_cloudnative_pg_mode_validates_the_stack_as_a_restore_leaves_it(
+    monkeypatch, tmp_path
+):
+    # The docs' recovery command for this mode. At its largest (ten app pods, surge) the stack and three instances
+    # leave no 100m for the restore Job on the default nodes; the runbook scales the app to 0 first, so it fits.
+    import yaml
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "cloudnative-pg")
+    (job,) = yaml.safe_load_all(_restore_command("--restore", "app-20240701T120000Z.dump", "--render"))
+    assert "-h django-app-postgres-rw.django-app.svc" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+
+
+@pytest.mark.parametrize("operation", [list_job, lambda config: restore_job(config, "app-20240701T120000Z.dump")])
+def test_the_managed_modes_are_refused_naming_the_mode_in_use(operation):
+    config = load_config({"postgres_mode": "rds"}, environ={})
+    with pytest.raises(RestoreError, match="postgres_mode 'rds'"):
+        operation(config)

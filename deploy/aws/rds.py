@@ -18,7 +18,9 @@ def stack_outputs(cloudformation, name):
     try:
         stacks = call(f"Reading stack {name}", cloudformation.describe_stacks, StackName=name)["Stacks"]
     except AwsError as exc:
-        raise AwsError(f"{exc} Create it with 'manage.py aws_provision'.") from None
+        said = str(exc).rstrip()  # AWS's message ("Stack with id X does not exist") ends without a full stop
+        said += "" if said.endswith((".", "!", "?")) else "."
+        raise AwsError(f"{said} Create it with 'manage.py aws_provision' (DEPLOY['postgres_mode'] 'rds').") from None
     stack = stacks[0]
     status = stack["StackStatus"]
     if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"):

@@ -65,8 +65,9 @@ class RestoreOutcome:
 def check_backup_name(config, backup):
     if not (config.postgres_in_cluster or config.postgres_operator):
         raise RestoreError(
-            "The restore Job restores the in-cluster PostgreSQL; with postgres_mode 'external' restore the managed "
-            "database with its own snapshots (docs/runbooks.md)."
+            "The restore Job restores the PostgreSQL of the cluster (postgres_mode 'in-cluster' or "
+            f"'cloudnative-pg'); with postgres_mode {config.postgres_mode!r} restore the managed database with its "
+            "own snapshots or point-in-time restore (docs/high-availability.md#recovery-procedures)."
         )
     if not _BACKUP.fullmatch(backup or "") or not backup.startswith(f"{config.postgres_database}-"):
         raise RestoreError(
@@ -153,16 +154,42 @@ def _job(config, operation, script, suffix, now, annotations=None):
     return job
 
 
+def stack_during_restore(stack):
+    """The stack as the runbook leaves it while a restore runs: writes frozen by scaling the app to 0 (step 1).
+
+    The autoscaler does not scale a Deployment up from 0, so the app's HorizontalPodAutoscaler no longer counts
+    either. Validating the restore Job with the stack at its largest instead would count ten app pods that are not
+    there, and refuse a restore that fits (the cloudnative-pg mode's three instances leave no room for them).
+    """
+    app = {
+        manifest["metadata"]["name"]
+        for manifest in stack
+        if manifest.get("kind") == "Deployment"
+        and manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "app"
+    }
+    during = []
+    for manifest in stack:
+        if manifest.get("kind") == "HorizontalPodAutoscaler" and manifest["spec"]["scaleTargetRef"]["name"] in app:
+            continue
+        if manifest.get("kind") == "Deployment" and manifest["metadata"]["name"] in app:
+            manifest = {**manifest, "spec": {**manifest["spec"], "replicas": 0}}
+        during.append(manifest)
+    return during
+
+
 def restore_job(config, backup, now=None):
     check_backup_name(config, backup)
     return _job(config, "restore", restore_script(config, backup), "restore", now, {BACKUP_ANNOTATION: backup})
 
 
 def list_job(config, now=None):
-    if not config.postgres_in_cluster:
+    # The CloudNativePG mode keeps the same nightly dumps on the same volume: --restore takes them, so --backups
+    # must list them.
+    if not (config.postgres_in_cluster or config.postgres_operator):
         raise RestoreError(
-            "The backups listed are the in-cluster PostgreSQL's; with postgres_mode 'external' the managed "
-            "database's snapshots are listed by its provider (docs/runbooks.md)."
+            "The backups listed are those of the cluster's PostgreSQL (postgres_mode 'in-cluster' or "
+            f"'cloudnative-pg'); with postgres_mode {config.postgres_mode!r} the managed database's snapshots are "
+            "listed by its provider (docs/high-availability.md#recovery-procedures)."
         )
     return _job(config, "list-backups", list_script(config), "backups", now)
 

@@ -487,7 +487,7 @@ class Command(BaseCommand):
             )
 
     def _render_restore(self, config, options):
-        from deploy.k8s.restore import RestoreError, restore_job
+        from deploy.k8s.restore import RestoreError, restore_job, stack_during_restore
 
         try:
             job = restore_job(config, options["restore"])
@@ -497,7 +497,8 @@ class Command(BaseCommand):
             stack = render_manifests(config, get_secrets(), redact=True)
         except RenderError as exc:
             raise CommandError(f"Cannot render the manifests: {exc}") from None
-        self._validate([*stack, job], config)  # with the stack: the wiring rule needs the policies it relies on
+        # With the stack (the wiring rule needs the policies it relies on), as it stands during a restore.
+        self._validate([*stack_during_restore(stack), job], config)
         if options["json"]:
             self.json.set({"validated_for": list(SUPPORTED_KUBERNETES_VERSIONS), "manifests": [job]})
         else:
