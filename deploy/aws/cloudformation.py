@@ -364,15 +364,7 @@ def render_template(config):
         ("LoadBalancerControllerIdentity", "kube-system", "aws-load-balancer-controller", "LoadBalancerControllerRole"),
         ("AppIdentity", config.namespace, names.resource_name(app), "AppRole"),
     ):
-        resources[logical] = {
-            "Type": "AWS::EKS::PodIdentityAssociation",
-            "Properties": {
-                "ClusterName": {"Ref": "Cluster"},
-                "Namespace": namespace,
-                "ServiceAccount": account,
-                "RoleArn": {"Fn::GetAtt": [role, "Arn"]},
-            },
-        }
+        resources[logical] = _pod_identity(namespace, account, role)
     _app_secrets(config, resources, outputs)
     if config.postgres_in_cluster:
         _backups(config, resources, outputs)
@@ -657,15 +649,9 @@ def _app_secrets(config, resources, outputs):
                 "Resource": {"Fn::GetAtt": ["SecretsReaderRole", "Arn"]}}]},
         },
     }  # fmt: skip
-    resources["ExternalSecretsIdentity"] = {
-        "Type": "AWS::EKS::PodIdentityAssociation",
-        "Properties": {
-            "ClusterName": {"Ref": "Cluster"},
-            "Namespace": external_secrets.OPERATOR_NAMESPACE,
-            "ServiceAccount": external_secrets.OPERATOR_SERVICE_ACCOUNT,
-            "RoleArn": {"Fn::GetAtt": ["ExternalSecretsRole", "Arn"]},
-        },
-    }
+    resources["ExternalSecretsIdentity"] = _pod_identity(
+        external_secrets.OPERATOR_NAMESPACE, external_secrets.OPERATOR_SERVICE_ACCOUNT, "ExternalSecretsRole"
+    )
     outputs["SecretsReaderRoleArn"] = {
         "Description": "DEPLOY['secrets_reader_role_arn']",
         "Value": {"Fn::GetAtt": ["SecretsReaderRole", "Arn"]},
@@ -739,16 +725,23 @@ def _backups(config, resources, outputs):
             ]}}],
         },
     }  # fmt: skip
-    resources["BackupIdentity"] = {
+    resources["BackupIdentity"] = _pod_identity(
+        config.namespace, names.resource_name(config.app_name, "postgres-backup"), "BackupRole"
+    )
+    outputs["BackupBucketName"] = {"Description": "DEPLOY['postgres_backup_bucket']", "Value": {"Ref": "BackupBucket"}}
+
+
+def _pod_identity(namespace, service_account, role):
+    """EKS Pod Identity: the pods of ``namespace``/``service_account`` get the stack's IAM role ``role``."""
+    return {
         "Type": "AWS::EKS::PodIdentityAssociation",
         "Properties": {
             "ClusterName": {"Ref": "Cluster"},
-            "Namespace": config.namespace,
-            "ServiceAccount": names.resource_name(config.app_name, "postgres-backup"),
-            "RoleArn": {"Fn::GetAtt": ["BackupRole", "Arn"]},
+            "Namespace": namespace,
+            "ServiceAccount": service_account,
+            "RoleArn": {"Fn::GetAtt": [role, "Arn"]},
         },
     }
-    outputs["BackupBucketName"] = {"Description": "DEPLOY['postgres_backup_bucket']", "Value": {"Ref": "BackupBucket"}}
 
 
 def _cutover(config, resources, outputs):
@@ -797,15 +790,9 @@ def _cutover(config, resources, outputs):
                 "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}]}}],
         },
     }  # fmt: skip
-    resources["CutoverIdentity"] = {
-        "Type": "AWS::EKS::PodIdentityAssociation",
-        "Properties": {
-            "ClusterName": {"Ref": "Cluster"},
-            "Namespace": config.namespace,
-            "ServiceAccount": names.resource_name(config.app_name, "cutover"),
-            "RoleArn": {"Fn::GetAtt": ["CutoverRole", "Arn"]},
-        },
-    }
+    resources["CutoverIdentity"] = _pod_identity(
+        config.namespace, names.resource_name(config.app_name, "cutover"), "CutoverRole"
+    )
     outputs["CutoverBucket"] = {"Description": "DEPLOY['cutover_bucket']", "Value": {"Ref": "CutoverBucket"}}
 
 
