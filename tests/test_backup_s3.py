@@ -306,13 +306,15 @@ def test_a_drill_that_cannot_restore_leaves_no_scratch_database(tmp_path):
 
     broken = tmp_path / "app-20260101T030000Z.dump"
     broken.write_bytes(b"PGDMP not a dump")
+    # Only this database's scratch copies (NAME[:40]_drill_TIME): other workers and clones share the server.
+    own = connection.settings_dict["NAME"][:40].replace("_", "\\_") + "\\_drill\\_%"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["%\\_drill\\_%"])
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [own])
         before = cursor.fetchone()[0]
     with pytest.raises(CommandError, match=r"pg_restore could not restore app-20260101T030000Z\.dump"):
         call_command("restore_drill", "--file", str(broken), stdout=StringIO())
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["%\\_drill\\_%"])
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [own])
         assert cursor.fetchone()[0] == before
 
 
