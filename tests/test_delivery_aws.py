@@ -10,7 +10,6 @@ StringEquals and reads '?' as a regular expression, too loose to prove a role ca
 import ast
 import fnmatch
 import json
-import os
 import re
 import subprocess
 from io import StringIO
@@ -21,11 +20,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
 
-from deploy.aws import cloudformation as cfn
-from deploy.aws import delivery
+from deploy.aws import cfn, delivery
 from deploy.aws.secrets import read_secrets
 from deploy.aws.session import AwsError
 from deploy.conf import ConfigError, load_config
+from tests.aws_helpers import fake_aws_environment
 from tests.conftest import tool
 from tests.test_environments import DEPLOY
 
@@ -351,12 +350,7 @@ def test_bad_delivery_settings_are_one_clear_error(change, message):
 
 @pytest.fixture
 def aws(monkeypatch, tmp_path, settings):
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "DEPLOY_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    fake_aws_environment(monkeypatch, REGION)
     monkeypatch.chdir(tmp_path)
     settings.DEPLOY = DEPLOY
     with mock_aws():

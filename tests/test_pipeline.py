@@ -1,7 +1,6 @@
 """deploy_pipeline --github: workflows that actionlint accepts, in the right order, by digest, with no key."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,10 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
 
-from deploy.aws import cloudformation as cfn
-from deploy.aws import delivery
+from deploy.aws import cfn, delivery
 from deploy.conf import load_config
 from deploy.pipeline.files import hand_edited
+from tests.aws_helpers import fake_aws_environment
 from tests.test_delivery_aws import render
 from tests.test_environments import DEPLOY
 
@@ -270,14 +269,8 @@ def test_the_ci_system_must_be_named(settings, tmp_path):
 
 
 def test_the_plan_comment_summarises_real_change_sets(settings, tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "DEPLOY_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    fake_aws_environment(monkeypatch, "eu-west-1")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cfn.time, "sleep", lambda seconds: None)
     deploy = {**DEPLOY, "image_repository": "shop"}
     settings.DEPLOY = deploy
     with mock_aws():

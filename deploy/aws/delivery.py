@@ -20,7 +20,7 @@ wildcard, so a fork, another branch or another environment gets nothing.
 
 import re
 
-from deploy.aws.cloudformation import infra_cluster_name, stack_name
+from deploy.aws.cfn import infra_cluster_name, stack_name
 from deploy.aws.ecr import repository_name
 from deploy.conf import ConfigError
 from deploy.k8s import names
