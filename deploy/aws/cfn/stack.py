@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import yaml
 
 from deploy.aws.cfn.template import to_text
-from deploy.aws.session import AwsError, call
+from deploy.aws.session import AwsError, call, sentence
 
 TERMINAL = re.compile(r"_(COMPLETE|FAILED)$")
 CAPABILITIES = ["CAPABILITY_NAMED_IAM", "CAPABILITY_IAM"]
@@ -181,7 +181,7 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
         _call(f"Executing the change set of stack {name}", cloudformation.execute_change_set,
               ChangeSetName=change_set, StackName=name)  # fmt: skip
     except StackError as exc:
-        raise StackError(f"{exc} Nothing was changed.") from None
+        raise StackError(f"{sentence(exc)} Nothing was changed.") from None
     return _finish(cloudformation, name, started, StackReport(name, status, "updated", changes), progress)
 
 

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deploy.aws import cfn
 from deploy.aws.cfn import stack
-from deploy.aws.session import AwsError, session
+from deploy.aws.session import AwsError, sentence, session
 from deploy.conf import ConfigError, get_config, get_environment_names
 from deploy.management.output import JsonDocument
 
@@ -75,7 +75,7 @@ class Command(BaseCommand):
         except stack.StackError as exc:
             if exc.report is not None:
                 document.set({"template": str(output), **exc.report.as_dict()})
-            raise CommandError(f"{exc} The template is in {output}.") from None
+            raise CommandError(f"{sentence(exc)} The template is in {output}.") from None
         except AwsError as exc:
             raise CommandError(str(exc)) from None
         document.set({"template": str(output), **report.as_dict()})
