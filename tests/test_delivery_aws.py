@@ -300,6 +300,16 @@ def test_the_preflight_reads_only_what_the_settings_name():
     assert not any("Preflight" in s.get("Sid", "") for s in statements_of(render(), "DeployStagingRole"))
 
 
+def test_the_preflight_may_look_for_an_rds_instance_only_where_postgresql_is_outside_the_cluster():
+    instance = f"arn:aws:rds:{REGION}:{ACCOUNT}:db:shop"
+    for mode, reads in (("rds", True), ("external", True), ("cloudnative-pg", False), ("in-cluster", False)):
+        deploy = {**DEPLOY, "postgres_mode": mode}
+        if mode == "external":
+            deploy.update(postgres_host="shop.abc.eu-west-1.rds.amazonaws.com", postgres_cidr="10.0.0.0/16")
+        staging = statements_of(render(deploy), "DeployStagingRole")
+        assert allows(staging, "rds:DescribeDBInstances", instance) is reads, mode
+
+
 def test_in_rds_mode_each_deploy_role_reads_its_own_infrastructure_stack_only():
     # k8s_deploy reads the RDS instance's address from the stack's outputs (deploy/aws/rds.py).
     stack = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/shop-%s-infra/0f1e2d3c"

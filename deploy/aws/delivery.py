@@ -197,7 +197,7 @@ def _preflight_statements(config):
     if config.app_role_arn:
         statements.append({"Sid": "PreflightAppRole", "Effect": "Allow", "Action": "iam:GetRole",
                            "Resource": config.app_role_arn})  # fmt: skip
-    if not config.postgres_in_cluster:
+    if config.postgres_outside_cluster:
         statements.append({"Sid": "PreflightRds", "Effect": "Allow", "Action": "rds:DescribeDBInstances",
                            "Resource": _sub(_arn("rds", region, "db:*"))})  # fmt: skip
     if not config.redis_in_cluster:
