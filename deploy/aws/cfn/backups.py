@@ -5,7 +5,7 @@ backups after DEPLOY['postgres_backup_bucket_keep_days'] (and replaced versions 
 """
 
 from deploy.aws.backups import PREFIX
-from deploy.aws.cfn.template import POD_IDENTITY_TRUST, kms_key, pod_identity, private_bucket, tls_only_bucket_policy
+from deploy.aws.cfn.template import kms_key, pod_identity, pod_role, private_bucket, tls_only_bucket_policy
 from deploy.k8s import names
 
 
@@ -26,21 +26,18 @@ def add_backups(t):
     bucket = {"Fn::GetAtt": ["BackupBucket", "Arn"]}
     objects = {"Fn::Sub": "${BackupBucket.Arn}/" + PREFIX + "*"}
     resources["BackupBucketPolicy"] = tls_only_bucket_policy("BackupBucket")
-    resources["BackupRole"] = {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": POD_IDENTITY_TRUST,
-            "Description": f"The PostgreSQL backup and restore pods of {names.scoped(config)}: its backup bucket only",
-            "Policies": [{"PolicyName": "postgres-backups", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload",
-                                               "s3:GetObject", "s3:GetObjectTagging"], "Resource": objects},
-                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
-                 "Condition": {"StringLike": {"s3:prefix": PREFIX + "*"}}},
-                {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
-                 "Resource": {"Fn::GetAtt": ["BackupKey", "Arn"]}},
-            ]}}],
-        },
-    }  # fmt: skip
+    resources["BackupRole"] = pod_role(
+        f"The PostgreSQL backup and restore pods of {names.scoped(config)}: its backup bucket only",
+        "postgres-backups",
+        [
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload",
+                                           "s3:GetObject", "s3:GetObjectTagging"], "Resource": objects},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
+             "Condition": {"StringLike": {"s3:prefix": PREFIX + "*"}}},
+            {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+             "Resource": {"Fn::GetAtt": ["BackupKey", "Arn"]}},
+        ],
+    )  # fmt: skip
     resources["BackupIdentity"] = pod_identity(
         config.namespace, names.resource_name(config.app_name, "postgres-backup"), "BackupRole"
     )

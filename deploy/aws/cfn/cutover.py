@@ -8,7 +8,7 @@ upload and the Job's read need no key permission, and the object is short-lived;
 Whoever runs the cut-over writes with their own credentials (s3:PutObject on ``cutover/*``).
 """
 
-from deploy.aws.cfn.template import POD_IDENTITY_TRUST, pod_identity, private_bucket, tls_only_bucket_policy
+from deploy.aws.cfn.template import pod_identity, pod_role, private_bucket, tls_only_bucket_policy
 from deploy.aws.transfer import PREFIX
 from deploy.k8s import names
 
@@ -23,15 +23,11 @@ def add_cutover(t):
         {"Id": "expire-cutover-files", "Status": "Enabled", "Prefix": PREFIX, "ExpirationInDays": 7},
     )
     resources["CutoverBucketPolicy"] = tls_only_bucket_policy("CutoverBucket")
-    resources["CutoverRole"] = {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": POD_IDENTITY_TRUST,
-            "Description": f"The cut-over Job of {config.namespace}/{config.app_name}: reads the SQLite file only",
-            "Policies": [{"PolicyName": "read-cutover-file", "PolicyDocument": {"Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}]}}],
-        },
-    }  # fmt: skip
+    resources["CutoverRole"] = pod_role(
+        f"The cut-over Job of {config.namespace}/{config.app_name}: reads the SQLite file only",
+        "read-cutover-file",
+        [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}],
+    )
     resources["CutoverIdentity"] = pod_identity(
         config.namespace, names.resource_name(config.app_name, "cutover"), "CutoverRole"
     )

@@ -1,7 +1,7 @@
 """The IAM roles the cluster's pods get through EKS Pod Identity: the EBS and EFS CSI drivers', the AWS Load
 Balancer Controller's, and the app's (no permission of its own: attach the policies it needs)."""
 
-from deploy.aws.cfn.template import POD_IDENTITY_TRUST, managed, pod_identity
+from deploy.aws.cfn.template import POD_IDENTITY_TRUST, managed, pod_identity, pod_role
 from deploy.k8s import names
 
 LOAD_BALANCER_CONTROLLER_ACTIONS = [
@@ -48,13 +48,9 @@ def add_roles(t):
             ],
         },
     }
-    resources["AppRole"] = {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": POD_IDENTITY_TRUST,
-            "Description": f"The app's pods ({config.namespace}/{config.app_name}); attach the policies it needs.",
-        },
-    }
+    resources["AppRole"] = pod_role(
+        f"The app's pods ({config.namespace}/{config.app_name}); attach the policies it needs."
+    )
     return {"AppRoleArn": {"Description": "DEPLOY['app_role_arn']", "Value": {"Fn::GetAtt": ["AppRole", "Arn"]}}}
 
 

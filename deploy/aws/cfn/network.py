@@ -29,42 +29,33 @@ def add_network(t):
     nat_count = t.zone_count if config.nat_gateways == "per-az" else 1
     for i in range(t.zone_count):
         n = i + 1
-        resources[f"PublicSubnet{n}"] = {
-            "Type": "AWS::EC2::Subnet",
-            "Properties": {
-                "VpcId": {"Ref": "Vpc"},
-                "CidrBlock": config.public_subnet_cidrs[i],
-                "AvailabilityZone": t.zone(i),
-                "MapPublicIpOnLaunch": True,
-                "Tags": tags(f"public-{n}", **{"kubernetes.io/role/elb": "1"}),
-            },
-        }
-        resources[f"PublicSubnet{n}Routes"] = {
-            "Type": "AWS::EC2::SubnetRouteTableAssociation",
-            "Properties": {"SubnetId": {"Ref": f"PublicSubnet{n}"}, "RouteTableId": {"Ref": "PublicRouteTable"}},
-        }
-        resources[f"PrivateSubnet{n}"] = {
-            "Type": "AWS::EC2::Subnet",
-            "Properties": {
-                "VpcId": {"Ref": "Vpc"},
-                "CidrBlock": config.private_subnet_cidrs[i],
-                "AvailabilityZone": t.zone(i),
-                "Tags": tags(f"private-{n}", **{"kubernetes.io/role/internal-elb": "1"}),
-            },
-        }
-        nat = min(n, nat_count)
+        _add_subnet(t, i, "public", config.public_subnet_cidrs[i])
+        _route(t, f"PublicSubnet{n}", "PublicRouteTable")
+        _add_subnet(t, i, "private", config.private_subnet_cidrs[i])
         if n <= nat_count:
             _add_nat(t, n)
-        resources[f"PrivateSubnet{n}Routes"] = {
-            "Type": "AWS::EC2::SubnetRouteTableAssociation",
-            "Properties": {
-                "SubnetId": {"Ref": f"PrivateSubnet{n}"},
-                "RouteTableId": {"Ref": f"PrivateRouteTable{nat}"},
-            },
-        }
+        _route(t, f"PrivateSubnet{n}", f"PrivateRouteTable{min(n, nat_count)}")
     return {
         "VpcId": {"Description": "The VPC", "Value": {"Ref": "Vpc"}},
         "VpcCidr": {"Description": "DEPLOY['vpc_cidr']", "Value": config.vpc_cidr},
+    }
+
+
+def _add_subnet(t, i, kind, cidr):
+    """The ``kind`` ('public' or 'private') subnet of zone ``i``, tagged for the load balancers of its kind."""
+    properties = {"VpcId": {"Ref": "Vpc"}, "CidrBlock": cidr, "AvailabilityZone": t.zone(i)}
+    if kind == "public":
+        properties["MapPublicIpOnLaunch"] = True
+    role = "elb" if kind == "public" else "internal-elb"
+    properties["Tags"] = t.tags(f"{kind}-{i + 1}", **{f"kubernetes.io/role/{role}": "1"})
+    t.resources[f"{kind.capitalize()}Subnet{i + 1}"] = {"Type": "AWS::EC2::Subnet", "Properties": properties}
+
+
+def _route(t, subnet, route_table):
+    """Subnet ``subnet`` routes by ``route_table`` (logical ids)."""
+    t.resources[f"{subnet}Routes"] = {
+        "Type": "AWS::EC2::SubnetRouteTableAssociation",
+        "Properties": {"SubnetId": {"Ref": subnet}, "RouteTableId": {"Ref": route_table}},
     }
 
 

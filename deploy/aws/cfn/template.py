@@ -92,6 +92,15 @@ def tls_only_bucket_policy(bucket):
     }  # fmt: skip
 
 
+def pod_role(description, policy_name="", statements=()):
+    """An IAM role for pods (EKS Pod Identity), with the inline policy ``policy_name`` of ``statements`` if any."""
+    properties = {"AssumeRolePolicyDocument": POD_IDENTITY_TRUST, "Description": description}
+    if statements:
+        document = {"Version": "2012-10-17", "Statement": list(statements)}
+        properties["Policies"] = [{"PolicyName": policy_name, "PolicyDocument": document}]
+    return {"Type": "AWS::IAM::Role", "Properties": properties}
+
+
 def pod_identity(namespace, service_account, role):
     """EKS Pod Identity: the pods of ``namespace``/``service_account`` get the stack's IAM role ``role``."""
     return {
