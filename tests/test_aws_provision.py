@@ -168,6 +168,22 @@ def test_a_failed_create_is_reported_with_its_resource_and_reason(aws):
         provision()
 
 
+def test_a_failed_run_with_json_prints_one_document_with_the_error(aws):
+    boto3.client("ecr", region_name=REGION).create_repository(repositoryName="django-app")
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("aws_provision", "--no-input", "--json", stdout=out)
+    document = json.loads(out.getvalue())
+    assert document["ok"] is False and document["error"] == str(excinfo.value)
+    assert "RepositoryAlreadyExists" in document["error"]
+    assert document["error"].endswith("The template is in build/cloudformation/django-app-infra.json.")
+    # What is left is moto's: its create_stack raised while it made the resources, and its record of the stack
+    # stays CREATE_IN_PROGRESS. (Real CloudFormation accepts the call and reports the failure in the stack's events,
+    # then rolls back: test_cfn_stack.py's test_a_create_that_rolls_back_is_reported_with_the_resource_that_failed.)
+    left = [(s["StackName"], s["StackStatus"]) for s in aws.list_stacks()["StackSummaries"]]
+    assert left == [("django-app-infra", "CREATE_IN_PROGRESS")]
+
+
 def test_failed_stack_events_name_the_resource(aws):
     """The path real CloudFormation takes: a resource fails, the stack rolls back (events stubbed)."""
     from datetime import UTC, datetime
