@@ -238,6 +238,10 @@ def test_a_hand_edited_file_is_refused_unless_forced(generated, settings):
     with pytest.raises(CommandError, match=r"Not written: .*delivery\.yml changed since it was generated\. "
                                            r"Nothing was written\..*--force"):  # fmt: skip
         call_command("deploy_pipeline", "--github", "--output", str(generated), stdout=StringIO())
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("deploy_pipeline", "--github", "--output", str(generated), "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}  # one document, for CI
     assert delivery_file.read_text() == edited  # the hand edit is kept
     assert infrastructure_file.read_text() == infrastructure_before  # and nothing else was written
     call_command("deploy_pipeline", "--github", "--output", str(generated), "--force", stdout=StringIO())
