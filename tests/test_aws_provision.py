@@ -113,6 +113,14 @@ def test_bad_settings_end_before_any_aws_call(settings, deploy, message, monkeyp
         cfn.check_settings(load_config(deploy, environ={}))
 
 
+@pytest.mark.parametrize("modes", [("--render", "--delete"), ("--plan", "--delete"), ("--render", "--plan")])
+def test_the_modes_exclude_each_other(modes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandError, match=r"not allowed with argument"):
+        call_command("aws_provision", "--no-input", *modes, stdout=StringIO())
+    assert not (tmp_path / "build").exists()  # refused before anything was rendered or written
+
+
 @pytest.fixture
 def aws(monkeypatch, tmp_path):
     fake_aws_environment(monkeypatch, REGION)

@@ -28,12 +28,13 @@ class Command(BaseCommand):
             help="The delivery stack instead: the GitHub OIDC provider and the roles the pipeline assumes, for every "
             "environment (or the --environment given).",
         )
-        parser.add_argument("--plan", action="store_true", help="Create a change set and show it; execute nothing.")
-        parser.add_argument("--render", action="store_true", help="Print the template and stop (no AWS call).")
+        mode = parser.add_mutually_exclusive_group()  # without one: create or update the stack
+        mode.add_argument("--plan", action="store_true", help="Create a change set and show it; execute nothing.")
+        mode.add_argument("--render", action="store_true", help="Print the template and stop (no AWS call).")
+        mode.add_argument("--delete", action="store_true", help="Delete the stack (asks for its name first).")
         parser.add_argument(
             "--output", metavar="FILE", help="Where to write the template (default build/cloudformation/STACK.json)."
         )
-        parser.add_argument("--delete", action="store_true", help="Delete the stack (asks for its name first).")
         parser.add_argument("--region", help="AWS region (default: DEPLOY['aws_region'], then the AWS SDK's).")
         parser.add_argument("--profile", help="AWS profile (default: DEPLOY['aws_profile'], then the standard chain).")
         parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
