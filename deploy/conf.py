@@ -1135,6 +1135,12 @@ class DeployConfig:
         return self.postgres_mode == "cloudnative-pg"
 
     @property
+    def postgres_outside_cluster(self):
+        """PostgreSQL is a server outside the cluster, reached by host and CIDR: 'external', or 'rds' (its host from
+        the infrastructure stack's outputs). 'in-cluster' and 'cloudnative-pg' run in the namespace."""
+        return self.postgres_mode in ("external", "rds")
+
+    @property
     def redis_in_cluster(self):
         return self.redis_mode == "in-cluster"
 

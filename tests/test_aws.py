@@ -23,7 +23,7 @@ from moto.server import ThreadedMotoServer
 
 from deploy.aws import ecr, eks, preflight
 from deploy.aws.session import AwsError, explain, session
-from deploy.conf import load_config
+from deploy.conf import load_config, with_discovered
 from deploy.k8s import rollout
 from deploy.k8s.apply import Cluster, ClusterError
 from deploy.k8s.connect import api_client
@@ -306,6 +306,26 @@ def test_preflight_checks_managed_database_endpoints(aws):
     )  # fmt: skip
     checks, _ = preflight.aws_checks(session(), bad, "shop")
     assert not next(c for c in checks if c.name == "RDS endpoint").ok
+
+
+def test_preflight_checks_the_rds_instance_of_rds_mode_and_no_endpoint_of_an_in_cluster_postgres(aws):
+    """'rds' is checked at the host the stack's outputs gave (deploy/aws/rds.py wires it before the preflight);
+    'cloudnative-pg' runs in the namespace like 'in-cluster': no RDS endpoint to look for."""
+    make_cluster(aws)
+    instance = aws.client("rds").create_db_instance(
+        DBInstanceIdentifier="shop", Engine="postgres", DBInstanceClass="db.t3.micro", MasterUsername="app",
+        MasterUserPassword="password123", AllocatedStorage=20,
+    )["DBInstance"]  # fmt: skip
+    rds_mode = load_config({"postgres_mode": "rds"}, environ={})
+    for host, ok in ((instance["Endpoint"]["Address"], True), ("gone.abc.eu-west-1.rds.amazonaws.com", False)):
+        wired = with_discovered(rds_mode, "Stack shop-infra", postgres_host=host, postgres_port=5432,
+                                postgres_cidr="10.0.0.0/16")  # fmt: skip
+        checks, _ = preflight.aws_checks(session(), wired, "shop")
+        [check] = [c for c in checks if c.name == "RDS endpoint"]
+        assert (check.ok, check.detail) == (ok, host)
+    for mode in ("in-cluster", "cloudnative-pg"):
+        checks, _ = preflight.aws_checks(session(), load_config({"postgres_mode": mode}, environ={}), "shop")
+        assert [c.name for c in checks if "RDS" in c.name] == [], mode
 
 
 # --- end to end ------------------------------------------------------------------------------

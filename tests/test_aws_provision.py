@@ -2,7 +2,6 @@
 
 import base64
 import json
-import os
 import re
 import subprocess
 from io import StringIO
@@ -17,13 +16,16 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
 
-from deploy.aws import cloudformation as cfn
-from deploy.aws import rds
+from deploy.aws import cfn, rds
+from deploy.aws.cfn import stack
+from deploy.aws.cfn.eks import ADDONS
+from deploy.aws.cfn.rds import database_cidr
 from deploy.aws.session import AwsError
 from deploy.conf import ConfigError, DeploySecrets, load_config
 from deploy.k8s import wiring
 from deploy.k8s.render import RenderError, render_manifests
 from deploy.k8s.wiring import Flow
+from tests.aws_helpers import fake_aws_environment, without_cluster_output
 from tests.conftest import tool
 from tests.k8s_helpers import by_kind
 
@@ -69,7 +71,7 @@ def test_the_template_has_what_the_deploy_needs():
     assert types.count("AWS::EC2::Subnet") == 4 and types.count("AWS::EFS::MountTarget") == 2
     addons = {r["Properties"]["AddonName"]: r["Properties"] for r in template["Resources"].values()
               if r["Type"] == "AWS::EKS::Addon"}  # fmt: skip
-    assert set(addons) == set(cfn.ADDONS)
+    assert set(addons) == set(ADDONS)
     assert json.loads(addons["vpc-cni"]["ConfigurationValues"]) == {"enableNetworkPolicy": "true"}
     assert set(template["Outputs"]) >= {"ClusterName", "EfsFileSystemId", "RepositoryUri"}
 
@@ -111,16 +113,18 @@ def test_bad_settings_end_before_any_aws_call(settings, deploy, message, monkeyp
         cfn.check_settings(load_config(deploy, environ={}))
 
 
+@pytest.mark.parametrize("modes", [("--render", "--delete"), ("--plan", "--delete"), ("--render", "--plan")])
+def test_the_modes_exclude_each_other(modes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandError, match=r"not allowed with argument"):
+        call_command("aws_provision", "--no-input", *modes, stdout=StringIO())
+    assert not (tmp_path / "build").exists()  # refused before anything was rendered or written
+
+
 @pytest.fixture
 def aws(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "DEPLOY_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    fake_aws_environment(monkeypatch, REGION)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cfn.time, "sleep", lambda seconds: None)
     with mock_aws():
         yield boto3.client("cloudformation", region_name=REGION)
 
@@ -132,17 +136,9 @@ def provision(*args):
 
 
 def test_the_stack_is_created_its_events_shown_and_its_outputs_read(aws, monkeypatch):
-    # moto creates no EKS cluster, node group, add-on or pod identity association from CloudFormation
-    # (it warns and skips them), and an output that refers to one makes it drop every output: the
-    # ClusterName output is left out here. Those resources are checked by cfn-lint only.
-    render = cfn.render_template
-
-    def without_cluster_output(config):
-        template = render(config)
-        template["Outputs"].pop("ClusterName")
-        return template
-
-    monkeypatch.setattr(cfn, "render_template", without_cluster_output)
+    # moto creates no EKS cluster, node group, add-on or pod identity association from CloudFormation: those
+    # resources are checked by cfn-lint only.
+    monkeypatch.setattr(cfn, "render_template", without_cluster_output(cfn.render_template))
     out = provision()
     stack = aws.describe_stacks(StackName="django-app-infra")["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
@@ -158,7 +154,7 @@ def test_the_stack_is_created_its_events_shown_and_its_outputs_read(aws, monkeyp
 
 def test_an_unchanged_template_is_nothing_to_change_without_a_change_set(aws):
     provision()
-    with mock.patch.object(cfn, "plan_change_set", side_effect=AssertionError("no change set")):
+    with mock.patch.object(stack, "plan_change_set", side_effect=AssertionError("no change set")):
         assert "Nothing to change" in provision()
 
 
@@ -180,6 +176,22 @@ def test_a_failed_create_is_reported_with_its_resource_and_reason(aws):
         provision()
 
 
+def test_a_failed_run_with_json_prints_one_document_with_the_error(aws):
+    boto3.client("ecr", region_name=REGION).create_repository(repositoryName="django-app")
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("aws_provision", "--no-input", "--json", stdout=out)
+    document = json.loads(out.getvalue())
+    assert document["ok"] is False and document["error"] == str(excinfo.value)
+    assert "RepositoryAlreadyExists" in document["error"]
+    assert document["error"].endswith("The template is in build/cloudformation/django-app-infra.json.")
+    # What is left is moto's: its create_stack raised while it made the resources, and its record of the stack
+    # stays CREATE_IN_PROGRESS. (Real CloudFormation accepts the call and reports the failure in the stack's events,
+    # then rolls back: test_cfn_stack.py's test_a_create_that_rolls_back_is_reported_with_the_resource_that_failed.)
+    left = [(s["StackName"], s["StackStatus"]) for s in aws.list_stacks()["StackSummaries"]]
+    assert left == [("django-app-infra", "CREATE_IN_PROGRESS")]
+
+
 def test_failed_stack_events_name_the_resource(aws):
     """The path real CloudFormation takes: a resource fails, the stack rolls back (events stubbed)."""
     from datetime import UTC, datetime
@@ -197,7 +209,7 @@ def test_failed_stack_events_name_the_resource(aws):
     )
     lines = []
     with stubber:
-        final, failure, _ = cfn.stream_events(client, "s", 0, lines.append)
+        final, failure, _ = stack.stream_events(client, "s", 0, lines.append)
     assert final == "ROLLBACK_COMPLETE"
     assert failure == ("NodeGroup", "AWS::EKS::Nodegroup", "Instance type t3.huge is not supported")
     assert "NodeGroup" in lines[0] and "CREATE_FAILED" in lines[0]
@@ -301,7 +313,7 @@ def test_the_database_cidr_is_the_smallest_network_holding_every_private_subnet(
     zones = {"aws_availability_zones": [f"eu-west-1{z}" for z in "abc"[: len(private)]]}
     public = ["10.0.0.0/20", "10.0.16.0/20", "10.0.32.0/20"][: len(private)]
     config = load_config({**RDS, **zones, "private_subnet_cidrs": private, "public_subnet_cidrs": public}, environ={})
-    assert cfn.database_cidr(config) == cidr
+    assert database_cidr(config) == cidr
 
 
 @pytest.mark.parametrize(
@@ -329,8 +341,7 @@ def _moto_ready(render):
     cluster, and one unresolvable output makes it drop them all."""
 
     def template(config):
-        rendered = render(config)
-        rendered["Outputs"].pop("ClusterName")
+        rendered = without_cluster_output(render)(config)
         rendered["Outputs"].pop("DatabaseMasterSecretArn")
         rendered["Resources"]["ClusterSecurityGroupStandIn"] = {
             "Type": "AWS::EC2::SecurityGroup",

@@ -18,10 +18,11 @@ import pytest
 from django.core.management import call_command
 from moto import mock_aws
 
-from deploy.aws import cloudformation as cfn
+from deploy.aws import cfn
 from deploy.conf import DeploySecrets, load_config
 from deploy.k8s import crds, names, rollout, validate
 from deploy.k8s.render import render_manifests
+from tests.aws_helpers import fake_aws_environment, without_cluster_output
 from tests.fake_apiserver import FakeApiServer
 from tests.test_delivery_aws import ACCOUNT, REGION, allows
 from tests.test_k8s_deploy_command import SECRET_ENV, _leaks
@@ -212,14 +213,8 @@ def test_each_environment_has_its_own_secrets():
 
 @pytest.fixture
 def aws(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "DEPLOY_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    fake_aws_environment(monkeypatch, REGION)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cfn.time, "sleep", lambda seconds: None)
     with mock_aws():
         yield
 
@@ -229,15 +224,7 @@ def test_aws_provision_generates_the_secrets_and_the_operator_writes_what_the_en
     aws, monkeypatch, settings
 ):
     settings.DEPLOY = {"app_name": "shop", "namespace": "shop"}
-    render = cfn.render_template
-
-    def without_cluster_output(config):
-        # moto creates no EKS cluster from CloudFormation; an output naming it makes it drop every output.
-        template = render(config)
-        template["Outputs"].pop("ClusterName")
-        return template
-
-    monkeypatch.setattr(cfn, "render_template", without_cluster_output)
+    monkeypatch.setattr(cfn, "render_template", without_cluster_output(cfn.render_template))
     out = StringIO()
     call_command("aws_provision", "--no-input", stdout=out)
     match = re.search(r"DEPLOY\['secrets_reader_role_arn'\] = '(arn:aws:iam::\d{12}:role/[^']+)'", out.getvalue())

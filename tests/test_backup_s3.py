@@ -22,8 +22,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from deploy.aws import backups
-from deploy.aws import cloudformation as cfn
+from deploy.aws import backups, cfn
 from deploy.conf import load_config
 from deploy.k8s import backup, names
 from deploy.k8s.render import render_manifests

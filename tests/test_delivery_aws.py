@@ -10,7 +10,6 @@ StringEquals and reads '?' as a regular expression, too loose to prove a role ca
 import ast
 import fnmatch
 import json
-import os
 import re
 import subprocess
 from io import StringIO
@@ -21,11 +20,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
 
-from deploy.aws import cloudformation as cfn
-from deploy.aws import delivery
+from deploy.aws import cfn, delivery
 from deploy.aws.secrets import read_secrets
 from deploy.aws.session import AwsError
 from deploy.conf import ConfigError, load_config
+from tests.aws_helpers import fake_aws_environment
 from tests.conftest import tool
 from tests.test_environments import DEPLOY
 
@@ -301,6 +300,16 @@ def test_the_preflight_reads_only_what_the_settings_name():
     assert not any("Preflight" in s.get("Sid", "") for s in statements_of(render(), "DeployStagingRole"))
 
 
+def test_the_preflight_may_look_for_an_rds_instance_only_where_postgresql_is_outside_the_cluster():
+    instance = f"arn:aws:rds:{REGION}:{ACCOUNT}:db:shop"
+    for mode, reads in (("rds", True), ("external", True), ("cloudnative-pg", False), ("in-cluster", False)):
+        deploy = {**DEPLOY, "postgres_mode": mode}
+        if mode == "external":
+            deploy.update(postgres_host="shop.abc.eu-west-1.rds.amazonaws.com", postgres_cidr="10.0.0.0/16")
+        staging = statements_of(render(deploy), "DeployStagingRole")
+        assert allows(staging, "rds:DescribeDBInstances", instance) is reads, mode
+
+
 def test_in_rds_mode_each_deploy_role_reads_its_own_infrastructure_stack_only():
     # k8s_deploy reads the RDS instance's address from the stack's outputs (deploy/aws/rds.py).
     stack = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/shop-%s-infra/0f1e2d3c"
@@ -351,12 +360,7 @@ def test_bad_delivery_settings_are_one_clear_error(change, message):
 
 @pytest.fixture
 def aws(monkeypatch, tmp_path, settings):
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "DEPLOY_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    fake_aws_environment(monkeypatch, REGION)
     monkeypatch.chdir(tmp_path)
     settings.DEPLOY = DEPLOY
     with mock_aws():

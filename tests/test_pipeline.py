@@ -1,7 +1,6 @@
 """deploy_pipeline --github: workflows that actionlint accepts, in the right order, by digest, with no key."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,10 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from moto import mock_aws
 
-from deploy.aws import cloudformation as cfn
-from deploy.aws import delivery
+from deploy.aws import cfn, delivery
 from deploy.conf import load_config
 from deploy.pipeline.files import hand_edited
+from tests.aws_helpers import fake_aws_environment
 from tests.test_delivery_aws import render
 from tests.test_environments import DEPLOY
 
@@ -239,6 +238,10 @@ def test_a_hand_edited_file_is_refused_unless_forced(generated, settings):
     with pytest.raises(CommandError, match=r"Not written: .*delivery\.yml changed since it was generated\. "
                                            r"Nothing was written\..*--force"):  # fmt: skip
         call_command("deploy_pipeline", "--github", "--output", str(generated), stdout=StringIO())
+    out = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("deploy_pipeline", "--github", "--output", str(generated), "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}  # one document, for CI
     assert delivery_file.read_text() == edited  # the hand edit is kept
     assert infrastructure_file.read_text() == infrastructure_before  # and nothing else was written
     call_command("deploy_pipeline", "--github", "--output", str(generated), "--force", stdout=StringIO())
@@ -270,14 +273,8 @@ def test_the_ci_system_must_be_named(settings, tmp_path):
 
 
 def test_the_plan_comment_summarises_real_change_sets(settings, tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "DEPLOY_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    fake_aws_environment(monkeypatch, "eu-west-1")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cfn.time, "sleep", lambda seconds: None)
     deploy = {**DEPLOY, "image_repository": "shop"}
     settings.DEPLOY = deploy
     with mock_aws():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deploy.aws import cloudformation as cfn
+from deploy.aws import cfn
 from deploy.conf import ConfigError, load_config
 from deploy.k8s.render import render_manifests
 from deploy.k8s.validate import schema_problems

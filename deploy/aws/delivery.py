@@ -20,7 +20,7 @@ wildcard, so a fork, another branch or another environment gets nothing.
 
 import re
 
-from deploy.aws.cloudformation import infra_cluster_name, stack_name
+from deploy.aws.cfn import infra_cluster_name, stack_name
 from deploy.aws.ecr import repository_name
 from deploy.conf import ConfigError
 from deploy.k8s import names
@@ -197,7 +197,7 @@ def _preflight_statements(config):
     if config.app_role_arn:
         statements.append({"Sid": "PreflightAppRole", "Effect": "Allow", "Action": "iam:GetRole",
                            "Resource": config.app_role_arn})  # fmt: skip
-    if not config.postgres_in_cluster:
+    if config.postgres_outside_cluster:
         statements.append({"Sid": "PreflightRds", "Effect": "Allow", "Action": "rds:DescribeDBInstances",
                            "Resource": _sub(_arn("rds", region, "db:*"))})  # fmt: skip
     if not config.redis_in_cluster:

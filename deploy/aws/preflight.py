@@ -82,7 +82,7 @@ def aws_checks(session, config, cluster_name):
             _check(checks, "app IAM role", True, config.app_role_arn, "")
         except AwsError as exc:
             _check(checks, "app IAM role", False, str(exc), "Create the role, trusted by EKS Pod Identity or IRSA.")
-    if not config.postgres_in_cluster:
+    if config.postgres_outside_cluster:
         checks.append(_endpoint_check(session, "rds", config.postgres_host))
     if not config.redis_in_cluster:
         checks.append(_endpoint_check(session, "elasticache", config.redis_host))

@@ -6,7 +6,7 @@ DATABASE_URL's host, the egress NetworkPolicy's ipBlock). The master user's secr
 is never read here (the app connects as its own user, docs/high-availability.md#managed-postgresql-rds).
 """
 
-from deploy.aws import cloudformation as cfn
+from deploy.aws import cfn
 from deploy.aws.session import AwsError, call
 from deploy.conf import ConfigError, with_discovered
 

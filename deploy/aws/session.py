@@ -52,6 +52,12 @@ def explain(exc, doing):
     return None
 
 
+def sentence(text):
+    """``text`` ended with a full stop, so that a hint can follow it (AWS's own messages often end without)."""
+    text = str(text).rstrip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
 def call(doing, function, **kwargs):
     try:
         return function(**kwargs)

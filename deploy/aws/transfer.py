@@ -31,7 +31,7 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-PREFIX = "cutover/"  # the only keys the cut-over Job's role may read (deploy/aws/cloudformation.py)
+PREFIX = "cutover/"  # the only keys the cut-over Job's role may read (deploy/aws/cfn/cutover.py)
 
 
 def object_key(app_name, sha256):

@@ -2,7 +2,7 @@
 
 One ``SecretStore`` in the app's namespace points at AWS Secrets Manager in ``aws_region`` and names the role
 the operator assumes (``secrets_reader_role_arn``: the only role that may read these secrets, which only the
-operator's pod identity may assume; ``deploy/aws/cloudformation.py``). Each Secret the environment mode renders
+operator's pod identity may assume; ``deploy/aws/cfn/secrets.py``). Each Secret the environment mode renders
 with values becomes an ``ExternalSecret`` of the same name and keys: the operator reads the generated values
 (``names.aws_secrets``) and writes the Secret from a template, so DATABASE_URL, REDIS_URL and redis.conf are
 built in the cluster from the same functions that build them in the environment mode (``render.py``), with a Go

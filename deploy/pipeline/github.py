@@ -20,7 +20,7 @@ AWS access only through ``aws-actions/configure-aws-credentials`` with
 import yaml
 
 from deploy.aws import delivery
-from deploy.aws.cloudformation import stack_name
+from deploy.aws.cfn import stack_name
 from deploy.conf import ConfigError
 
 ACTIONS = {

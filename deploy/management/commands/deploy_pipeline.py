@@ -1,10 +1,11 @@
 """Write the CI pipeline of this project (GitHub Actions) from the deploy settings and environments."""
 
-import json
+from contextlib import nullcontext
 
 from django.core.management.base import BaseCommand, CommandError
 
 from deploy.conf import ConfigError, get_config, get_environment_names
+from deploy.management.output import JsonDocument
 from deploy.pipeline import github
 from deploy.pipeline.files import HandEdited, write_files
 from deploy.pipeline.summary import plan_comment
@@ -54,6 +55,22 @@ class Command(BaseCommand):
         if options["plan_comment"]:
             self.stdout.write(plan_comment(options["plan_comment"]), ending="")
             return
+        document = JsonDocument(self.stdout)
+        with document.run() if options["json"] else nullcontext():
+            written, environments = self._write(options)
+            document.set([{"path": str(w.path), "outcome": w.outcome} for w in written])
+        if options["json"]:
+            return
+        for w in written:
+            self.stdout.write(f"{w.outcome:<11} {w.path}")
+        if any(w.outcome != "unchanged" for w in written):
+            self.stdout.write(
+                "Next: aws_provision --delivery (the roles), then in GitHub create the environments "
+                f"{', '.join(environments)} and {github.delivery.INFRASTRUCTURE_ENVIRONMENT!r} with required "
+                "reviewers (docs/delivery.md)."
+            )
+
+    def _write(self, options):
         if not options["github"]:
             raise CommandError("Say which CI system: --github (GitHub Actions; the only one supported so far).")
         try:
@@ -71,14 +88,4 @@ class Command(BaseCommand):
             ) from None
         except OSError as exc:
             raise CommandError(f"Cannot write the pipeline under {options['output']}: {exc.strerror}.") from None
-        if options["json"]:
-            self.stdout.write(json.dumps([{"path": str(w.path), "outcome": w.outcome} for w in written], indent=2))
-            return
-        for w in written:
-            self.stdout.write(f"{w.outcome:<11} {w.path}")
-        if any(w.outcome != "unchanged" for w in written):
-            self.stdout.write(
-                "Next: aws_provision --delivery (the roles), then in GitHub create the environments "
-                f"{', '.join(environments)} and {github.delivery.INFRASTRUCTURE_ENVIRONMENT!r} with required "
-                "reviewers (docs/delivery.md)."
-            )
+        return written, environments

@@ -1,0 +1,123 @@
+"""The AWS infrastructure of the deploy, as one CloudFormation stack rendered from the same settings.
+
+One module a part of the stack, each adding its resources to a :class:`~deploy.aws.cfn.template.Template` and
+returning its outputs (the deploy settings it feeds):
+
+- ``network``: the VPC, public and private subnets in each availability zone, NAT;
+- ``eks``: the cluster (Secrets encrypted with KMS), staff access entries, the managed node group, the add-ons;
+- ``identities``: the IAM roles pods get through EKS Pod Identity (CSI drivers, load balancer controller, app);
+- ``secrets``: the app's secrets in Secrets Manager and the role only the External Secrets Operator may assume;
+- ``backups``: the in-cluster PostgreSQL's backup bucket and the backup pods' role;
+- ``storage``: the EFS file system of the static files;
+- ``rds``: the RDS PostgreSQL instance of postgres_mode 'rds';
+- ``registry``: the ECR repository (in the first environment's stack);
+- ``cutover``: the bucket that carries the SQLite file into the cluster;
+- ``template``: what they build with; ``stack``: creating, updating and deleting the stack (change sets).
+"""
+
+import ipaddress
+import re
+
+from deploy.aws.cfn.backups import add_backups
+from deploy.aws.cfn.cutover import add_cutover
+from deploy.aws.cfn.eks import add_addons, add_cluster, infra_cluster_name
+from deploy.aws.cfn.identities import add_identities, add_roles
+from deploy.aws.cfn.network import add_network
+from deploy.aws.cfn.rds import add_database
+from deploy.aws.cfn.registry import add_registry
+from deploy.aws.cfn.secrets import add_app_secrets
+from deploy.aws.cfn.storage import add_storage
+from deploy.aws.cfn.template import Template, to_text
+from deploy.conf import ConfigError
+from deploy.k8s import names
+
+__all__ = ["check_settings", "infra_cluster_name", "render_template", "stack_name", "to_text"]
+
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)$")
+
+
+def stack_name(config):
+    return config.aws_stack_name or names.truncate(f"{names.scoped(config)}-infra")
+
+
+# --- settings ----------------------------------------------------------------
+
+
+def check_settings(config):
+    """Everything that would make the stack fail, found before any AWS call."""
+    zones = config.aws_availability_zones
+    count = len(zones) if zones else 2
+    if zones and len(set(zones)) < 2:
+        raise ConfigError(
+            f"DEPLOY['aws_availability_zones'] must name at least 2 different zones (got {zones!r}): EKS and the "
+            "load balancers need two."
+        )
+    if not INSTANCE_TYPE.match(config.node_instance_type):
+        raise ConfigError(
+            f"DEPLOY['node_instance_type'] {config.node_instance_type!r} is not an EC2 instance type such as "
+            "'t3.large' or 'm6i.xlarge'."
+        )
+    if not 1 <= config.node_count_min <= config.node_count_max:
+        raise ConfigError(
+            f"DEPLOY['node_count_min'] ({config.node_count_min}) must be at least 1 and at most "
+            f"DEPLOY['node_count_max'] ({config.node_count_max})."
+        )
+    vpc = ipaddress.ip_network(config.vpc_cidr)
+    blocks = []
+    for setting in ("public_subnet_cidrs", "private_subnet_cidrs"):
+        cidrs = getattr(config, setting)
+        if len(cidrs) != count:
+            raise ConfigError(
+                f"DEPLOY['{setting}'] must have one CIDR per availability zone ({count}), not {len(cidrs)}."
+            )
+        for cidr in cidrs:
+            try:
+                network = ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ConfigError(f"DEPLOY['{setting}'] has {cidr!r}, which is not a CIDR block.") from None
+            if not network.subnet_of(vpc):
+                raise ConfigError(f"DEPLOY['{setting}'] has {cidr}, which is outside the VPC {vpc}.")
+            for other_setting, other in blocks:
+                if network.overlaps(other):
+                    raise ConfigError(
+                        f"DEPLOY['{setting}'] has {cidr}, which overlaps {other} of DEPLOY['{other_setting}']."
+                    )
+            blocks.append((setting, network))
+    return count
+
+
+# --- the template ----------------------------------------------------------------
+
+
+def render_template(config):
+    """The stack's template (a dict) for ``config``; ConfigError before anything is rendered if it cannot work.
+
+    The parts are added in a fixed order, and their outputs gathered in another, so that the same settings always
+    give the same text (build/cloudformation/STACK.json, and the unchanged-template check of ``stack.apply_stack``).
+    """
+    t = Template(config, check_settings(config))
+    network = add_network(t)
+    cluster = add_cluster(t)
+    roles = add_roles(t)
+    add_addons(t)
+    add_identities(t)
+    secrets = add_app_secrets(t)
+    backups = add_backups(t) if config.postgres_in_cluster else {}
+    storage = add_storage(t)
+    database = add_database(t) if config.postgres_mode == "rds" else {}
+    registry = add_registry(t)
+    cutover = add_cutover(t)
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"Infrastructure of {config.app_name}: VPC, EKS, EFS, ECR (rendered by manage.py aws_provision)",
+    }
+    if config.aws_availability_zones:
+        template["Parameters"] = {
+            "AvailabilityZones": {
+                "Type": "List<AWS::EC2::AvailabilityZone::Name>",
+                "Default": ",".join(config.aws_availability_zones),
+                "Description": "DEPLOY['aws_availability_zones']",
+            }
+        }
+    outputs = {**secrets, **backups, **cluster, **storage, **roles, **network, **database, **registry, **cutover}
+    return {**template, "Resources": t.resources, "Outputs": outputs}
