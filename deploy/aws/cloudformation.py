@@ -25,10 +25,9 @@ from deploy.aws import transfer
 from deploy.aws.backups import PREFIX as BACKUP_PREFIX
 from deploy.aws.ecr import LIFECYCLE
 from deploy.aws.session import AwsError, call
-from deploy.conf import ConfigError
+from deploy.conf import check_aws_stack as check_settings
 from deploy.k8s import external_secrets, names
 
-INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)$")
 TERMINAL = re.compile(r"_(COMPLETE|FAILED)$")
 POD_IDENTITY_TRUST = {
     "Version": "2012-10-17",
@@ -46,52 +45,6 @@ def _trust(service):
 
 def _managed(name):
     return {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::aws:policy/{name}"}
-
-
-# --- settings ----------------------------------------------------------------
-
-
-def check_settings(config):
-    """Everything that would make the stack fail, found before any AWS call."""
-    zones = config.aws_availability_zones
-    count = len(zones) if zones else 2
-    if zones and len(set(zones)) < 2:
-        raise ConfigError(
-            f"DEPLOY['aws_availability_zones'] must name at least 2 different zones (got {zones!r}): EKS and the "
-            "load balancers need two."
-        )
-    if not INSTANCE_TYPE.match(config.node_instance_type):
-        raise ConfigError(
-            f"DEPLOY['node_instance_type'] {config.node_instance_type!r} is not an EC2 instance type such as "
-            "'t3.large' or 'm6i.xlarge'."
-        )
-    if not 1 <= config.node_count_min <= config.node_count_max:
-        raise ConfigError(
-            f"DEPLOY['node_count_min'] ({config.node_count_min}) must be at least 1 and at most "
-            f"DEPLOY['node_count_max'] ({config.node_count_max})."
-        )
-    vpc = ipaddress.ip_network(config.vpc_cidr)
-    blocks = []
-    for setting in ("public_subnet_cidrs", "private_subnet_cidrs"):
-        cidrs = getattr(config, setting)
-        if len(cidrs) != count:
-            raise ConfigError(
-                f"DEPLOY['{setting}'] must have one CIDR per availability zone ({count}), not {len(cidrs)}."
-            )
-        for cidr in cidrs:
-            try:
-                network = ipaddress.ip_network(cidr)
-            except ValueError:
-                raise ConfigError(f"DEPLOY['{setting}'] has {cidr!r}, which is not a CIDR block.") from None
-            if not network.subnet_of(vpc):
-                raise ConfigError(f"DEPLOY['{setting}'] has {cidr}, which is outside the VPC {vpc}.")
-            for other_setting, other in blocks:
-                if network.overlaps(other):
-                    raise ConfigError(
-                        f"DEPLOY['{setting}'] has {cidr}, which overlaps {other} of DEPLOY['{other_setting}']."
-                    )
-            blocks.append((setting, network))
-    return count
 
 
 # --- the template ----------------------------------------------------------------
