@@ -214,7 +214,7 @@ def _positive_int(value):
 
 _QUOTA_KEYS = {
     "requests.cpu": cpu, "limits.cpu": cpu, "requests.memory": memory, "limits.memory": memory,
-    "requests.storage": memory, "pods": lambda v: _positive_int(v),
+    "requests.storage": memory, "pods": _positive_int,
 }  # fmt: skip
 
 
