@@ -22,7 +22,7 @@ import re
 
 from deploy.aws.cfn import infra_cluster_name, stack_name
 from deploy.aws.ecr import repository_name
-from deploy.conf import ConfigError
+from deploy.conf import check_delivery
 from deploy.k8s import names
 
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
@@ -66,10 +66,6 @@ def role_name(config, purpose):
     return names.truncate(f"{config.app_name}-github-{purpose}")
 
 
-def github_environment(config):
-    return config.github_environment or config.environment
-
-
 def subject(config, kind, value=""):
     """The OIDC ``sub`` claim GitHub puts in the token of a job of that kind."""
     repo = f"repo:{config.github_repository}"
@@ -84,49 +80,6 @@ def account_of(config):
     """The AWS account of the ECR repository, when the image repository names one."""
     match = ECR_URI.match(config.image_repository)
     return match.group(1) if match else ""
-
-
-def check_delivery(base, environments):
-    """What must hold before the stack is rendered: raise :class:`ConfigError` naming the setting."""
-    if not base.github_repository:
-        raise ConfigError(
-            "DEPLOY['github_repository'] (environment variable DEPLOY_GITHUB_REPOSITORY) is required for the "
-            "delivery stack: the roles trust only that repository's workflows. Set it to 'owner/name'."
-        )
-    if not environments:
-        raise ConfigError(
-            "The delivery stack needs environments: declare them in DEPLOY['environments'], for example "
-            "{'staging': {...}, 'production': {...}} (docs/delivery.md)."
-        )
-    repositories = {c.image_repository for c in environments.values()}
-    if len(repositories) > 1:
-        raise ConfigError(
-            f"The environments use different image repositories ({', '.join(sorted(repositories))}): the pipeline "
-            "builds one image and promotes it by digest, so set DEPLOY['image_repository'] once, outside "
-            "DEPLOY['environments']."
-        )
-    regions = {c.aws_region for c in environments.values()} | {base.aws_region}
-    if len(regions - {""}) > 1:
-        raise ConfigError(
-            f"The environments are in different regions ({', '.join(sorted(regions - {''}))}): one delivery stack "
-            "covers one region. Run aws_provision --delivery --environment NAME in each."
-        )
-    for name, config in environments.items():
-        if not config.secrets_name:
-            raise ConfigError(
-                f"DEPLOY['environments'][{name!r}]['secrets_name'] is required for the delivery stack: the pipeline "
-                "holds no secret, its deploy job reads the environment's values from that AWS Secrets Manager "
-                "secret. Store them there (docs/delivery.md) and name the secret."
-            )
-    subjects = {}
-    for name, config in environments.items():
-        other = subjects.setdefault(github_environment(config), name)
-        if other != name:
-            raise ConfigError(
-                f"Environments {other!r} and {name!r} use the same GitHub environment "
-                f"{github_environment(config)!r}: each deploy role must trust its own. Set "
-                f"DEPLOY['environments'][{name!r}]['github_environment']."
-            )
 
 
 def _sub(text):
@@ -288,7 +241,7 @@ def render_delivery_template(base, environments):
         role(
             logical,
             f"deploy-{name}",
-            subject(config, "environment", github_environment(config)),
+            subject(config, "environment", config.github_deploy_environment),
             f"Deploys environment {name} (namespace {config.namespace}, cluster {cluster_name(config)}).",
             statements,
         )

@@ -21,7 +21,7 @@ import yaml
 
 from deploy.aws import delivery
 from deploy.aws.cfn import stack_name
-from deploy.conf import ConfigError
+from deploy.conf import ConfigError, check_delivery
 
 ACTIONS = {
     "checkout": "actions/checkout@v6",
@@ -56,7 +56,7 @@ def role_arn(base, purpose):
 
 def check(base, environments):
     try:
-        delivery.check_delivery(base, environments)
+        check_delivery(base, environments)
     except ConfigError as exc:
         raise PipelineError(str(exc)) from None
     if not delivery.account_of(base):
@@ -135,7 +135,7 @@ def _deploy_job(base, name, config, needs, options):
         "name": f"Deploy to {name}",
         "needs": needs,
         "runs-on": RUNNER,
-        "environment": {"name": delivery.github_environment(config), "url": _url(config)},
+        "environment": {"name": config.github_deploy_environment, "url": _url(config)},
         "concurrency": {"group": f"deploy-{name}", "cancel-in-progress": False},
         "permissions": {"contents": "read", "id-token": "write"},
         "env": {

@@ -15,9 +15,6 @@ returning its outputs (the deploy settings it feeds):
 - ``template``: what they build with; ``stack``: creating, updating and deleting the stack (change sets).
 """
 
-import ipaddress
-import re
-
 from deploy.aws.cfn.backups import add_backups
 from deploy.aws.cfn.cutover import add_cutover
 from deploy.aws.cfn.eks import add_addons, add_cluster, infra_cluster_name
@@ -28,62 +25,14 @@ from deploy.aws.cfn.registry import add_registry
 from deploy.aws.cfn.secrets import add_app_secrets
 from deploy.aws.cfn.storage import add_storage
 from deploy.aws.cfn.template import Template, to_text
-from deploy.conf import ConfigError
+from deploy.conf import check_aws_stack as check_settings
 from deploy.k8s import names
 
 __all__ = ["check_settings", "infra_cluster_name", "render_template", "stack_name", "to_text"]
 
-INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)$")
-
 
 def stack_name(config):
     return config.aws_stack_name or names.truncate(f"{names.scoped(config)}-infra")
-
-
-# --- settings ----------------------------------------------------------------
-
-
-def check_settings(config):
-    """Everything that would make the stack fail, found before any AWS call."""
-    zones = config.aws_availability_zones
-    count = len(zones) if zones else 2
-    if zones and len(set(zones)) < 2:
-        raise ConfigError(
-            f"DEPLOY['aws_availability_zones'] must name at least 2 different zones (got {zones!r}): EKS and the "
-            "load balancers need two."
-        )
-    if not INSTANCE_TYPE.match(config.node_instance_type):
-        raise ConfigError(
-            f"DEPLOY['node_instance_type'] {config.node_instance_type!r} is not an EC2 instance type such as "
-            "'t3.large' or 'm6i.xlarge'."
-        )
-    if not 1 <= config.node_count_min <= config.node_count_max:
-        raise ConfigError(
-            f"DEPLOY['node_count_min'] ({config.node_count_min}) must be at least 1 and at most "
-            f"DEPLOY['node_count_max'] ({config.node_count_max})."
-        )
-    vpc = ipaddress.ip_network(config.vpc_cidr)
-    blocks = []
-    for setting in ("public_subnet_cidrs", "private_subnet_cidrs"):
-        cidrs = getattr(config, setting)
-        if len(cidrs) != count:
-            raise ConfigError(
-                f"DEPLOY['{setting}'] must have one CIDR per availability zone ({count}), not {len(cidrs)}."
-            )
-        for cidr in cidrs:
-            try:
-                network = ipaddress.ip_network(cidr)
-            except ValueError:
-                raise ConfigError(f"DEPLOY['{setting}'] has {cidr!r}, which is not a CIDR block.") from None
-            if not network.subnet_of(vpc):
-                raise ConfigError(f"DEPLOY['{setting}'] has {cidr}, which is outside the VPC {vpc}.")
-            for other_setting, other in blocks:
-                if network.overlaps(other):
-                    raise ConfigError(
-                        f"DEPLOY['{setting}'] has {cidr}, which overlaps {other} of DEPLOY['{other_setting}']."
-                    )
-            blocks.append((setting, network))
-    return count
 
 
 # --- the template ----------------------------------------------------------------
