@@ -23,6 +23,17 @@ _BUILD = _ROOT / "build" / "test" / (_WORKER or "main")
 REDIS_DATABASES = 16  # Redis's default "databases" setting
 
 
+def _redis_databases(url):
+    """How many databases the Redis server at ``url`` has (its ``databases`` setting); the default if it cannot say."""
+    import redis
+
+    try:
+        server = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        return int(server.config_get("databases")["databases"])
+    except (redis.RedisError, KeyError, ValueError):
+        return REDIS_DATABASES
+
+
 def worker_redis_url(url, worker):
     """``url`` with its database number moved up by the xdist worker's index (``gw2``: +2)."""
     if not worker:
@@ -30,10 +41,10 @@ def worker_redis_url(url, worker):
     parts = urlsplit(url)
     base = int(parts.path.strip("/") or 0)
     number = base + int(worker.removeprefix("gw"))
-    if number >= REDIS_DATABASES:
+    if number >= REDIS_DATABASES and number >= (databases := _redis_databases(url)):
         raise ImproperlyConfigured(
             f"pytest-xdist worker {worker} would use Redis database {number} (REDIS_URL's {base} + {worker}), "
-            f"but Redis has {REDIS_DATABASES}: run fewer workers or lower the database number in REDIS_URL."
+            f"but Redis has {databases}: run fewer workers or lower the database number in REDIS_URL."
         )
     return urlunsplit(parts._replace(path=f"/{number}"))
 
