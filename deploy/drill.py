@@ -191,7 +191,8 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
         where = f"{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 5432}"
         raise DrillError(
             f"Could not connect to the live database {settings_dict['NAME']!r} at {where} ({type(exc).__name__}: "
-            f"{str(exc).strip()}). Is the port-forward running, and is DATABASE_URL's password the superuser's "
+            f"{str(exc).strip()}). Is the port-forward running, and is DATABASE_URL's password the "
+            f"{'owner role' if config is not None and config.postgres_operator else 'superuser'}'s "
             "(docs/runbooks.md#restore-drill)?"
         ) from None
     try:
