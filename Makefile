@@ -97,6 +97,7 @@ bench: venv
 	$(PY) bench/image_size.py
 	$(PY) bench/setup_time.py --cold
 	$(PY) bench/rehearse.py --rows 1000000
+	$(PY) bench/rehearse.py --rows 10000000
 
 # The cut-over rehearsed on this machine (bench/rehearse.py): ROWS=100000 by default.
 ROWS ?= 100000

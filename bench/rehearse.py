@@ -8,8 +8,9 @@ migrate, copy and verify into the local PostgreSQL); the new deployment is the i
     python bench/rehearse.py --rows 100000 [--json]     (make rehearse ROWS=…)
 
 Prints each step's seconds and the downtime: from the first POST refused with 503 to the first page the new
-deployment serves. Needs Docker (DOCKER_HOST), the PostgreSQL and Redis on 127.0.0.1, and builds the image
-from the locally made base (tests/docker/build-base-image.sh) unless --image names one.
+deployment serves; apart from them, the seconds seeding took and the load average at the start and the end.
+Needs Docker (DOCKER_HOST), the PostgreSQL and Redis on 127.0.0.1, and builds the image from the locally made
+base (tests/docker/build-base-image.sh) unless --image names one.
 """
 
 import argparse
@@ -147,9 +148,15 @@ def main():
     database = f"rehearsal_{os.getpid()}"
     seed_env = {**os.environ, **app_env(DATABASE_URL=f"sqlite:///{source}")}
     log(f"seeding {source} with about {args.rows} rows")
+    load = {"start": os.getloadavg()}
+    seeding = time.monotonic()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=seed_env, check=True)
+    # seed_demo writes a SQLite file with executemany in one transaction, no journal, no fsync (its _SqliteWriter):
+    # the one seeder of the rehearsal, the test that runs it and the SQLite copy's fixtures.
     subprocess.run([sys.executable, "manage.py", "seed_demo", "--rows", str(args.rows), "-v0"], cwd=ROOT,
                    env=seed_env, check=True)  # fmt: skip
+    seed_seconds = round(time.monotonic() - seeding, 1)
+    log(f"seeded in {seed_seconds} s (not part of the window)")
     with sqlite3.connect(source) as db:
         rows = sum(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
                    for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))  # fmt: skip
@@ -226,12 +233,17 @@ def main():
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         shutil.rmtree(work, ignore_errors=True)
 
+    load["end"] = os.getloadavg()
     report = {"rows": rows, "file_bytes": state["size"], "steps": steps, "downtime_seconds": round(downtime, 3),
-              "verified": verified.get("verified")}  # fmt: skip
+              "verified": verified.get("verified"), "seed_seconds": seed_seconds,
+              "load_average": {when: [round(x, 2) for x in values] for when, values in load.items()},
+              "cpus": os.cpu_count()}  # fmt: skip
     if args.json:
         print(json.dumps(report))
         return
     print(f"rows {rows}, file {state['size'] / 1e6:.1f} MB, verified: {report['verified']}")
+    print(f"seeded in {seed_seconds} s (migrate + seed_demo, before the window); load average (1, 5, 15 min) "
+          f"{load['start']} at the start, {load['end']} at the end, {os.cpu_count()} CPUs")  # fmt: skip
     for name, seconds in steps.items():
         print(f"{name:<16}{seconds:>9.2f} s")
     print(f"{'downtime':<16}{downtime:>9.2f} s  (first refused write -> first page served by the new deployment)")

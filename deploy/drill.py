@@ -8,9 +8,12 @@ hashed in key order, JSON by its parsed value) is the same on both sides is prov
 row in key order (``compare_table``), which names each row written, changed or deleted since the dump. The
 scratch database is dropped afterwards unless ``keep``.
 
-It needs a role that may create databases (the in-cluster PostgreSQL's superuser, through a port-forward:
-docs/runbooks.md#restore-drill); the password comes from the connection settings, handed to ``pg_restore`` in
-its environment, never on its command line.
+It needs a role that may create databases (the in-cluster PostgreSQL's superuser through a port-forward; in the
+cloudnative-pg mode, which has no superuser to log in as, the app's owner role given CREATEDB for the drill's
+time: :func:`scratch_role_hint`, docs/runbooks.md#restore-drill); the password comes from the connection settings,
+handed to ``pg_restore`` in its environment, never on its command line. The dumps it restores are those of the
+nightly CronJob, which runs beside the cluster's PostgreSQL only: :func:`check_mode` refuses the other modes
+unless a dump file is given.
 """
 
 import os
@@ -36,6 +39,44 @@ _MEANING = {
 
 class DrillError(Exception):
     """The drill could not run (no scratch database, a dump that does not restore); the message says why."""
+
+
+def check_mode(config, dump_given):
+    """DrillError when ``config``'s PostgreSQL has no nightly dumps in the bucket and no dump file was given."""
+    if dump_given or config.postgres_in_cluster or config.postgres_operator:
+        return
+    if config.postgres_mode == "rds":
+        own = (
+            "RDS keeps its own backups (automated snapshots and point-in-time restore, kept "
+            f"{config.rds_backup_retention_days} day(s)): drill them by restoring one to a new instance "
+            "(docs/high-availability.md#drilling-the-rds-backups)"
+        )
+    else:
+        own = "restore the managed database's own backups with its provider's tools"
+    raise DrillError(
+        f"postgres_mode {config.postgres_mode!r} has no nightly dumps to drill: the pg_dump CronJob runs only beside "
+        f"the cluster's PostgreSQL ('in-cluster', 'cloudnative-pg'). {own}; or drill a dump you made "
+        "(pg_dump --format=custom) with --file. Nothing was read."
+    )
+
+
+def scratch_role_hint(config, user):
+    """How to connect as a role that may create the scratch database, in ``config``'s mode."""
+    if config is not None and config.postgres_operator:
+        from deploy.k8s import names
+
+        cluster, namespace = names.cnpg_cluster_name(config.app_name), config.namespace
+        primary = f"$(kubectl -n {namespace} get cluster {cluster} -o jsonpath='{{.status.currentPrimary}}')"
+        return (
+            "The cloudnative-pg mode has no superuser to log in as (enableSuperuserAccess: false): let the app's "
+            f"owner role create databases for the drill's time, through the primary's local socket, with "
+            f'kubectl -n {namespace} exec {primary} -c postgres -- psql -c "ALTER ROLE {user} CREATEDB", and take '
+            f'it back afterwards with the same command and "ALTER ROLE {user} NOCREATEDB" '
+            "(docs/runbooks.md#restore-drill)."
+        )
+    return "The drill needs a role that may create databases: connect as the PostgreSQL superuser " + (
+        "(docs/runbooks.md#restore-drill)."
+    )
 
 
 @dataclass
@@ -130,7 +171,7 @@ def _table_names(alias):
         return connections[alias].introspection.table_names(cursor)
 
 
-def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress=None, now=None):
+def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress=None, now=None, config=None):
     started = time.monotonic()
     if live_alias not in connections:
         raise DrillError(
@@ -150,7 +191,8 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
         where = f"{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 5432}"
         raise DrillError(
             f"Could not connect to the live database {settings_dict['NAME']!r} at {where} ({type(exc).__name__}: "
-            f"{str(exc).strip()}). Is the port-forward running, and is DATABASE_URL's password the superuser's "
+            f"{str(exc).strip()}). Is the port-forward running, and is DATABASE_URL's password the "
+            f"{'owner role' if config is not None and config.postgres_operator else 'superuser'}'s "
             "(docs/runbooks.md#restore-drill)?"
         ) from None
     try:
@@ -172,9 +214,8 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
         raise
     except Exception as exc:
         raise DrillError(
-            f"Could not create the scratch database {scratch!r} ({type(exc).__name__}: {str(exc).strip()}). The "
-            "drill needs a role that may create databases: connect as the PostgreSQL superuser "
-            "(docs/runbooks.md#restore-drill)."
+            f"Could not create the scratch database {scratch!r} ({type(exc).__name__}: {str(exc).strip()}). "
+            + scratch_role_hint(config, settings_dict.get("USER") or "app")
         ) from None
     try:
         restored = subprocess.run(

@@ -19,6 +19,7 @@ from io import StringIO
 from pathlib import Path
 
 import boto3
+import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -496,3 +497,113 @@ def test_a_drill_that_cannot_reach_the_database_says_so_and_not_that_it_needs_a_
     finally:
         connection.close()
     monkeypatch.undo()
+
+
+@pytest.fixture
+def owner_database(django_db_setup):
+    """A live database as CloudNativePG's initdb makes it: owned by the app's role, a login with no other right.
+
+    The test fills it from a dump of the test database restored as that role, so that it owns every table (the
+    migrations run as it in the cluster).
+    """
+    from django.db import connection
+
+    base = connection.settings_dict["NAME"]
+    role, live = f"{base}_owner", f"{base}_live"
+    admin = psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True)
+    admin.execute(f'DROP DATABASE IF EXISTS "{live}" WITH (FORCE)')
+    admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    admin.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+    admin.execute(f'CREATE DATABASE "{live}" OWNER "{role}"')
+    try:
+        yield {"role": role, "live": live, "admin": admin}
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{live}" WITH (FORCE)')
+        for (name,) in admin.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                     [f"{live[:40]}_drill_"]).fetchall():  # fmt: skip
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_in_the_cloudnative_pg_mode_names_the_grant_then_runs_as_the_owner_it_was_given_to(
+    owner_database, tmp_path, monkeypatch
+):
+    from django.db import connection
+
+    from apps.catalog.models import Category
+    from deploy import drill
+
+    role, live, admin = owner_database["role"], owner_database["live"], owner_database["admin"]
+    for i in range(12):
+        Category.objects.create(name=f"Category {i}", slug=f"category-{i}")
+    dump = tmp_path / "app-20260101T030000Z.dump"
+    subprocess.run(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                    "-f", str(dump), "-d", connection.settings_dict["NAME"]], check=True)  # fmt: skip
+    subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", "-h", "127.0.0.1", "-U", role, "-d", live,
+                    str(dump)], check=True)  # fmt: skip
+    config = load_config({"postgres_mode": "cloudnative-pg", "namespace": "shop"}, environ={})
+
+    def scratch_databases():
+        return admin.execute("SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)",
+                             [f"{live[:40]}_drill_"]).fetchone()[0]  # fmt: skip
+
+    # The drill's connection, as the port-forward to the -rw Service gives it: the live database, as its owner.
+    monkeypatch.setitem(connection.settings_dict, "NAME", live)
+    monkeypatch.setitem(connection.settings_dict, "USER", role)
+    connection.close()
+    try:
+        with pytest.raises(drill.DrillError) as refused:
+            drill.run_drill(dump, dump.name, config=config)
+        said = str(refused.value)
+        assert "permission denied to create database" in said and "superuser (" not in said
+        primary = f"kubectl -n shop get cluster {names.cnpg_cluster_name(config.app_name)} -o jsonpath="
+        assert f"exec $({primary}" in said and f'psql -c "ALTER ROLE {role} CREATEDB"' in said
+        assert f'"ALTER ROLE {role} NOCREATEDB"' in said
+        assert scratch_databases() == 0
+
+        admin.execute(f'ALTER ROLE "{role}" CREATEDB')  # what the message's kubectl exec … psql runs on the primary
+        report = drill.run_drill(dump, dump.name, config=config)
+        assert report.ok and report.differences == []
+        assert report.tables["catalog.Category"] == {"table": "catalog_category", "backup_rows": 12,
+                                                     "live_rows": 12, "proven_by": "digest"}  # fmt: skip
+        assert scratch_databases() == 0
+    finally:
+        connection.close()
+        monkeypatch.undo()
+
+
+@pytest.mark.django_db
+def test_the_drill_in_the_rds_mode_refuses_the_bucket_before_reading_it_and_names_rds_own_procedure(
+    settings, monkeypatch, tmp_path
+):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    read = []
+    monkeypatch.setattr(backups, "latest", lambda *a, **k: read.append("latest"))
+    monkeypatch.setattr(backups, "download", lambda *a, **k: read.append("download"))
+    settings.DEPLOY = {"postgres_mode": "rds", "aws_region": REGION}  # a bucket setting is refused in this mode
+    for arguments in ([], ["--backup", "app-20260101T030000Z.dump"], ["--bucket", "other"]):
+        out = StringIO()
+        with pytest.raises(CommandError, match=r"postgres_mode 'rds' has no nightly dumps to drill") as refused:
+            call_command("restore_drill", *arguments, "--json", stdout=out)
+        assert refused.value.returncode == 1
+        assert "#drilling-the-rds-backups" in str(refused.value) and "--file" in str(refused.value)
+        assert json.loads(out.getvalue()) == {"ok": False, "error": str(refused.value)}
+    assert read == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_in_the_rds_mode_restores_a_dump_file_it_is_given(settings, tmp_path):
+    from django.core.management import call_command
+    from django.db import connection
+
+    settings.DEPLOY = {"postgres_mode": "rds", "aws_region": REGION}
+    dump = tmp_path / "app-rds.dump"
+    subprocess.run(["pg_dump", "--format=custom", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                    "-f", str(dump), "-d", connection.settings_dict["NAME"]], check=True)  # fmt: skip
+    out = StringIO()
+    call_command("restore_drill", "--file", str(dump), "--json", stdout=out)
+    assert json.loads(out.getvalue())["ok"] is True

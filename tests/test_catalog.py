@@ -104,3 +104,51 @@ def test_seed_demo_superuser_can_open_the_admin(client, monkeypatch):
     assert "Superuser 'admin' created" in out.getvalue() and "demo-admin-pw-81" not in out.getvalue()
     assert client.login(username="admin", password="demo-admin-pw-81")
     assert client.get("/admin/catalog/product/").status_code == 200
+
+
+SEED_BOTH_WAYS = """
+import shutil, sys
+import django
+django.setup()
+from django.core.management import call_command
+from apps.catalog.management.commands import seed_demo
+command = seed_demo.Command()
+command.sqlite_fast_path = sys.argv[1] == "fast"
+call_command(command, rows=1200, seed=7, verbosity=0)
+"""
+
+
+def test_seed_demo_writes_sqlite_files_byte_for_byte_as_bulk_create_does(tmp_path):
+    """The fast SQLite path (executemany, no journal) stores what the ORM would, and leaves a normal database.
+
+    The rehearsal's seeder (bench/rehearse.py) and the SQLite copy's fixtures use it: a value stored in another
+    format (a datetime, a UUID, a decimal) would make their files unlike the ones a Django project writes.
+    """
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, production_env
+
+    migrated = tmp_path / "migrated.sqlite3"
+    env = production_env(DATABASE_URL=f"sqlite:///{migrated}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    dumps = {}
+    for way in ("fast", "orm"):
+        path = tmp_path / f"{way}.sqlite3"
+        path.write_bytes(migrated.read_bytes())
+        env = production_env(DATABASE_URL=f"sqlite:///{path}")
+        subprocess.run([sys.executable, "-c", SEED_BOTH_WAYS, way], cwd=ROOT, env=env, check=True)
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+            tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                      if t.startswith(("catalog_", "auth_user"))]  # fmt: skip
+            dumps[way] = {}
+            for table in tables:
+                columns = [f'"{c}"' for (_, c, *_) in db.execute(f'PRAGMA table_info("{table}")')]
+                # Values and their storage classes: 12 == 12.0 in Python, INTEGER and REAL apart in SQLite.
+                query = f'SELECT {", ".join(columns)}, {", ".join(f"typeof({c})" for c in columns)} FROM "{table}"'
+                dumps[way][table] = db.execute(query + " ORDER BY rowid").fetchall()
+    assert sum(len(rows) for rows in dumps["fast"].values()) > 1000
+    assert dumps["fast"] == dumps["orm"]

@@ -175,6 +175,14 @@ def test_every_object_a_kubectl_command_of_the_docs_names_is_rendered():
     # Objects the docs install from someone else's manifest, not the render: CloudNativePG's release manifest
     # (cnpg-1.30.0.yaml, docs/high-availability.md#installing-the-operator) makes this Deployment.
     rendered |= {("cnpg-system", "Deployment", "cnpg-controller-manager")}
+    # The cloudnative-pg mode's objects, and the Services its operator makes (the drill port-forwards the -rw one).
+    from deploy.k8s import cnpg
+
+    for m in render_manifests(
+        load_config({"postgres_mode": "cloudnative-pg"}, environ={}), DeploySecrets("k", "p", "r", "s")
+    ):
+        made = cnpg.made_services(m) if cnpg.is_cluster(m) else []
+        rendered |= {(o["metadata"].get("namespace"), o["kind"], o["metadata"]["name"]) for o in [m, *made]}
     kinds = "|".join(KUBECTL_KINDS)
     command = re.compile(rf"kubectl -n ([a-z0-9-]+)\b[^`\n]*?\b({kinds})/([a-z0-9-]+)\b(?![<-])")
     wrong = [

@@ -508,3 +508,22 @@ def test_the_managed_modes_are_refused_naming_the_mode_in_use(operation):
     config = load_config({"postgres_mode": "rds"}, environ={})
     with pytest.raises(RestoreError, match="postgres_mode 'rds'"):
         operation(config)
+
+
+@pytest.mark.parametrize("operation", [["--restore", "app-20240701T120000Z.dump"], ["--backups"]])
+def test_the_rds_mode_refuses_restore_and_backups_before_reading_aws(operation, monkeypatch, tmp_path):
+    # The refusal needs nothing from AWS: it used to read the stack's outputs first, and so failed on missing
+    # credentials or a missing stack with a message about those instead of the mode.
+    from django.core.management.base import CommandError
+
+    from deploy.aws import rds, session
+
+    read = []
+    monkeypatch.setattr(rds, "wire", lambda *a, **k: read.append("stack outputs"))
+    monkeypatch.setattr(session, "session", lambda *a, **k: read.append("aws session"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "rds")
+    with pytest.raises(CommandError, match=r"postgres_mode 'rds'.*Nothing was done\.") as refused:
+        _restore_command(*operation, "--yes")
+    assert "high-availability.md#recovery-procedures" in str(refused.value)
+    assert read == []

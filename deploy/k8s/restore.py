@@ -62,13 +62,29 @@ class RestoreOutcome:
         return self.status == RESTORED
 
 
-def check_backup_name(config, backup):
-    if not (config.postgres_in_cluster or config.postgres_operator):
+def check_mode(config, operation="restore"):
+    """RestoreError unless the database is the cluster's: the Jobs restore and list the nightly dumps of its volume.
+
+    Asked before anything else (k8s_deploy asks it before reading the rds mode's stack outputs): a mode these Jobs
+    cannot serve is refused without a call to AWS or the cluster.
+    """
+    if config.postgres_in_cluster or config.postgres_operator:
+        return
+    if operation == "list":
         raise RestoreError(
-            "The restore Job restores the PostgreSQL of the cluster (postgres_mode 'in-cluster' or "
-            f"'cloudnative-pg'); with postgres_mode {config.postgres_mode!r} restore the managed database with its "
-            "own snapshots or point-in-time restore (docs/high-availability.md#recovery-procedures)."
+            "The backups listed are those of the cluster's PostgreSQL (postgres_mode 'in-cluster' or "
+            f"'cloudnative-pg'); with postgres_mode {config.postgres_mode!r} the managed database's snapshots are "
+            "listed by its provider (docs/high-availability.md#recovery-procedures)."
         )
+    raise RestoreError(
+        "The restore Job restores the PostgreSQL of the cluster (postgres_mode 'in-cluster' or "
+        f"'cloudnative-pg'); with postgres_mode {config.postgres_mode!r} restore the managed database with its "
+        "own snapshots or point-in-time restore (docs/high-availability.md#recovery-procedures)."
+    )
+
+
+def check_backup_name(config, backup):
+    check_mode(config)
     if not _BACKUP.fullmatch(backup or "") or not backup.startswith(f"{config.postgres_database}-"):
         raise RestoreError(
             f"{backup!r} is not a backup name: the CronJob writes {config.postgres_database}-YYYYMMDDTHHMMSSZ.dump "
@@ -185,12 +201,7 @@ def restore_job(config, backup, now=None):
 def list_job(config, now=None):
     # The CloudNativePG mode keeps the same nightly dumps on the same volume: --restore takes them, so --backups
     # must list them.
-    if not (config.postgres_in_cluster or config.postgres_operator):
-        raise RestoreError(
-            "The backups listed are those of the cluster's PostgreSQL (postgres_mode 'in-cluster' or "
-            f"'cloudnative-pg'); with postgres_mode {config.postgres_mode!r} the managed database's snapshots are "
-            "listed by its provider (docs/high-availability.md#recovery-procedures)."
-        )
+    check_mode(config, "list")
     return _job(config, "list-backups", list_script(config), "backups", now)
 
 

@@ -163,6 +163,13 @@ class Command(BaseCommand):
         except ConfigError as exc:
             raise CommandError(f"Invalid deploy configuration: {exc}") from None
         self._check_operation_options(options)
+        if options["restore"] or options["backups"]:
+            from deploy.k8s.restore import RestoreError, check_mode
+
+            try:  # before the rds mode's stack outputs are read: a refusal needs no AWS
+                check_mode(config, "restore" if options["restore"] else "list")
+            except RestoreError as exc:
+                raise CommandError(f"{exc} Nothing was done.") from None
         if config.postgres_mode == "rds":
             config = self._rds(config, options)
         if options["restore"] and options["render"]:

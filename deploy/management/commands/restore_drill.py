@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deploy.aws.backups import PREFIX, BackupError, download, latest
 from deploy.conf import ConfigError, get_config
-from deploy.drill import DrillError, run_drill
+from deploy.drill import DrillError, check_mode, run_drill
 from deploy.management.commands.migrate_from_sqlite import DIFFERENCES_FOUND
 
 
@@ -73,12 +73,14 @@ class Command(BaseCommand):
             if options["verbosity"] >= 2:
                 self.stderr.write(message)
 
+        config = get_config(options["environment"])
+        check_mode(config, dump_given=bool(options["file"]))
         if options["file"]:
             path = Path(options["file"])
             if not path.is_file():
                 raise CommandError(f"--file {path}: no such file.")
-            return run_drill(path, path.name, options["database"], options["keep"], progress)
-        bucket = options["bucket"] or get_config(options["environment"]).postgres_backup_bucket
+            return run_drill(path, path.name, options["database"], options["keep"], progress, config=config)
+        bucket = options["bucket"] or config.postgres_backup_bucket
         if not bucket:
             raise CommandError(
                 "No bucket: set DEPLOY['postgres_backup_bucket'] (the infrastructure stack's BackupBucketName "
@@ -88,7 +90,7 @@ class Command(BaseCommand):
         with tempfile.TemporaryDirectory(prefix="restore-drill-") as folder:
             try:
                 if name == "latest":
-                    name = latest(bucket, get_config(options["environment"]).postgres_database).name
+                    name = latest(bucket, config.postgres_database).name
                 path = Path(folder) / "backup.dump"
                 download(bucket, name, path)
             except (BotoCoreError, ClientError) as exc:
@@ -97,4 +99,4 @@ class Command(BaseCommand):
                     "bucket's name (DEPLOY['postgres_backup_bucket'], --bucket), your AWS credentials and region."
                 ) from None
             progress(f"fetched {name} from s3://{bucket} (checksum verified)")
-            return run_drill(path, name, options["database"], options["keep"], progress)
+            return run_drill(path, name, options["database"], options["keep"], progress, config=config)
