@@ -25,7 +25,7 @@ from deploy.aws import ecr, eks, preflight
 from deploy.aws.session import AwsError, explain, session
 from deploy.conf import load_config
 from deploy.k8s import rollout
-from deploy.k8s.apply import Cluster, ClusterError
+from deploy.k8s.client import Cluster, ClusterError
 from deploy.k8s.connect import api_client
 from tests.conftest import http_get
 from tests.fake_apiserver import FakeApiServer, Fault

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from deploy.k8s import rollout
-from deploy.k8s.apply import Cluster
+from deploy.k8s.client import Cluster
 from deploy.k8s.connect import Endpoint, api_client
 from deploy.k8s.render import KIND_RANK
 from tests.fake_apiserver import FakeApiServer, Fault

@@ -288,9 +288,8 @@ def test_a_restore_outliving_its_timeout_is_still_running_and_a_rerun_waits_for_
 
 
 def test_a_deploy_does_not_prune_a_running_restore_job(fake):
-    from deploy.k8s.apply import Cluster
-    from deploy.k8s.cluster import find_cluster
-    from deploy.k8s.connect import api_client
+    from deploy.k8s.client import Cluster
+    from deploy.k8s.connect import api_client, find_cluster
     from deploy.k8s.deploy import Deployer
 
     config = load_config({}, environ={})

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from deploy.k8s import names
-from deploy.k8s.apply import ClusterError, NotServed
+from deploy.k8s.client import ClusterError, NotServed
 from deploy.k8s.releases import DeployLock, history, new_release, record, set_outcome
 from deploy.k8s.render import KIND_RANK, sort_key
 from deploy.k8s.rollout import WaitFailure, wait_for

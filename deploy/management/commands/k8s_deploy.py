@@ -13,9 +13,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, ConfigError, get_config, get_secrets
-from deploy.k8s.apply import Cluster, ClusterError
-from deploy.k8s.cluster import NoSuchKubeconfig, find_cluster
-from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, api_client
+from deploy.k8s.client import Cluster, ClusterError
+from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, NoSuchKubeconfig, api_client, find_cluster
 from deploy.k8s.deploy import Deployer, DeployFailed, unserved_kinds
 from deploy.k8s.exposure import warnings as exposure_warnings
 from deploy.k8s.observability import alert_warnings

@@ -1,4 +1,5 @@
-"""Talk to the cluster: discovery, server-side apply, get, list, delete.
+"""The API client of the cluster (`Cluster`): discovery, server-side apply, get, list, create, replace, delete,
+logs, events, the service proxy.
 
 Every error from the cluster becomes a :class:`ClusterError` whose message
 says what was refused and why (401, 403 with the verb and resource, 409 with
