@@ -12,7 +12,6 @@ from django.core.management.base import CommandError
 from deploy.k8s import rollout
 from deploy.k8s.client import Cluster
 from deploy.k8s.connect import Endpoint, api_client
-from deploy.k8s.render import KIND_RANK
 from tests.fake_apiserver import FakeApiServer, Fault
 
 NS = "django-app"
@@ -365,14 +364,6 @@ def test_an_endpoint_token_is_asked_for_every_request(server):
     assert made >= 2 and len(calls) >= made
     headers = {k.lower(): v for k, v in server.requests[-1][3].items()}
     assert headers["authorization"] == "Bearer t0ken"
-
-
-def test_rank_table_covers_every_rendered_kind():
-    from deploy.conf import load_config
-    from deploy.k8s.render import render_manifests
-
-    kinds = {m["kind"] for m in render_manifests(load_config({}, environ={}))}
-    assert kinds <= set(KIND_RANK)
 
 
 def test_a_rollback_keeps_the_secrets(server, monkeypatch):

@@ -17,10 +17,11 @@ from deploy.k8s.client import Cluster, ClusterError
 from deploy.k8s.connect import DEFAULT_TIMEOUT, ConnectError, NoSuchKubeconfig, api_client, find_cluster
 from deploy.k8s.deploy import Deployer, DeployFailed, unserved_kinds
 from deploy.k8s.exposure import warnings as exposure_warnings
+from deploy.k8s.kinds import describe
 from deploy.k8s.observability import alert_warnings
 from deploy.k8s.releases import LockHeld, history
 from deploy.k8s.render import RenderError, render_manifests, to_yaml, write_manifests
-from deploy.k8s.validate import describe, validate_manifests
+from deploy.k8s.validate import validate_manifests
 from deploy.management.output import JsonDocument
 
 DEFAULT_OUTPUT = "build/k8s"
