@@ -91,7 +91,8 @@ def test_json_report(tmp_path):
     assert report["applied"] is False
     assert report["cluster"] is None
     assert report["output"] == "build/k8s"
-    assert "Deployment django-app/django-app" in report["objects"]
+    # The same shape as a deploy's objects: what happened to each (here: written to the folder).
+    assert {"object": "Deployment django-app/django-app", "result": "written"} in report["objects"]
     assert report["validated_for"] == ["1.31", "1.32", "1.33", "1.34"]
 
 

@@ -251,7 +251,7 @@ def test_k8s_deploy_restore_asks_for_yes_and_checks_the_name_before_touching_the
 def test_a_restore_outliving_its_timeout_is_still_running_and_a_rerun_waits_for_it_or_refuses(fake):
     import json
 
-    from deploy.management.commands.k8s_deploy import RESTORE_ANOTHER_ACTIVE, RESTORE_STILL_RUNNING
+    from deploy.k8s.operations import RESTORE_ANOTHER_ACTIVE, RESTORE_STILL_RUNNING
 
     fake.scenarios["job/postgres-backup"] = "hang"
     error, out = _failing_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "0", "--json")

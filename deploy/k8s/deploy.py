@@ -53,10 +53,9 @@ def unserved_kinds(cluster, manifests):
 class DeployFailed(Exception):
     """The deploy stopped; ``report`` says what was applied and what went wrong."""
 
-    def __init__(self, message, report, exit_code=1):
+    def __init__(self, message, report):
         super().__init__(message)
         self.report = report
-        self.exit_code = exit_code
 
 
 @dataclass

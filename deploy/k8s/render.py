@@ -519,6 +519,26 @@ def render_manifests(config, secrets=None, redact=True):
     return manifests
 
 
+def redacted(manifests):
+    """``manifests`` as a render with ``redact`` gives them: every Secret value replaced by the placeholder.
+
+    So that one run renders once: the real values it applies, the redacted ones it writes.
+    """
+    return [
+        {
+            **m,
+            **{
+                part: dict.fromkeys(m[part], _b64(REDACTED) if part == "data" else REDACTED)
+                for part in ("data", "stringData")
+                if m.get(part)
+            },
+        }
+        if m["kind"] == "Secret"
+        else m
+        for m in manifests
+    ]
+
+
 def _missing_secrets(config, secrets):
     needed = []
     if config.secrets_source == "environment":  # otherwise they stay in AWS Secrets Manager
