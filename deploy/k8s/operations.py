@@ -27,12 +27,13 @@ from deploy.k8s.observability import alert_warnings
 from deploy.k8s.releases import LockHeld, history
 from deploy.k8s.render import RenderError, redacted, render_manifests, to_yaml, write_manifests
 from deploy.k8s.validate import validate_manifests
+from deploy.management import exit_codes
 
 DEFAULT_OUTPUT = "build/k8s"
 # Exit codes of --restore besides 1 (failed or could not run): the Job outlived --timeout and goes on in the
 # cluster; another restore Job is active, so none was started.
-RESTORE_STILL_RUNNING = 5
-RESTORE_ANOTHER_ACTIVE = 4
+RESTORE_STILL_RUNNING = exit_codes.STILL_RUNNING
+RESTORE_ANOTHER_ACTIVE = exit_codes.ALREADY_RUNNING
 
 MODES = ("deploy", "render", "preflight", "diff", "dry-run", "history", "rollback", "restore", "backups", "cutover")
 # The flags that act on the cluster only, in the order messages name them: with no cluster configured they stop
@@ -392,31 +393,30 @@ def _objects(result):
     return [f"  {o['object']}: {o['result']}" for o in result.objects]
 
 
-def diff(deployer, rendered, document):
+def _preview(deployer, rendered, document, as_diff):
     try:
-        result = deployer.diff(rendered.manifests)
+        result = (deployer.diff if as_diff else deployer.dry_run)(rendered.manifests)
     except ClusterError as exc:
         raise OperationFailed(str(exc)) from None
-    return Report(
-        _applied(document, result),
-        list(result.diffs),
-        f"{len(result.diffs)} object(s) would change; nothing was applied.",
-        _objects(result),
-    )
+    if as_diff:
+        output, sentence = list(result.diffs), f"{len(result.diffs)} object(s) would change; nothing was applied."
+    else:
+        output = []
+        sentence = (
+            f"Dry run: {len(result.changed)} object(s) would change, {len(result.pruned)} would be pruned; "
+            "nothing was applied."
+        )
+    return Report(_applied(document, result), output, sentence, _objects(result))
+
+
+def diff(deployer, rendered, document):
+    """What would change against the live objects, one unified diff each (a Secret's values hidden)."""
+    return _preview(deployer, rendered, document, as_diff=True)
 
 
 def dry_run(deployer, rendered, document):
-    try:
-        result = deployer.dry_run(rendered.manifests)
-    except ClusterError as exc:
-        raise OperationFailed(str(exc)) from None
-    return Report(
-        _applied(document, result),
-        [],
-        f"Dry run: {len(result.changed)} object(s) would change, {len(result.pruned)} would be pruned; "
-        "nothing was applied.",
-        _objects(result),
-    )
+    """The server-side dry run of every object, and what the prune would delete."""
+    return _preview(deployer, rendered, document, as_diff=False)
 
 
 def rollback_target(cluster, config, revision):
