@@ -170,6 +170,16 @@ def test_a_kubeconfig_and_a_token_per_staff_role(aws):
         call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", "ops-oncall", stdout=StringIO())
 
 
+def test_staff_access_is_the_library_call_of_eks_kubeconfig(aws):
+    make_cluster(aws)
+    access = eks.staff_access("shop", REGION)
+    assert access.context == f"eks-{REGION}-shop" == yaml.safe_load(access.text)["current-context"]
+    token = eks.staff_access("shop", REGION, token=True)
+    assert token.context is None and _verify(token.text, "shop")[1]
+    with pytest.raises(AwsError, match="is not an IAM role ARN"):
+        eks.staff_access("shop", REGION, role_arn="ops-oncall")
+
+
 def test_an_unknown_cluster_is_one_clear_message(aws):
     with pytest.raises(AwsError, match=r"Describing EKS cluster 'nope': not found \(ResourceNotFoundException\)"):
         eks.describe_cluster(session(), "nope")

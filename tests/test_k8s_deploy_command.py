@@ -202,3 +202,18 @@ def test_options_that_need_a_cluster_stop_clearly_without_one(tmp_path, args):
     assert "KUBECONFIG" in message and "make sandbox" in message
     # Not the silent "written to build/k8s/" of a plain run: nothing at all.
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (("--diff", "--dry-run"), "--diff and --dry-run are separate modes"),
+        (("--history", "--rollback", "2"), "--history and --rollback are separate modes"),
+        (("--preflight", "--cutover", "db.sqlite3"), "--cutover cannot be combined with --preflight"),
+    ],
+)
+def test_the_modes_exclude_each_other_before_anything_is_rendered(tmp_path, args, refused):
+    with pytest.raises(CommandError, match=refused) as excinfo:
+        run(*args)
+    assert "Nothing was done" in str(excinfo.value)
+    assert list(tmp_path.iterdir()) == []

@@ -45,11 +45,11 @@ def _conflict(message):
     if not found:
         return message
     later, earlier = found.groups()
-    operations = [flag for flag in _OPERATIONS if flag in (later, earlier)]
-    if len(operations) == 2:
-        return f"{' and '.join(operations)} are separate actions: pass one of them. Nothing was done."
-    if operations:
-        return _refusal(operations[0], [later if operations[0] == earlier else earlier])
+    actions = [flag for flag in _OPERATIONS if flag in (later, earlier)]
+    if len(actions) == 2:
+        return f"{' and '.join(actions)} are separate actions: pass one of them. Nothing was done."
+    if actions:
+        return _refusal(actions[0], [later if actions[0] == earlier else earlier])
     return f"{earlier} and {later} are separate modes: pass one of them. Nothing was done."
 
 
