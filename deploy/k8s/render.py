@@ -48,6 +48,10 @@ def _builtin_templates():
 
 BUILTIN_TEMPLATES = _builtin_templates()
 REDACTED = "<redacted>"
+POSTGRES_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "128Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "512Mi"},
+}
 
 
 class RenderError(Exception):
@@ -265,6 +269,8 @@ def build_context(config, secrets, redact, env=None):
         "pod_security_context": pod_security_context(APP_UID),
         "container_security_context": container_security_context(APP_UID),
         "pod_security_context_nobody": pod_security_context(NOBODY),
+        # The PostgreSQL server's container, whichever runs it (the StatefulSet or CloudNativePG's instances).
+        "postgres_resources": POSTGRES_RESOURCES,
         "container_security_context_nobody": container_security_context(NOBODY),
         "name": name,
         "labels": labels,
