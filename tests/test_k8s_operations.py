@@ -1,17 +1,15 @@
 """deploy/k8s/operations.py called directly (k8s_deploy's command only parses options and prints what it returns)."""
 
-import os
-
 import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from deploy.conf import DeploySecrets, load_config
-from deploy.k8s import kinds, operations, rollout
+from deploy.k8s import kinds, operations
 from deploy.k8s.client import Cluster
 from deploy.k8s.render import render_manifests
-from tests.fake_apiserver import FakeApiServer
+from tests.k8s_helpers import fake_cluster
 
 SECRETS = DeploySecrets(
     secret_key="k" * 40,
@@ -23,14 +21,7 @@ SECRETS = DeploySecrets(
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("DEPLOY_") or name == "KUBERNETES_SERVICE_HOST":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
-    with FakeApiServer(token="t0ken") as fake:
-        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+    with fake_cluster(tmp_path, monkeypatch) as fake:  # the secrets are the request's own (SECRETS)
         yield fake
 
 
