@@ -124,6 +124,24 @@ def switch_off(flag):
     return was_on
 
 
+def switch(action, retry_after=DEFAULT_RETRY_AFTER, reason="", flag=None):
+    """``manage.py maintenance ACTION``: switch on or off (or only read, with "status"); the report it prints."""
+    flag = flag or MaintenanceFlag.from_settings()
+    if not 1 <= retry_after <= MAX_RETRY_AFTER:
+        raise MaintenanceError(
+            f"--retry-after must be between 1 and {MAX_RETRY_AFTER} seconds (a day), not {retry_after}: it is how "
+            "long clients are told to wait, so give the window's length."
+        )
+    if action == "on":
+        switch_on(flag, retry_after, reason)
+    elif action == "off":
+        switch_off(flag)
+    elif action != "status":
+        raise MaintenanceError(f"Unknown action {action!r}: on, off or status.")
+    state = read_state(flag)
+    return {"action": action, "on": state is not None, "state": state, "flags": flag.where()}
+
+
 def _read_file(path):
     try:
         state = json.loads(Path(path).read_text() or "{}")

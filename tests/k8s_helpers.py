@@ -1,6 +1,29 @@
 """Shared helpers for the Kubernetes tests."""
 
+import os
+from contextlib import contextmanager
+
 from deploy.conf import load_config
+from deploy.k8s import rollout
+from tests.fake_apiserver import FakeApiServer
+
+
+@contextmanager
+def fake_cluster(tmp_path, monkeypatch, **environ):
+    """The in-process fake API server as the one cluster the kubeconfig names: no DEPLOY_ variable but ``environ``,
+    home and working folder in ``tmp_path``, rollouts polled every 0.05 s."""
+    for name in list(os.environ):
+        if name.startswith("DEPLOY_"):
+            monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
+    with FakeApiServer(token="t0ken") as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+        yield fake
+
 
 MODES = {
     "default": {},

@@ -25,7 +25,7 @@ from deploy.aws import ecr, eks, preflight
 from deploy.aws.session import AwsError, explain, session
 from deploy.conf import load_config, with_discovered
 from deploy.k8s import rollout
-from deploy.k8s.apply import Cluster, ClusterError
+from deploy.k8s.client import Cluster, ClusterError
 from deploy.k8s.connect import api_client
 from tests.conftest import http_get
 from tests.fake_apiserver import FakeApiServer, Fault
@@ -168,6 +168,16 @@ def test_a_kubeconfig_and_a_token_per_staff_role(aws):
     assert params["X-Amz-Credential"].startswith("ASIA")  # STS's temporary keys
     with pytest.raises(CommandError, match="is not an IAM role ARN"):
         call_command("eks_kubeconfig", "shop", "--region", REGION, "--role-arn", "ops-oncall", stdout=StringIO())
+
+
+def test_staff_access_is_the_library_call_of_eks_kubeconfig(aws):
+    make_cluster(aws)
+    access = eks.staff_access("shop", REGION)
+    assert access.context == f"eks-{REGION}-shop" == yaml.safe_load(access.text)["current-context"]
+    token = eks.staff_access("shop", REGION, token=True)
+    assert token.context is None and _verify(token.text, "shop")[1]
+    with pytest.raises(AwsError, match="is not an IAM role ARN"):
+        eks.staff_access("shop", REGION, role_arn="ops-oncall")
 
 
 def test_an_unknown_cluster_is_one_clear_message(aws):

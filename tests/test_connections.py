@@ -15,9 +15,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from deploy.k8s.apply import Cluster, ClusterError
-from deploy.k8s.cluster import ClusterSource
-from deploy.k8s.connect import Endpoint, api_client
+from deploy.k8s.client import Cluster, ClusterError
+from deploy.k8s.connect import ClusterSource, Endpoint, api_client
 from tests.conftest import PYTHON, ROOT, production_env, target_database_url
 from tests.fake_apiserver import FakeApiServer
 

@@ -484,12 +484,12 @@ def test_every_key_the_secret_may_hold_is_read_and_documented_from_one_list(aws)
 
 
 def test_a_missing_secret_stops_the_deploy_before_anything_is_applied(aws, settings, monkeypatch):
-    from deploy.management.commands import k8s_deploy
+    from deploy.k8s import operations
 
     settings.DEPLOY = {**DEPLOY, "aws_region": REGION}
     applied = []
-    monkeypatch.setattr(k8s_deploy.Command, "_connect", lambda self, *a: object())
-    monkeypatch.setattr(k8s_deploy, "Deployer", lambda *a, **k: applied.append(a))
+    monkeypatch.setattr(operations, "connect", lambda request, source: object())
+    monkeypatch.setattr(operations, "Deployer", lambda *a, **k: applied.append(a))
     with pytest.raises(CommandError, match=r"Reading secret 'shop/staging' from AWS Secrets Manager: not found.*"
                                            r"Nothing was applied\."):  # fmt: skip
         call_command("k8s_deploy", "--environment", "staging", "--skip-preflight", "--no-input", stdout=StringIO())

@@ -1,7 +1,6 @@
 """k8s_deploy against the in-process fake API server (tests/fake_apiserver.py)."""
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -9,29 +8,20 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from deploy.k8s import rollout
-from deploy.k8s.apply import Cluster
+from deploy.k8s.client import Cluster
 from deploy.k8s.connect import Endpoint, api_client
-from deploy.k8s.render import KIND_RANK
-from tests.fake_apiserver import FakeApiServer, Fault
+from tests.fake_apiserver import Fault
+from tests.k8s_helpers import fake_cluster
 
 NS = "django-app"
 
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("DEPLOY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
-    monkeypatch.setenv("DEPLOY_POSTGRES_PASSWORD", "pg-secret-pw")
-    monkeypatch.setenv("DEPLOY_POSTGRES_SUPERUSER_PASSWORD", "pg-superuser-pw")
-    monkeypatch.setenv("DEPLOY_REDIS_PASSWORD", "redis-secret-pw")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
-    with FakeApiServer(token="t0ken") as fake:
-        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+    with fake_cluster(
+        tmp_path, monkeypatch, DEPLOY_SECRET_KEY="k" * 40, DEPLOY_POSTGRES_PASSWORD="pg-secret-pw",
+        DEPLOY_POSTGRES_SUPERUSER_PASSWORD="pg-superuser-pw", DEPLOY_REDIS_PASSWORD="redis-secret-pw",
+    ) as fake:  # fmt: skip
         yield fake
 
 
@@ -365,14 +355,6 @@ def test_an_endpoint_token_is_asked_for_every_request(server):
     assert made >= 2 and len(calls) >= made
     headers = {k.lower(): v for k, v in server.requests[-1][3].items()}
     assert headers["authorization"] == "Bearer t0ken"
-
-
-def test_rank_table_covers_every_rendered_kind():
-    from deploy.conf import load_config
-    from deploy.k8s.render import render_manifests
-
-    kinds = {m["kind"] for m in render_manifests(load_config({}, environ={}))}
-    assert kinds <= set(KIND_RANK)
 
 
 def test_a_rollback_keeps_the_secrets(server, monkeypatch):

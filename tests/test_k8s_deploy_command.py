@@ -91,7 +91,8 @@ def test_json_report(tmp_path):
     assert report["applied"] is False
     assert report["cluster"] is None
     assert report["output"] == "build/k8s"
-    assert "Deployment django-app/django-app" in report["objects"]
+    # The same shape as a deploy's objects: what happened to each (here: written to the folder).
+    assert {"object": "Deployment django-app/django-app", "result": "written"} in report["objects"]
     assert report["validated_for"] == ["1.31", "1.32", "1.33", "1.34"]
 
 
@@ -200,4 +201,19 @@ def test_options_that_need_a_cluster_stop_clearly_without_one(tmp_path, args):
     assert message.startswith(f"No cluster configured: {args[0]}")
     assert "KUBECONFIG" in message and "make sandbox" in message
     # Not the silent "written to build/k8s/" of a plain run: nothing at all.
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (("--diff", "--dry-run"), "--diff and --dry-run are separate modes"),
+        (("--history", "--rollback", "2"), "--history and --rollback are separate modes"),
+        (("--preflight", "--cutover", "db.sqlite3"), "--cutover cannot be combined with --preflight"),
+    ],
+)
+def test_the_modes_exclude_each_other_before_anything_is_rendered(tmp_path, args, refused):
+    with pytest.raises(CommandError, match=refused) as excinfo:
+        run(*args)
+    assert "Nothing was done" in str(excinfo.value)
     assert list(tmp_path.iterdir()) == []

@@ -242,3 +242,17 @@ def test_a_cache_that_does_not_answer_says_the_file_is_on_and_how_to_go_back(tmp
         pytest.raises(CommandError, match="Nothing is in maintenance"),
     ):
         call_command("maintenance", "on", stdout=StringIO())
+
+
+def test_switch_is_the_library_call_of_the_command(tmp_path):
+    """maintenance.switch, called directly: on, status, off, and a Retry-After out of range refused before any write."""
+    flag = maintenance.MaintenanceFlag(file=str(tmp_path / "flag"))
+    with pytest.raises(maintenance.MaintenanceError, match="--retry-after must be between 1 and 86400"):
+        maintenance.switch("on", 0, flag=flag)
+    assert not (tmp_path / "flag").exists()
+    on = maintenance.switch("on", 120, "upgrade", flag=flag)
+    assert on["on"] and on["state"]["retry_after"] == 120 and on["state"]["reason"] == "upgrade"
+    assert on["flags"] == [f"file {tmp_path / 'flag'}"]
+    assert maintenance.switch("status", flag=flag)["on"]
+    assert maintenance.switch("off", flag=flag) == {"action": "off", "on": False, "state": None, "flags": on["flags"]}
+    assert not (tmp_path / "flag").exists()

@@ -11,7 +11,7 @@ import pytest
 from deploy.aws import preflight
 from deploy.conf import ConfigError, load_config
 from deploy.k8s import capacity
-from deploy.k8s.apply import Cluster
+from deploy.k8s.client import Cluster
 from deploy.k8s.connect import Endpoint, api_client
 from deploy.k8s.render import render_manifests
 from deploy.k8s.validate import policy_problems, stack_totals

@@ -251,7 +251,7 @@ def test_k8s_deploy_restore_asks_for_yes_and_checks_the_name_before_touching_the
 def test_a_restore_outliving_its_timeout_is_still_running_and_a_rerun_waits_for_it_or_refuses(fake):
     import json
 
-    from deploy.management.commands.k8s_deploy import RESTORE_ANOTHER_ACTIVE, RESTORE_STILL_RUNNING
+    from deploy.k8s.operations import RESTORE_ANOTHER_ACTIVE, RESTORE_STILL_RUNNING
 
     fake.scenarios["job/postgres-backup"] = "hang"
     error, out = _failing_command("--restore", "app-20240701T120000Z.dump", "--yes", "--timeout", "0", "--json")
@@ -288,9 +288,8 @@ def test_a_restore_outliving_its_timeout_is_still_running_and_a_rerun_waits_for_
 
 
 def test_a_deploy_does_not_prune_a_running_restore_job(fake):
-    from deploy.k8s.apply import Cluster
-    from deploy.k8s.cluster import find_cluster
-    from deploy.k8s.connect import api_client
+    from deploy.k8s.client import Cluster
+    from deploy.k8s.connect import api_client, find_cluster
     from deploy.k8s.deploy import Deployer
 
     config = load_config({}, environ={})

@@ -18,7 +18,7 @@ import yaml
 from botocore.model import ServiceId
 from botocore.signers import RequestSigner
 
-from deploy.aws.session import AwsError, call
+from deploy.aws.session import AwsError, call, session
 from deploy.k8s.connect import Endpoint
 
 TOKEN_PREFIX = "k8s-aws-v1."
@@ -148,3 +148,21 @@ def kubeconfig(info, region, profile=None, role_arn=None):
         },
         sort_keys=False,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StaffAccess:
+    text: str  # a kubeconfig, or a bearer token
+    context: str | None = None  # the kubeconfig's current context; None for a token
+
+
+def staff_access(cluster_name, region=None, profile=None, role_arn=None, token=False):
+    """What ``eks_kubeconfig`` prints: a kubeconfig for ``cluster_name`` (or, with ``token``, a bearer token), as
+    ``role_arn`` when given. A role ARN that names no role is refused before any AWS call."""
+    if role_arn:
+        role_name(role_arn)
+    aws = session(region, profile)
+    if token:
+        return StaffAccess(make_token(assume_role(aws, role_arn) if role_arn else aws, cluster_name))
+    text = kubeconfig(describe_cluster(aws, cluster_name), aws.region_name, profile, role_arn)
+    return StaffAccess(text, yaml.safe_load(text)["current-context"])

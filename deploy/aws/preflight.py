@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from deploy.aws.session import AwsError, call
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS
-from deploy.k8s.apply import ClusterError
+from deploy.k8s.client import ClusterError
 
 
 @dataclass
@@ -108,7 +108,7 @@ def _endpoint_check(session, service, host):
 
 
 def cluster_checks(cluster, config, manifests=None):
-    """Checks through the Kubernetes API (a deploy.k8s.apply.Cluster); ``manifests`` default to the render's."""
+    """Checks through the Kubernetes API (a deploy.k8s.client.Cluster); ``manifests`` default to the render's."""
     checks = []
 
     # ``cluster.get`` answers None only when the object does not exist (404). Any other error (a time-out, an

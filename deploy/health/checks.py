@@ -1,7 +1,9 @@
 """Small health checks: each has a name and one ``run()`` that raises on failure.
 
-Readiness reads only: ``SELECT 1`` on the database and a short-lived key in
-the cache. Unexpected exceptions are logged here and reported to the caller
+Readiness touches no application data: ``SELECT 1`` on the database, and in
+the cache one key of its own per pod, written with a 10-second expiry and read
+back (a cache that ignores its errors answers a miss rather than an error, so
+only a write then a read proves it works). Unexpected exceptions are logged here and reported to the caller
 as a generic message, so no host name, password or stack trace leaks into a
 probe's response.
 """

@@ -16,7 +16,8 @@ AMI's reservation formula. In the preflight they are the live Nodes'
 from dataclasses import dataclass
 
 from deploy.conf import cpu_millis, memory_bytes
-from deploy.k8s.objects import containers, describe, pod_spec
+from deploy.k8s.kinds import describe
+from deploy.k8s.objects import containers, pod_spec
 
 MIB = 2**20
 

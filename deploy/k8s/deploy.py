@@ -19,15 +19,12 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from deploy.k8s import names
-from deploy.k8s.apply import ClusterError, NotServed
+from deploy.k8s import kinds, names
+from deploy.k8s.client import ClusterError, NotServed
 from deploy.k8s.releases import DeployLock, history, new_release, record, set_outcome
-from deploy.k8s.render import KIND_RANK, sort_key
 from deploy.k8s.rollout import WaitFailure, wait_for
 
-CLUSTER_SCOPED = {"Namespace", "StorageClass", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
 DATA_COMPONENTS = {"postgres", "redis"}
-NEVER_PRUNED = {"Namespace"}
 # Custom resources the render may hold, and how a person installs what serves them (docs/high-availability.md).
 OPERATOR_INSTALL = {
     "postgresql.cnpg.io": (
@@ -56,10 +53,9 @@ def unserved_kinds(cluster, manifests):
 class DeployFailed(Exception):
     """The deploy stopped; ``report`` says what was applied and what went wrong."""
 
-    def __init__(self, message, report, exit_code=1):
+    def __init__(self, message, report):
         super().__init__(message)
         self.report = report
-        self.exit_code = exit_code
 
 
 @dataclass
@@ -88,11 +84,6 @@ class DeployReport:
             "rolled_back_to": self.rolled_back_to,
             "lock_taken_over": self.lock_taken_over,
         }
-
-
-def describe(manifest):
-    meta = manifest["metadata"]
-    return f"{manifest['kind']} {meta['namespace'] + '/' if meta.get('namespace') else ''}{meta['name']}"
 
 
 def _component(manifest):
@@ -151,7 +142,7 @@ class Deployer:
         except ClusterError as exc:
             if exc.status != 409:
                 raise
-            foreign = self._foreign_conflicts(before, exc.causes, self.previous.get(_key(manifest)))
+            foreign = self._foreign_conflicts(before, exc.causes, self.previous.get(kinds.key(manifest)))
             if foreign:
                 raise ClusterError(
                     f"{exc} Fields this tool never managed are owned by another manager: {'; '.join(foreign)}. "
@@ -167,9 +158,9 @@ class Deployer:
             result = "unchanged" if _clean(before) == _clean(after) else "configured"
         else:
             result = "unchanged" if _unchanged(before, after) else "configured"
-        self.report.objects.append({"object": describe(manifest), "result": result})
+        self.report.objects.append({"object": kinds.describe(manifest), "result": result})
         if result != "unchanged":
-            self.progress(f"{describe(manifest)} {result}{' (dry run)' if dry_run else ''}")
+            self.progress(f"{kinds.describe(manifest)} {result}{' (dry run)' if dry_run else ''}")
         return after
 
     def _foreign_conflicts(self, live, causes, previous=None):
@@ -191,7 +182,7 @@ class Deployer:
         return foreign
 
     def apply_all(self, manifests, dry_run=False):
-        for manifest in sorted(manifests, key=sort_key):
+        for manifest in sorted(manifests, key=kinds.sort_key):
             self.apply_one(manifest, dry_run=dry_run)
 
     def wait_all(self, manifests):
@@ -238,7 +229,7 @@ class Deployer:
         releases = history(self.cluster, config.app_name, config.namespace, with_manifests=True)
         revision = max((r.revision for r in releases), default=0) + 1
         if releases:
-            self.previous = {_key(m): m for m in releases[-1].manifests or []}
+            self.previous = {kinds.key(m): m for m in releases[-1].manifests or []}
         self.report.revision = revision
         note = f"rollback to revision {rollback_of}" if rollback_of else ""
         # A rollback applies the target revision's manifests, so its record names the target's image, not the
@@ -312,44 +303,46 @@ class Deployer:
 
     # --- prune ------------------------------------------------------------------
 
-    def live_release_objects(self, kinds):
+    def live_release_objects(self, api_kinds):
         config = self.config
         selector = names.release_selector(config.app_name)
         namespaces = [config.namespace, config.monitoring_namespace, config.logging_namespace]
         found = []
-        for api_version, kind in sorted(kinds, key=lambda k: KIND_RANK.get(k[1], 99)):
+        for api_version, kind in sorted(api_kinds, key=lambda k: kinds.rank(k[1])):
             try:
                 self.cluster.resource(api_version, kind)
             except ClusterError:
                 continue  # a custom resource this cluster does not serve: nothing of it to prune
-            for namespace in [None] if kind in CLUSTER_SCOPED else namespaces:
+            for namespace in [None] if kinds.cluster_scoped(kind) else namespaces:
                 for item in self.cluster.list(api_version, kind, namespace, label_selector=selector):
                     found.append({"apiVersion": api_version, "kind": kind, "metadata": item["metadata"]})
         return found
 
     def prune(self, manifests, dry_run=False):
-        kinds = {(m["apiVersion"], m["kind"]) for m in manifests}
-        kinds |= {(m_api, m_kind) for m_api, m_kind in _KNOWN_KINDS}
-        rendered = {(m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in manifests}
+        api_kinds = {(m["apiVersion"], m["kind"]) for m in manifests} | set(kinds.PRUNABLE)
+        rendered = {kinds.key(m) for m in manifests}
         stateful = {m["metadata"]["name"] for m in manifests if m["kind"] == "StatefulSet"}
-        for obj in sorted(self.live_release_objects(kinds), key=sort_key, reverse=True):
+        for obj in sorted(self.live_release_objects(api_kinds), key=kinds.sort_key, reverse=True):
             meta = obj["metadata"]
-            key = (obj["kind"], meta.get("namespace"), meta["name"])
-            if key in rendered or obj["kind"] in NEVER_PRUNED or names.OPERATION in (meta.get("labels") or {}):
+            if (
+                kinds.key(obj) in rendered
+                or obj["kind"] in kinds.NEVER_PRUNED
+                or names.OPERATION in (meta.get("labels") or {})
+            ):
                 continue
             if obj["kind"] == "Cluster" and not self.prune_volumes:
                 # Deleting a CloudNativePG Cluster deletes its data volumes (the operator owns them).
-                self.progress(f"kept {describe(obj)} (its data volumes go with it: only with --prune-volumes)")
+                self.progress(f"kept {kinds.describe(obj)} (its data volumes go with it: only with --prune-volumes)")
                 continue
             if obj["kind"] == "PersistentVolumeClaim":
                 owned_by_live_statefulset = any(meta["name"].startswith(f"data-{s}-") for s in stateful)
                 if not self.prune_volumes or owned_by_live_statefulset:
-                    self.progress(f"kept {describe(obj)} (volumes are pruned only with --prune-volumes)")
+                    self.progress(f"kept {kinds.describe(obj)} (volumes are pruned only with --prune-volumes)")
                     continue
             if not dry_run:
                 self.cluster.delete(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
-            self.report.pruned.append(describe(obj))
-            self.progress(f"{describe(obj)} pruned{' (dry run)' if dry_run else ''}")
+            self.report.pruned.append(kinds.describe(obj))
+            self.progress(f"{kinds.describe(obj)} pruned{' (dry run)' if dry_run else ''}")
 
     # --- dry run and diff -----------------------------------------------------------
 
@@ -360,9 +353,9 @@ class Deployer:
 
     def dry_run(self, manifests):
         new = self._new_namespaces(manifests)
-        for manifest in sorted(manifests, key=sort_key):
+        for manifest in sorted(manifests, key=kinds.sort_key):
             if manifest["metadata"].get("namespace") in new:
-                self.report.objects.append({"object": describe(manifest), "result": "created"})
+                self.report.objects.append({"object": kinds.describe(manifest), "result": "created"})
                 continue
             self.apply_one(manifest, dry_run=True)
         if self.config.namespace not in new:
@@ -372,9 +365,9 @@ class Deployer:
 
     def diff(self, manifests):
         new = self._new_namespaces(manifests)
-        for manifest in sorted(manifests, key=sort_key):
+        for manifest in sorted(manifests, key=kinds.sort_key):
             live = self.cluster.get_manifest(manifest)
-            name = describe(manifest)
+            name = kinds.describe(manifest)
             if live is None:
                 after = manifest
                 before_text = ""
@@ -397,23 +390,6 @@ class Deployer:
                 self.report.diffs.append(_redact_secret_diff(manifest, diff))
         self.report.outcome = "diff"
         return self.report
-
-
-_KNOWN_KINDS = [
-    ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("v1", "ServiceAccount"),
-    ("v1", "PersistentVolumeClaim"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"),
-    ("batch/v1", "CronJob"), ("networking.k8s.io/v1", "NetworkPolicy"), ("networking.k8s.io/v1", "Ingress"),
-    ("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("apps/v1", "DaemonSet"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
-    ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
-    ("external-secrets.io/v1", "SecretStore"), ("external-secrets.io/v1", "ExternalSecret"),
-]  # fmt: skip
-
-
-def _key(manifest):
-    meta = manifest["metadata"]
-    return (manifest["kind"], meta.get("namespace"), meta["name"])
 
 
 def _leaf_paths(obj, prefix=()):
@@ -456,5 +432,5 @@ def _redact_secret_diff(manifest, diff):
             if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].startswith("  ") and ":" in line
         }
     )
-    name = describe(manifest)
+    name = kinds.describe(manifest)
     return f"--- live/{name}\n+++ rendered/{name}\n(values hidden) changed: {', '.join(changed)}\n"

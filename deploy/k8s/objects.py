@@ -1,16 +1,10 @@
-"""Reading rendered objects: their names, pod templates, containers and label selectors.
+"""Reading rendered objects: their pod templates, containers and label selectors (names: ``kinds.describe``).
 
 Shared by the policy checks (``validate.py``) and the wiring rule (``wiring.py``),
 so that both answer "which pods does this select" the same way.
 """
 
 from deploy.k8s import cnpg
-
-
-def describe(manifest):
-    meta = manifest.get("metadata", {})
-    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
-    return f"{manifest.get('kind')} {where}{meta.get('name')}"
 
 
 def pod_spec(manifest):

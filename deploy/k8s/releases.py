@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from deploy.k8s import names
-from deploy.k8s.apply import ClusterError
+from deploy.k8s.client import ClusterError
 
 RELEASE_LABEL = "deploy.django-k8s/release-of"
 RELEASE_TYPE = "django-k8s-deploy/release.v1"

@@ -32,7 +32,7 @@ import jinja2
 import yaml
 
 from deploy.conf import DeploySecrets
-from deploy.k8s import backup, cnpg, external_secrets, names, observability, wiring
+from deploy.k8s import backup, cnpg, external_secrets, kinds, names, observability, wiring
 from deploy.k8s.exposure import exposure
 
 
@@ -48,28 +48,10 @@ def _builtin_templates():
 
 BUILTIN_TEMPLATES = _builtin_templates()
 REDACTED = "<redacted>"
-
-# Apply order (server-side apply goes rank by rank; prune and delete go backwards).
-KIND_RANK = {
-    kind: rank
-    for rank, kinds in enumerate(
-        [
-            ("Namespace",),
-            ("ResourceQuota", "LimitRange", "PriorityClass"),
-            ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
-            ("ConfigMap", "Secret", "SecretStore", "ExternalSecret"),
-            ("StorageClass", "PersistentVolumeClaim"),
-            ("NetworkPolicy",),
-            ("Service",),
-            ("StatefulSet", "Cluster"),
-            ("Job",),
-            ("Deployment", "DaemonSet", "CronJob"),
-            ("Ingress", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
-        ]
-    )
-    for kind in kinds
+POSTGRES_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "128Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "512Mi"},
 }
-LAST_RANK = len(set(KIND_RANK.values()))
 
 
 class RenderError(Exception):
@@ -287,6 +269,8 @@ def build_context(config, secrets, redact, env=None):
         "pod_security_context": pod_security_context(APP_UID),
         "container_security_context": container_security_context(APP_UID),
         "pod_security_context_nobody": pod_security_context(NOBODY),
+        # The PostgreSQL server's container, whichever runs it (the StatefulSet or CloudNativePG's instances).
+        "postgres_resources": POSTGRES_RESOURCES,
         "container_security_context_nobody": container_security_context(NOBODY),
         "name": name,
         "labels": labels,
@@ -467,11 +451,6 @@ def render_template(env, template, context):
     return documents
 
 
-def sort_key(manifest):
-    meta = manifest["metadata"]
-    return (KIND_RANK.get(manifest["kind"], LAST_RANK), meta.get("namespace", ""), manifest["kind"], meta["name"])
-
-
 def render_manifests(config, secrets=None, redact=True):
     """Render every manifest of ``config``, in apply order.
 
@@ -536,7 +515,7 @@ def render_manifests(config, secrets=None, redact=True):
         if key in seen:
             raise RenderError(f"{key[0]} {key[2]!r} is rendered twice (by {seen[key]} and another template).")
         seen[key] = manifest["metadata"].get("name")
-    manifests = sorted(manifests, key=sort_key)
+    manifests = sorted(manifests, key=kinds.sort_key)
     problems = wiring.wiring_problems(manifests, config)
     if problems:
         raise RenderError(
@@ -544,6 +523,26 @@ def render_manifests(config, secrets=None, redact=True):
             + "\n".join(f"  - {problem}" for problem in problems)
         )
     return manifests
+
+
+def redacted(manifests):
+    """``manifests`` as a render with ``redact`` gives them: every Secret value replaced by the placeholder.
+
+    So that one run renders once: the real values it applies, the redacted ones it writes.
+    """
+    return [
+        {
+            **m,
+            **{
+                part: dict.fromkeys(m[part], _b64(REDACTED) if part == "data" else REDACTED)
+                for part in ("data", "stringData")
+                if m.get(part)
+            },
+        }
+        if m["kind"] == "Secret"
+        else m
+        for m in manifests
+    ]
 
 
 def _missing_secrets(config, secrets):
@@ -588,7 +587,7 @@ def to_yaml(manifests):
 
 def file_name(manifest):
     meta = manifest["metadata"]
-    rank = KIND_RANK.get(manifest["kind"], LAST_RANK)
+    rank = kinds.rank(manifest["kind"])
     namespace = meta.get("namespace", "cluster")
     return f"{rank:02d}-{namespace}-{manifest['kind'].lower()}-{meta['name']}.yaml"
 

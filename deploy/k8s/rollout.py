@@ -112,7 +112,7 @@ def pod_report(cluster, manifest, only_bad=True, log_lines=10):
     """Pods of a workload, why they are not ready, and their last log lines."""
     namespace = manifest["metadata"].get("namespace")
     pods = cluster.list("v1", "Pod", namespace, label_selector=_selector(manifest))
-    lines, bad = [], 0
+    lines = []
     for pod in pods[:5]:
         name = pod["metadata"]["name"]
         problems = []
@@ -128,12 +128,11 @@ def pod_report(cluster, manifest, only_bad=True, log_lines=10):
             problems.append("pod failed")
         if only_bad and not problems:
             continue
-        bad += 1
         lines.append(f"pod {name}: {'; '.join(problems) or phase}")
         log = cluster.pod_log(namespace, name, tail=log_lines).rstrip()
         lines += [f"    | {line}" for line in log.splitlines()[-log_lines:]]
         lines += [f"    event {e}" for e in cluster.events(namespace, name)[-3:]]
-    return lines, bad
+    return lines
 
 
 def crash_looping(cluster, manifest):
@@ -164,7 +163,7 @@ def wait_for(cluster, manifest, timeout, progress=None, interval=None):
         try:
             done, message = check(live)
         except WaitFailure as failure:
-            failure.report, _ = pod_report(cluster, manifest, only_bad=kind != "Job")
+            failure.report = pod_report(cluster, manifest, only_bad=kind != "Job")
             raise
         if message != last:
             progress(message)
@@ -175,9 +174,9 @@ def wait_for(cluster, manifest, timeout, progress=None, interval=None):
         if kind in ("Deployment", "StatefulSet") and polls % 3 == 0:
             crash = crash_looping(cluster, manifest)
             if crash:
-                report, _ = pod_report(cluster, manifest)
+                report = pod_report(cluster, manifest)
                 raise WaitFailure(what, f"pods are failing ({crash})", report)
         if time.monotonic() > deadline:
-            report, _ = pod_report(cluster, manifest, only_bad=False)
+            report = pod_report(cluster, manifest, only_bad=False)
             raise WaitFailure(what, f"not ready after {timeout:.0f} s (last state: {message})", report)
         time.sleep(POLL_SECONDS if interval is None else interval)

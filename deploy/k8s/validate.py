@@ -26,8 +26,9 @@ import re
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, cpu_millis, memory_bytes
 from deploy.k8s import capacity, cnpg, crds, wiring
+from deploy.k8s.kinds import describe
 from deploy.k8s.objects import containers as _containers
-from deploy.k8s.objects import describe, pod_spec
+from deploy.k8s.objects import pod_spec
 from deploy.k8s.objects import pods as _pods
 
 # Custom resources whose schemas are not part of Kubernetes.

@@ -39,7 +39,8 @@ import yaml
 from deploy.conf import DeploySecrets
 from deploy.k8s import backup as backup_commands
 from deploy.k8s import cnpg, names, observability
-from deploy.k8s.objects import containers, describe, label_selector_matches, pod_spec, pods, selects
+from deploy.k8s.kinds import describe
+from deploy.k8s.objects import containers, label_selector_matches, pod_spec, pods, selects
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 # kube-dns, as every namespace's allow-dns policy names it.

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-import yaml
 from django.core.management.base import BaseCommand, CommandError
 
 from deploy.aws import eks
-from deploy.aws.session import AwsError, session
+from deploy.aws.session import AwsError
 from deploy.conf import ConfigError, get_config
 
 
@@ -51,20 +50,15 @@ class Command(BaseCommand):
         elif not cluster:
             raise CommandError("Name the EKS cluster (manage.py eks_kubeconfig CLUSTER) or pass --environment NAME.")
         try:
-            if role_arn:
-                eks.role_name(role_arn)  # refused before any AWS call
-            aws = session(region, profile)
-            if token:
-                self.stdout.write(eks.make_token(eks.assume_role(aws, role_arn) if role_arn else aws, cluster))
-                return
-            text = eks.kubeconfig(eks.describe_cluster(aws, cluster), aws.region_name, profile, role_arn)
+            access = eks.staff_access(cluster, region, profile, role_arn, token)
         except AwsError as exc:
             raise CommandError(str(exc)) from None
-        context = yaml.safe_load(text)["current-context"]
-        if output:
+        if token:
+            self.stdout.write(access.text)
+        elif output:
             path = Path(output)
-            path.write_text(text)
+            path.write_text(access.text)
             path.chmod(0o600)
-            self.stdout.write(f"Wrote {path} (context {context}).")
+            self.stdout.write(f"Wrote {path} (context {access.context}).")
         else:
-            self.stdout.write(text, ending="")
+            self.stdout.write(access.text, ending="")

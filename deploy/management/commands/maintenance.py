@@ -40,21 +40,10 @@ class Command(BaseCommand):
                 self._say(report, verbosity)
 
     def _run(self, action, retry_after, reason):
-        flag = maintenance.MaintenanceFlag.from_settings()
-        if not 1 <= retry_after <= maintenance.MAX_RETRY_AFTER:
-            raise CommandError(
-                f"--retry-after must be between 1 and {maintenance.MAX_RETRY_AFTER} seconds (a day), "
-                f"not {retry_after}: it is how long clients are told to wait, so give the window's length."
-            )
         try:
-            if action == "on":
-                maintenance.switch_on(flag, retry_after, reason)
-            elif action == "off":
-                maintenance.switch_off(flag)
-            state = maintenance.read_state(flag)
+            return maintenance.switch(action, retry_after, reason)
         except maintenance.MaintenanceError as exc:
             raise CommandError(str(exc)) from None
-        return {"action": action, "on": state is not None, "state": state, "flags": flag.where()}
 
     def _say(self, report, verbosity):
         where = " and ".join(report["flags"]) or "no flag configured"

@@ -13,6 +13,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
+from deploy.management.exit_codes import ALREADY_RUNNING, DIFFERENCES_FOUND
 from deploy.management.output import JsonDocument
 from deploy.sqlite import state
 from deploy.sqlite.copy import (
@@ -32,9 +33,6 @@ from deploy.sqlite.plan import copied_models, table_plan, unknown_excludes
 from deploy.sqlite.preflight import data_problems, structure_problems, target_problems
 from deploy.sqlite.source import SourceError, open_source
 from deploy.sqlite.verify import MAX_DIFFERENCES, verify_copy
-
-DIFFERENCES_FOUND = 3
-ALREADY_RUNNING = 4
 
 
 class Progress:

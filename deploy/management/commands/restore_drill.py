@@ -1,6 +1,5 @@
 """Restore a backup into a scratch database and prove it against the live one (deploy/drill.py)."""
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -10,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from deploy.aws.backups import PREFIX, BackupError, download, latest
 from deploy.conf import ConfigError, get_config
 from deploy.drill import DrillError, check_mode, run_drill
-from deploy.management.commands.migrate_from_sqlite import DIFFERENCES_FOUND
+from deploy.management.exit_codes import DIFFERENCES_FOUND
+from deploy.management.output import JsonDocument
 
 
 class Command(BaseCommand):
@@ -30,20 +30,26 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON report on stdout.")
 
     def handle(self, *args, **options):
+        if not options["json"]:
+            return self._handle(options, None)
+        # One JSON document on stdout whatever happens: the report, or {"ok": false, "error": ...} (exit 1).
+        document = JsonDocument(self.stdout)
+        with document.run():
+            self._handle(options, document)
+        return None
+
+    def _handle(self, options, document):
         try:
             report = self._drill(options)
-        except (BackupError, DrillError, ConfigError, CommandError) as exc:
-            # Every way the drill cannot run gives the same one JSON report with --json (exit 1).
-            if options["json"]:
-                self.stdout.write(json.dumps({"ok": False, "error": str(exc)}))
+        except (BackupError, DrillError, ConfigError) as exc:
             raise CommandError(str(exc)) from None
         for name in report.left_behind:
             self.stderr.write(
                 f"The scratch database {name} of an earlier drill is still there, using room on the database's "
                 f'volume: drop it with DROP DATABASE "{name}" WITH (FORCE), unless you kept it on purpose.'
             )
-        if options["json"]:
-            self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))
+        if document is not None:
+            document.set(report.as_dict())
         else:
             for label, table in report.tables.items():
                 if options["verbosity"] >= 2 or table["proven_by"] in ("differs", "missing"):
@@ -60,7 +66,7 @@ class Command(BaseCommand):
                 "database were found (listed above): rows written, changed or deleted since the dump.",
                 returncode=DIFFERENCES_FOUND,
             )
-        if not options["json"]:
+        if document is None:
             self.stdout.write(
                 self.style.SUCCESS(
                     f"The backup {report.backup} restored into {report.scratch_database} and matches the live "

@@ -1,4 +1,5 @@
-"""Talk to the cluster: discovery, server-side apply, get, list, delete.
+"""The API client of the cluster (`Cluster`): discovery, server-side apply, get, list, create, replace, delete,
+logs, events, the service proxy.
 
 Every error from the cluster becomes a :class:`ClusterError` whose message
 says what was refused and why (401, 403 with the verb and resource, 409 with
@@ -225,6 +226,8 @@ class Cluster:
                 raise self._explain(exc, f"Deleting {kind} {name}") from None
 
     def pod_log(self, namespace, name, tail=20):
+        """The last ``tail`` lines of a pod's log, or "" when the cluster cannot give them (the pod is gone, its
+        container not started yet, the API server refused or did not answer): a log only adds to a report."""
         try:
             response = self.dynamic.request(
                 "get",
@@ -232,7 +235,9 @@ class Cluster:
                 query_params=[("tailLines", tail)],
                 _request_timeout=self.timeout,
             )
-        except Exception:
+        except Exception as exc:
+            if self._explain(exc, f"Reading the log of pod {name}") is None:
+                raise  # not an answer of the cluster nor a lost connection: a bug, shown as one
             return ""
         data = response.data if hasattr(response, "data") else response
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)

@@ -1,0 +1,68 @@
+"""What the tooling knows about each Kubernetes kind: the one home of these facts.
+
+- the apply rank (server-side apply goes rank by rank; prune and delete go backwards), and the sort key of a
+  manifest (also the rank prefix of the files ``render.write_manifests`` writes);
+- which kinds are cluster-scoped;
+- which kinds a deploy lists to prune (besides the kinds of the render) and which it never prunes;
+- how an object is named in messages (:func:`describe`) and identified (:func:`key`).
+"""
+
+# Apply order, rank by rank.
+RANKS = (
+    ("Namespace",),
+    ("ResourceQuota", "LimitRange", "PriorityClass"),
+    ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+    ("ConfigMap", "Secret", "SecretStore", "ExternalSecret"),
+    ("StorageClass", "PersistentVolumeClaim"),
+    ("NetworkPolicy",),
+    ("Service",),
+    ("StatefulSet", "Cluster"),
+    ("Job",),
+    ("Deployment", "DaemonSet", "CronJob"),
+    ("Ingress", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
+)
+RANK = {kind: rank for rank, kinds in enumerate(RANKS) for kind in kinds}
+LAST_RANK = len(RANKS)  # a kind not listed goes after every listed one
+
+CLUSTER_SCOPED = frozenset({"Namespace", "StorageClass", "PriorityClass", "ClusterRole", "ClusterRoleBinding"})
+
+# The kinds a deploy lists by release label to prune, whether or not today's render has any (an earlier render may
+# have): every kind the templates can make, but the Namespace, which is never pruned.
+PRUNABLE = (
+    ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"), ("networking.k8s.io/v1", "NetworkPolicy"), ("networking.k8s.io/v1", "Ingress"),
+    ("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("apps/v1", "DaemonSet"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
+    ("external-secrets.io/v1", "SecretStore"), ("external-secrets.io/v1", "ExternalSecret"),
+)  # fmt: skip
+NEVER_PRUNED = frozenset({"Namespace"})
+
+
+def rank(kind):
+    return RANK.get(kind, LAST_RANK)
+
+
+def sort_key(manifest):
+    """Apply order: rank, then namespace, kind and name, so that a render is always in the same order."""
+    meta = manifest["metadata"]
+    return (rank(manifest["kind"]), meta.get("namespace", ""), manifest["kind"], meta["name"])
+
+
+def cluster_scoped(kind):
+    return kind in CLUSTER_SCOPED
+
+
+def describe(manifest):
+    """``Kind namespace/name`` (``Kind name`` when cluster-scoped), as messages name an object."""
+    meta = manifest.get("metadata", {})
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{manifest.get('kind')} {where}{meta.get('name')}"
+
+
+def key(manifest):
+    """``(kind, namespace, name)``: what identifies an object among a render's and a cluster's."""
+    meta = manifest["metadata"]
+    return (manifest["kind"], meta.get("namespace"), meta["name"])

@@ -1,0 +1,150 @@
+"""deploy/k8s/operations.py called directly (k8s_deploy's command only parses options and prints what it returns)."""
+
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from deploy.conf import DeploySecrets, load_config
+from deploy.k8s import kinds, operations
+from deploy.k8s.client import Cluster
+from deploy.k8s.render import render_manifests
+from tests.k8s_helpers import fake_cluster
+
+SECRETS = DeploySecrets(
+    secret_key="k" * 40,
+    postgres_password="pg-secret-pw",
+    postgres_superuser_password="pg-superuser-pw",
+    redis_password="redis-secret-pw",
+)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    with fake_cluster(tmp_path, monkeypatch) as fake:  # the secrets are the request's own (SECRETS)
+        yield fake
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every render and every validation of the run, by the identity of the list."""
+    seen = {"rendered": [], "validated": []}
+    render, validate = operations.render_manifests, operations.validate_manifests
+
+    def counting_render(*args, **kwargs):
+        manifests = render(*args, **kwargs)
+        seen["rendered"].append(manifests)
+        return manifests
+
+    def counting_validate(manifests, config):
+        seen["validated"].append(manifests)
+        return validate(manifests, config)
+
+    monkeypatch.setattr(operations, "render_manifests", counting_render)
+    monkeypatch.setattr(operations, "validate_manifests", counting_validate)
+    return seen
+
+
+def _request(mode="deploy", **kwargs):
+    return operations.Request(load_config({}, environ={}), mode=mode, secrets=SECRETS, **kwargs)
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_without_a_cluster_the_run_writes_the_validated_render_and_reports_each_object(tmp_path, calls):
+    report = operations.run(_request(output="out"))
+    (rendered,) = calls["rendered"]
+    assert calls["validated"] == [rendered]
+    assert report.document["objects"] == [{"object": kinds.describe(m), "result": "written"} for m in rendered]
+    assert report.document["secrets_redacted"] and report.document["cluster"] is None
+    assert (tmp_path / "out" / "kustomization.yaml").is_file()
+    assert "nothing was applied" in report.sentence
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_modes_that_need_a_cluster_stop_before_rendering_and_name_every_flag(tmp_path, calls):
+    with pytest.raises(operations.OperationFailed) as caught:
+        operations.run(_request("diff", push=True))
+    assert str(caught.value).startswith("No cluster configured: --push, --diff need a cluster")
+    assert caught.value.exit_code == 1 and calls["rendered"] == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["deploy", "diff", "dry-run"])
+def test_a_run_against_a_cluster_renders_once_and_validates_exactly_what_it_applies(
+    server, calls, mode, tmp_path, monkeypatch
+):
+    given = []
+
+    class Recording(operations.Deployer):
+        def deploy(self, manifests, rollback_of=None):
+            given.append(manifests)
+            return super().deploy(manifests, rollback_of)
+
+        def diff(self, manifests):
+            given.append(manifests)
+            return super().diff(manifests)
+
+        def dry_run(self, manifests):
+            given.append(manifests)
+            return super().dry_run(manifests)
+
+    monkeypatch.setattr(operations, "Deployer", Recording)
+    report = operations.run(_request(mode, wait=False, output="out"))
+    (rendered,) = calls["rendered"]
+    assert calls["validated"] == [rendered] and given == [rendered]
+    # Applied with the real values, written redacted: from the same render.
+    (secret,) = [m for m in rendered if m["kind"] == "Secret" and m["metadata"]["name"] == "django-app"]
+    written = (tmp_path / "out" / "03-django-app-secret-django-app.yaml").read_text()
+    assert secret["data"]["SECRET_KEY"] not in written and "PHJlZGFjdGVkPg==" in written
+    objects = report.document["objects"]
+    assert all(set(o) == {"object", "result"} for o in objects) and (objects or mode == "diff")
+    assert report.document["applied"] is (mode == "deploy")
+
+
+def test_a_failed_deploy_carries_its_report_and_exit_code(server):
+    server.scenarios["deployment/django-app"] = "crashloop"
+    with pytest.raises(operations.OperationFailed) as caught:
+        operations.run(_request(timeout=5))
+    failed = caught.value
+    assert failed.exit_code == 1 and failed.document["applied"] is True
+    assert failed.document["outcome"] == "failed" and failed.document["revision"] == 1
+    assert all(set(o) == {"object", "result"} for o in failed.document["objects"])
+
+
+def test_a_cancelled_deploy_applies_nothing(server):
+    with pytest.raises(operations.OperationFailed, match="Cancelled: nothing was applied"):
+        operations.run(_request(confirm=lambda question: False))
+    assert server.list("deployments", "django-app") == []
+
+
+def test_history_is_read_without_rendering(server, calls):
+    report = operations.run(_request("history"))
+    assert report.document == [] and "No revision recorded" in report.output[0]
+    assert calls["rendered"] == []
+
+
+def test_the_redacted_copy_is_what_a_redacted_render_gives():
+    config = load_config({}, environ={})
+    real = render_manifests(config, SECRETS, redact=False)
+    assert operations.redacted(real) == render_manifests(config, SECRETS, redact=True)
+    assert real != render_manifests(config, SECRETS, redact=True)
+
+
+class _Refusing:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def request(self, *args, **kwargs):
+        raise self.exc
+
+
+def _cluster(exc):
+    cluster = object.__new__(Cluster)  # no discovery: only pod_log is exercised
+    cluster.host, cluster.timeout, cluster.dynamic = "https://k8s.invalid", (1, 1), _Refusing(exc)
+    return cluster
+
+
+def test_pod_log_is_empty_when_the_cluster_cannot_give_it_and_a_bug_is_not_hidden():
+    assert _cluster(DynamicApiError(ApiException(status=400, reason="container not started"))).pod_log("ns", "p") == ""
+    assert _cluster(urllib3.exceptions.ProtocolError("connection reset")).pod_log("ns", "p") == ""
+    with pytest.raises(TypeError):
+        _cluster(TypeError("a bug")).pod_log("ns", "p")
