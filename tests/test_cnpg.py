@@ -6,7 +6,6 @@ import copy
 import gzip
 import hashlib
 import json
-import os
 from io import StringIO
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from deploy.conf import ConfigError, DeploySecrets, load_config
 from deploy.k8s import capacity, cnpg, crds, names, rollout, wiring
 from deploy.k8s.render import render_manifests, to_yaml
 from deploy.k8s.validate import policy_problems, schema_problems, stack_totals
-from tests.fake_apiserver import FakeApiServer
-from tests.k8s_helpers import by_kind, mode_config
+from tests.k8s_helpers import by_kind, deploy, fake_cluster, mode_config
 
 NS = "django-app"
 CLUSTER = "django-app-postgres"
@@ -254,25 +252,8 @@ def test_the_rollout_waits_for_the_operators_ready_condition():
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("DEPLOY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
-    monkeypatch.setenv("DEPLOY_POSTGRES_PASSWORD", "pg-secret-pw")
-    monkeypatch.setenv("DEPLOY_REDIS_PASSWORD", "redis-secret-pw")
-    monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "cloudnative-pg")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
-    with FakeApiServer(token="t0ken") as fake:
-        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+    with fake_cluster(tmp_path, monkeypatch, postgres_mode="cloudnative-pg") as fake:
         yield fake
-
-
-def deploy(*args):
-    out = StringIO()
-    call_command("k8s_deploy", "--json", "--timeout", "30", *args, interactive=False, stdout=out)
-    return json.loads(out.getvalue())
 
 
 def test_a_deploy_applies_the_cluster_waits_for_it_then_the_app(server):

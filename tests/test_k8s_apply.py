@@ -1,7 +1,6 @@
 """k8s_deploy against the in-process fake API server (tests/fake_apiserver.py)."""
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -9,36 +8,19 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from deploy.k8s import rollout
 from deploy.k8s.apply import Cluster
 from deploy.k8s.connect import Endpoint, api_client
 from deploy.k8s.render import KIND_RANK
-from tests.fake_apiserver import FakeApiServer, Fault
+from tests.fake_apiserver import Fault
+from tests.k8s_helpers import deploy, fake_cluster
 
 NS = "django-app"
 
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("DEPLOY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DEPLOY_SECRET_KEY", "k" * 40)
-    monkeypatch.setenv("DEPLOY_POSTGRES_PASSWORD", "pg-secret-pw")
-    monkeypatch.setenv("DEPLOY_POSTGRES_SUPERUSER_PASSWORD", "pg-superuser-pw")
-    monkeypatch.setenv("DEPLOY_REDIS_PASSWORD", "redis-secret-pw")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
-    with FakeApiServer(token="t0ken") as fake:
-        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+    with fake_cluster(tmp_path, monkeypatch) as fake:
         yield fake
-
-
-def deploy(*args):
-    out = StringIO()
-    call_command("k8s_deploy", "--json", "--timeout", "30", *args, interactive=False, stdout=out)
-    return json.loads(out.getvalue())
 
 
 def failing_deploy(*args):
