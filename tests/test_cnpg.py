@@ -256,6 +256,7 @@ def server(tmp_path, monkeypatch):
         yield fake
 
 
+@pytest.mark.slow
 def test_a_deploy_applies_the_cluster_waits_for_it_then_the_app(server):
     report = deploy()
     assert report["outcome"] == "deployed"
@@ -278,6 +279,7 @@ def test_a_deploy_applies_the_cluster_waits_for_it_then_the_app(server):
     assert "kind: Cluster" in out.getvalue() and "pg-secret-pw" not in out.getvalue()
 
 
+@pytest.mark.slow
 def test_without_the_operator_nothing_is_applied_and_the_message_says_what_to_install(server):
     server.missing_groups.add("postgresql.cnpg.io")
     with pytest.raises(CommandError) as excinfo:
@@ -290,6 +292,7 @@ def test_without_the_operator_nothing_is_applied_and_the_message_says_what_to_in
     assert "pg-secret-pw" not in message
 
 
+@pytest.mark.slow
 def test_the_preflight_names_the_missing_crd(server):
     server.missing_groups.add("postgresql.cnpg.io")
     out = StringIO()
@@ -304,6 +307,7 @@ def test_the_preflight_names_the_missing_crd(server):
     assert "every kind of the render is served" in out.getvalue()
 
 
+@pytest.mark.slow
 def test_a_cluster_no_longer_rendered_is_kept_with_its_data(server, monkeypatch):
     assert deploy()["outcome"] == "deployed"
     monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "external")

@@ -269,6 +269,7 @@ def test_the_ci_system_must_be_named(settings, tmp_path):
         call_command("deploy_pipeline", "--output", str(tmp_path), stdout=StringIO())
 
 
+@pytest.mark.slow
 def test_the_plan_comment_summarises_real_change_sets(settings, tmp_path, monkeypatch):
     for name in list(os.environ):
         if name.startswith(("AWS_", "DEPLOY_")):
