@@ -69,7 +69,10 @@ def test_xdist_groups_keep_their_tests_on_one_worker(request):
     """Under ``--dist loadgroup`` a grouped test's id ends in ``@<group>``: what the scheduler groups by."""
     if not getattr(request.config.option, "loadgroup", False):
         pytest.skip("not run with --dist loadgroup")
+    https = [item for item in request.session.items if item.path.name == "test_https_exposure.py"]
+    assert all(item.get_closest_marker("xdist_group") for item in https), "the HTTPS tests are grouped"
     grouped = [item for item in request.session.items if item.get_closest_marker("xdist_group")]
-    assert grouped, "the HTTPS tests are grouped"
+    if not grouped:  # make test-fast, or one file
+        pytest.skip("no grouped test in this selection")
     for item in grouped:
         assert item.nodeid.endswith("@" + item.get_closest_marker("xdist_group").args[0]), item.nodeid
