@@ -47,10 +47,11 @@ def _database_rank(item):
 def pytest_collection_modifyitems(config, items):
     """The long tests first, so that under pytest-xdist none of them starts last and keeps one worker busy alone.
 
-    Long means marked ``slow`` (``docker`` tests are one xdist group, which the scheduler starts first anyway).
-    pytest-django's order holds where it matters: a test that flushes the database (``transaction=True``) still
-    runs after every test that only rolls back; tests without a database go anywhere, so the slow ones go first.
-    Every worker sorts the same collection the same way, as xdist requires.
+    Long means marked ``slow``; the ``docker`` tests lead them, because they wait for the run's image to be
+    built and the rehearsal that follows is the run's longest chain. pytest-django's order holds where it
+    matters: a test that flushes the database (``transaction=True``) still runs after every test that only
+    rolls back; tests without a database go anywhere, so the slow ones go first. Every worker sorts the same
+    collection the same way, as xdist requires.
     """
 
     def key(indexed):
@@ -58,7 +59,7 @@ def pytest_collection_modifyitems(config, items):
         rank = _database_rank(item)
         slow = item.get_closest_marker("slow") is not None
         if rank == 2:
-            return (0, index) if slow else (3, index)
+            return (0, item.get_closest_marker("docker") is None, index) if slow else (3, index)
         return (1 + rank, not slow, index)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=key)]
@@ -213,6 +214,23 @@ def made_once(tmp_path_factory, name, make):
             make(partial)
             partial.rename(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory):
+    """The app's image, built from this clone once per run under a tag of its own (tests/docker_images.py)."""
+    from tests.docker_images import app_image
+
+    return app_image(tmp_path_factory)
+
+
+def pytest_sessionfinish(session):
+    """The run's image untagged once, by the process that started the run (not by each xdist worker)."""
+    basetemp = session.config._tmp_path_factory._basetemp  # None: nothing made a temporary folder, nor an image
+    if basetemp and not hasattr(session.config, "workerinput"):
+        from tests.docker_images import remove_run_image
+
+        remove_run_image(basetemp)
 
 
 @pytest.fixture(scope="session")

@@ -1,29 +1,23 @@
 """Shared helpers for the Kubernetes tests."""
 
+import json
 import os
 from contextlib import contextmanager
+from io import StringIO
+
+from django.core.management import call_command
 
 from deploy.conf import load_config
 from deploy.k8s import rollout
 from tests.fake_apiserver import FakeApiServer
 
-
-@contextmanager
-def fake_cluster(tmp_path, monkeypatch, **environ):
-    """The in-process fake API server as the one cluster the kubeconfig names: no DEPLOY_ variable but ``environ``,
-    home and working folder in ``tmp_path``, rollouts polled every 0.05 s."""
-    for name in list(os.environ):
-        if name.startswith("DEPLOY_"):
-            monkeypatch.delenv(name)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
-    with FakeApiServer(token="t0ken") as fake:
-        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
-        yield fake
-
+# The secrets a deploy needs, as the tests set them (canaries: a test can look for them where they must not be).
+DEPLOY_SECRETS = {
+    "DEPLOY_SECRET_KEY": "k" * 40,
+    "DEPLOY_POSTGRES_PASSWORD": "pg-secret-pw",
+    "DEPLOY_POSTGRES_SUPERUSER_PASSWORD": "pg-superuser-pw",
+    "DEPLOY_REDIS_PASSWORD": "redis-secret-pw",
+}
 
 MODES = {
     "default": {},
@@ -71,3 +65,31 @@ def mode_config(mode, **extra):
 
 def by_kind(manifests, kind, name=None):
     return [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
+
+
+@contextmanager
+def fake_cluster(tmp_path, monkeypatch, **settings):
+    """The fake API server, with KUBECONFIG pointing at it, and a deploy's environment around it.
+
+    No ``DEPLOY_`` variable from outside the test; the secrets of :data:`DEPLOY_SECRETS` and ``settings``
+    (``postgres_mode="cloudnative-pg"`` sets ``DEPLOY_POSTGRES_MODE``); HOME and the working folder in
+    ``tmp_path``; the deploy's rollout polled every 50 ms instead of every second.
+    """
+    for name in list(os.environ):
+        if name.startswith("DEPLOY_"):
+            monkeypatch.delenv(name)
+    for name, value in {**DEPLOY_SECRETS, **{f"DEPLOY_{k.upper()}": v for k, v in settings.items()}}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
+    with FakeApiServer(token="t0ken") as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+        yield fake
+
+
+def deploy(*args):
+    """``k8s_deploy --json`` with a 30 s timeout, no prompt: its report."""
+    out = StringIO()
+    call_command("k8s_deploy", "--json", "--timeout", "30", *args, interactive=False, stdout=out)
+    return json.loads(out.getvalue())

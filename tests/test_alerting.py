@@ -552,6 +552,7 @@ def test_preflight_json_carries_the_warning_that_alerts_are_not_delivered(tmp_pa
     assert any(w.startswith("Alerts are not delivered") for w in report["warnings"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "webhook_url, watchdog_url, ports",
     [

@@ -28,6 +28,7 @@ from deploy.k8s import rollout
 from deploy.k8s.client import Cluster, ClusterError
 from deploy.k8s.connect import api_client
 from tests.conftest import http_get
+from tests.docker_images import BASE, docker, docker_env
 from tests.fake_apiserver import FakeApiServer, Fault
 
 REGION = "eu-west-1"
@@ -453,15 +454,13 @@ def test_no_credentials_and_unknown_region_end_clearly(monkeypatch, tmp_path):
         eks.make_token(session(REGION), "shop")
 
 
-# In the image tests' xdist group: one worker builds the base image and the app image, the others reuse them.
+# After the run's image is built (``image``): the same Dockerfile on the same base, so this build finds every layer
+# in the engine's cache instead of building them again beside it.
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.xdist_group("docker")
-def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
+def test_push_to_a_local_registry_pins_the_digest(image, tmp_path, monkeypatch):
     registry = shutil.which("docker-registry")
-    from tests.test_image import BASE, docker
-
-    if not registry or docker("info", check=False).returncode != 0:
+    if not registry:
         pytest.skip("needs Debian's docker-registry and a Docker engine (.ci/run installs and starts them)")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -472,6 +471,7 @@ def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
     process = subprocess.Popen([registry, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pushed = f"127.0.0.1:{port}/django-app:push-test"
     try:
         deadline = time.monotonic() + 30
         while True:  # the registry answers its API root once it listens
@@ -482,13 +482,9 @@ def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
                 pass
             assert process.poll() is None and time.monotonic() < deadline, "docker-registry did not start"
             time.sleep(0.05)
-        from tests.test_image import _docker_env
-
-        if "DOCKER_HOST" in _docker_env():
-            monkeypatch.setenv("DOCKER_HOST", _docker_env()["DOCKER_HOST"])
-        image = f"127.0.0.1:{port}/django-app:push-test"
-        subprocess.run(["bash", "tests/docker/build-base-image.sh", BASE], check=True, env=_docker_env())
-        digest = ecr.build_and_push(image, build_args={"BASE_IMAGE": BASE})
+        if "DOCKER_HOST" in docker_env():
+            monkeypatch.setenv("DOCKER_HOST", docker_env()["DOCKER_HOST"])
+        digest = ecr.build_and_push(pushed, build_args={"BASE_IMAGE": BASE})
         assert digest.startswith("sha256:") and len(digest) == 71
         from deploy.k8s.render import render_manifests
 
@@ -501,6 +497,7 @@ def test_push_to_a_local_registry_pins_the_digest(tmp_path, monkeypatch):
     finally:
         process.terminate()
         process.wait(timeout=10)
+        docker("rmi", "--no-prune", pushed, check=False)  # the tag only: the layers are the run image's
 
 
 def test_kubeconfig_for_an_environment_takes_its_cluster_and_region(aws, settings):

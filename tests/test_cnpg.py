@@ -17,7 +17,7 @@ from deploy.conf import ConfigError, DeploySecrets, load_config
 from deploy.k8s import capacity, cnpg, crds, names, rollout, wiring
 from deploy.k8s.render import render_manifests, to_yaml
 from deploy.k8s.validate import policy_problems, schema_problems, stack_totals
-from tests.k8s_helpers import by_kind, fake_cluster, mode_config
+from tests.k8s_helpers import by_kind, deploy, fake_cluster, mode_config
 
 NS = "django-app"
 CLUSTER = "django-app-postgres"
@@ -252,19 +252,11 @@ def test_the_rollout_waits_for_the_operators_ready_condition():
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    with fake_cluster(
-        tmp_path, monkeypatch, DEPLOY_SECRET_KEY="k" * 40, DEPLOY_POSTGRES_PASSWORD="pg-secret-pw",
-        DEPLOY_REDIS_PASSWORD="redis-secret-pw", DEPLOY_POSTGRES_MODE="cloudnative-pg",
-    ) as fake:  # fmt: skip
+    with fake_cluster(tmp_path, monkeypatch, postgres_mode="cloudnative-pg") as fake:
         yield fake
 
 
-def deploy(*args):
-    out = StringIO()
-    call_command("k8s_deploy", "--json", "--timeout", "30", *args, interactive=False, stdout=out)
-    return json.loads(out.getvalue())
-
-
+@pytest.mark.slow
 def test_a_deploy_applies_the_cluster_waits_for_it_then_the_app(server):
     report = deploy()
     assert report["outcome"] == "deployed"
@@ -287,6 +279,7 @@ def test_a_deploy_applies_the_cluster_waits_for_it_then_the_app(server):
     assert "kind: Cluster" in out.getvalue() and "pg-secret-pw" not in out.getvalue()
 
 
+@pytest.mark.slow
 def test_without_the_operator_nothing_is_applied_and_the_message_says_what_to_install(server):
     server.missing_groups.add("postgresql.cnpg.io")
     with pytest.raises(CommandError) as excinfo:
@@ -299,6 +292,7 @@ def test_without_the_operator_nothing_is_applied_and_the_message_says_what_to_in
     assert "pg-secret-pw" not in message
 
 
+@pytest.mark.slow
 def test_the_preflight_names_the_missing_crd(server):
     server.missing_groups.add("postgresql.cnpg.io")
     out = StringIO()
@@ -313,6 +307,7 @@ def test_the_preflight_names_the_missing_crd(server):
     assert "every kind of the render is served" in out.getvalue()
 
 
+@pytest.mark.slow
 def test_a_cluster_no_longer_rendered_is_kept_with_its_data(server, monkeypatch):
     assert deploy()["outcome"] == "deployed"
     monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "external")

@@ -70,6 +70,7 @@ def _deploy(*args):
     return out.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_server_that_never_answers_fails_within_the_timeout_naming_it(tmp_path, monkeypatch, silent_server, scheme):
     kubeconfig = _kubeconfig(tmp_path / "kubeconfig", f"{scheme}://{silent_server}")
@@ -153,6 +154,7 @@ def test_a_kubeconfig_named_but_missing_is_an_error_not_no_cluster(tmp_path, mon
     assert not (tmp_path / "build").exists(), "nothing rendered to build/ as if there were no cluster"
 
 
+@pytest.mark.slow
 def test_an_empty_kubeconfig_variable_still_means_no_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "")
     assert "No cluster configured" in _deploy()
@@ -185,6 +187,7 @@ def _has_log_records(stderr):
     return [r for r in records if isinstance(r, dict) and "level" in r and "logger" in r]
 
 
+@pytest.mark.slow
 def test_json_render_only_success_and_failure(tmp_path):
     code, report, _ = _manage(tmp_path, "k8s_deploy")
     assert code == 0 and report["ok"] is True and report["cluster"] is None
@@ -200,6 +203,7 @@ def test_json_render_only_success_and_failure(tmp_path):
     assert code == 1 and report["ok"] is False and "DEPLOY['app_name']" in report["error"]
 
 
+@pytest.mark.slow
 def test_json_preflight_and_deploy_against_an_unanswering_server(tmp_path, silent_server):
     kubeconfig = _kubeconfig(tmp_path / "kubeconfig", f"http://{silent_server}")
     for args in (("--preflight",), ()):
@@ -209,6 +213,7 @@ def test_json_preflight_and_deploy_against_an_unanswering_server(tmp_path, silen
         assert _has_log_records(stderr), "the log records went to stderr, not into the report"
 
 
+@pytest.mark.slow
 def test_json_deploy_success_and_failure_against_the_fake_api_server(tmp_path):
     with FakeApiServer(token="t0ken") as fake:
         kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig")

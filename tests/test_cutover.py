@@ -147,6 +147,7 @@ def jobs(server):
     return [j for j in server.list("jobs", NS) if "cutover" in j["metadata"]["name"]]
 
 
+@pytest.mark.slow
 def test_the_cutover_runs_every_step_in_order_and_reports_the_downtime(world):
     before = sha256(world.source)
     report = run("--cutover", str(world.source))["cutover"]
@@ -342,6 +343,7 @@ def test_a_cutover_killed_between_two_steps_resumes_after_the_last_finished_one(
         assert [path for path, _ in world.pods.seen] == ["/readyz", "/"]
 
 
+@pytest.mark.slow
 def test_a_bad_file_stops_before_anything_changes(world, tmp_path):
     damaged = tmp_path / "damaged.sqlite3"
     damaged.write_bytes(world.source.read_bytes()[:4096] + b"\0" * 4096)
@@ -371,6 +373,7 @@ def _deployed_but_smoke_failed(world, message, document, before):
     return steps["smoke"]["detail"]
 
 
+@pytest.mark.slow
 def test_a_failing_page_stops_the_cutover_at_the_smoke_test_with_maintenance_left_on(world):
     before = sha256(world.source)
     world.pods.answers["/"] = (500, "<h1>Server Error (500)</h1>")
@@ -387,6 +390,7 @@ def test_a_failing_page_stops_the_cutover_at_the_smoke_test_with_maintenance_lef
     assert [path for path, _ in world.pods.seen] == ["/readyz", "/", "/readyz", "/"]
 
 
+@pytest.mark.slow
 def test_a_failing_readiness_stops_before_the_page(world):
     before = sha256(world.source)
     world.pods.answers["/readyz"] = (503, '{"status": "fail", "checks": {"database": "fail"}}')
@@ -396,6 +400,7 @@ def test_a_failing_readiness_stops_before_the_page(world):
     assert [path for path, _ in world.pods.seen] == ["/readyz"]
 
 
+@pytest.mark.slow
 def test_a_deployer_without_services_proxy_is_told_which_permission_is_missing(world):
     before = sha256(world.source)
     world.forbidden.add(("get", "services/proxy"))
@@ -422,6 +427,7 @@ def test_the_smoke_request_is_a_visitors_over_https_where_the_site_has_it():
         assert cutover.readiness_path(stack, "django-app") == "/readyz"
 
 
+@pytest.mark.slow
 def test_a_resume_after_the_file_changed_is_refused_not_carried_from_the_old_snapshot(world):
     """A write to the SQLite file after its snapshot (the freeze not holding, or an edit to fix a row) would be
     lost by a --resume that carries the old snapshot: refused, saying why and how to start again."""

@@ -257,6 +257,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.slow
 def test_cfn_lint_passes_for_each_variant(tmp_path):
     files = []
     for name, deploy in VARIANTS.items():
@@ -367,6 +368,7 @@ def aws(monkeypatch, tmp_path, settings):
         yield boto3.Session(region_name=REGION)
 
 
+@pytest.mark.slow
 def test_the_delivery_stack_creates_the_roles_as_rendered(aws, monkeypatch):
     iam = aws.client("iam")
     cfn_role = iam.create_role(RoleName="bootstrap-cfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]

@@ -17,6 +17,7 @@ DOCS = ROOT / "docs"
 TEXTS = {p: p.read_text() for p in [*DOCS.rglob("*.md"), ROOT / "README.md"]}
 
 
+@pytest.mark.slow
 def test_generated_reference_pages_match_the_code():
     stale = docs.stale(DOCS)
     assert stale == [], f"run 'python manage.py deploy_docs' to regenerate {stale}"
@@ -86,6 +87,7 @@ def test_training_modules_have_goals_exercises_expected_results_and_a_self_check
             assert part in text, f"{module.name} lacks {part}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("mkdocs", path=str(ROOT / ".venv" / "bin")), reason="mkdocs not installed")
 def test_mkdocs_builds_the_site_in_strict_mode(tmp_path):
     result = subprocess.run(

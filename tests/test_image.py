@@ -2,7 +2,9 @@
 
 .ci/run installs Docker, starts dockerd with its own data root (no bridge, no
 iptables) and exports DOCKER_HOST; every container uses the host network.
-These tests are skipped only where no Docker engine answers, and say so.
+These tests are skipped only where no Docker engine answers, and say so. The
+``image`` fixture (tests/conftest.py, tests/docker_images.py) builds the app's
+image from this clone once per run, under a tag of the run's own.
 """
 
 import json
@@ -11,42 +13,17 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import PYTHON, ROOT, free_port, http_get, load_envs, production_env, tool
+from tests.docker_images import BASE, docker, docker_env
 
-# One worker builds the image and runs every image test (under pytest-xdist, with --dist loadgroup).
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("docker")]
-BASE = "local/python:3.12-slim-bookworm"
-IMAGE = "django-app:image-test"
+# The tests that run the image (marked docker) start first, in this file's order (tests/conftest.py): the first
+# worker to ask for the image builds it, the others wait for that build, then each runs its test beside the
+# others. The rehearsal, the longest, comes first. The Dockerfile's and compose files' checks need no image.
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _docker_env():
-    env = dict(os.environ)
-    if "DOCKER_HOST" not in env and Path("/var/run/docker-ci.sock").exists():
-        env["DOCKER_HOST"] = "unix:///var/run/docker-ci.sock"
-    return env
-
-
-def docker(*args, check=True, timeout=600):
-    return subprocess.run(
-        ["docker", *args], env=_docker_env(), capture_output=True, text=True, check=check, timeout=timeout
-    )
-
-
-@pytest.fixture(scope="session")
-def image():
-    if not shutil.which("docker") or docker("info", check=False).returncode != 0:
-        pytest.skip("no Docker engine answers here: the image tests did not run (.ci/run starts one)")
-    subprocess.run(
-        ["bash", str(ROOT / "tests" / "docker" / "build-base-image.sh"), BASE], env=_docker_env(), check=True
-    )
-    docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE, str(ROOT), timeout=1200)
-    return IMAGE
 
 
 @pytest.fixture
@@ -77,6 +54,27 @@ def app_env(database_url, port):
     }
 
 
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_rehearsal_of_the_cutover_on_a_hundred_thousand_rows(image):
+    """make rehearse at 10^5 rows with the run's image: copied, verified, served, timed (bench/rehearse.py)."""
+    result = subprocess.run(
+        [PYTHON, "bench/rehearse.py", "--rows", "100000", "--image", image, "--json"],
+        cwd=ROOT,
+        env=docker_env(),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["verified"] is True and report["rows"] > 90_000  # seed_demo makes about the rows asked
+    assert set(report["steps"]) == {"maintenance_on", "snapshot", "upload", "copy_job", "new_deployment"}
+    assert report["downtime_seconds"] >= sum(report["steps"].values()) - report["steps"]["maintenance_on"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_the_image_runs_read_only_as_non_root_and_stops_cleanly(image, database):
     env = app_env(database, free_port())
     run = ["run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp", *_env_args(**env), image]
@@ -119,6 +117,8 @@ def test_the_image_runs_read_only_as_non_root_and_stops_cleanly(image, database)
         docker("rm", "-f", name, check=False)
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_migrate_from_sqlite_verify_inside_the_container(image, database, tmp_path):
     source = tmp_path / "source.sqlite3"
     env = production_env(DATABASE_URL=f"sqlite:///{source}")
@@ -136,6 +136,8 @@ def test_migrate_from_sqlite_verify_inside_the_container(image, database, tmp_pa
         assert db.execute("SELECT count(*) FROM catalog_product").fetchone()[0] > 0
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_the_cutover_job_script_inside_the_container(image, database, tmp_path):
     """The cut-over Job's script as rendered, in the release image: the file from moto's S3 server on 127.0.0.1,
     its SHA-256 checked, migrate, copy and verify into the local PostgreSQL; a file whose digest does not match
@@ -189,23 +191,8 @@ def test_the_cutover_job_script_inside_the_container(image, database, tmp_path):
         server.stop()
 
 
-def test_the_rehearsal_of_the_cutover_on_a_hundred_thousand_rows(image):
-    """make rehearse at 10^5 rows with the image built above: copied, verified, served, timed (bench/rehearse.py)."""
-    result = subprocess.run(
-        [PYTHON, "bench/rehearse.py", "--rows", "100000", "--image", image, "--json"],
-        cwd=ROOT,
-        env=_docker_env(),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["verified"] is True and report["rows"] > 90_000  # seed_demo makes about the rows asked
-    assert set(report["steps"]) == {"maintenance_on", "snapshot", "upload", "copy_job", "new_deployment"}
-    assert report["downtime_seconds"] >= sum(report["steps"].values()) - report["steps"]["maintenance_on"]
-
-
+@pytest.mark.docker
+@pytest.mark.slow
 def test_the_image_stays_close_to_its_base(image):
     sizes = {tag: int(docker("image", "inspect", "-f", "{{.Size}}", tag).stdout) for tag in (BASE, image)}
     added = (sizes[image] - sizes[BASE]) / 1e6
@@ -213,6 +200,8 @@ def test_the_image_stays_close_to_its_base(image):
     assert added < 250, f"the image adds {added:.0f} MB to its base"
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_the_image_holds_exactly_the_locked_runtime(image):
     """The image's virtual environment: base.lock's packages at their locked versions, and nothing else."""
     listing = "import importlib.metadata as m; print('\\n'.join(f'{d.name}=={d.version}' for d in m.distributions()))"
@@ -244,6 +233,7 @@ def test_compose_files_are_valid():
     assert set(services) == {"postgres", "redis", "migrate", "app", "prometheus"}
 
 
+@pytest.mark.slow  # checkov
 def test_dockerfile_passes_hadolint_and_checkov():
     checkov_args = ["--framework", "dockerfile", "--skip-download", "--quiet", "--compact", "-f", "Dockerfile"]
     for name, args in (("hadolint", ["Dockerfile"]), ("checkov", checkov_args)):

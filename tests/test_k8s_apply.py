@@ -11,24 +11,15 @@ from django.core.management.base import CommandError
 from deploy.k8s.client import Cluster
 from deploy.k8s.connect import Endpoint, api_client
 from tests.fake_apiserver import Fault
-from tests.k8s_helpers import fake_cluster
+from tests.k8s_helpers import deploy, fake_cluster
 
 NS = "django-app"
 
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    with fake_cluster(
-        tmp_path, monkeypatch, DEPLOY_SECRET_KEY="k" * 40, DEPLOY_POSTGRES_PASSWORD="pg-secret-pw",
-        DEPLOY_POSTGRES_SUPERUSER_PASSWORD="pg-superuser-pw", DEPLOY_REDIS_PASSWORD="redis-secret-pw",
-    ) as fake:  # fmt: skip
+    with fake_cluster(tmp_path, monkeypatch) as fake:
         yield fake
-
-
-def deploy(*args):
-    out = StringIO()
-    call_command("k8s_deploy", "--json", "--timeout", "30", *args, interactive=False, stdout=out)
-    return json.loads(out.getvalue())
 
 
 def failing_deploy(*args):

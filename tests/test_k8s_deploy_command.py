@@ -99,6 +99,7 @@ def test_json_report(tmp_path):
 CERTIFICATE = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("deploy", "warned"),
     [
@@ -146,6 +147,7 @@ def _leaks(text):
     return found
 
 
+@pytest.mark.slow
 def test_no_secret_in_render_or_output_without_include_secrets(monkeypatch, tmp_path):
     for name, value in SECRET_ENV.items():
         monkeypatch.setenv(name, value)

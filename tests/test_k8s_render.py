@@ -113,6 +113,7 @@ def test_long_names_are_cut_to_63_characters_and_stay_distinct():
             assert len(value) <= 63
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "value",
     [

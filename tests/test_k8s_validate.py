@@ -14,6 +14,7 @@ from tests.k8s_helpers import MODES, by_kind, mode_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_every_mode_is_valid_in_strict_mode_for_every_supported_version(mode):
     config = mode_config(mode)

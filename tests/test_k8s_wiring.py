@@ -649,6 +649,7 @@ def test_reachability_needs_both_ends_and_resolves_named_ports_on_the_destinatio
 # --- the reference page ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_network_page_lists_every_needed_flow_of_the_default_configuration():
     page = docs.pages()["reference/network.md"]
     config = load_config({}, environ={})

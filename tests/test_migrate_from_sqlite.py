@@ -258,6 +258,7 @@ def _verify_fails(source):
     return str(excinfo.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("table", "column", "expression"), CHANGES, ids=[f"{t}.{c}" for t, c, _ in CHANGES])
 def test_verification_finds_a_changed_value_of_each_type(source, table, column, expression):
     migrate("--source", str(source))

@@ -197,6 +197,7 @@ def _tables_with_rows(source_path):
     return found
 
 
+@pytest.mark.slow
 def test_postgresql_refusing_a_row_of_each_table_leaves_the_target_as_it_was(source):
     """A trigger makes PostgreSQL refuse the third row of each table in turn, while it is being copied.
 
@@ -539,6 +540,7 @@ def test_ctrl_c_after_the_commit_says_the_tables_are_kept(source, monkeypatch):
     migrate("--source", str(source), "--resume", "--verify")
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_commit_puts_the_target_back(source, monkeypatch):
     before_schema, before_rows = schema(), rows()
     feed, fed = copy_module.Copier._feed, threading.Event()

@@ -272,6 +272,7 @@ def test_the_ci_system_must_be_named(settings, tmp_path):
         call_command("deploy_pipeline", "--output", str(tmp_path), stdout=StringIO())
 
 
+@pytest.mark.slow
 def test_the_plan_comment_summarises_real_change_sets(settings, tmp_path, monkeypatch):
     fake_aws_environment(monkeypatch, "eu-west-1")
     monkeypatch.chdir(tmp_path)

@@ -208,6 +208,7 @@ def uv():
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_an_install_refuses_a_file_whose_hash_the_lock_does_not_list(installer, tmp_path, monkeypatch, request):
     _, locked_hash = make_wheel(tmp_path / "good", "VALUE = 'locked'\n")

@@ -448,6 +448,7 @@ def test_k8s_deploy_backups_whose_job_finished_without_a_listing_does_not_call_i
     assert _jobs(fake) == []
 
 
+@pytest.mark.slow
 def test_the_training_sandbox_lists_and_restores_backups_as_the_runbook_shows(tmp_path, monkeypatch):
     import json
     from io import StringIO

@@ -14,6 +14,10 @@ tag=${1:-local/python:3.12-slim-bookworm}
 python_prefix=${PYTHON_PREFIX:-$(dirname "$(dirname "$(readlink -f /root/.pyenv/versions/3.12.1/bin/python3.12)")")}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
+# One build at a time on this machine: two test runs (two clones) asking at once would both debootstrap, and
+# both import under the same tag. The second waits, then finds the image.
+exec 9>"${TMPDIR:-/tmp}/build-base-image.lock"
+flock 9
 if docker image inspect "$tag" >/dev/null 2>&1; then
     echo "$tag already exists"
     exit 0
