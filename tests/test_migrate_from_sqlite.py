@@ -445,9 +445,9 @@ def test_doubles_are_printed_as_postgresql_prints_them():
 
 
 def test_printed_lines_are_the_strict_lines(source):
-    """The copy prints each line with printf (NULL prints as ''); rows set aside use the strict line: they agree."""
+    """The copy's lines of the rows it does not set aside are the strict lines the rows set aside use."""
     from deploy.sqlite.chunks import open_reader
-    from deploy.sqlite.sql import printed
+    from deploy.sqlite.sql import joined
 
     raw = open_reader(source)
     compared = {}
@@ -464,7 +464,7 @@ def test_printed_lines_are_the_strict_lines(source):
         assert differ == 0, plan.table
         compared[plan.table] = rows
     assert (
-        raw.execute(f"SELECT {printed([str(i) for i in range(250)])}").fetchone()[0]
+        raw.execute(f"SELECT {joined([str(i) for i in range(250)])}").fetchone()[0]
         == ",".join(str(i) for i in range(250)).encode()
     )
     raw.close()

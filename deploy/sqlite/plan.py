@@ -1,7 +1,7 @@
 """What a copy moves: every concrete model of every installed app, as tables, and the SQL of their lines.
 
 Each column's SQL comes from the codec of its field kind (deploy.sqlite.fields):
-its CSV field as SQLite prints it (:func:`sqlite_field`), the same text as
+its CSV field as SQLite prints it (:func:`sqlite_text`), the same text as
 PostgreSQL prints the stored value (:func:`pg_text`), and the checks of values
 the fast path cannot carry as they are (:func:`fast_checks`). This module puts
 them together into a table's lines.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.apps import apps
 
 from deploy.sqlite.fields import INTEGER_TYPES, codec, pg_json_hash
-from deploy.sqlite.sql import joined, printed, quote
+from deploy.sqlite.sql import joined, quote
 
 
 def stored_type(field):
@@ -27,16 +27,6 @@ def stored_type(field):
 
 
 # --- the canonical text of a value (each kind's codec: deploy.sqlite.fields) ------
-
-
-def sqlite_field(column):
-    """SQLite expression: the CSV field of one column's value, NULL for NULL (text always quoted).
-
-    A field is NULL only for a NULL value, or for a value :func:`fast_checks` flags
-    (a float column's text): the copy's lines are built with ``printf``, which
-    prints NULL as the empty field.
-    """
-    return column.codec.sqlite_field(column)
 
 
 def sqlite_text(column):
@@ -115,10 +105,14 @@ class TablePlan:
     def line_sql(self):
         """SQLite: (the CSV fields of the columns other than JSON, of the JSON columns or None).
 
-        One ``printf`` per line: it builds the line once, where ``||`` copies it at every step.
+        Joined with ``||`` (see :func:`~deploy.sqlite.sql.joined`), which keeps a text whole
+        whatever bytes it holds: ``printf('%s')`` would end it at a NUL and shift the fields
+        after it, so the read had to look for NULs in every text; a NUL now reaches
+        PostgreSQL, which refuses it. A line is NULL only for a row :meth:`check_sql` flags
+        (a float's text): such rows are set aside.
         """
-        plain = printed([sqlite_field(c) for c in self.copy_columns if not c.is_json] or ["''"])
-        json = printed([sqlite_field(c) for c in self.json_columns]) if self.json_columns else None
+        plain = joined([sqlite_text(c) for c in self.copy_columns if not c.is_json] or ["''"])
+        json = joined([sqlite_text(c) for c in self.json_columns]) if self.json_columns else None
         return plain, json
 
     def strict_line_sql(self):

@@ -39,9 +39,3 @@ def joined(parts):
         return parts[0]
     middle = len(parts) // 2
     return f"({joined(parts[:middle])} || ',' || {joined(parts[middle:])})"
-
-
-def printed(fields):
-    """SQLite: one ``printf`` for a line of fields (NULL prints as ''), a function's arguments at a time."""
-    groups = [fields[i : i + 100] for i in range(0, len(fields), 100)]
-    return " || ',' || ".join(f"printf('{','.join(['%s'] * len(g))}', {', '.join(g)})" for g in groups)
