@@ -26,7 +26,8 @@ from django.db import connections
 from django.db.utils import load_backend
 
 from deploy.sqlite.chunks import digest_sql
-from deploy.sqlite.plan import _q, copied_models, table_plan
+from deploy.sqlite.plan import copied_models, table_plan
+from deploy.sqlite.sql import quote
 from deploy.sqlite.verify import MAX_DIFFERENCES, VerifyReport, _count, compare_table
 
 SCRATCH_ALIAS = "deploy_restore_drill"
@@ -209,7 +210,7 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
                     f"The scratch database {scratch!r} exists already: another drill started in the same second "
                     "(or its clock is behind). Run the drill again once that one has finished."
                 )
-            cursor.execute(f"CREATE DATABASE {_q(scratch)}")
+            cursor.execute(f"CREATE DATABASE {quote(scratch)}")
     except DrillError:
         raise
     except Exception as exc:
@@ -240,6 +241,6 @@ def run_drill(dump_path, backup_name, live_alias="default", keep=False, progress
     finally:
         if not keep:
             with live.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS {_q(scratch)} WITH (FORCE)")
+                cursor.execute(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)")
     report.seconds = time.monotonic() - started
     return report

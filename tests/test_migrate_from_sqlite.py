@@ -429,7 +429,7 @@ def test_doubles_are_printed_as_postgresql_prints_them():
     import random
     import struct
 
-    from deploy.sqlite.plan import float8_text
+    from deploy.sqlite.fields import float8_text
 
     rng = random.Random(7)
     values = [0.1 + 0.2, -0.0, 1e-4, 1e-5, 1e15, 1e16, 123456789.0, 2.0**60, 5e-324, 1.7976931348623157e308]
@@ -446,9 +446,9 @@ def test_doubles_are_printed_as_postgresql_prints_them():
 
 
 def test_printed_lines_are_the_strict_lines(source):
-    """The copy prints each line with printf (NULL prints as ''); rows set aside use the strict line: they agree."""
+    """The copy's lines of the rows it does not set aside are the strict lines the rows set aside use."""
     from deploy.sqlite.chunks import open_reader
-    from deploy.sqlite.plan import _printed
+    from deploy.sqlite.sql import joined
 
     raw = open_reader(source)
     compared = {}
@@ -465,7 +465,7 @@ def test_printed_lines_are_the_strict_lines(source):
         assert differ == 0, plan.table
         compared[plan.table] = rows
     assert (
-        raw.execute(f"SELECT {_printed([str(i) for i in range(250)])}").fetchone()[0]
+        raw.execute(f"SELECT {joined([str(i) for i in range(250)])}").fetchone()[0]
         == ",".join(str(i) for i in range(250)).encode()
     )
     raw.close()

@@ -21,8 +21,10 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 
-from deploy.sqlite.plan import _q, fast_checks, float8_text, pg_json_hash
+from deploy.sqlite.fields import float8_text, pg_json_hash
+from deploy.sqlite.plan import fast_checks
 from deploy.sqlite.source import read_only_uri
+from deploy.sqlite.sql import quote, range_sql
 
 
 def _float8(value):
@@ -74,24 +76,6 @@ class Piece:
     flagged: int
 
 
-def _key(bound):
-    """The placeholder for a key bound. A text key read as bytes would bind as a BLOB, which SQLite sorts
-    after every text: ``key > blob`` is never true. Cast back, it compares as the text it was read from."""
-    return "CAST(? AS TEXT)" if isinstance(bound, bytes) else "?"
-
-
-def range_sql(column, lo, hi, params):
-    """A WHERE condition for keys in (lo, hi]; appends the bounds to ``params``."""
-    conditions = []
-    if lo is not None:
-        conditions.append(f"{column} > {_key(lo)}")
-        params.append(lo)
-    if hi is not None:
-        conditions.append(f"{column} <= {_key(hi)}")
-        params.append(hi)
-    return " AND ".join(conditions) or "1 = 1"
-
-
 # The text of one chunk, at most about this long: a chunk of --batch-size rows of long text and JSON
 # would be tens of megabytes, held several times over (SQLite's result, the pipe's queue, the digest).
 CHUNK_BYTES = 4 << 20
@@ -106,7 +90,7 @@ def rows_per_chunk(raw, plan, batch_size, plain, json):
     """
     (average,) = raw.execute(
         f"SELECT avg(length(CAST(p AS BLOB)) + coalesce(length(CAST(j AS BLOB)), 0)) "
-        f"FROM (SELECT {plain} AS p, {json or 'NULL'} AS j FROM {_q(plan.table)} LIMIT {SAMPLE_ROWS})"
+        f"FROM (SELECT {plain} AS p, {json or 'NULL'} AS j FROM {quote(plan.table)} LIMIT {SAMPLE_ROWS})"
     ).fetchone()
     if not average:
         return batch_size
@@ -121,12 +105,12 @@ class TableReader:
         plain, json = plan.line_sql()
         self.raw, self.plan = raw, plan
         self.batch_size = batch_size = rows_per_chunk(raw, plan, batch_size, plain, json)
-        self.pk = _q(plan.pk.name)
+        self.pk = quote(plan.pk.name)
         self.checks = [(c, kind, sql) for c in plan.columns for kind, sql in fast_checks(c)]
         bad = plan.check_sql()
         # The rows set aside are printed strictly: NULL if a value cannot be (see plan.sqlite_text).
         self.line = plan.strict_line_sql()
-        inner = f"SELECT {plain} AS p, {json or 'NULL'} AS j, ({bad}) AS bad, {self.pk} AS k FROM {_q(plan.table)}"
+        inner = f"SELECT {plain} AS p, {json or 'NULL'} AS j, ({bad}) AS bad, {self.pk} AS k FROM {quote(plan.table)}"
         # The LIMIT keeps SQLite from folding the inner query into the outer one: p is built once per row.
         texts = "group_concat(CASE WHEN bad THEN NULL ELSE p END, char(10))"
         if json is not None:
@@ -182,11 +166,11 @@ class TableReader:
         """(pk, line or None, [(column, kind, value)...]) for each row of (lo, hi] set aside."""
         params = []
         where = range_sql(self.pk, lo, hi, params)
-        columns = [f"({sql})" for _, _, sql in self.checks] + [_q(c.name) for c, _, _ in self.checks]
+        columns = [f"({sql})" for _, _, sql in self.checks] + [quote(c.name) for c, _, _ in self.checks]
         # Exactly the rows the read set aside: any other is in the piece's text already.
         bad = self.plan.check_sql()
         query = (
-            f"SELECT {', '.join([self.pk, self.line, *columns])} FROM {_q(self.plan.table)} "
+            f"SELECT {', '.join([self.pk, self.line, *columns])} FROM {quote(self.plan.table)} "
             f"WHERE {where} AND ({bad}) ORDER BY {self.pk}"
         )
         n = len(self.checks)
@@ -237,7 +221,7 @@ class Digests:
 def _order(plan, ref="t"):
     """The target's key order, as SQLite's: text keys by bytes ("C"); a uuid by its bytes, which is the
     order of the 32 hex digits SQLite stores (and a uuid takes no collation)."""
-    pk = f"{ref}.{_q(plan.pk.name)}"
+    pk = f"{ref}.{quote(plan.pk.name)}"
     return pk if plan.integer_pk or plan.pk.kind == "UUIDField" else f'{pk} COLLATE "C"'
 
 
@@ -250,7 +234,7 @@ def json_digest_sql(plan):
     """PostgreSQL: the JSON digest of the stored rows with keys in ``{where}``."""
     return (
         f"SELECT {_DIGEST.format(column='line')} FROM (SELECT {plan.pg_json_sql()} AS line "
-        f"FROM {_q(plan.table)} t WHERE {{where}} ORDER BY {_order(plan)}) x"
+        f"FROM {quote(plan.table)} t WHERE {{where}} ORDER BY {_order(plan)}) x"
     )
 
 
@@ -262,7 +246,7 @@ def digest_sql(plan, time_zone):
     return (
         f"SELECT count(*), {_DIGEST.format(column='line')}, {json_digest} "
         f"FROM (SELECT {plan.pg_line_sql(time_zone)} AS line, {json} AS jline "
-        f"FROM {_q(plan.table)} t WHERE {{where}} ORDER BY {_order(plan)}) x"
+        f"FROM {quote(plan.table)} t WHERE {{where}} ORDER BY {_order(plan)}) x"
     )
 
 

@@ -42,23 +42,22 @@ import re
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 
 from deploy.sqlite import state
-from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, range_sql
-from deploy.sqlite.plan import _q, sql_literal
+from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader
 from deploy.sqlite.preflight import (
     Problem,
-    _judge,
     integrity_problems,
     read_by_index,
     target_column_types,
     value_problems,
 )
+from deploy.sqlite.sql import quote, range_sql, sql_literal
+from deploy.sqlite.workers import Work, background, run_workers, running
 
 # What the target may raise: Django's wrapped errors, and psycopg's own from the raw cursor (COPY).
 TARGET_ERRORS = (DatabaseError, psycopg.Error)
@@ -160,7 +159,7 @@ def capture_definitions(cursor, tables):
           AND (c.conrelid = ANY(%(oids)s::regclass[]) OR c.confrelid = ANY(%(oids)s::regclass[]))
         ORDER BY c.contype DESC, c.conname
         """,
-        {"oids": [_q(t) for t in tables]},
+        {"oids": [quote(t) for t in tables]},
     )
     constraints = [
         {"name": name, "table": table, "relname": relname, "type": contype, "definition": definition}
@@ -175,7 +174,7 @@ def capture_definitions(cursor, tables):
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
         ORDER BY 1
         """,
-        {"oids": [_q(t) for t in tables]},
+        {"oids": [quote(t) for t in tables]},
     )
     indexes = [
         {"name": name, "table": table, "relname": relname, "definition": d}
@@ -187,7 +186,7 @@ def capture_definitions(cursor, tables):
 def drop_definitions(cursor, definitions):
     # Foreign keys first: they depend on the unique constraints they reference.
     for c in sorted(definitions["constraints"], key=lambda c: c["type"] != "f"):
-        cursor.execute(f"ALTER TABLE {c['table']} DROP CONSTRAINT IF EXISTS {_q(c['name'])}")
+        cursor.execute(f"ALTER TABLE {c['table']} DROP CONSTRAINT IF EXISTS {quote(c['name'])}")
     for index in definitions["indexes"]:
         cursor.execute(f"DROP INDEX IF EXISTS {index['name']}")
 
@@ -219,7 +218,7 @@ def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
         later = " NOT VALID" if c["type"] == "f" and foreign_keys == "later" else ""
         try:
             with transaction.atomic(using=cursor.db.alias):
-                cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {_q(c['name'])} {c['definition']}{later}")
+                cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {quote(c['name'])} {c['definition']}{later}")
         except IntegrityError as exc:  # the rows break it; any other error (a lost connection) is no verdict
             raise ConstraintFailed(c, exc) from None
 
@@ -231,43 +230,36 @@ def validate_foreign_keys(target_alias, definitions, workers=2):
     each worker takes a table and validates its keys one after the other.
     Returns the (table name, constraint name) pairs it validated.
     """
-    keys = [c for c in definitions["constraints"] if c["type"] == "f"]
-    ours = {(c["table"], c["name"]): c.get("relname", c["table"]) for c in keys}
+    ours = {(c["table"], c["name"]): c.get("relname", c["table"]) for c in definitions["constraints"]}
     with connections[target_alias].cursor() as cursor:
-        cursor.execute(
-            "SELECT conrelid::regclass::text, conname FROM pg_constraint "
-            "WHERE contype = 'f' AND NOT convalidated ORDER BY 1, 2"
-        )
         pending = {}
-        for table, name in cursor.fetchall():
-            if (table, name) in ours:
-                pending.setdefault(table, []).append(name)
+        for table, name in unvalidated_keys(cursor, definitions):
+            pending.setdefault(table, []).append(name)
     if not pending:
         return set()
-    work = queue.Queue()
-    for table, constraint_names in pending.items():
-        work.put((table, constraint_names))
+    work = Work(pending.items())
 
     def worker():
-        try:
-            with connections[target_alias].cursor() as cursor:
-                while True:
+        with connections[target_alias].cursor() as cursor:
+            for table, constraint_names in work:
+                for name in constraint_names:
                     try:
-                        table, constraint_names = work.get_nowait()
-                    except queue.Empty:
-                        return
-                    for name in constraint_names:
-                        try:
-                            cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {_q(name)}")
-                        except IntegrityError as exc:
-                            raise ConstraintFailed({"name": name, "table": table}, exc) from None
-        finally:
-            connections[target_alias].close()
+                        cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote(name)}")
+                    except IntegrityError as exc:
+                        raise ConstraintFailed({"name": name, "table": table}, exc) from None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pending))), thread_name_prefix="validate") as pool:
-        for future in [pool.submit(worker) for _ in range(max(1, min(workers, len(pending))))]:
-            future.result()
+    run_workers(worker, min(workers, len(pending)), "validate", work, aliases=[target_alias])
     return {(ours[(table, name)], name) for table, names in pending.items() for name in names}
+
+
+def unvalidated_keys(cursor, definitions):
+    """(table, constraint) of the foreign keys of ``definitions`` that are NOT VALID in the target, in order."""
+    ours = {(c["table"], c["name"]) for c in definitions["constraints"] if c["type"] == "f"}
+    cursor.execute(
+        "SELECT conrelid::regclass::text, conname FROM pg_constraint WHERE contype = 'f' AND NOT convalidated "
+        "ORDER BY 1, 2"
+    )
+    return [(table, name) for table, name in cursor.fetchall() if (table, name) in ours]
 
 
 class ConstraintFailed(Exception):
@@ -404,10 +396,7 @@ def start_source_check(path, plans):
         finally:
             raw.close()
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-check")
-    future = pool.submit(check)
-    pool.shutdown(wait=False)
-    return future
+    return background(check, "source-check")
 
 
 def full_integrity_problems(path):
@@ -448,15 +437,13 @@ class Copier:
 
     def copy(self, plans):
         self.column_types = target_column_types(self.alias, [p.table for p in plans])
-        work = queue.Queue()
         self.expected = len(plans)
-        for plan in sorted(plans, key=lambda p: -p.rows):  # largest first, so the workers finish together
-            work.put(plan)
+        work = Work(sorted(plans, key=lambda p: -p.rows))  # largest first, so the workers finish together
         n = max(1, min(self.workers, len(plans)))
         barrier = threading.Barrier(n + 1, action=self._decide)
         self.source_check.add_done_callback(self._source_checked)
-        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="copy") as pool:
-            futures = [pool.submit(self._worker, work, barrier) for _ in range(n)]
+        aliases = [self.alias, self.source.alias]
+        with running(lambda: self._worker(work, barrier), n, "copy", work, aliases):  # a worker's failure: raised
             try:
                 try:
                     self.source_check.result()
@@ -468,8 +455,6 @@ class Copier:
                 self.cancelled.set()
                 barrier.abort()
                 raise
-            for future in futures:
-                future.result()  # a worker's own failure, if any
         if not self.commit:
             if not self.damaged.is_set() and not self.cancelled.is_set():
                 self._add(full_integrity_problems(self.source.path))
@@ -513,11 +498,7 @@ class Copier:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
                 cursor.execute("SET LOCAL maintenance_work_mem TO '256MB'")
                 loaded = []  # tables whose rows are in, their indexes still to build
-                while True:
-                    try:
-                        plan = work.get_nowait()
-                    except queue.Empty:
-                        break
+                for plan in work:
                     if self.damaged.is_set() or self.cancelled.is_set():
                         continue
                     if self.problem_found.is_set():
@@ -540,9 +521,6 @@ class Copier:
         finally:
             raw.close()
             text_raw.close()
-            # Each worker thread has its own Django connections: close them.
-            connections[self.alias].close()
-            connections[self.source.alias].close()
 
     def _copy_or_scan(self, cursor, raw, text_raw, plan):
         """Load a table's rows; [(plan, rows, chunks, started)] if they are in, [] if not (a problem was found)."""
@@ -550,7 +528,7 @@ class Copier:
         self.progress(plan, 0)
         try:
             with transaction.atomic(using=self.alias):  # a savepoint: a failed table leaves nothing
-                cursor.execute(f"TRUNCATE {_q(plan.table)}")
+                cursor.execute(f"TRUNCATE {quote(plan.table)}")
                 if plan.fast:
                     rows, chunks = self._copy_fast(cursor, raw, plan)
                 else:
@@ -559,7 +537,7 @@ class Copier:
                     rows = self._copy_general(cursor, plan)
                     chunks = None  # compared through the ORM
                 # The rows read, counted apart: a read that stopped early must not pass for a whole table.
-                (count,) = raw.execute(f"SELECT count(*) FROM {_q(plan.table)}").fetchone()
+                (count,) = raw.execute(f"SELECT count(*) FROM {quote(plan.table)}").fetchone()
                 if count != rows:
                     raise _Miscount(f"{rows} rows were read of the {count} the source holds (nothing is committed)")
         except _Switch:
@@ -670,10 +648,10 @@ class Copier:
     def _copy_fast(self, cursor, raw, plan):
         reader = TableReader(raw, plan, self.batch_size, digests=self.digests)
         digests = Digests(plan) if self.digests else None
-        columns = ", ".join(_q(c.name) for c in plan.copy_columns)
+        columns = ", ".join(quote(c.name) for c in plan.copy_columns)
         rows = 0
         with (
-            cursor.cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN (FORMAT csv, FREEZE)") as copy,
+            cursor.cursor.copy(f"COPY {quote(plan.table)} ({columns}) FROM STDIN (FORMAT csv, FREEZE)") as copy,
             _Pipe(copy) as pipe,
         ):
             self.sent[plan.table] = pipe.sent
@@ -704,7 +682,7 @@ class Copier:
         """Offer a large table with integer keys to a worker that runs out of tables (None: not offered)."""
         if self.workers < 2 or not plan.integer_pk or plan.rows < 4 * batch_size:
             return None
-        (last_key,) = raw.execute(f"SELECT max({_q(plan.pk.name)}) FROM {_q(plan.table)}").fetchone()
+        (last_key,) = raw.execute(f"SELECT max({quote(plan.pk.name)}) FROM {quote(plan.table)}").fetchone()
         if not isinstance(last_key, int):
             return None
         share = _Share(plan, pipe, digests, last_key, batch_size)
@@ -755,7 +733,7 @@ class Copier:
         """The lines of the flagged rows of a piece that are fine after all; _Switch if one is not."""
         lines, problems = [], []
         for pk, line, found in reader.flagged_rows(piece.lo, piece.hi):
-            verdicts = [(column, _judge(kind, column, value), value) for column, kind, value in found]
+            verdicts = [(column, column.codec.judge(kind, column, value, None), value) for column, kind, value in found]
             bad = [Problem(reader.plan.table, m, pk, column.name, value) for column, m, value in verdicts if m]
             if line is None and not bad:
                 bad = [Problem(reader.plan.table, "holds a value of a type its field does not store", pk)]
@@ -770,7 +748,7 @@ class Copier:
     def _copy_general(self, cursor, plan):
         """Values through the ORM on both sides: correct for any field type."""
         target = connections[self.alias]
-        columns = ", ".join(_q(c) for c in plan.column_names)
+        columns = ", ".join(quote(c) for c in plan.column_names)
         fields = [c.field for c in plan.columns]
         queryset = (
             plan.model._base_manager.using(self.source.alias)
@@ -780,7 +758,7 @@ class Copier:
         rows = 0
         key = plan.columns.index(plan.pk)
         last = None  # the key of the last row read and prepared: the next one is the one that fails
-        with cursor.cursor.copy(f"COPY {_q(plan.table)} ({columns}) FROM STDIN") as copy:
+        with cursor.cursor.copy(f"COPY {quote(plan.table)} ({columns}) FROM STDIN") as copy:
             values_read = queryset.iterator(chunk_size=self.batch_size)
             while True:
                 # The fields' own code (from_db_value, get_db_prep_save) runs here, and may raise
@@ -826,7 +804,7 @@ class Copier:
                 except Exception:  # the column whose field raised
                     with connections[self.source.alias].cursor() as raw:
                         raw.execute(
-                            f"SELECT {_q(column.name)} FROM {_q(plan.table)} WHERE {_q(plan.pk.name)} = %s",
+                            f"SELECT {quote(column.name)} FROM {quote(plan.table)} WHERE {quote(plan.pk.name)} = %s",
                             [plan.pk.field.get_db_prep_value(pk, connections[self.source.alias])],
                         )
                         return Problem(plan.table, message, pk, column.name, raw.fetchone()[0])
@@ -857,7 +835,7 @@ def json_digests(cursor, plan, chunks):
     """Each chunk's digest of its JSON as PostgreSQL prints what it just parsed from the source's text."""
     for chunk in chunks:
         params = []
-        where = range_sql(f"t.{_q(plan.pk.name)}", chunk.lo, chunk.hi, params)
+        where = range_sql(f"t.{quote(plan.pk.name)}", chunk.lo, chunk.hi, params)
         cursor.execute(json_digest_sql(plan).replace("{where}", where.replace("?", "%s")), params)
         chunk.json_digest = bytes(cursor.fetchone()[0]).hex()
 
@@ -988,11 +966,11 @@ def sequence_reset_sql(plans):
     for plan in plans:
         for f in plan.model._meta.local_fields:
             if isinstance(f, models.AutoField):  # Big and Small ones too (AutoFieldMeta)
-                column = _q(f.column)
-                sequence = f"pg_get_serial_sequence({sql_literal(_q(plan.table))}, {sql_literal(f.column)})"
+                column = quote(f.column)
+                sequence = f"pg_get_serial_sequence({sql_literal(quote(plan.table))}, {sql_literal(f.column)})"
                 yield (
                     f"SELECT setval({sequence}, GREATEST(max({column}), 1), coalesce(max({column}) >= 1, false)) "
-                    f"FROM {_q(plan.table)}"
+                    f"FROM {quote(plan.table)}"
                 )
                 break
 
@@ -1037,18 +1015,12 @@ def undo_copy(target_alias, plans):
         _fresh(target_alias)
         with transaction.atomic(using=target_alias), connections[target_alias].cursor() as cursor:
             run = state.current_run(cursor)
-            cursor.execute(f"TRUNCATE {', '.join(_q(p.table) for p in plans)}")
+            cursor.execute(f"TRUNCATE {', '.join(quote(p.table) for p in plans)}")
             if run:
                 # Foreign keys added NOT VALID for the validation: validated now, on empty tables, they
                 # are the ones migrate made.
-                cursor.execute(
-                    "SELECT conrelid::regclass::text, conname FROM pg_constraint "
-                    "WHERE contype = 'f' AND NOT convalidated"
-                )
-                ours = {(c["table"], c["name"]) for c in run.definitions["constraints"] if c["type"] == "f"}
-                for table, name in cursor.fetchall():
-                    if (table, name) in ours:
-                        cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {_q(name)}")
+                for table, name in unvalidated_keys(cursor, run.definitions):
+                    cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote(name)}")
                 recreate_missing(cursor, run.definitions)
                 state.finish(cursor)
         return AS_BEFORE
@@ -1061,7 +1033,7 @@ def truncate_tables(target_alias, plans):
     target = connections[target_alias]
     with transaction.atomic(using=target_alias), target.cursor() as cursor:
         run = state.current_run(cursor)
-        cursor.execute(f"TRUNCATE {', '.join(_q(p.table) for p in plans)}")
+        cursor.execute(f"TRUNCATE {', '.join(quote(p.table) for p in plans)}")
         if run:
             recreate_missing(cursor, run.definitions)
             state.finish(cursor)

@@ -6,24 +6,16 @@ while there is one.
 """
 
 import contextlib
-import datetime as dt
-import decimal
-import ipaddress
-import math
 import sqlite3
-import uuid
-import zoneinfo
 from dataclasses import dataclass
 
-from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
-from django.utils.dateparse import parse_date, parse_datetime, parse_time
-from django.utils.ipv6 import clean_ipv6_address
 
 from deploy.sqlite import state
-from deploy.sqlite.plan import INTEGER_TYPES, TEXT_TYPES, fast_checks
+from deploy.sqlite.fields import TEXT_TYPES
+from deploy.sqlite.sql import quote
 
 MAX_PER_CHECK = 20
 INTEGER_OIDS = {20, 21, 23}  # bigint, smallint, integer
@@ -53,10 +45,6 @@ def _preview(value):
     return text if len(text) <= 50 else text[:47] + "..."
 
 
-def _q(name):
-    return '"' + name.replace('"', '""') + '"'
-
-
 # --- the source -------------------------------------------------------------
 #
 # The copy runs these at different moments: the structure before anything is
@@ -78,7 +66,7 @@ def structure_problems(source, plans):
                 Problem(plan.table, f"table of {plan.label} is missing from the source: apply its migrations there")
             )
             continue
-        declared = {row[1]: row[2] for row in raw.execute(f"PRAGMA table_info({_q(plan.table)})")}
+        declared = {row[1]: row[2] for row in raw.execute(f"PRAGMA table_info({quote(plan.table)})")}
         missing = [c for c in plan.column_names if c not in declared]
         if missing and migrated:
             # Every migration is applied, yet the model has columns the file lacks: its fields depend on the
@@ -155,7 +143,7 @@ def read_by_index(raw, table):
     Only a column declared exactly ``INTEGER PRIMARY KEY`` is the rowid; any other key
     (text, UUID, ``bigint``, ``integer unsigned``) is found through an index of its own.
     """
-    keys = [(name, declared) for _, name, declared, _, _, pk in raw.execute(f"PRAGMA table_info({_q(table)})") if pk]
+    keys = [(name, declared) for _, name, declared, _, _, pk in raw.execute(f"PRAGMA table_info({quote(table)})") if pk]
     return not (len(keys) == 1 and keys[0][1].upper() == "INTEGER")
 
 
@@ -171,7 +159,7 @@ def integrity_problems(raw, indexed=None, foreign_keys=True):
     foreign key again when the copy re-creates it).
     """
     pragmas = ["integrity_check"] if indexed is None else ["quick_check"]
-    pragmas += [f"integrity_check({_q(table)})" for table in indexed or ()]
+    pragmas += [f"integrity_check({quote(table)})" for table in indexed or ()]
     for pragma in pragmas:
         try:
             result = raw.execute(f"PRAGMA {pragma}").fetchall()
@@ -205,21 +193,21 @@ def _orphans(raw):
     tables = [name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     for table in tables:
         keys = {}
-        for key_id, _, parent, column, parent_column, *_ in raw.execute(f"PRAGMA foreign_key_list({_q(table)})"):
+        for key_id, _, parent, column, parent_column, *_ in raw.execute(f"PRAGMA foreign_key_list({quote(table)})"):
             keys.setdefault(key_id, []).append((parent, column, parent_column))
         simple = [k[0] for k in keys.values() if len(k) == 1 and k[0][2] is not None]
         try:
             if len(simple) < len(keys):
                 raise sqlite3.OperationalError("a key the anti-join does not express")
             for parent, column, parent_column in simple:
-                c, p = f"c.{_q(column)}", f"p.{_q(parent_column)}"
+                c, p = f"c.{quote(column)}", f"p.{quote(parent_column)}"
                 rows = raw.execute(
-                    f"SELECT c.rowid FROM {_q(table)} c WHERE {c} IS NOT NULL "
-                    f"AND NOT EXISTS (SELECT 1 FROM {_q(parent)} p WHERE {p} = {c}) LIMIT {MAX_PER_CHECK}"
+                    f"SELECT c.rowid FROM {quote(table)} c WHERE {c} IS NOT NULL "
+                    f"AND NOT EXISTS (SELECT 1 FROM {quote(parent)} p WHERE {p} = {c}) LIMIT {MAX_PER_CHECK}"
                 ).fetchall()
                 found += [(table, rowid, parent) for (rowid,) in rows]
         except sqlite3.OperationalError:
-            found += [row[:3] for row in raw.execute(f"PRAGMA foreign_key_check({_q(table)})")]
+            found += [row[:3] for row in raw.execute(f"PRAGMA foreign_key_check({quote(table)})")]
     return found
 
 
@@ -251,7 +239,7 @@ def data_problems(source, plans, target_alias, checked=None):
     for plan in plans:
         if plan.table not in existing:
             continue
-        columns = {row[1] for row in source.raw.execute(f"PRAGMA table_info({_q(plan.table)})")}
+        columns = {row[1] for row in source.raw.execute(f"PRAGMA table_info({quote(plan.table)})")}
         if all(c in columns for c in plan.column_names):
             problems += value_problems(source.raw, plan, ops, types.get(plan.table))
     return problems
@@ -346,31 +334,17 @@ def integer_range(column, target_ops, column_type=None):
 
 
 def _checks(plan, target_ops, column_types=None):
-    """(column, kind of check, SQL condition true for a bad or doubtful value): every check, exactly.
+    """(column, kind of check, SQL condition true for a bad or doubtful value, bounds): every check, exactly.
 
-    The copy's own read runs the cheaper :func:`~deploy.sqlite.plan.fast_checks`
-    and leaves to PostgreSQL what it rejects outright; when anything is wrong,
-    these name every problem of the table: the same checks, the UUID one made
-    exact, and those of what PostgreSQL would reject. ``column_types``: the
-    target's real column types ({column: type}), for the integer ranges.
+    The copy's own read runs the cheaper fast checks and leaves to PostgreSQL what
+    it rejects outright; when anything is wrong, these name every problem of the
+    table: each codec's full checks (deploy.sqlite.fields). ``column_types``: the
+    target's real column types ({column: type}), for the integer ranges (``bounds``).
     """
     checks = []
     for c in plan.columns:
-        col = _q(c.name)
-        for kind, sql in fast_checks(c):
-            if kind == "uuid":
-                sql = f"{col} IS NOT NULL AND NOT (length({col}) = 32 AND NOT {col} GLOB '*[^0-9a-f]*')"
-            checks.append((c, kind, sql))
-        if c.kind in INTEGER_TYPES:
-            low, high, _ = integer_range(c, target_ops, (column_types or {}).get(c.name))
-            bounds = []
-            if low is not None:
-                bounds.append(f"{col} < {int(low)}")
-            if high is not None:
-                bounds.append(f"{col} > {int(high)}")
-            checks.append((c, "integer", f"typeof({col}) NOT IN ('integer', 'null') OR " + " OR ".join(bounds)))
-        elif c.kind == "JSONField":
-            checks.append((c, "json", f"{col} IS NOT NULL AND (NOT json_valid({col}) OR instr({col}, '\\u0000') > 0)"))
+        bounds = integer_range(c, target_ops, (column_types or {}).get(c.name))
+        checks += [(c, kind, sql, bounds) for kind, sql in c.codec.full_checks(c, bounds)]
     return checks
 
 
@@ -378,24 +352,23 @@ def value_problems(raw, plan, target_ops, column_types=None):
     """One pass over the table for every value check, then a UTF-8 pass over text."""
     problems = []
     checks = _checks(plan, target_ops, column_types)
-    pk = _q(plan.pk.name)
+    pk = quote(plan.pk.name)
     if checks:
-        flags = ", ".join(f"({sql})" for _, _, sql in checks)
+        flags = ", ".join(f"({sql})" for _, _, sql, _ in checks)
         # Text as bytes (it may not be UTF-8); numbers as they are stored.
-        values = ", ".join(_q(c.name) if kind == "decimal" else f"CAST({_q(c.name)} AS BLOB)" for c, kind, _ in checks)
-        where = " OR ".join(f"({sql})" for _, _, sql in checks)
+        values = ", ".join(
+            quote(c.name) if kind == "decimal" else f"CAST({quote(c.name)} AS BLOB)" for c, kind, _, _ in checks
+        )
+        where = " OR ".join(f"({sql})" for _, _, sql, _ in checks)
         counts = {}
-        query = f"SELECT {pk}, {flags}, {values} FROM {_q(plan.table)} WHERE {where} ORDER BY {pk}"
+        query = f"SELECT {pk}, {flags}, {values} FROM {quote(plan.table)} WHERE {where} ORDER BY {pk}"
         for row in raw.execute(query):
             n = len(checks)
-            for i, (column, kind, _) in enumerate(checks):
+            for i, (column, kind, _, bounds) in enumerate(checks):
                 if not row[1 + i]:
                     continue
                 value = row[1 + n + i]
-                if kind == "integer":
-                    message = _judge_integer(column, target_ops, (column_types or {}).get(column.name))
-                else:
-                    message = _judge(kind, column, value)
+                message = column.codec.judge(kind, column, value, bounds)
                 if message is None:
                     continue
                 counts[(column.name, kind)] = counts.get((column.name, kind), 0) + 1
@@ -408,116 +381,13 @@ def value_problems(raw, plan, target_ops, column_types=None):
     return problems
 
 
-def _judge_integer(column, target_ops, column_type):
-    low, high, what = integer_range(column, target_ops, column_type)
-    return f"is not an integer from {low} to {high} (the target column is {what})"
-
-
-def _judge(kind, column, value):
-    """A sentence for a bad value, or None when the doubtful value is fine after all."""
-    text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-    field = column.field
-    if kind == "blob":
-        return "is stored as a BLOB, not as text: the application reads bytes here"
-    if kind == "binary":
-        return "is stored as text, not as a BLOB: the application reads a string here"
-    if kind == "nul":
-        return "contains a NUL character, which PostgreSQL text cannot hold"
-    if kind == "length":
-        return f"is {len(text)} characters long, more than max_length {field.max_length}"
-    if kind == "integer":
-        return f"is not an integer in the range of {column.kind}"
-    if kind == "boolean":
-        return "is not 0 or 1"
-    if kind == "datetime":
-        return None if _parses(parse_datetime, text) else "is not a valid datetime"
-    if kind == "nonexistent":
-        return naive_time_problem(text)
-    if kind == "ip":
-        return ip_problem(text)
-    if kind == "date":
-        return None if _parses(parse_date, text) else "is not a valid date"
-    if kind == "time":
-        return None if _parses(parse_time, text) else "is not a valid time"
-    if kind == "decimal":
-        return _judge_decimal(value, field)
-    if kind == "float":
-        return "is not a number"
-    if kind == "uuid":
-        try:
-            uuid.UUID(text)
-        except (ValueError, TypeError):
-            return "is not a valid UUID"
-        return None
-    if kind == "json":
-        return "is not valid JSON for PostgreSQL (malformed, or a \\u0000 escape)"
-    if kind == "duration":
-        return "is not a duration in microseconds"
-    return f"failed the {kind} check"
-
-
-def ip_problem(text):
-    """A sentence when ``text`` is not an address as Django stores it (PostgreSQL would refuse or rewrite it)."""
-    try:
-        # As Django writes them (and PostgreSQL prints them): IPv6 compressed, IPv4-mapped ones dotted.
-        address = clean_ipv6_address(text) if ":" in text else str(ipaddress.IPv4Address(text))
-    except (ValueError, ValidationError):
-        return "is not an IP address (a network, or not an address at all)"
-    if address != text:
-        return f"is not written as Django writes addresses: PostgreSQL would store {address}; correct it in the source"
-    return None
-
-
-def naive_time_problem(text):
-    """A sentence when the naive datetime ``text`` is a local time TIME_ZONE skips, else None."""
-    from django.conf import settings
-
-    naive = _parses(parse_datetime, text) and parse_datetime(text)
-    if not naive:
-        return "is not a valid datetime"
-    zone = zoneinfo.ZoneInfo(settings.TIME_ZONE or "UTC")
-    stored = naive.replace(tzinfo=zone).astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None)
-    if stored == naive:
-        return None
-    return (
-        f"is a local time that does not exist in {zone.key} (the clocks skip it): PostgreSQL would store {stored}; "
-        "correct the value in the source (USE_TZ is off, so datetimes are read in TIME_ZONE)"
-    )
-
-
-def _judge_decimal(value, field):
-    """SQLite keeps a decimal as a number (int or double); the application reads it rounded to the field."""
-    if not isinstance(value, int | float):
-        return "is not a decimal number"
-    if not math.isfinite(value) or abs(value) >= 10 ** (field.max_digits - field.decimal_places):
-        return f"does not fit max_digits={field.max_digits}, decimal_places={field.decimal_places}"
-    places = decimal.Decimal(1).scaleb(-field.decimal_places)
-    # As Django reads it: 15 significant digits, then rounded half-even to the field's places.
-    read = decimal.Context(prec=15).create_decimal_from_float(float(value)).quantize(places, decimal.ROUND_HALF_EVEN)
-    # As the copy writes it: the double rounded to the places (SQLite's printf).
-    written = decimal.Decimal(f"{float(value):.{field.decimal_places}f}")
-    if read != written:
-        return (
-            f"has more than decimal_places={field.decimal_places} decimal places: the application reads "
-            f"{read}, PostgreSQL would store {written}"
-        )
-    return None
-
-
-def _parses(parser, text):
-    try:
-        return parser(text) is not None
-    except (ValueError, TypeError):
-        return False
-
-
 def _utf8_problems(raw, plan):
-    text_columns = [c for c in plan.columns if c.kind in TEXT_TYPES or c.kind == "JSONField"]
+    text_columns = [c for c in plan.columns if c.kind in TEXT_TYPES or c.is_json]
     problems = []
     for column in text_columns:
-        col = _q(column.name)
+        col = quote(column.name)
         query = (
-            f"SELECT {_q(plan.pk.name)}, CAST({col} AS BLOB) FROM {_q(plan.table)} "
+            f"SELECT {quote(plan.pk.name)}, CAST({col} AS BLOB) FROM {quote(plan.table)} "
             f"WHERE typeof({col}) = 'text' AND {col} GLOB '*[^ -~]*'"
         )
         found = 0
@@ -587,7 +457,7 @@ def target_problems(alias, plans, truncate=False, resume=False, source=None):
         for plan in plans:
             if plan.model._meta.label_lower in MIGRATE_CREATED:
                 continue
-            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {_q(plan.table)})")
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(plan.table)})")
             if cursor.fetchone()[0]:
                 problems.append(
                     Problem(
@@ -626,7 +496,7 @@ def target_type_problems(cursor, connection, plans):
         FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid
         WHERE r.oid = ANY(%s::regclass[]) AND a.attnum > 0 AND NOT a.attisdropped
         """,
-        [[_q(p.table) for p in plans]],
+        [[quote(p.table) for p in plans]],
     )
     actual = {(table, column): (oid, name, category) for table, column, oid, name, category in cursor.fetchall()}
     cursor.execute("SELECT oid, typcategory FROM pg_type WHERE oid = ANY(%s)", [[o for o in oids.values() if o]])

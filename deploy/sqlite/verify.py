@@ -20,13 +20,10 @@ unless the copy just before validated the key's constraint (PostgreSQL's
 ``VALIDATE CONSTRAINT`` checks every row, in the same run).
 """
 
-import contextlib
 import hashlib
 import json
-import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
@@ -34,8 +31,11 @@ import psycopg
 from django.db import DataError, connections, transaction
 from django.db.models.functions import Collate
 
-from deploy.sqlite.chunks import Digests, TableReader, digest_sql, open_reader, range_sql, source_json_digest_sql
-from deploy.sqlite.plan import TEXT_TYPES, _joined, _q, sqlite_text
+from deploy.sqlite.chunks import Digests, TableReader, digest_sql, open_reader, source_json_digest_sql
+from deploy.sqlite.fields import TEXT_TYPES
+from deploy.sqlite.plan import sqlite_text
+from deploy.sqlite.sql import joined, quote, range_sql
+from deploy.sqlite.workers import Work, run_workers
 
 MAX_DIFFERENCES = 100
 
@@ -232,9 +232,9 @@ def orphans(cursor, plan, f):
     """Differences for rows of ``plan`` whose ``f`` points at a missing row (at most 10)."""
     parent = f.related_model._meta
     cursor.execute(
-        f"SELECT c.{_q(plan.pk.name)}, c.{_q(f.column)} FROM {_q(plan.table)} c "
-        f"LEFT JOIN {_q(parent.db_table)} p ON c.{_q(f.column)} = p.{_q(f.target_field.column)} "
-        f"WHERE c.{_q(f.column)} IS NOT NULL AND p.{_q(f.target_field.column)} IS NULL LIMIT 10"
+        f"SELECT c.{quote(plan.pk.name)}, c.{quote(f.column)} FROM {quote(plan.table)} c "
+        f"LEFT JOIN {quote(parent.db_table)} p ON c.{quote(f.column)} = p.{quote(f.target_field.column)} "
+        f"WHERE c.{quote(f.column)} IS NOT NULL AND p.{quote(f.target_field.column)} IS NULL LIMIT 10"
     )
     return [
         Difference(plan.table, pk, f.column, f"points at {parent.db_table} {value!r}, which is missing")
@@ -255,16 +255,8 @@ class _Verifier:
 
     def run(self, work, workers):
         """Do the queued (job, *arguments) items, ``workers`` at a time."""
-        n = max(1, min(workers, work.qsize()))
-        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify") as pool:
-            try:
-                for future in [pool.submit(self._worker, work) for _ in range(n)]:
-                    future.result()
-            except BaseException:  # interrupted, or a worker failed: the others stop after their item
-                while not work.empty():
-                    with contextlib.suppress(queue.Empty):
-                        work.get_nowait()
-                raise
+        aliases = [self.alias, self.source.alias]
+        run_workers(lambda: self._worker(work), min(workers, len(work)), "verify", work, aliases)
 
     def _worker(self, work):
         raw = open_reader(self.source.path)
@@ -274,16 +266,10 @@ class _Verifier:
                 cursor.execute("SET extra_float_digits TO 1")
                 cursor.execute("SET work_mem TO '64MB'")
                 cursor.execute("SET enable_bitmapscan TO off")  # key ranges read in key order, without a sort
-                while True:
-                    try:
-                        job, *arguments = work.get_nowait()
-                    except queue.Empty:
-                        return
+                for job, *arguments in work:
                     job(cursor, raw, *arguments)
         finally:
             raw.close()
-            connections[self.alias].close()
-            connections[self.source.alias].close()
 
     # Jobs ----------------------------------------------------------------------
 
@@ -307,7 +293,7 @@ class _Verifier:
                 self.started[plan.table] = time.monotonic()
                 self.progress(plan, 0)
         params = []
-        where = range_sql(f"t.{_q(plan.pk.name)}", chunk.lo, chunk.hi, params)
+        where = range_sql(f"t.{quote(plan.pk.name)}", chunk.lo, chunk.hi, params)
         cursor.execute(self._digest_sql(plan).replace("{where}", where.replace("?", "%s")), params)
         rows, digest, json_digest = cursor.fetchone()
         same = chunk.digest is not None and rows == chunk.rows and bytes(digest).hex() == chunk.digest
@@ -337,13 +323,14 @@ class _Verifier:
             pk_type = "bigint" if plan.integer_pk else "text"
             cursor.execute(f"CREATE TEMPORARY TABLE {table} (pk {pk_type} PRIMARY KEY, ok boolean, {names})")
         valid = " AND ".join(
-            f"({_q(c.name)} IS NULL OR (typeof({_q(c.name)}) = 'text' AND json_valid({_q(c.name)})))" for c in columns
+            f"({quote(c.name)} IS NULL OR (typeof({quote(c.name)}) = 'text' AND json_valid({quote(c.name)})))"
+            for c in columns
         )
-        line = _joined([sqlite_text(plan.pk), f"({valid})", *(sqlite_text(c) for c in columns)])
+        line = joined([sqlite_text(plan.pk), f"({valid})", *(sqlite_text(c) for c in columns)])
         params = []
-        where = range_sql(_q(plan.pk.name), chunk.lo, chunk.hi, params)
+        where = range_sql(quote(plan.pk.name), chunk.lo, chunk.hi, params)
         (text,) = raw.execute(
-            f"SELECT group_concat({line}, char(10)) FROM {_q(plan.table)} WHERE {where}", params
+            f"SELECT group_concat({line}, char(10)) FROM {quote(plan.table)} WHERE {where}", params
         ).fetchone()
         try:
             with transaction.atomic(using=self.alias):
@@ -365,7 +352,7 @@ def _json_table(plan):
 
 def _count(alias, table):
     with connections[alias].cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {_q(table)}")
+        cursor.execute(f"SELECT count(*) FROM {quote(table)}")
         return cursor.fetchone()[0]
 
 
@@ -382,14 +369,12 @@ def verify_copy(
     verifier = _Verifier(source, target_alias, batch_size, progress)
     fast = [p for p in plans if p.fast]
     known = dict(chunks or {})
-    unknown = queue.Queue()
-    for plan in sorted(fast, key=lambda p: -p.rows):
-        if not known.get(plan.table):
-            unknown.put((verifier.source_chunks, plan, known))
-    if unknown.qsize():
+    by_size = sorted(fast, key=lambda p: -p.rows)
+    unknown = Work((verifier.source_chunks, plan, known) for plan in by_size if not known.get(plan.table))
+    if len(unknown):
         verifier.run(unknown, workers)
     # Chunks of any table, and the orphan checks, shared by the workers: the largest work first.
-    work = queue.Queue()
+    work = Work()
     report = VerifyReport()
     proven = validated_keys(target_alias, validated)
     for plan, f in sorted(foreign_keys(plans), key=lambda item: -item[0].rows):

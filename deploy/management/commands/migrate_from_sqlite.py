@@ -29,7 +29,7 @@ from deploy.sqlite.copy import (
     truncate_tables,
 )
 from deploy.sqlite.estimate import estimate_seconds, table_sizes
-from deploy.sqlite.plan import copied_models, table_plan, unknown_excludes
+from deploy.sqlite.plan import source_plans, unknown_excludes
 from deploy.sqlite.preflight import data_problems, structure_problems, target_problems
 from deploy.sqlite.source import SourceError, open_source
 from deploy.sqlite.verify import MAX_DIFFERENCES, verify_copy
@@ -172,18 +172,8 @@ class Command(BaseCommand):
         if options["database"] not in connections:
             raise CommandError(f"--database: there is no database alias {options['database']!r} in settings.DATABASES.")
 
-    def _plans(self, source, exclude):
-        models, skipped = copied_models(exclude)
-        tables = {name for (name,) in source.raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        plans = []
-        for model in models:
-            table = model._meta.db_table
-            rows = source.raw.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] if table in tables else 0
-            plans.append(table_plan(model, rows))
-        return plans, skipped
-
     def _run(self, source, options):
-        plans, skipped = self._plans(source, options["exclude"])
+        plans, skipped = source_plans(source.raw, options["exclude"])
         target = options["database"]
         source_check = None
         if not (options["plan"] or options["verify_only"]):

@@ -1,0 +1,154 @@
+"""Where a copy's time goes, phase by phase, on one shape of data (bench/migration.py's shapes).
+
+Runs ``migrate_from_sqlite --verify`` once in this process with every phase timed:
+the source's integrity and foreign-key checks; reading and printing rows in SQLite;
+PostgreSQL taking the COPY stream; the digests; index and constraint builds; the
+foreign-key validation; the verification's reads on each side. Threads overlap, so
+the phases are thread-seconds (what each side spent), next to the wall time of the
+copy and of the verification: a phase's share says where to look, not what the
+wall time would lose without it.
+
+Usage: python bench/profile_copy.py --shape keys [--rows 100000] [--workers 2]
+"""
+
+import argparse
+import collections
+import contextlib
+import functools
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.migration import SHAPES, env_for, migrated, row_count, seed  # noqa: E402
+
+SPENT = collections.defaultdict(float)
+LOCK = threading.Lock()
+
+
+def _add(phase, seconds):
+    with LOCK:
+        SPENT[phase] += seconds
+
+
+def timed(owner, name, phase):
+    """Count the time spent in ``owner.name`` as ``phase``."""
+    function = getattr(owner, name)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        started = time.monotonic()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _add(phase, time.monotonic() - started)
+
+    setattr(owner, name, wrapper)
+
+
+def timed_generator(owner, name, phase):
+    """Count the time spent producing each item of the generator ``owner.name`` as ``phase``."""
+    function = getattr(owner, name)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        iterator = iter(function(*args, **kwargs))
+        while True:
+            started = time.monotonic()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                _add(phase, time.monotonic() - started)
+                return
+            _add(phase, time.monotonic() - started)
+            yield item
+
+    setattr(owner, name, wrapper)
+
+
+def instrument():
+    from deploy.sqlite import chunks, copy, preflight, verify
+
+    timed(copy, "integrity_problems", "source: integrity + foreign-key checks (background)")
+    timed(preflight, "value_problems", "source: every value checked (a problem was found)")
+    timed(copy.Copier, "_copy_fast", "copy: a table's rows, COPY included (total)")
+    timed_generator(chunks.TableReader, "pieces", "source: read + print rows (SQLite)")
+    timed(chunks.Digests, "add", "digests of the pieces (Python)")
+    timed(copy.Copier, "_closer_look", "source: rows set aside, judged")
+    timed(copy._Pipe, "write", "copy: reader blocked on the COPY (PostgreSQL slower)")
+    original_run = copy._Pipe._run
+
+    def pipe_run(self):
+        write = self.copy.write
+
+        def timed_write(data):
+            started = time.monotonic()
+            try:
+                return write(data)
+            finally:
+                _add("target: COPY stream taken (PostgreSQL)", time.monotonic() - started)
+
+        self.copy.write = timed_write
+        return original_run(self)
+
+    copy._Pipe._run = pipe_run
+    timed(copy, "_check_count", "target: row count check")
+    timed(copy, "json_digests", "target: JSON digests after the copy")
+    timed(copy.Copier, "_build", "target: index + constraint builds (per worker)")
+    timed(copy, "recreate_missing", "target: constraints re-created (within builds, and after)")
+    timed(copy, "validate_foreign_keys", "target: foreign keys validated")
+    timed(copy, "start_source_check", "source check started")
+    timed(verify._Verifier, "chunk", "verify: target digests of chunks")
+    timed(verify._Verifier, "source_chunks", "verify: source read again")
+    timed(verify._Verifier, "orphan_check", "verify: orphan queries")
+    timed(verify, "compare_table", "verify: compared by value")
+    timed(verify, "_count", "verify: counts")
+    timed(verify, "check_sequences", "verify: sequences")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=SHAPES, required=True)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", metavar="PATH", help="Use (or keep) this source file instead of a new one.")
+    args = parser.parse_args()
+    source = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="profile-copy-")) / "source.sqlite3"
+    if not source.exists():
+        seed(source, args.rows, args.shape)
+    url = migrated("profile")
+    os.environ.update(env_for(url))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    instrument()
+    started = time.monotonic()
+    out = __import__("io").StringIO()
+    call_command(
+        "migrate_from_sqlite", source=str(source), verify=True, interactive=False, json=True, workers=args.workers,
+        stdout=out, verbosity=0,
+    )  # fmt: skip
+    wall = time.monotonic() - started
+    import json
+
+    report = json.loads(out.getvalue())
+    print(f"## {args.shape}: {row_count(source)} rows, workers={args.workers}, load {os.getloadavg()[0]:.1f}")
+    print(f"wall {wall:.2f} s: copy {report['copy_seconds']:.2f} s, verify {report['verify_seconds']:.2f} s")
+    total = sum(SPENT.values())
+    for phase, seconds in sorted(SPENT.items(), key=lambda item: -item[1]):
+        print(f"  {phase:<56}{seconds:>8.2f} s{seconds / total:>7.0%}")
+    if not args.keep:
+        with contextlib.suppress(OSError):
+            source.unlink()
+            source.parent.rmdir()
+
+
+if __name__ == "__main__":
+    main()
