@@ -21,6 +21,7 @@ its own file at that relative path.
 """
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -396,8 +397,15 @@ def _environment(config):
             f"DEPLOY['template_dirs'] names folder(s) that do not exist: {', '.join(missing)}. "
             "Create them or remove them from the setting."
         )
+    return _environment_for(tuple(str(p) for p in search_path(config)))
+
+
+# One environment per search path, kept: Jinja caches each compiled template in it (and recompiles a template whose
+# file changed, auto_reload), so a second render in the same process does not compile the ~40 templates again.
+@functools.lru_cache(maxsize=8)
+def _environment_for(folders):
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(p) for p in search_path(config)]),
+        loader=jinja2.FileSystemLoader(list(folders)),
         undefined=jinja2.StrictUndefined,
         finalize=yaml_value,
         # Not HTML: every value is quoted for YAML by finalize=yaml_value instead.
