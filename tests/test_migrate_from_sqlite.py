@@ -959,3 +959,21 @@ def test_plan_estimate_grows_with_the_copy_as_the_copy_does(source, big_source):
     assert small_estimate >= MEASURED.overhead and big_rows > 10 * small_rows
     estimated, measured = big_estimate / small_estimate, big_copy / small_copy
     assert measured / 2 <= estimated <= measured * 2, times
+
+
+def test_the_estimate_scales_the_work_per_row_by_the_machines_cpu_now_and_keeps_the_fixed_costs():
+    """A busier machine slows the rows (CPU), not the catalog changes and commits (latency)."""
+    import dataclasses
+
+    from deploy.sqlite.estimate import MEASURED, TableSize, cpu_slowdown, estimate_seconds
+
+    plans = [dataclasses.make_dataclass("Plan", ["table", "rows"])("t", 100_000)]
+    sizes = {"t": TableSize(bytes=10_000_000, indexes=2, foreign_keys=1)}
+    fixed = estimate_seconds([dataclasses.replace(plans[0], rows=0)], {"t": TableSize(0, 2, 1)})
+    idle, busy = estimate_seconds(plans, sizes), estimate_seconds(plans, sizes, slowdown=3.0)
+    assert fixed == pytest.approx(MEASURED.overhead + MEASURED.table + 3 * MEASURED.definition)
+    assert busy - fixed == pytest.approx(3 * (idle - fixed))
+    # The probe against the figure of a machine a hundred times faster, and slower, than this one is now.
+    now = cpu_slowdown() * MEASURED.probe
+    assert cpu_slowdown(dataclasses.replace(MEASURED, probe=now / 100)) > 3
+    assert cpu_slowdown(dataclasses.replace(MEASURED, probe=now * 100)) < 0.3

@@ -11,9 +11,20 @@ checked over them when it is large. The model adds these up; the copy runs on
 The figures are :data:`MEASURED`, the only place they are kept: re-measure
 them with ``bench/migration.py`` (which prints, for each shape, the estimate
 next to the measured copy) when the copy or the machine changes.
+
+The work that grows with the data is CPU work (SQLite printing rows, PostgreSQL
+parsing them and building indexes), and it is the part a slower or busier
+machine slows: :func:`cpu_slowdown` times SQLite printing a few thousand rows
+now, against the same probe on the benchmark machine, and the estimate scales
+those terms by it. The fixed costs (catalog changes, commits) are latency, not
+CPU, and are kept as measured. Under a test suite's load on 2 cores the rows
+cost five times their idle figure while the fixed costs barely moved: without
+the probe the estimate of a 150,000-row copy was 2.5 times short.
 """
 
 import sqlite3
+import statistics
+import time
 from dataclasses import dataclass
 
 
@@ -28,6 +39,7 @@ class CopyCost:
     row: float  # per row: SQLite printing it, PostgreSQL parsing it (wall seconds with 2 workers)
     byte: float  # per byte of the source's rows (long text and JSON)
     index_row: float  # per row and per index or foreign key of its table: building, validating
+    probe: float  # seconds of PROBE_SQL on that machine, idle (the fastest of many runs)
 
 
 MEASURED = CopyCost(
@@ -42,7 +54,32 @@ MEASURED = CopyCost(
     row=2.0e-6,
     byte=5.0e-9,
     index_row=0.5e-6,
+    probe=0.0085,
 )
+
+# SQLite printing rows as the copy's source side does (numbers, hex, non-ASCII text), in memory: CPU only.
+PROBE_SQL = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000) "
+    "SELECT max(length(printf('%d,%s,%s', x, hex(x * 7919), 'é' || x))) FROM c"
+)
+
+
+def cpu_slowdown(cost=MEASURED, runs=5):
+    """How many times longer this machine takes now than ``cost.machine`` did idle for the same CPU work.
+
+    The median of ``runs`` probes of a few milliseconds each: a machine shared with other work is slower for
+    the copy too, and the estimate says so, where a fixed rate would not. Below 1 on a faster machine.
+    """
+    raw = sqlite3.connect(":memory:")
+    try:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            raw.execute(PROBE_SQL).fetchone()
+            times.append(time.perf_counter() - start)
+    finally:
+        raw.close()
+    return statistics.median(times) / cost.probe
 
 
 @dataclass(frozen=True)
@@ -84,12 +121,13 @@ def table_sizes(raw, tables):
     return sizes
 
 
-def estimate_seconds(plans, sizes, cost=MEASURED):
-    """Seconds the copy of ``plans`` (rows counted) should take, as the copy's report counts them."""
+def estimate_seconds(plans, sizes, cost=MEASURED, slowdown=1.0):
+    """Seconds the copy of ``plans`` (rows counted) should take, as the copy's report counts them; the work that
+    grows with the data ``slowdown`` times its figure on ``cost.machine`` (:func:`cpu_slowdown`)."""
     seconds = cost.overhead
     for plan in plans:
         size = sizes.get(plan.table, TableSize())
         definitions = size.indexes + size.foreign_keys
         seconds += cost.table + cost.definition * definitions
-        seconds += plan.rows * (cost.row + cost.index_row * definitions) + size.bytes * cost.byte
+        seconds += slowdown * (plan.rows * (cost.row + cost.index_row * definitions) + size.bytes * cost.byte)
     return seconds

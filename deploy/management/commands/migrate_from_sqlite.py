@@ -28,7 +28,7 @@ from deploy.sqlite.copy import (
     start_source_check,
     truncate_tables,
 )
-from deploy.sqlite.estimate import estimate_seconds, table_sizes
+from deploy.sqlite.estimate import cpu_slowdown, estimate_seconds, table_sizes
 from deploy.sqlite.plan import source_plans, unknown_excludes
 from deploy.sqlite.preflight import data_problems, structure_problems, target_problems
 from deploy.sqlite.source import SourceError, open_source
@@ -185,8 +185,9 @@ class Command(BaseCommand):
             problems = structure_problems(source, plans) + target_problems(
                 target, plans, truncate=options["truncate"], resume=options["resume"]
             )
-            estimate = estimate_seconds(plans, table_sizes(source.raw, [p.table for p in plans]))
-            self._show_plan(plans, skipped, options, target, problems, estimate)
+            slowdown = cpu_slowdown()
+            estimate = estimate_seconds(plans, table_sizes(source.raw, [p.table for p in plans]), slowdown=slowdown)
+            self._show_plan(plans, skipped, options, target, problems, estimate, slowdown)
             if problems:
                 self._fail_with(problems, "The preflight found problems", "the plan wrote nothing")
             return None
@@ -333,7 +334,7 @@ class Command(BaseCommand):
         if answer.strip().lower() != "yes":
             raise CommandError("Cancelled: nothing was changed.")
 
-    def _show_plan(self, plans, skipped, options, target, problems, estimate):
+    def _show_plan(self, plans, skipped, options, target, problems, estimate, slowdown):
         total = sum(p.rows for p in plans)
         settings_dict = connections[target].settings_dict
         where = {
@@ -353,6 +354,7 @@ class Command(BaseCommand):
                 "skipped": [{"model": label, "reason": reason} for label, reason in skipped],
                 "rows": total,
                 "estimated_seconds": round(estimate, 1),
+                "cpu_slowdown": round(slowdown, 2),
             }
             self.json.set(data)
             return
@@ -365,9 +367,9 @@ class Command(BaseCommand):
         for label, reason in skipped:
             self.stdout.write(f"skipped {label}: {reason}")
         self.stdout.write(
-            f"{len(plans)} tables, {total} rows; estimated copy time {estimate:.1f} s "
-            "(on the machine the estimate was measured on; see docs/migration.md). "
-            "Nothing was written."
+            f"{len(plans)} tables, {total} rows; estimated copy time {estimate:.1f} s (the benchmark machine's "
+            f"figures, the work per row scaled by this machine's CPU now: {slowdown:.1f}x slower; see "
+            "docs/migration.md). Nothing was written."
         )
         if not problems:
             self.stdout.write("Preflight: nothing stops the copy.")
