@@ -153,10 +153,13 @@ class _SqliteWriter:
 
 @contextmanager
 def _building(connection):
-    """A SQLite file being filled from empty: no rollback journal, no fsync, as pragmas of this connection only.
+    """A SQLite file being filled from empty: the rollback journal in memory, no fsync, as pragmas of this connection.
 
-    A seed that fails half-way leaves a file to throw away (seed_demo fills only an empty database); one that
-    succeeds leaves a normal SQLite database, since neither pragma is stored in the file.
+    The journal stays, in memory: a seed that fails half-way (the superuser's name taken by a seeded user) is rolled
+    back and leaves the migrated file as it was. With the journal off, SQLite cannot undo the pages it has already
+    spilled to the file, and a failure left it malformed. Filling from empty, the journal holds only the few pages
+    that existed before (pages past the file's old end are not journaled), so it costs no time. One that succeeds
+    leaves a normal SQLite database, since neither pragma is stored in the file.
     """
     if connection.vendor != "sqlite":
         yield
@@ -165,7 +168,7 @@ def _building(connection):
     raw = connection.connection
     journal = raw.execute("PRAGMA journal_mode").fetchone()[0]
     synchronous = raw.execute("PRAGMA synchronous").fetchone()[0]
-    raw.execute("PRAGMA journal_mode = OFF")
+    raw.execute("PRAGMA journal_mode = MEMORY")
     raw.execute("PRAGMA synchronous = OFF")
     try:
         yield
