@@ -60,6 +60,24 @@ def check_mode(config, dump_given):
     )
 
 
+def no_bucket_message(config):
+    """Why the drill has no bucket to read, and what to drill instead, in ``config``'s mode."""
+    if config.postgres_operator:
+        # The settings refuse postgres_backup_bucket in this mode, and aws_provision makes the bucket and its role
+        # for the in-cluster mode only: "set the bucket" would send the operator into that refusal.
+        return (
+            "No bucket: in the cloudnative-pg mode the nightly dumps stay on the backup volume in the cluster "
+            "(postgres_backup_bucket is offered in the 'in-cluster' mode only), out of this command's reach. Drill a "
+            "dump made now through the same port-forward, as the same role: pg_dump --format=custom "
+            '--file=app-now.dump "$DATABASE_URL", then restore_drill --file app-now.dump '
+            "(docs/runbooks.md#restore-drill). Nothing was read."
+        )
+    return (
+        "No bucket: set DEPLOY['postgres_backup_bucket'] (the infrastructure stack's BackupBucketName output), pass "
+        "--bucket, or restore a dump with --file."
+    )
+
+
 def scratch_role_hint(config, user):
     """How to connect as a role that may create the scratch database, in ``config``'s mode."""
     if config is not None and config.postgres_operator:

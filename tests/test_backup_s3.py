@@ -574,6 +574,42 @@ def test_the_drill_in_the_cloudnative_pg_mode_names_the_grant_then_runs_as_the_o
         monkeypatch.undo()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_in_the_cloudnative_pg_mode_without_a_bucket_names_the_dump_to_drill_not_a_setting_refused_there(
+    settings, tmp_path
+):
+    """The runbook's drill in this mode has no bucket: the settings refuse one, so the message must not ask for it.
+
+    It said "set DEPLOY['postgres_backup_bucket']", which the settings then refuse in this mode. The dump it names
+    instead, made as it says through the same connection, is drilled with exit 0.
+    """
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    from deploy.conf import ConfigError
+
+    with pytest.raises(ConfigError, match=r"postgres_backup_bucket.*postgres_mode is 'cloudnative-pg'"):
+        load_config({"postgres_mode": "cloudnative-pg", "postgres_backup_bucket": "app-backups", "aws_region": REGION},
+                    environ={})  # fmt: skip
+    settings.DEPLOY = {"postgres_mode": "cloudnative-pg"}
+    out = StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("restore_drill", "--json", stdout=out)
+    said = str(refused.value)
+    assert refused.value.returncode == 1 and json.loads(out.getvalue()) == {"ok": False, "error": said}
+    assert "set DEPLOY['postgres_backup_bucket']" not in said and "backup volume" in said
+    command = re.search(r"pg_dump --format=custom --file=(\S+) \"\$DATABASE_URL\"", said)
+    assert command and f"restore_drill --file {command[1]}" in said
+
+    s = connection.settings_dict
+    url = f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    subprocess.run(["pg_dump", "--format=custom", f"--file={command[1]}", url], cwd=tmp_path, check=True)
+    out = StringIO()
+    call_command("restore_drill", "--file", str(tmp_path / command[1]), "--json", stdout=out)
+    assert json.loads(out.getvalue())["ok"] is True
+
+
 @pytest.mark.django_db
 def test_the_drill_in_the_rds_mode_refuses_the_bucket_before_reading_it_and_names_rds_own_procedure(
     settings, monkeypatch, tmp_path
