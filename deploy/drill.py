@@ -17,6 +17,7 @@ unless a dump file is given.
 """
 
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -85,12 +86,17 @@ def scratch_role_hint(config, user):
 
         cluster, namespace = names.cnpg_cluster_name(config.app_name), config.namespace
         primary = f"$(kubectl -n {namespace} get cluster {cluster} -o jsonpath='{{.status.currentPrimary}}')"
+        # postgres_user may hold a '-' (a DNS label): PostgreSQL then needs the name double-quoted, and the shell
+        # the SQL single-quoted around it.
+        if re.fullmatch(r"[a-z_][a-z0-9_]*", user):
+            grant, undo = f'"ALTER ROLE {user} CREATEDB"', f'"ALTER ROLE {user} NOCREATEDB"'
+        else:
+            grant, undo = f"'ALTER ROLE \"{user}\" CREATEDB'", f"'ALTER ROLE \"{user}\" NOCREATEDB'"
         return (
             "The cloudnative-pg mode has no superuser to log in as (enableSuperuserAccess: false): let the app's "
             f"owner role create databases for the drill's time, through the primary's local socket, with "
-            f'kubectl -n {namespace} exec {primary} -c postgres -- psql -c "ALTER ROLE {user} CREATEDB", and take '
-            f'it back afterwards with the same command and "ALTER ROLE {user} NOCREATEDB" '
-            "(docs/runbooks.md#restore-drill)."
+            f"kubectl -n {namespace} exec {primary} -c postgres -- psql -c {grant}, and take it back afterwards "
+            f"with the same command and {undo} (docs/runbooks.md#restore-drill)."
         )
     return "The drill needs a role that may create databases: connect as the PostgreSQL superuser " + (
         "(docs/runbooks.md#restore-drill)."
