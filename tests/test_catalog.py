@@ -203,3 +203,44 @@ def test_a_seed_demo_that_fails_half_way_leaves_the_sqlite_file_as_it_was(tmp_pa
     again = subprocess.run([sys.executable, "manage.py", "seed_demo", "--rows", "2000", "--superuser"], cwd=ROOT,
                            env=env, capture_output=True, text=True)  # fmt: skip
     assert again.returncode == 0 and "Superuser 'admin' created" in again.stdout, again.stderr
+
+
+WRITE_WITHOUT_UUID = """
+import datetime as dt, json
+from decimal import Decimal
+import django
+django.setup()
+from django.db import connection
+from apps.catalog.management.commands.seed_demo import _SqliteWriter
+from apps.catalog.models import Product
+
+connection.ensure_connection()
+columns = ("id", "sku", "name", "price", "created_at")  # no uuid (default uuid4, unique), no attributes (dict)
+rows = [(i, f"SKU-{i}", f"Product {i}", Decimal("1.50"), dt.datetime(2024, 1, i, tzinfo=dt.UTC)) for i in (1, 2, 3)]
+_SqliteWriter(connection, Product, columns).write(rows)
+orm = [(i + 3, f"ORM-{i}", *row[2:]) for i, row in enumerate(rows, 1)]
+Product.objects.bulk_create([Product(**dict(zip(columns, row))) for row in orm])
+print(json.dumps([[str(p.uuid), p.attributes, p.in_stock] for p in Product.objects.order_by("id")]))
+"""
+
+
+def test_the_fast_sqlite_path_gives_each_row_its_own_callable_default_as_the_orm_does(tmp_path):
+    """A field the generator leaves out gets a value per row (uuid4 here), not one value computed for all.
+
+    One value for every row broke the unique uuid at the second row; the ORM's rows, written after, show what the
+    fast path must match: a new uuid each, the dict default, the plain default.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, production_env
+
+    path = tmp_path / "db.sqlite3"
+    env = production_env(DATABASE_URL=f"sqlite:///{path}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    ran = subprocess.run([sys.executable, "-c", WRITE_WITHOUT_UUID], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    products = json.loads(ran.stdout)
+    assert len(products) == 6 and len({uuid for uuid, _, _ in products}) == 6
+    assert [(attributes, in_stock) for _, attributes, in_stock in products] == [({}, True)] * 6

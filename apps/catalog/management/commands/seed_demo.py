@@ -102,6 +102,14 @@ def _batches(items, size):
         yield batch
 
 
+def _fresh(field):
+    """The value the ORM gives ``field`` on a new instance it was not given: now for auto_now(_add), else its
+    default (a callable's new result)."""
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return field.pre_save(field.model(), add=True)
+    return field.get_default()
+
+
 class _SqliteWriter:
     """One model's rows written to SQLite with ``executemany`` on the driver's connection.
 
@@ -121,6 +129,14 @@ class _SqliteWriter:
             if field.attname in columns:
                 prep = None if field.get_internal_type() in AS_IS else field.get_db_prep_save
                 self.steps.append((columns.index(field.attname), prep, None))
+            elif (
+                (field.has_default() and callable(field.default))
+                or getattr(field, "auto_now", False)
+                or getattr(field, "auto_now_add", False)
+            ):
+                # A value per row, as the ORM makes one per instance (uuid4, now): one value computed here for
+                # every row would break a unique field and give every row the same time.
+                self.steps.append((None, field.get_db_prep_save, field))  # the field, for _fresh()
             else:
                 self.steps.append((None, None, field.get_db_prep_save(field.get_default(), connection)))
         quote = connection.ops.quote_name
@@ -135,7 +151,9 @@ class _SqliteWriter:
         steps = self.steps
         for row in rows:
             yield tuple(
-                default if index is None else row[index] if prep is None else prep(row[index], connection)
+                (row[index] if prep is None else prep(row[index], connection))
+                if index is not None
+                else (default if prep is None else prep(_fresh(default), connection))
                 for index, prep, default in steps
             )
 
