@@ -151,7 +151,7 @@ def main():
     load = {"start": os.getloadavg()}
     seeding = time.monotonic()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=seed_env, check=True)
-    # seed_demo writes a SQLite file with executemany in one transaction, no journal, no fsync (its _SqliteWriter):
+    # seed_demo writes a SQLite file with executemany in one transaction, journal in memory, no fsync (_SqliteWriter):
     # the one seeder of the rehearsal, the test that runs it and the SQLite copy's fixtures.
     subprocess.run([sys.executable, "manage.py", "seed_demo", "--rows", str(args.rows), "-v0"], cwd=ROOT,
                    env=seed_env, check=True)  # fmt: skip

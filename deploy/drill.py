@@ -17,6 +17,7 @@ unless a dump file is given.
 """
 
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,24 @@ def check_mode(config, dump_given):
     )
 
 
+def no_bucket_message(config):
+    """Why the drill has no bucket to read, and what to drill instead, in ``config``'s mode."""
+    if config.postgres_operator:
+        # The settings refuse postgres_backup_bucket in this mode, and aws_provision makes the bucket and its role
+        # for the in-cluster mode only: "set the bucket" would send the operator into that refusal.
+        return (
+            "No bucket: in the cloudnative-pg mode the nightly dumps stay on the backup volume in the cluster "
+            "(postgres_backup_bucket is offered in the 'in-cluster' mode only), out of this command's reach. Drill a "
+            "dump made now through the same port-forward, as the same role: pg_dump --format=custom "
+            '--file=app-now.dump "$DATABASE_URL", then restore_drill --file app-now.dump '
+            "(docs/runbooks.md#restore-drill). Nothing was read."
+        )
+    return (
+        "No bucket: set DEPLOY['postgres_backup_bucket'] (the infrastructure stack's BackupBucketName output), pass "
+        "--bucket, or restore a dump with --file."
+    )
+
+
 def scratch_role_hint(config, user):
     """How to connect as a role that may create the scratch database, in ``config``'s mode."""
     if config is not None and config.postgres_operator:
@@ -68,12 +87,17 @@ def scratch_role_hint(config, user):
 
         cluster, namespace = names.cnpg_cluster_name(config.app_name), config.namespace
         primary = f"$(kubectl -n {namespace} get cluster {cluster} -o jsonpath='{{.status.currentPrimary}}')"
+        # postgres_user may hold a '-' (a DNS label): PostgreSQL then needs the name double-quoted, and the shell
+        # the SQL single-quoted around it.
+        if re.fullmatch(r"[a-z_][a-z0-9_]*", user):
+            grant, undo = f'"ALTER ROLE {user} CREATEDB"', f'"ALTER ROLE {user} NOCREATEDB"'
+        else:
+            grant, undo = f"'ALTER ROLE \"{user}\" CREATEDB'", f"'ALTER ROLE \"{user}\" NOCREATEDB'"
         return (
             "The cloudnative-pg mode has no superuser to log in as (enableSuperuserAccess: false): let the app's "
             f"owner role create databases for the drill's time, through the primary's local socket, with "
-            f'kubectl -n {namespace} exec {primary} -c postgres -- psql -c "ALTER ROLE {user} CREATEDB", and take '
-            f'it back afterwards with the same command and "ALTER ROLE {user} NOCREATEDB" '
-            "(docs/runbooks.md#restore-drill)."
+            f"kubectl -n {namespace} exec {primary} -c postgres -- psql -c {grant}, and take it back afterwards "
+            f"with the same command and {undo} (docs/runbooks.md#restore-drill)."
         )
     return "The drill needs a role that may create databases: connect as the PostgreSQL superuser " + (
         "(docs/runbooks.md#restore-drill)."

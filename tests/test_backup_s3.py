@@ -574,6 +574,75 @@ def test_the_drill_in_the_cloudnative_pg_mode_names_the_grant_then_runs_as_the_o
         monkeypatch.undo()
 
 
+@pytest.mark.parametrize("role", ["rtdrillowner", "rt-drill-owner"])
+def test_the_grant_the_cloudnative_pg_drill_prints_runs_as_printed_whatever_the_role_name(role):
+    """postgres_user is a DNS label, so it may hold a '-': the printed psql -c must still be SQL PostgreSQL takes.
+
+    Unquoted, ALTER ROLE rt-drill-owner CREATEDB is a syntax error, and the operator is left to find out why. The
+    command after '--' is what the primary's container runs; here the local PostgreSQL's superuser runs it.
+    """
+    import shlex
+
+    from deploy import drill
+
+    config = load_config({"postgres_mode": "cloudnative-pg", "postgres_user": role}, environ={})
+    hint = drill.scratch_role_hint(config, config.postgres_user)
+    grant = re.search(r" -c postgres -- (psql -c (?:'[^']*'|\"[^\"]*\"))", hint)[1]
+    undo = re.search(r"with the same command and ('[^']*'|\"[^\"]*\")", hint)[1]
+    admin = psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True)
+    admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    admin.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+
+    def may_create_databases():
+        return admin.execute("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s", [role]).fetchone()[0]
+
+    try:
+        local = ["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"]
+        subprocess.run([*shlex.split(grant), *local], check=True, capture_output=True)
+        assert may_create_databases()
+        subprocess.run(["psql", "-c", *shlex.split(undo), *local], check=True, capture_output=True)
+        assert not may_create_databases()
+    finally:
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_in_the_cloudnative_pg_mode_without_a_bucket_names_the_dump_to_drill_not_a_setting_refused_there(
+    settings, tmp_path
+):
+    """The runbook's drill in this mode has no bucket: the settings refuse one, so the message must not ask for it.
+
+    It said "set DEPLOY['postgres_backup_bucket']", which the settings then refuse in this mode. The dump it names
+    instead, made as it says through the same connection, is drilled with exit 0.
+    """
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    from deploy.conf import ConfigError
+
+    with pytest.raises(ConfigError, match=r"postgres_backup_bucket.*postgres_mode is 'cloudnative-pg'"):
+        load_config({"postgres_mode": "cloudnative-pg", "postgres_backup_bucket": "app-backups", "aws_region": REGION},
+                    environ={})  # fmt: skip
+    settings.DEPLOY = {"postgres_mode": "cloudnative-pg"}
+    out = StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("restore_drill", "--json", stdout=out)
+    said = str(refused.value)
+    assert refused.value.returncode == 1 and json.loads(out.getvalue()) == {"ok": False, "error": said}
+    assert "set DEPLOY['postgres_backup_bucket']" not in said and "backup volume" in said
+    command = re.search(r"pg_dump --format=custom --file=(\S+) \"\$DATABASE_URL\"", said)
+    assert command and f"restore_drill --file {command[1]}" in said
+
+    s = connection.settings_dict
+    url = f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    subprocess.run(["pg_dump", "--format=custom", f"--file={command[1]}", url], cwd=tmp_path, check=True)
+    out = StringIO()
+    call_command("restore_drill", "--file", str(tmp_path / command[1]), "--json", stdout=out)
+    assert json.loads(out.getvalue())["ok"] is True
+
+
 @pytest.mark.django_db
 def test_the_drill_in_the_rds_mode_refuses_the_bucket_before_reading_it_and_names_rds_own_procedure(
     settings, monkeypatch, tmp_path

@@ -119,7 +119,7 @@ call_command(command, rows=1200, seed=7, verbosity=0)
 
 
 def test_seed_demo_writes_sqlite_files_byte_for_byte_as_bulk_create_does(tmp_path):
-    """The fast SQLite path (executemany, no journal) stores what the ORM would, and leaves a normal database.
+    """The fast SQLite path (executemany, journal in memory) stores what the ORM would, and leaves a normal database.
 
     The rehearsal's seeder (bench/rehearse.py) and the SQLite copy's fixtures use it: a value stored in another
     format (a datetime, a UUID, a decimal) would make their files unlike the ones a Django project writes.
@@ -152,3 +152,95 @@ def test_seed_demo_writes_sqlite_files_byte_for_byte_as_bulk_create_does(tmp_pat
                 dumps[way][table] = db.execute(query + " ORDER BY rowid").fetchall()
     assert sum(len(rows) for rows in dumps["fast"].values()) > 1000
     assert dumps["fast"] == dumps["orm"]
+
+
+SEED_THEN_FAIL = """
+import django
+django.setup()
+from django.core.management import call_command
+from django.db.backends.signals import connection_created
+
+# A page cache of a few pages: the rows spill to the file long before the transaction ends, as 10^5 rows do with
+# SQLite's default cache, so what undoes them on failure is the rollback journal, not the cache.
+connection_created.connect(
+    lambda connection, **kwargs: connection.connection.execute("PRAGMA cache_size = 8"), weak=False
+)
+try:
+    call_command("seed_demo", "--superuser", rows=2000, verbosity=0)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_seed_demo_that_fails_half_way_leaves_the_sqlite_file_as_it_was(tmp_path):
+    """The fast path's failure is rolled back as the ORM's is: the migrated file stays whole and can be seeded again.
+
+    Here the superuser's name is one of the seeded users', so the last INSERT fails after every table is written.
+    With the rollback journal off, SQLite cannot undo pages it has already written: the file was left "malformed",
+    its schema and django_migrations lost with the seed.
+    """
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, production_env
+
+    path = tmp_path / "db.sqlite3"
+    env = production_env(DATABASE_URL=f"sqlite:///{path}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    with sqlite3.connect(path) as db:
+        migrations = db.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
+    env.update(DJANGO_SUPERUSER_USERNAME="user0000001", DJANGO_SUPERUSER_PASSWORD="pw-of-the-test")
+    failed = subprocess.run([sys.executable, "-c", SEED_THEN_FAIL], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert failed.stdout.startswith("IntegrityError UNIQUE constraint failed: auth_user.username"), failed
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert db.execute("SELECT count(*) FROM django_migrations").fetchone()[0] == migrations
+        for table in ("auth_user", "catalog_category", "catalog_product", "catalog_orderline", "catalog_comment"):
+            assert db.execute(f'SELECT count(*) FROM "{table}"').fetchone() == (0,), table
+    env["DJANGO_SUPERUSER_USERNAME"] = "admin"
+    again = subprocess.run([sys.executable, "manage.py", "seed_demo", "--rows", "2000", "--superuser"], cwd=ROOT,
+                           env=env, capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 0 and "Superuser 'admin' created" in again.stdout, again.stderr
+
+
+WRITE_WITHOUT_UUID = """
+import datetime as dt, json
+from decimal import Decimal
+import django
+django.setup()
+from django.db import connection
+from apps.catalog.management.commands.seed_demo import _SqliteWriter
+from apps.catalog.models import Product
+
+connection.ensure_connection()
+columns = ("id", "sku", "name", "price", "created_at")  # no uuid (default uuid4, unique), no attributes (dict)
+rows = [(i, f"SKU-{i}", f"Product {i}", Decimal("1.50"), dt.datetime(2024, 1, i, tzinfo=dt.UTC)) for i in (1, 2, 3)]
+_SqliteWriter(connection, Product, columns).write(rows)
+orm = [(i + 3, f"ORM-{i}", *row[2:]) for i, row in enumerate(rows, 1)]
+Product.objects.bulk_create([Product(**dict(zip(columns, row))) for row in orm])
+print(json.dumps([[str(p.uuid), p.attributes, p.in_stock] for p in Product.objects.order_by("id")]))
+"""
+
+
+def test_the_fast_sqlite_path_gives_each_row_its_own_callable_default_as_the_orm_does(tmp_path):
+    """A field the generator leaves out gets a value per row (uuid4 here), not one value computed for all.
+
+    One value for every row broke the unique uuid at the second row; the ORM's rows, written after, show what the
+    fast path must match: a new uuid each, the dict default, the plain default.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, production_env
+
+    path = tmp_path / "db.sqlite3"
+    env = production_env(DATABASE_URL=f"sqlite:///{path}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    ran = subprocess.run([sys.executable, "-c", WRITE_WITHOUT_UUID], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    products = json.loads(ran.stdout)
+    assert len(products) == 6 and len({uuid for uuid, _, _ in products}) == 6
+    assert [(attributes, in_stock) for _, attributes, in_stock in products] == [({}, True)] * 6

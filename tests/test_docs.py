@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from django.core.management import get_commands, load_command_class
@@ -194,3 +195,50 @@ def test_every_object_a_kubectl_command_of_the_docs_names_is_rendered():
         if (match.group(1), KUBECTL_KINDS[match.group(2)], match.group(3)) not in rendered
     ]
     assert wrong == [], "kubectl commands naming objects the stack does not render:\n" + "\n".join(wrong)
+
+
+def test_the_rds_drill_pod_spec_is_written_as_valid_json_and_its_command_counts_both_databases(tmp_path):
+    """high-availability.md's RDS drill, the file's writing and the container's command run as written.
+
+    The query used to span three lines: written into rds-drill.json by the heredoc it made a JSON string with line
+    breaks, which no JSON reader (kubectl's --overrides) accepts. Two databases of the local PostgreSQL stand for
+    the live and the restored instance (TLS off, the superuser for the app's user).
+    """
+    import json
+
+    import psycopg
+
+    text = TEXTS[DOCS / "high-availability.md"]
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "cat > rds-drill.json" in b)
+    script = "\n".join(line for line in block.splitlines() if line.startswith("COUNT="))
+    script += "\n" + block[block.index("cat > rds-drill.json <<EOF") : block.index("\nEOF\n") + 5]
+    admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True)
+    live, drill = (f"rds_drill_{side}_{uuid4().hex[:8]}" for side in ("live", "restored"))
+    try:
+        for name, rows in ((live, 3), (drill, 2)):
+            admin.execute(f"CREATE DATABASE {name}")
+            with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}", autocommit=True) as db:
+                db.execute("CREATE TABLE catalog_order (id int); CREATE TABLE catalog_tag (id int)")
+                db.execute(f"INSERT INTO catalog_order SELECT generate_series(1, {rows})")
+        env = {"PATH": "/usr/bin:/bin", "LIVE": f"127.0.0.1 -d {live}", "DRILL": f"127.0.0.1 -d {drill}"}
+        subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, check=True)
+        spec = json.loads((tmp_path / "rds-drill.json").read_text())["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        command = spec["containers"][0]["command"]
+        assert command[:2] == ["bash", "-c"] and "PGSSLMODE=require PGUSER=app PGDATABASE=app" in command[2]
+        local = command[2].replace("PGSSLMODE=require PGUSER=app PGDATABASE=app", "PGSSLMODE=disable PGUSER=postgres")
+        ran = subprocess.run(["bash", "-c", local], input="unused\n", capture_output=True, text=True)
+        assert ran.returncode == 1 and ran.stdout.splitlines() == [
+            "1c1",
+            "< catalog_order|3",
+            "---",
+            "> catalog_order|2",
+        ]
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{drill}", autocommit=True) as db:
+            db.execute("INSERT INTO catalog_order VALUES (3)")
+        ran = subprocess.run(["bash", "-c", local], input="unused\n", capture_output=True, text=True)
+        assert ran.returncode == 0 and ran.stdout == "same counts\n", ran
+    finally:
+        for name in (live, drill):
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

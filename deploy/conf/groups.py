@@ -189,7 +189,8 @@ class PostgresSettings:
     postgres_backup_bucket: str = setting(
         "",
         "S3 bucket the backup CronJob streams its dumps to (the infrastructure stack's BackupBucketName output), "
-        "through its EKS Pod Identity; empty: dumps go to the backup volume (docs/runbooks.md#restoring-a-backup).",
+        "through its EKS Pod Identity; empty: dumps go to the backup volume (docs/runbooks.md#restoring-a-backup). "
+        "In the 'in-cluster' mode only.",
         check=checks.bucket_name,
     )
     postgres_backup_bucket_keep_days: int = setting(

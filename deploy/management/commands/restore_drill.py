@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deploy.aws.backups import PREFIX, BackupError, download, latest
 from deploy.conf import ConfigError, get_config
-from deploy.drill import DrillError, check_mode, run_drill
+from deploy.drill import DrillError, check_mode, no_bucket_message, run_drill
 from deploy.management.exit_codes import DIFFERENCES_FOUND
 from deploy.management.output import JsonDocument
 
@@ -88,10 +88,7 @@ class Command(BaseCommand):
             return run_drill(path, path.name, options["database"], options["keep"], progress, config=config)
         bucket = options["bucket"] or config.postgres_backup_bucket
         if not bucket:
-            raise CommandError(
-                "No bucket: set DEPLOY['postgres_backup_bucket'] (the infrastructure stack's BackupBucketName "
-                "output), pass --bucket, or restore a dump with --file."
-            )
+            raise CommandError(no_bucket_message(config))
         name = options["backup"]
         with tempfile.TemporaryDirectory(prefix="restore-drill-") as folder:
             try:

@@ -102,6 +102,14 @@ def _batches(items, size):
         yield batch
 
 
+def _fresh(field):
+    """The value the ORM gives ``field`` on a new instance it was not given: now for auto_now(_add), else its
+    default (a callable's new result)."""
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return field.pre_save(field.model(), add=True)
+    return field.get_default()
+
+
 class _SqliteWriter:
     """One model's rows written to SQLite with ``executemany`` on the driver's connection.
 
@@ -121,6 +129,14 @@ class _SqliteWriter:
             if field.attname in columns:
                 prep = None if field.get_internal_type() in AS_IS else field.get_db_prep_save
                 self.steps.append((columns.index(field.attname), prep, None))
+            elif (
+                (field.has_default() and callable(field.default))
+                or getattr(field, "auto_now", False)
+                or getattr(field, "auto_now_add", False)
+            ):
+                # A value per row, as the ORM makes one per instance (uuid4, now): one value computed here for
+                # every row would break a unique field and give every row the same time.
+                self.steps.append((None, field.get_db_prep_save, field))  # the field, for _fresh()
             else:
                 self.steps.append((None, None, field.get_db_prep_save(field.get_default(), connection)))
         quote = connection.ops.quote_name
@@ -135,7 +151,9 @@ class _SqliteWriter:
         steps = self.steps
         for row in rows:
             yield tuple(
-                default if index is None else row[index] if prep is None else prep(row[index], connection)
+                (row[index] if prep is None else prep(row[index], connection))
+                if index is not None
+                else (default if prep is None else prep(_fresh(default), connection))
                 for index, prep, default in steps
             )
 
@@ -153,10 +171,13 @@ class _SqliteWriter:
 
 @contextmanager
 def _building(connection):
-    """A SQLite file being filled from empty: no rollback journal, no fsync, as pragmas of this connection only.
+    """A SQLite file being filled from empty: the rollback journal in memory, no fsync, as pragmas of this connection.
 
-    A seed that fails half-way leaves a file to throw away (seed_demo fills only an empty database); one that
-    succeeds leaves a normal SQLite database, since neither pragma is stored in the file.
+    The journal stays, in memory: a seed that fails half-way (the superuser's name taken by a seeded user) is rolled
+    back and leaves the migrated file as it was. With the journal off, SQLite cannot undo the pages it has already
+    spilled to the file, and a failure left it malformed. Filling from empty, the journal holds only the few pages
+    that existed before (pages past the file's old end are not journaled), so it costs no time. One that succeeds
+    leaves a normal SQLite database, since neither pragma is stored in the file.
     """
     if connection.vendor != "sqlite":
         yield
@@ -165,7 +186,7 @@ def _building(connection):
     raw = connection.connection
     journal = raw.execute("PRAGMA journal_mode").fetchone()[0]
     synchronous = raw.execute("PRAGMA synchronous").fetchone()[0]
-    raw.execute("PRAGMA journal_mode = OFF")
+    raw.execute("PRAGMA journal_mode = MEMORY")
     raw.execute("PRAGMA synchronous = OFF")
     try:
         yield
