@@ -93,6 +93,16 @@ def test_the_owned_names_are_the_ones_the_configmap_sets():
     assert render_manifests(allowed)
 
 
+@pytest.mark.parametrize("value", ["line\x00two", float("nan"), float("inf")], ids=["nul", "nan", "inf"])
+def test_extra_env_values_are_what_a_process_environment_can_hold(value):
+    # A NUL reached the ConfigMap and the container runtime refused to start the pods at rollout; NaN was
+    # rendered as the string 'nan'.
+    with pytest.raises(ConfigError, match=r"DEPLOY\['extra_env'\].* 'GREETING' holds a NUL or is not finite"):
+        load_config({"extra_env": {"GREETING": value}}, environ={})
+    with pytest.raises(ConfigError, match="'GREETING' holds a NUL or is not finite"):
+        load_config({}, environ={"DEPLOY_EXTRA_ENV": '{"GREETING": NaN}'})
+
+
 @pytest.mark.parametrize(
     "schedule", ["0 3 * * *", "*/15 2-4 1,15 jan-mar mon-fri", "@daily", "0 0 * * 7", "5/10 * ? * *"]
 )

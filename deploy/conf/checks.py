@@ -10,6 +10,7 @@ rules and the delivery rules, which only its stacks need.
 
 import dataclasses
 import ipaddress
+import math
 import re
 
 from deploy.conf.fields import ConfigError, describe
@@ -183,6 +184,9 @@ def extra_env(value):
             )
         if not isinstance(item, str | int | float | bool):
             return f"plain values (strings, numbers, booleans); {name!r} is a {type(item).__name__}"
+        # A process's environment cannot hold a NUL (the container would not start), nor is NaN a number to set.
+        if (isinstance(item, float) and not math.isfinite(item)) or (isinstance(item, str) and "\x00" in item):
+            return f"plain values (strings, finite numbers, booleans); {name!r} holds a NUL or is not finite"
     return None
 
 
