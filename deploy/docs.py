@@ -17,8 +17,15 @@ from pathlib import Path
 
 from django.core.management import load_command_class
 
-from deploy.conf import SECRET_ENV, SECRET_MEANINGS, describe_settings, load_config
-from deploy.conf.fields import FALSE_WORDS, INT32, TRUE_WORDS
+from deploy.conf import (
+    FALSE_WORDS,
+    INT32,
+    SECRET_ENV,
+    SECRET_MEANINGS,
+    TRUE_WORDS,
+    describe_settings,
+    load_config,
+)
 from deploy.k8s import wiring
 from deploy.k8s.render import render_manifests, to_yaml
 
