@@ -17,7 +17,15 @@ from pathlib import Path
 
 from django.core.management import load_command_class
 
-from deploy.conf import SECRET_ENV, SECRET_MEANINGS, describe_settings, load_config
+from deploy.conf import (
+    FALSE_WORDS,
+    INT32,
+    SECRET_ENV,
+    SECRET_MEANINGS,
+    TRUE_WORDS,
+    describe_settings,
+    load_config,
+)
 from deploy.k8s import wiring
 from deploy.k8s.render import render_manifests, to_yaml
 
@@ -66,6 +74,11 @@ def configuration_page():
         "",
         "Lists: in `DEPLOY` a list is a Python list of strings; in the environment it is written comma-separated "
         '(`DEPLOY_ALERT_EMAIL_TO=ops@example.com,oncall@example.com`), and a JSON list (`["a"]`) is refused.',
+        "",
+        f"Booleans and numbers: in the environment a boolean is {', '.join(f'`{w}`' for w in TRUE_WORDS)} or "
+        f"{', '.join(f'`{w}`' for w in FALSE_WORDS)} (any case), and a number is written in ASCII digits with an "
+        f"optional sign (`12`, `-1`); in `DEPLOY` they are Python's `True`, `False` and whole numbers. A number "
+        f"is from {INT32[0]} to {INT32[1]} (the manifests' numbers are 32-bit).",
         "",
         "Environments: `DEPLOY['environments']` names environments (such as `staging` and `production`), each a "
         "dict of the settings below that it changes; `--environment NAME` (`k8s_deploy`, `aws_provision`, "

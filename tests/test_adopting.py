@@ -84,6 +84,9 @@ def test_a_fresh_project_that_installs_the_app_copies_and_verifies(tmp_path, ado
     installed = _run([python, "-c", probe], tmp_path, env).stdout.split()
     assert installed[0].startswith(str(site)) and installed[1] == str(site / "deploy" / "k8s_templates")
     assert (site / "deploy" / "k8s_templates" / "app" / "deployment.yaml").is_file()
+    # Every module of the app, not only those the steps below import (pyproject.toml lists the packages).
+    modules = {path.relative_to(checkout) for path in (checkout / "deploy").rglob("*.py")}
+    assert sorted(map(str, modules - {path.relative_to(site) for path in (site / "deploy").rglob("*.py")})) == []
 
     # A new project: startproject, one app of its own, "deploy" added to INSTALLED_APPS and nothing else.
     project = tmp_path / "mysite"

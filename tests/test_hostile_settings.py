@@ -93,6 +93,16 @@ def test_the_owned_names_are_the_ones_the_configmap_sets():
     assert render_manifests(allowed)
 
 
+@pytest.mark.parametrize("value", ["line\x00two", float("nan"), float("inf")], ids=["nul", "nan", "inf"])
+def test_extra_env_values_are_what_a_process_environment_can_hold(value):
+    # A NUL reached the ConfigMap and the container runtime refused to start the pods at rollout; NaN was
+    # rendered as the string 'nan'.
+    with pytest.raises(ConfigError, match=r"DEPLOY\['extra_env'\].* 'GREETING' holds a NUL or is not finite"):
+        load_config({"extra_env": {"GREETING": value}}, environ={})
+    with pytest.raises(ConfigError, match="'GREETING' holds a NUL or is not finite"):
+        load_config({}, environ={"DEPLOY_EXTRA_ENV": '{"GREETING": NaN}'})
+
+
 @pytest.mark.parametrize(
     "schedule", ["0 3 * * *", "*/15 2-4 1,15 jan-mar mon-fri", "@daily", "0 0 * * 7", "5/10 * ? * *"]
 )
@@ -186,3 +196,71 @@ def test_a_redis_password_never_changes_redis_conf(tmp_path, password):
 def test_config_errors_name_the_environment_variable_too():
     with pytest.raises(ConfigError, match=r"DEPLOY\['app_name'\] \(environment variable DEPLOY_APP_NAME\)"):
         load_config({}, environ={"DEPLOY_APP_NAME": "django-app\n"})
+
+
+@pytest.mark.parametrize(
+    ("deploy", "environ", "named"),
+    [
+        ({"extra_env": {"STRIPE_API_KEY": "sk_live_hunter2"}}, {}, "STRIPE_API_KEY"),
+        ({}, {"DEPLOY_EXTRA_ENV": '{"STRIPE_API_KEY": "sk_live_hunter2"}'}, "STRIPE_API_KEY"),
+        ({}, {"DEPLOY_EXTRA_ENV": '{"STRIPE_API_KEY": "sk_live_hunter2"'}, None),
+        ({"extra_env": {"GREETING": ["sk_live_hunter2"]}}, {}, "GREETING"),
+        ({"extra_env": "sk_live_hunter2"}, {}, None),
+    ],
+    ids=["secret-name", "secret-name-env", "broken-json-env", "not-plain", "not-a-mapping"],
+)
+def test_a_refused_extra_env_names_the_variables_but_never_shows_their_values(deploy, environ, named):
+    # A secret pasted into extra_env is refused: the message said so, then quoted it ("got {'STRIPE_API_KEY':
+    # 'sk_live_hunter2'}") into the terminal, the CI log and k8s_deploy --json.
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(deploy, environ=environ)
+    message = str(excinfo.value)
+    assert "DEPLOY['extra_env']" in message
+    assert "hunter2" not in message
+    if named:
+        assert repr(named) in message
+
+
+def wide(text):
+    """``text`` with its digits full-width ('12' -> U+FF11 U+FF12): digits to Python's \\d, not to Kubernetes."""
+    return "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("deploy", "environ", "setting"),
+    [
+        ({}, {"DEPLOY_REPLICAS_MAX": wide("12")}, "replicas_max"),
+        ({"cpu_limit": wide("2")}, {}, "cpu_limit"),
+        ({"memory_request": wide("384Mi")}, {}, "memory_request"),
+        ({"alert_group_wait": wide("30s")}, {}, "alert_group_wait"),
+        ({"prometheus_retention": wide("15d")}, {}, "prometheus_retention"),
+        ({"redis_max_memory": wide("256mb")}, {}, "redis_max_memory"),
+        ({"rds_engine_version": wide("16.4")}, {}, "rds_engine_version"),
+        ({"alert_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:alértes"}, {}, "alert_sns_topic_arn"),
+        ({"staff_access": {"arn:aws:iam::123456789012:role/suppört": "read-only"}}, {}, "staff_access"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_digits_and_names_are_ascii_as_kubernetes_and_aws_read_them(deploy, environ, setting):
+    # Python's \d and \w take any script's digits and letters: a full-width '2' passed as a CPU quantity, rendered, and
+    # only the API server refused it at apply.
+    with pytest.raises(ConfigError, match=rf"DEPLOY\['{setting}'\]"):
+        load_config(deploy, environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("deploy", "environ", "setting"),
+    [
+        ({}, {"DEPLOY_TERMINATION_GRACE_SECONDS": "99999999999999999999"}, "termination_grace_seconds"),
+        ({"replicas_max": 2**31}, {}, "replicas_max"),
+        ({"environments": {"stg": {"quota_pods": 10**30}}}, {}, "quota_pods"),
+        ({}, {"DEPLOY_POSTGRES_PORT": "-99999999999999999999"}, "postgres_port"),
+    ],
+    ids=["env", "settings", "environment", "negative"],
+)
+def test_a_number_beyond_32_bits_is_refused_at_load(deploy, environ, setting):
+    # The manifests' numbers are 32-bit: 10**20 seconds of grace rendered and validated, and only the
+    # API server refused it at apply.
+    with pytest.raises(ConfigError, match=rf"\['{setting}'\].* must be a whole number from -2147483648 to 2147483647"):
+        load_config(deploy, environ=environ, environment="stg" if "environments" in deploy else None)
+    assert load_config({"replicas_max": 2**31 - 1}, environ={}).replicas_max == 2**31 - 1

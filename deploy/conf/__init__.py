@@ -19,7 +19,7 @@ and the process environment).
 """
 
 from deploy.conf.checks import check_aws_stack, check_delivery, cpu_millis, memory_bytes
-from deploy.conf.fields import ConfigError
+from deploy.conf.fields import FALSE_WORDS, INT32, TRUE_WORDS, ConfigError
 from deploy.conf.groups import SUPPORTED_KUBERNETES_VERSIONS, DeployConfig
 from deploy.conf.load import (
     describe_settings,
@@ -33,9 +33,12 @@ from deploy.conf.load import (
 from deploy.conf.secrets import SECRET_ENV, SECRET_MEANINGS, DeploySecrets, get_secrets
 
 __all__ = [
+    "FALSE_WORDS",
+    "INT32",
     "SECRET_ENV",
     "SECRET_MEANINGS",
     "SUPPORTED_KUBERNETES_VERSIONS",
+    "TRUE_WORDS",
     "ConfigError",
     "DeployConfig",
     "DeploySecrets",

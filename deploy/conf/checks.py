@@ -10,13 +10,14 @@ rules and the delivery rules, which only its stacks need.
 
 import dataclasses
 import ipaddress
+import math
 import re
 
 from deploy.conf.fields import ConfigError, describe
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
-_MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$", re.ASCII)
+_MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", re.ASCII)
 _IMAGE_REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$")
 _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -27,9 +28,9 @@ _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]
 _EMAIL = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
 )
-SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]+")
-_ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
-_RDS_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\d[a-z0-9-]*\.(micro|small|medium|large|\d*xlarge)$")
+SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]+", re.ASCII)
+_ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$", re.ASCII)
+_RDS_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\d[a-z0-9-]*\.(micro|small|medium|large|\d*xlarge)$", re.ASCII)
 _EFS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 # (name, lowest, highest, names) of the five fields, as the CronJob controller parses them.
@@ -41,8 +42,9 @@ _CRON_FIELDS = (
     ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
 )
 
-_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)$", re.ASCII)
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", re.ASCII)
+_STAFF_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+", re.ASCII)
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Settings an environment cannot change: the list itself, and what all environments share.
 NOT_PER_ENVIRONMENT = {"environments", "environment", "github_repository"}
@@ -128,7 +130,7 @@ def efs_id(value):
 
 
 def duration(value):
-    return None if re.fullmatch(r"\d+(ms|s|m|h)", value) else "a duration such as '30s' or '5m'"
+    return None if re.fullmatch(r"\d+(ms|s|m|h)", value, re.ASCII) else "a duration such as '30s' or '5m'"
 
 
 def image(value):
@@ -182,10 +184,13 @@ def extra_env(value):
             )
         if not isinstance(item, str | int | float | bool):
             return f"plain values (strings, numbers, booleans); {name!r} is a {type(item).__name__}"
+        # A process's environment cannot hold a NUL (the container would not start), nor is NaN a number to set.
+        if (isinstance(item, float) and not math.isfinite(item)) or (isinstance(item, str) and "\x00" in item):
+            return f"plain values (strings, finite numbers, booleans); {name!r} holds a NUL or is not finite"
     return None
 
 
-_FLOW = re.compile(r"\S+ -> \S+ (?:any|\d{1,5}/(?:TCP|UDP|SCTP)|any/(?:TCP|UDP|SCTP))")
+_FLOW = re.compile(r"\S+ -> \S+ (?:any|\d{1,5}/(?:TCP|UDP|SCTP)|any/(?:TCP|UDP|SCTP))", re.ASCII)
 
 
 def flows(value):
@@ -220,7 +225,7 @@ _QUOTA_KEYS = {
 
 def staff_access(value):
     for arn, role in value.items():
-        if not isinstance(arn, str) or not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+", arn):
+        if not isinstance(arn, str) or not re.fullmatch(_STAFF_ARN, arn):
             return f"a mapping of IAM role or user ARNs to 'read-only' or 'operator' ({arn!r} is not an ARN)"
         if role not in ("read-only", "operator"):
             return f"a mapping of IAM ARNs to 'read-only' or 'operator' ({arn!r} maps to {role!r})"
@@ -276,7 +281,7 @@ def bucket_name(value):
     ok = not value or (
         re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value, re.ASCII)
         and not re.search(r"\.\.|\.-|-\.", value)
-        and not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", value)
+        and not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", value, re.ASCII)
         and not value.startswith(("xn--", "sthree-", "amzn-s3-demo-"))
         and not value.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"))
     )
@@ -317,7 +322,7 @@ def optional_git_ref_name(value):
 
 
 def redis_size(value):
-    return None if re.fullmatch(r"\d+(kb|mb|gb)", value) else "a Redis size such as '256mb'"
+    return None if re.fullmatch(r"\d+(kb|mb|gb)", value, re.ASCII) else "a Redis size such as '256mb'"
 
 
 def priority(value):
@@ -325,11 +330,11 @@ def priority(value):
 
 
 def retention(value):
-    return None if re.fullmatch(r"\d+[hdwy]", value) else "a duration such as '15d'"
+    return None if re.fullmatch(r"\d+[hdwy]", value, re.ASCII) else "a duration such as '15d'"
 
 
 def refresh_interval(value):
-    return None if re.fullmatch(r"[1-9]\d*(s|m|h)", value) else "a duration such as '15m' or '1h'"
+    return None if re.fullmatch(r"[1-9]\d*(s|m|h)", value, re.ASCII) else "a duration such as '15m' or '1h'"
 
 
 def http_url(value):
@@ -341,7 +346,9 @@ def url_path(value):
 
 
 def smarthost(value):
-    ok = not value or (re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", value) and 1 <= int(value.rsplit(":", 1)[1]) <= 65535)
+    ok = not value or (
+        re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", value, re.ASCII) and 1 <= int(value.rsplit(":", 1)[1]) <= 65535
+    )
     return None if ok else "host:port, with a port from 1 to 65535"
 
 
@@ -367,7 +374,7 @@ def kubernetes_group(example):
 
 
 def postgres_version(value):
-    return None if re.fullmatch(r"\d{2}\.\d{1,2}", value) else "a PostgreSQL version such as '16.4'"
+    return None if re.fullmatch(r"\d{2}\.\d{1,2}", value, re.ASCII) else "a PostgreSQL version such as '16.4'"
 
 
 def rds_instance_class(value):
@@ -385,7 +392,7 @@ def rds_retention(value):
 def image_major(image):
     """The PostgreSQL major version an image's tag starts with ('postgres:16.4-bookworm' -> '16'), or None."""
     tag = image.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
-    match = re.match(r"(\d+)(?:\.|-|$)", tag)
+    match = re.match(r"(\d+)(?:\.|-|$)", tag, re.ASCII)
     return match.group(1) if match else None
 
 
@@ -395,7 +402,7 @@ _DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 def memory_bytes(quantity):
     """A Kubernetes quantity of bytes ('512Mi', '1G', '100') as a number."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity, re.ASCII)
     number, unit = float(match.group(1)), match.group(2)
     return int(number * (_BINARY.get(unit) or _DECIMAL.get(unit) or 1))
 

@@ -15,7 +15,9 @@ import environ
 
 _DERIVED = object()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+# Every number of this tool ends in a manifest or a template whose fields are 32-bit (replicas, ports, seconds).
+INT32 = (-(2**31), 2**31 - 1)
 
 # Settings read from DEPLOY only: a mapping is clearer in settings.py than as JSON in a variable, and the
 # environment (--environment) is chosen on the command line.
@@ -26,9 +28,13 @@ class ConfigError(ValueError):
     """A setting with a wrong value. The message names the setting."""
 
 
-def setting(default, help="", *, env=_DERIVED, choices=None, check=None):
-    """Declare one setting: its default and meaning; ``env=None`` when it has no environment variable."""
-    metadata = {"env": env, "help": help, "choices": choices, "check": check}
+def setting(default, help="", *, env=_DERIVED, choices=None, check=None, hide_values=False):
+    """Declare one setting: its default and meaning; ``env=None`` when it has no environment variable.
+
+    ``hide_values``: a message about the setting names a mapping's keys but never shows its values (a secret
+    pasted there by mistake is refused without being printed).
+    """
+    metadata = {"env": env, "help": help, "choices": choices, "check": check, "hide_values": hide_values}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -61,15 +67,19 @@ def parse(f, raw, source):
     if kind is bool:
         if isinstance(raw, bool):
             return raw
-        if from_env and raw.lower() in _TRUE + _FALSE:
+        if from_env and raw.lower() in TRUE_WORDS + FALSE_WORDS:
             return environ.Env.parse_value(raw.lower(), bool)
         raise ConfigError("must be true or false")
     if kind is int:
         if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if from_env and re.fullmatch(r"[+-]?\d+", raw.strip()):
-            return environ.Env.parse_value(raw, int)
-        raise ConfigError("must be a whole number")
+            number = raw
+        elif from_env and re.fullmatch(r"[+-]?\d+", raw.strip(), re.ASCII):
+            number = environ.Env.parse_value(raw, int)
+        else:
+            raise ConfigError("must be a whole number")
+        if not INT32[0] <= number <= INT32[1]:
+            raise ConfigError(f"must be a whole number from {INT32[0]} to {INT32[1]}")
+        return number
     if kind is str:
         if isinstance(raw, str):
             return raw
@@ -113,6 +123,11 @@ def control_characters(value):
     return None
 
 
-def preview(value):
+def preview(value, f=None):
+    """``value`` as a message quotes it: its keys only, for a setting declared with ``hide_values``."""
+    if f is not None and f.metadata["hide_values"]:
+        if not isinstance(value, dict):
+            return f"a {type(value).__name__} (not shown)"
+        value = dict.fromkeys(value, "…")
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -74,6 +74,7 @@ class AppSettings:
         "Extra non-secret environment variables of the app (a JSON object in the environment variable). "
         "Variables the stack sets itself (DEBUG, ALLOWED_HOSTS, DATABASE_URL, SECURE_SSL_REDIRECT, …) are refused.",
         check=checks.extra_env,
+        hide_values=True,
     )
     # --- exposure ---
     hosts: list = setting(

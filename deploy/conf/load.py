@@ -92,7 +92,7 @@ def load_config(deploy=None, environ=None, environment=None):
         try:
             values[name] = parse(f, raw, source)
         except ConfigError as exc:
-            raise ConfigError(f"{where(f)} {exc}; got {preview(raw)}.") from None
+            raise ConfigError(f"{where(f)} {exc}; got {preview(raw, f)}.") from None
     config = DeployConfig(**values)
     for f in setting_fields():
         value = getattr(config, f.name)
@@ -104,7 +104,7 @@ def load_config(deploy=None, environ=None, environment=None):
             allowed = check(value)
             problem = f"must be {allowed}" if allowed else None
         if problem:
-            raise ConfigError(f"{where(f)} {problem}; got {preview(value)}.")
+            raise ConfigError(f"{where(f)} {problem}; got {preview(value, f)}.")
     check_together(config)
     return config
 

@@ -129,8 +129,8 @@ def capacity_problems(manifests, nodes):
     problems = []
     have_cpu, have_memory = nodes.count * nodes.cpu, nodes.count * nodes.memory
     fix = (
-        "Raise node_count_min or choose a larger node_instance_type (docs/policy.md), "
-        "or lower replicas_max or the pods' requests."
+        "Raise node_count_min (and node_count_max, which must stay at least as large) or choose a larger "
+        "node_instance_type (docs/policy.md), or lower replicas_max or the pods' requests."
     )
     if cpu > have_cpu:
         problems.append(
