@@ -129,7 +129,11 @@ def test_a_create_that_rolls_back_is_reported_with_the_resource_that_failed(clie
     with stubber, pytest.raises(StackError) as excinfo:
         apply_stack(cloudformation, "s", ONE)
     stubber.assert_no_pending_responses()  # and nothing after: no retry, no deletion of what is left
-    assert str(excinfo.value) == "Stack s ended ROLLBACK_COMPLETE: Topic (AWS::SNS::Topic) failed: Topic limit exceeded"
+    assert str(excinfo.value) == (
+        "Stack s ended ROLLBACK_COMPLETE: Topic (AWS::SNS::Topic) failed: Topic limit exceeded. Fix the cause; the "
+        "stack is left ROLLBACK_COMPLETE: its creation failed and was rolled back; such a stack can only be deleted: "
+        "delete it (manage.py aws_provision --delete, with this run's other options), then run again."
+    )
     report = excinfo.value.report
     assert (report.status, report.executed, report.failed_resource, report.reason) == (
         "ROLLBACK_COMPLETE", True, "Topic", "Topic limit exceeded")  # fmt: skip
@@ -162,3 +166,49 @@ def test_delete_waits_for_the_stack_to_go(client):
     assert delete_stack(client, "s", lines.append) == "DELETE_COMPLETE"
     assert [s["StackStatus"] for s in client.list_stacks()["StackSummaries"]] == ["DELETE_COMPLETE"]
     assert boto3.client("sns", region_name=REGION).list_topics()["Topics"] == []
+
+
+def _set_status(name, status):
+    from moto.cloudformation.models import cloudformation_backends
+
+    for found in cloudformation_backends["123456789012"][REGION].stacks.values():
+        if found.name == name:
+            found.status = status
+
+
+@pytest.mark.parametrize(
+    ("status", "fix"),
+    [
+        ("ROLLBACK_COMPLETE", r"can only be deleted: delete it \(manage.py aws_provision --delete"),
+        ("ROLLBACK_FAILED", r"delete it \(manage.py aws_provision --delete"),
+        ("DELETE_FAILED", r"empty or remove the resource its events name"),
+        ("UPDATE_ROLLBACK_FAILED", r"'aws cloudformation continue-update-rollback --stack-name s'"),
+        ("UPDATE_IN_PROGRESS", r"another change is under way. Wait until it settles"),
+    ],
+)
+@pytest.mark.parametrize("template", [ONE, TWO], ids=["same-template", "changed-template"])
+@pytest.mark.parametrize("plan", [False, True], ids=["apply", "plan"])
+def test_a_stack_that_cannot_be_changed_now_is_refused_with_what_to_do_and_left_as_it_is(
+    client, status, fix, template, plan, monkeypatch
+):
+    # A failed create leaves ROLLBACK_COMPLETE: running again with the same template said "unchanged" (ok), and
+    # with another one failed at the change set without saying the stack must be deleted first.
+    apply_stack(client, "s", ONE)
+    _set_status("s", status)
+    monkeypatch.setattr(stack, "plan_change_set", lambda *a, **k: pytest.fail("no change set on a stuck stack"))
+    with pytest.raises(StackError, match=rf"^Stack s is {status}: .*{fix}.*Nothing was changed\.$") as excinfo:
+        apply_stack(client, "s", template, plan=plan)
+    assert excinfo.value.report is None
+    assert deployed(client)[1] == {"Topic"}
+    assert client.describe_stacks(StackName="s")["Stacks"][0]["StackStatus"] == status
+
+
+def test_an_empty_stack_an_interrupted_plan_left_is_created_through_a_change_set(client):
+    # A CREATE change set never executed leaves a stack REVIEW_IN_PROGRESS with no resource and no template.
+    client.create_change_set(StackName="s", ChangeSetName="left", ChangeSetType="CREATE", TemplateBody=json.dumps(ONE))
+    planned = apply_stack(client, "s", ONE, plan=True)
+    assert (planned.outcome, [c["resource"] for c in planned.changes]) == ("planned", ["Topic"])
+    client.create_change_set(StackName="s", ChangeSetName="left", ChangeSetType="CREATE", TemplateBody=json.dumps(ONE))
+    report = apply_stack(client, "s", ONE)
+    assert (report.outcome, report.status, report.executed) == ("created", "CREATE_COMPLETE", True)
+    assert deployed(client)[1] == {"Topic"}

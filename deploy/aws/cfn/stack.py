@@ -63,6 +63,29 @@ def _missing(exc):
     return "does not exist" in str(exc)
 
 
+DELETE_HINT = "delete it (manage.py aws_provision --delete, with this run's other options), then run again"
+# Stacks CloudFormation will neither update nor create again: what happened, and what to do.
+STUCK = {
+    "ROLLBACK_COMPLETE": f"its creation failed and was rolled back; such a stack can only be deleted: {DELETE_HINT}",
+    "ROLLBACK_FAILED": f"its creation failed and so did the rollback: {DELETE_HINT}",
+    "DELETE_FAILED": "a deletion failed; empty or remove the resource its events name, then delete it again "
+    "(manage.py aws_provision --delete)",
+    "UPDATE_ROLLBACK_FAILED": "an update failed and so did its rollback; continue the rollback ('aws cloudformation "
+    "continue-update-rollback --stack-name {name}'), then run again",
+}
+
+
+def _check_status(name, status):
+    """StackError, before any change, when stack ``name`` in ``status`` cannot be changed now."""
+    if status in STUCK:
+        raise StackError(f"Stack {name} is {status}: {STUCK[status].format(name=name)}. Nothing was changed.")
+    if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+        raise StackError(
+            f"Stack {name} is {status}: another change is under way. Wait until it settles ('aws cloudformation "
+            f"describe-stacks --stack-name {name}'), then run again. Nothing was changed."
+        )
+
+
 def current_template(cloudformation, name):
     """The deployed template (dict) and stack status, or (None, None) when there is no such stack."""
     try:
@@ -71,6 +94,8 @@ def current_template(cloudformation, name):
         if _missing(exc):
             return None, None
         raise
+    if stacks[0]["StackStatus"] == "REVIEW_IN_PROGRESS":  # made by a change set never executed: no template yet
+        return None, "REVIEW_IN_PROGRESS"
     body = _call(
         f"Reading the template of stack {name}", cloudformation.get_template, StackName=name, TemplateStage="Original"
     )["TemplateBody"]
@@ -155,11 +180,19 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
     rolled back (its ``report`` then names the first resource that failed, and why).
     """
     deployed, status = current_template(cloudformation, name)
+    if status is not None:
+        _check_status(name, status)
     if deployed is not None and json.loads(json.dumps(deployed)) == json.loads(to_text(template)):
         return StackReport(name, status, "unchanged")
+    if status == "REVIEW_IN_PROGRESS" and not plan:
+        # An empty stack, no resource and no template, left by a CREATE change set never executed (an interrupted
+        # plan): create_stack refuses its name while it is there.
+        progress(f"Stack {name} is an empty stack a plan left (REVIEW_IN_PROGRESS): deleting it first.")
+        delete_stack(cloudformation, name, progress)
+        status = None
     started = time.time() - 1
     role = {"RoleARN": role_arn} if role_arn else {}
-    if deployed is None and not plan:
+    if status is None and not plan:
         # A new stack is created directly; updates (and plans) go through change sets.
         progress(f"Creating stack {name} ({len(template['Resources'])} resources):")
         _call(f"Creating stack {name}", cloudformation.create_stack, StackName=name, TemplateBody=to_text(template),
@@ -167,7 +200,7 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
         changes = [{"action": "Add", "resource": r, "type": v["Type"], "replacement": ""}
                    for r, v in template["Resources"].items()]  # fmt: skip
         return _finish(cloudformation, name, started, StackReport(name, status, "created", changes), progress)
-    exists = deployed is not None
+    exists = deployed is not None  # a plan of an empty stack (REVIEW_IN_PROGRESS) goes through a CREATE change set
     change_set, changes = plan_change_set(cloudformation, name, template, exists=exists, role_arn=role_arn)
     for change in changes:
         progress(_change_line(change))
@@ -191,8 +224,18 @@ def _finish(cloudformation, name, started, report, progress):
     if failure or not final.endswith("COMPLETE") or "ROLLBACK" in final:
         resource, kind, reason = failure or ("?", "", final)
         report.failed_resource, report.reason = resource, reason
-        raise StackError(f"Stack {name} ended {final}: {resource} ({kind}) failed: {reason}", report)
+        message = sentence(f"Stack {name} ended {final}: {resource} ({kind}) failed: {reason}")
+        raise StackError(f"{message} {_after_failure(name, final)}", report)
     return report
+
+
+def _after_failure(name, final):
+    """What to do after a create or update that ended ``final``."""
+    if final == "UPDATE_ROLLBACK_COMPLETE":
+        return "The stack is back as it was before this run: fix the cause, then run again."
+    if final in STUCK:
+        return f"Fix the cause; the stack is left {final}: {STUCK[final].format(name=name)}."
+    return "Fix the cause, then run again."
 
 
 def delete_stack(cloudformation, name, progress=lambda line: None):
