@@ -221,7 +221,7 @@ def test_delete_asks_for_the_stack_name(aws, monkeypatch):
              "Outputs": {}}  # fmt: skip
     monkeypatch.setattr(cfn, "render_template", lambda config: small)
     provision()
-    monkeypatch.setattr("builtins.input", lambda prompt: "wrong-name")
+    monkeypatch.setattr("builtins.input", lambda *prompt: "wrong-name")
     with pytest.raises(CommandError, match="Cancelled"):
         call_command("aws_provision", "--delete", stdout=StringIO())
     provision("--delete")
@@ -503,3 +503,38 @@ def test_only_the_cutover_jobs_identity_may_read_the_cutover_file():
         assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         assert template["Outputs"]["CutoverBucket"] == {"Description": "DEPLOY['cutover_bucket']",
                                                         "Value": {"Ref": "CutoverBucket"}}  # fmt: skip
+
+
+def test_delete_with_json_prints_one_document_and_asks_on_stderr(aws, monkeypatch):
+    small = {"Resources": {"Repository": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": "x"}}},
+             "Outputs": {}}  # fmt: skip
+    monkeypatch.setattr(cfn, "render_template", lambda config: small)
+    provision()
+    monkeypatch.setattr("sys.stdin", StringIO("django-app-infra\n"))
+    out, err = StringIO(), StringIO()
+    call_command("aws_provision", "--delete", "--json", stdout=out, stderr=err)
+    assert json.loads(out.getvalue()) == {
+        "stack": "django-app-infra", "region": REGION, "status": "DELETE_COMPLETE", "outcome": "deleted", "ok": True,
+    }  # fmt: skip
+    assert "Type its name" in err.getvalue()
+
+
+def test_delete_without_an_answer_deletes_nothing_and_says_how_to_skip_the_question(aws, monkeypatch):
+    small = {"Resources": {"Repository": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": "x"}}},
+             "Outputs": {}}  # fmt: skip
+    monkeypatch.setattr(cfn, "render_template", lambda config: small)
+    provision()
+    monkeypatch.setattr("sys.stdin", StringIO(""))  # closed: a CI job that forgot --no-input
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"^Cancelled: no answer .*nothing was deleted\. Pass --no-input"):
+        call_command("aws_provision", "--delete", "--json", stdout=out, stderr=StringIO())
+    assert json.loads(out.getvalue())["ok"] is False
+    assert aws.describe_stacks(StackName="django-app-infra")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+
+def test_deleting_a_stack_that_is_not_there_says_so_instead_of_delete_complete(aws):
+    # CloudFormation accepts deleting a stack that does not exist (a wrong region, a wrong --environment).
+    text = provision("--delete")
+    assert text.strip() == f"There is no stack django-app-infra in {REGION}: nothing to delete."
+    document = json.loads(provision("--delete", "--json"))
+    assert (document["outcome"], document["status"], document["ok"]) == ("absent", None, True)

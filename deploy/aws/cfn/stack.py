@@ -238,8 +238,23 @@ def _after_failure(name, final):
     return "Fix the cause, then run again."
 
 
+def stack_status(cloudformation, name):
+    """The status of stack ``name``, or None when there is no such stack."""
+    try:
+        return _call(f"Reading stack {name}", cloudformation.describe_stacks, StackName=name)["Stacks"][0][
+            "StackStatus"
+        ]
+    except StackError as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
 def delete_stack(cloudformation, name, progress=lambda line: None):
-    """Delete stack ``name`` (retained resources stay) and wait for it; its final status."""
+    """Delete stack ``name`` (retained resources stay) and wait for it; its final status, or None when there was no
+    such stack (CloudFormation accepts deleting a stack that is not there: that is not a deletion to report)."""
+    if stack_status(cloudformation, name) is None:
+        return None
     started = time.time() - 1
     _call(f"Deleting stack {name}", cloudformation.delete_stack, StackName=name)
     try:

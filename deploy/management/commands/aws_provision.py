@@ -69,7 +69,7 @@ class Command(BaseCommand):
                 "cloudformation"
             )
             if options["delete"]:
-                self._delete(client, name)
+                document.set(self._delete(client, name))
                 return
             report = stack.apply_stack(client, name, template, plan=options["plan"],
                                        role_arn=config.aws_cloudformation_role_arn, progress=self._say)  # fmt: skip
@@ -119,9 +119,25 @@ class Command(BaseCommand):
                       "docs/high-availability.md#managed-postgresql-rds says.")  # fmt: skip
 
     def _delete(self, client, name):
+        region = client.meta.region_name
+        if stack.stack_status(client, name) is None:
+            self._say(f"There is no stack {name} in {region}: nothing to delete.")
+            return {"stack": name, "region": region, "status": None, "outcome": "absent"}
         if self.options["interactive"]:
-            answer = input(f"This deletes stack {name} and everything in it but the retained data. Type its name: ")
+            # The question goes to stderr with --json: stdout holds the one document.
+            ask = self.stderr if self.options["json"] else self.stdout
+            ask.write(f"This deletes stack {name} in {region} and everything in it but the retained data. Type its "
+                      "name: ", ending="")  # fmt: skip
+            ask.flush()
+            try:
+                answer = input()
+            except EOFError:
+                raise CommandError(
+                    "Cancelled: no answer (standard input is closed); nothing was deleted. Pass --no-input to delete "
+                    "without asking."
+                ) from None
             if answer.strip() != name:
                 raise CommandError("Cancelled: nothing was deleted.")
         final = stack.delete_stack(client, name, progress=self._say)
         self._say(f"Stack {name}: {final}.")
+        return {"stack": name, "region": region, "status": final, "outcome": "deleted"}
