@@ -14,6 +14,7 @@ from io import StringIO
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 import pytest
 import yaml
 from django.core.management import call_command
@@ -419,6 +420,8 @@ def _client_error(code, message="m"):
         (_client_error("AccessDeniedException", "User is not authorized"), "access denied (AccessDeniedException)"),
         (_client_error("ThrottlingException"), "AWS is throttling requests"),
         (botocore.exceptions.EndpointConnectionError(endpoint_url="https://eks.x"), "cannot reach the AWS endpoint"),
+        # An HTML page where an AWS answer was expected (moto's server for a region it lacks: a 500 page).
+        (botocore.parsers.ResponseParserError("invalid XML received: b'<!doctype html>'"), "did not answer as AWS"),
     ],
 )
 def test_every_aws_error_is_one_sentence(error, expected):

@@ -2,6 +2,7 @@
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 
 
 class AwsError(Exception):
@@ -47,6 +48,12 @@ def explain(exc, doing):
         return AwsError(f"{doing}: {code}: {message}")
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         return AwsError(f"{doing}: cannot reach the AWS endpoint ({exc}). Check the region and the network.")
+    if isinstance(exc, botocore.parsers.ResponseParserError):
+        # Not a BotoCoreError: an HTML error page (a proxy, a wrong AWS_ENDPOINT_URL, a region the endpoint lacks).
+        return AwsError(
+            f"{doing}: the endpoint did not answer as AWS does (an error page, not an AWS response). Check the "
+            "region, AWS_ENDPOINT_URL and any proxy in between."
+        )
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return AwsError(f"{doing}: {exc}")
     return None
