@@ -148,6 +148,7 @@ def test_the_stack_is_created_its_events_shown_and_its_outputs_read(aws, monkeyp
     assert outputs["RepositoryUri"].endswith("/django-app")
     assert outputs["EfsFileSystemId"].startswith("fs-")
     assert "DEPLOY['efs_file_system_id'] = 'fs-" in out
+    assert f"DEPLOY['cutover_bucket'] = {outputs['CutoverBucket']!r}" in out  # as docs/infrastructure.md lists
     assert Path("build/cloudformation/django-app-infra.json").exists()
     assert boto3.client("eks", region_name=REGION).list_clusters()["clusters"] == []  # as said above
 

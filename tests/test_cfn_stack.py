@@ -64,6 +64,8 @@ def test_the_same_template_again_is_unchanged_without_a_change_set(client, monke
     report = apply_stack(client, "s", ONE)
     assert (report.outcome, report.executed, report.changes) == ("unchanged", False, [])
     assert report.status == "CREATE_COMPLETE"
+    # The stack's outputs all the same: a CI job reads the settings from any run's report.
+    assert report.outputs == {"TopicArn": f"arn:aws:sns:{REGION}:123456789012:alerts"}
 
 
 def test_a_change_set_with_nothing_to_do_is_deleted_and_nothing_executed(client):

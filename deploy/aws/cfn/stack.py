@@ -183,7 +183,7 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
     if status is not None:
         _check_status(name, status)
     if deployed is not None and json.loads(json.dumps(deployed)) == json.loads(to_text(template)):
-        return StackReport(name, status, "unchanged")
+        return StackReport(name, status, "unchanged", outputs=stack_outputs(cloudformation, name))
     if status == "REVIEW_IN_PROGRESS" and not plan:
         # An empty stack, no resource and no template, left by a CREATE change set never executed (an interrupted
         # plan): create_stack refuses its name while it is there.
@@ -236,6 +236,12 @@ def _after_failure(name, final):
     if final in STUCK:
         return f"Fix the cause; the stack is left {final}: {STUCK[final].format(name=name)}."
     return "Fix the cause, then run again."
+
+
+def stack_outputs(cloudformation, name):
+    """The outputs of stack ``name`` (key: value)."""
+    found = _call(f"Reading stack {name}", cloudformation.describe_stacks, StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])}
 
 
 def stack_status(cloudformation, name):

@@ -110,7 +110,8 @@ class Command(BaseCommand):
                              ("RepositoryUri", "image_repository"), ("AppRoleArn", "app_role_arn"),
                              ("CloudFormationRoleArn", "aws_cloudformation_role_arn"),
                              ("SecretsReaderRoleArn", "secrets_reader_role_arn"),
-                             ("BackupBucketName", "postgres_backup_bucket")):  # fmt: skip
+                             ("BackupBucketName", "postgres_backup_bucket"),
+                             ("CutoverBucket", "cutover_bucket")):  # fmt: skip
             if key in outputs:
                 self._say(f"  DEPLOY['{setting}'] = {outputs[key]!r}")
         if "DatabaseAddress" in outputs:
