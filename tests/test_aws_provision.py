@@ -539,3 +539,12 @@ def test_deleting_a_stack_that_is_not_there_says_so_instead_of_delete_complete(a
     assert text.strip() == f"There is no stack django-app-infra in {REGION}: nothing to delete."
     document = json.loads(provision("--delete", "--json"))
     assert (document["outcome"], document["status"], document["ok"]) == ("absent", None, True)
+
+
+def test_a_stack_name_cloudformation_refuses_ends_with_one_json_document(aws, settings):
+    settings.DEPLOY = {"aws_stack_name": "shop_prod"}
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"'shop_prod' is not a CloudFormation stack name") as excinfo:
+        call_command("aws_provision", "--plan", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}
+    assert aws.list_stacks()["StackSummaries"] == []

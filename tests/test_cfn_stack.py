@@ -214,3 +214,14 @@ def test_an_empty_stack_an_interrupted_plan_left_is_created_through_a_change_set
     report = apply_stack(client, "s", ONE)
     assert (report.outcome, report.status, report.executed) == ("created", "CREATE_COMPLETE", True)
     assert deployed(client)[1] == {"Topic"}
+
+
+@pytest.mark.parametrize("name", ["shop_prod", "1shop", "shop.prod", "s" * 129, ""])
+def test_a_name_cloudformation_refuses_is_refused_before_any_aws_call(name):
+    # moto takes any name; CloudFormation answers a ValidationError about a regular expression.
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    stubber = Stubber(cloudformation)  # no response queued: any call would fail the test
+    with stubber, pytest.raises(StackError, match=r"is not a CloudFormation stack name: .*DEPLOY\['aws_stack_name'\]"):
+        apply_stack(cloudformation, name, ONE)
+    with stubber, pytest.raises(StackError, match=r"is not a CloudFormation stack name"):
+        delete_stack(cloudformation, name)

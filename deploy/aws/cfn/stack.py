@@ -17,6 +17,7 @@ from deploy.aws.cfn.template import to_text
 from deploy.aws.session import AwsError, call, sentence
 
 TERMINAL = re.compile(r"_(COMPLETE|FAILED)$")
+STACK_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}")  # CloudFormation's rule for a stack's name
 CAPABILITIES = ["CAPABILITY_NAMED_IAM", "CAPABILITY_IAM"]
 
 
@@ -83,6 +84,15 @@ def _check_status(name, status):
         raise StackError(
             f"Stack {name} is {status}: another change is under way. Wait until it settles ('aws cloudformation "
             f"describe-stacks --stack-name {name}'), then run again. Nothing was changed."
+        )
+
+
+def check_name(name):
+    """StackError, before any AWS call, when CloudFormation would refuse ``name`` as a stack's name."""
+    if not STACK_NAME.fullmatch(name):
+        raise StackError(
+            f"{name!r} is not a CloudFormation stack name: letters, digits and '-', starting with a letter, at most "
+            "128 characters. Correct DEPLOY['aws_stack_name'] (or the app or environment name it is made from)."
         )
 
 
@@ -179,6 +189,7 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
     :class:`StackReport`; raises :class:`StackError` when AWS refuses a call, or when the stack ends failed or
     rolled back (its ``report`` then names the first resource that failed, and why).
     """
+    check_name(name)
     deployed, status = current_template(cloudformation, name)
     if status is not None:
         _check_status(name, status)
@@ -246,6 +257,7 @@ def stack_outputs(cloudformation, name):
 
 def stack_status(cloudformation, name):
     """The status of stack ``name``, or None when there is no such stack."""
+    check_name(name)
     try:
         return _call(f"Reading stack {name}", cloudformation.describe_stacks, StackName=name)["Stacks"][0][
             "StackStatus"
@@ -259,6 +271,7 @@ def stack_status(cloudformation, name):
 def delete_stack(cloudformation, name, progress=lambda line: None):
     """Delete stack ``name`` (retained resources stay) and wait for it; its final status, or None when there was no
     such stack (CloudFormation accepts deleting a stack that is not there: that is not a deletion to report)."""
+    check_name(name)
     if stack_status(cloudformation, name) is None:
         return None
     started = time.time() - 1
