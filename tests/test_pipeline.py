@@ -221,7 +221,9 @@ def test_a_settings_change_updates_the_files_it_concerns(generated, settings):
     settings.DEPLOY = {**DEPLOY, "github_branch": "trunk"}
     out = StringIO()
     call_command("deploy_pipeline", "--github", "--output", str(generated), "--json", stdout=out)
-    assert {Path(r["path"]).name: r["outcome"] for r in json.loads(out.getvalue())} == {
+    document = json.loads(out.getvalue())
+    assert document["ok"] is True  # the same shape as a refused run's document
+    assert {Path(r["path"]).name: r["outcome"] for r in document["files"]} == {
         "delivery.yml": "updated",
         "infrastructure.yml": "updated",
     }
