@@ -548,3 +548,16 @@ def test_a_stack_name_cloudformation_refuses_ends_with_one_json_document(aws, se
         call_command("aws_provision", "--plan", "--json", stdout=out)
     assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}
     assert aws.list_stacks()["StackSummaries"] == []
+
+
+def test_a_template_that_cannot_be_written_ends_before_any_aws_call_with_one_json_document(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    out = StringIO()
+    with (
+        mock.patch("boto3.Session", side_effect=AssertionError("no AWS call may happen")),
+        pytest.raises(
+            CommandError, match=r"^Cannot write the template to .*file/t\.json: \w.*\. Pass --output"
+        ),
+    ):
+        call_command("aws_provision", "--plan", "--json", "--output", str(tmp_path / "file" / "t.json"), stdout=out)
+    assert json.loads(out.getvalue())["ok"] is False

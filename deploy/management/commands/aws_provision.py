@@ -59,8 +59,14 @@ class Command(BaseCommand):
         except ConfigError as exc:
             raise CommandError(f"Invalid infrastructure settings: {exc}") from None
         output = Path(options["output"] or f"build/cloudformation/{name}.json")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(cfn.to_text(template))
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(cfn.to_text(template))
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot write the template to {output}: {exc.strerror}. Pass --output a path in a writable "
+                "directory. Nothing was sent to AWS."
+            ) from None
         if options["render"]:
             self.stdout.write(cfn.to_text(template), ending="")
             return
