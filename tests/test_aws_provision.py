@@ -555,9 +555,7 @@ def test_a_template_that_cannot_be_written_ends_before_any_aws_call_with_one_jso
     out = StringIO()
     with (
         mock.patch("boto3.Session", side_effect=AssertionError("no AWS call may happen")),
-        pytest.raises(
-            CommandError, match=r"^Cannot write the template to .*file/t\.json: \w.*\. Pass --output"
-        ),
+        pytest.raises(CommandError, match=r"^Cannot write the template to .*file/t\.json: \w.*\. Pass --output"),
     ):
         call_command("aws_provision", "--plan", "--json", "--output", str(tmp_path / "file" / "t.json"), stdout=out)
     assert json.loads(out.getvalue())["ok"] is False
