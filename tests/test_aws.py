@@ -436,7 +436,7 @@ def test_no_credentials_and_unknown_region_end_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    with pytest.raises(AwsError, match="not an AWS region with EKS"):
+    with pytest.raises(AwsError, match=r"not an AWS region with EKS .*: correct --region, DEPLOY\['aws_region'\]"):
         session("xx-nowhere-1")
     with pytest.raises(AwsError, match="No AWS region"):
         session()

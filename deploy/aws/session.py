@@ -17,7 +17,10 @@ def session(region=None, profile=None):
     if not found.region_name:
         raise AwsError("No AWS region: pass --region, set DEPLOY_AWS_REGION, or AWS_REGION / AWS_DEFAULT_REGION.")
     if found.region_name not in found.get_available_regions("eks") and not _custom_endpoint():
-        raise AwsError(f"{found.region_name!r} is not an AWS region with EKS (for example eu-west-1).")
+        raise AwsError(
+            f"{found.region_name!r} is not an AWS region with EKS (for example eu-west-1): correct --region, "
+            "DEPLOY['aws_region'] (DEPLOY_AWS_REGION), or AWS_REGION / AWS_DEFAULT_REGION, whichever set it."
+        )
     return found
 
 
