@@ -225,3 +225,25 @@ def test_a_name_cloudformation_refuses_is_refused_before_any_aws_call(name):
         apply_stack(cloudformation, name, ONE)
     with stubber, pytest.raises(StackError, match=r"is not a CloudFormation stack name"):
         delete_stack(cloudformation, name)
+
+
+@pytest.mark.parametrize(
+    ("final", "message"),
+    [
+        ("FAILED", r"^The change set for s failed: Template format error: bad\. Nothing was changed\.$"),
+        ("CREATE_IN_PROGRESS", r"^The change set for s is still CREATE_IN_PROGRESS after 600 s: it was deleted"),
+    ],
+)
+def test_a_plan_whose_change_set_fails_leaves_neither_the_change_set_nor_an_empty_stack(client, final, message):
+    # A failed CREATE change set left itself and its REVIEW_IN_PROGRESS stack behind; one still computing after
+    # the wait was reported as a plan with no change.
+    described = {"Status": final, "StatusReason": "Template format error: bad", "Changes": []}
+    cloudformation, stubber = _stubbed([
+        ("create_change_set", {"Id": "cs", "StackId": "id"}),
+        *[("describe_change_set", described)] * (1 if final == "FAILED" else 600),
+        ("delete_change_set", {}),
+        ("delete_stack", {}),
+    ])  # fmt: skip
+    with stubber, pytest.raises(StackError, match=message):
+        apply_stack(cloudformation, "s", ONE, plan=True)
+    stubber.assert_no_pending_responses()  # the change set and the empty stack were deleted

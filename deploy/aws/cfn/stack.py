@@ -136,8 +136,16 @@ def plan_change_set(cloudformation, name, template, exists, role_arn=""):
         if described["Status"] in ("CREATE_COMPLETE", "FAILED"):
             break
         time.sleep(1)
-    if described["Status"] == "FAILED" and "didn't contain changes" not in described.get("StatusReason", ""):
-        raise StackError(f"The change set for {name} failed: {described.get('StatusReason')}")
+    empty = described["Status"] == "FAILED" and "didn't contain changes" in described.get("StatusReason", "")
+    if described["Status"] != "CREATE_COMPLETE" and not empty:
+        # Leave nothing behind: the change set, and the empty stack a CREATE change set made.
+        _discard(cloudformation, name, created["Id"], exists)
+        if described["Status"] == "FAILED":
+            raise StackError(f"The change set for {name} failed: {described.get('StatusReason')}. Nothing was changed.")
+        raise StackError(
+            f"The change set for {name} is still {described['Status']} after 600 s: it was deleted and nothing was "
+            "changed. Run again."
+        )
     changes = [
         {
             "action": c["ResourceChange"]["Action"],
@@ -148,6 +156,14 @@ def plan_change_set(cloudformation, name, template, exists, role_arn=""):
         for c in described.get("Changes", [])
     ]
     return created["Id"], changes
+
+
+def _discard(cloudformation, name, change_set, exists):
+    """Delete a change set not to be executed and, for a new stack, the empty stack (REVIEW_IN_PROGRESS) it made."""
+    _call(f"Deleting the change set of stack {name}", cloudformation.delete_change_set,
+          ChangeSetName=change_set, StackName=name)  # fmt: skip
+    if not exists:
+        _call(f"Deleting the empty stack {name} the change set made", cloudformation.delete_stack, StackName=name)
 
 
 def stream_events(cloudformation, name, since, progress, timeout=3600):
@@ -216,10 +232,7 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
     for change in changes:
         progress(_change_line(change))
     if not changes or plan:
-        _call(f"Deleting the change set of stack {name}", cloudformation.delete_change_set,
-              ChangeSetName=change_set, StackName=name)  # fmt: skip
-        if not exists:  # the empty stack (REVIEW_IN_PROGRESS) a CREATE change set leaves behind
-            _call(f"Deleting the empty stack {name} the plan made", cloudformation.delete_stack, StackName=name)
+        _discard(cloudformation, name, change_set, exists)
         return StackReport(name, status, "planned" if changes else "no-changes", changes)
     try:
         _call(f"Executing the change set of stack {name}", cloudformation.execute_change_set,
