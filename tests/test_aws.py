@@ -14,6 +14,7 @@ from io import StringIO
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 import pytest
 import yaml
 from django.core.management import call_command
@@ -430,6 +431,8 @@ def _client_error(code, message="m"):
         (_client_error("AccessDeniedException", "User is not authorized"), "access denied (AccessDeniedException)"),
         (_client_error("ThrottlingException"), "AWS is throttling requests"),
         (botocore.exceptions.EndpointConnectionError(endpoint_url="https://eks.x"), "cannot reach the AWS endpoint"),
+        # An HTML page where an AWS answer was expected (moto's server for a region it lacks: a 500 page).
+        (botocore.parsers.ResponseParserError("invalid XML received: b'<!doctype html>'"), "did not answer as AWS"),
     ],
 )
 def test_every_aws_error_is_one_sentence(error, expected):
@@ -444,7 +447,7 @@ def test_no_credentials_and_unknown_region_end_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    with pytest.raises(AwsError, match="not an AWS region with EKS"):
+    with pytest.raises(AwsError, match=r"not an AWS region with EKS .*: correct --region, DEPLOY\['aws_region'\]"):
         session("xx-nowhere-1")
     with pytest.raises(AwsError, match="No AWS region"):
         session()

@@ -148,6 +148,7 @@ def test_the_stack_is_created_its_events_shown_and_its_outputs_read(aws, monkeyp
     assert outputs["RepositoryUri"].endswith("/django-app")
     assert outputs["EfsFileSystemId"].startswith("fs-")
     assert "DEPLOY['efs_file_system_id'] = 'fs-" in out
+    assert f"DEPLOY['cutover_bucket'] = {outputs['CutoverBucket']!r}" in out  # as docs/infrastructure.md lists
     assert Path("build/cloudformation/django-app-infra.json").exists()
     assert boto3.client("eks", region_name=REGION).list_clusters()["clusters"] == []  # as said above
 
@@ -221,7 +222,7 @@ def test_delete_asks_for_the_stack_name(aws, monkeypatch):
              "Outputs": {}}  # fmt: skip
     monkeypatch.setattr(cfn, "render_template", lambda config: small)
     provision()
-    monkeypatch.setattr("builtins.input", lambda prompt: "wrong-name")
+    monkeypatch.setattr("builtins.input", lambda *prompt: "wrong-name")
     with pytest.raises(CommandError, match="Cancelled"):
         call_command("aws_provision", "--delete", stdout=StringIO())
     provision("--delete")
@@ -503,3 +504,58 @@ def test_only_the_cutover_jobs_identity_may_read_the_cutover_file():
         assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         assert template["Outputs"]["CutoverBucket"] == {"Description": "DEPLOY['cutover_bucket']",
                                                         "Value": {"Ref": "CutoverBucket"}}  # fmt: skip
+
+
+def test_delete_with_json_prints_one_document_and_asks_on_stderr(aws, monkeypatch):
+    small = {"Resources": {"Repository": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": "x"}}},
+             "Outputs": {}}  # fmt: skip
+    monkeypatch.setattr(cfn, "render_template", lambda config: small)
+    provision()
+    monkeypatch.setattr("sys.stdin", StringIO("django-app-infra\n"))
+    out, err = StringIO(), StringIO()
+    call_command("aws_provision", "--delete", "--json", stdout=out, stderr=err)
+    assert json.loads(out.getvalue()) == {
+        "stack": "django-app-infra", "region": REGION, "status": "DELETE_COMPLETE", "outcome": "deleted", "ok": True,
+    }  # fmt: skip
+    assert "Type its name" in err.getvalue()
+
+
+def test_delete_without_an_answer_deletes_nothing_and_says_how_to_skip_the_question(aws, monkeypatch):
+    small = {"Resources": {"Repository": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": "x"}}},
+             "Outputs": {}}  # fmt: skip
+    monkeypatch.setattr(cfn, "render_template", lambda config: small)
+    provision()
+    monkeypatch.setattr("sys.stdin", StringIO(""))  # closed: a CI job that forgot --no-input
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"^Cancelled: no answer .*nothing was deleted\. Pass --no-input"):
+        call_command("aws_provision", "--delete", "--json", stdout=out, stderr=StringIO())
+    assert json.loads(out.getvalue())["ok"] is False
+    assert aws.describe_stacks(StackName="django-app-infra")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+
+def test_deleting_a_stack_that_is_not_there_says_so_instead_of_delete_complete(aws):
+    # CloudFormation accepts deleting a stack that does not exist (a wrong region, a wrong --environment).
+    text = provision("--delete")
+    assert text.strip() == f"There is no stack django-app-infra in {REGION}: nothing to delete."
+    document = json.loads(provision("--delete", "--json"))
+    assert (document["outcome"], document["status"], document["ok"]) == ("absent", None, True)
+
+
+def test_a_stack_name_cloudformation_refuses_ends_with_one_json_document(aws, settings):
+    settings.DEPLOY = {"aws_stack_name": "shop_prod"}
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"'shop_prod' is not a CloudFormation stack name") as excinfo:
+        call_command("aws_provision", "--plan", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"ok": False, "error": str(excinfo.value)}
+    assert aws.list_stacks()["StackSummaries"] == []
+
+
+def test_a_template_that_cannot_be_written_ends_before_any_aws_call_with_one_json_document(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    out = StringIO()
+    with (
+        mock.patch("boto3.Session", side_effect=AssertionError("no AWS call may happen")),
+        pytest.raises(CommandError, match=r"^Cannot write the template to .*file/t\.json: \w.*\. Pass --output"),
+    ):
+        call_command("aws_provision", "--plan", "--json", "--output", str(tmp_path / "file" / "t.json"), stdout=out)
+    assert json.loads(out.getvalue())["ok"] is False

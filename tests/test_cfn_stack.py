@@ -64,6 +64,8 @@ def test_the_same_template_again_is_unchanged_without_a_change_set(client, monke
     report = apply_stack(client, "s", ONE)
     assert (report.outcome, report.executed, report.changes) == ("unchanged", False, [])
     assert report.status == "CREATE_COMPLETE"
+    # The stack's outputs all the same: a CI job reads the settings from any run's report.
+    assert report.outputs == {"TopicArn": f"arn:aws:sns:{REGION}:123456789012:alerts"}
 
 
 def test_a_change_set_with_nothing_to_do_is_deleted_and_nothing_executed(client):
@@ -129,7 +131,11 @@ def test_a_create_that_rolls_back_is_reported_with_the_resource_that_failed(clie
     with stubber, pytest.raises(StackError) as excinfo:
         apply_stack(cloudformation, "s", ONE)
     stubber.assert_no_pending_responses()  # and nothing after: no retry, no deletion of what is left
-    assert str(excinfo.value) == "Stack s ended ROLLBACK_COMPLETE: Topic (AWS::SNS::Topic) failed: Topic limit exceeded"
+    assert str(excinfo.value) == (
+        "Stack s ended ROLLBACK_COMPLETE: Topic (AWS::SNS::Topic) failed: Topic limit exceeded. Fix the cause; the "
+        "stack is left ROLLBACK_COMPLETE: its creation failed and was rolled back; such a stack can only be deleted: "
+        "delete it (manage.py aws_provision --delete, with this run's other options), then run again."
+    )
     report = excinfo.value.report
     assert (report.status, report.executed, report.failed_resource, report.reason) == (
         "ROLLBACK_COMPLETE", True, "Topic", "Topic limit exceeded")  # fmt: skip
@@ -162,3 +168,82 @@ def test_delete_waits_for_the_stack_to_go(client):
     assert delete_stack(client, "s", lines.append) == "DELETE_COMPLETE"
     assert [s["StackStatus"] for s in client.list_stacks()["StackSummaries"]] == ["DELETE_COMPLETE"]
     assert boto3.client("sns", region_name=REGION).list_topics()["Topics"] == []
+
+
+def _set_status(name, status):
+    from moto.cloudformation.models import cloudformation_backends
+
+    for found in cloudformation_backends["123456789012"][REGION].stacks.values():
+        if found.name == name:
+            found.status = status
+
+
+@pytest.mark.parametrize(
+    ("status", "fix"),
+    [
+        ("ROLLBACK_COMPLETE", r"can only be deleted: delete it \(manage.py aws_provision --delete"),
+        ("ROLLBACK_FAILED", r"delete it \(manage.py aws_provision --delete"),
+        ("DELETE_FAILED", r"empty or remove the resource its events name"),
+        ("UPDATE_ROLLBACK_FAILED", r"'aws cloudformation continue-update-rollback --stack-name s'"),
+        ("UPDATE_IN_PROGRESS", r"another change is under way. Wait until it settles"),
+    ],
+)
+@pytest.mark.parametrize("template", [ONE, TWO], ids=["same-template", "changed-template"])
+@pytest.mark.parametrize("plan", [False, True], ids=["apply", "plan"])
+def test_a_stack_that_cannot_be_changed_now_is_refused_with_what_to_do_and_left_as_it_is(
+    client, status, fix, template, plan, monkeypatch
+):
+    # A failed create leaves ROLLBACK_COMPLETE: running again with the same template said "unchanged" (ok), and
+    # with another one failed at the change set without saying the stack must be deleted first.
+    apply_stack(client, "s", ONE)
+    _set_status("s", status)
+    monkeypatch.setattr(stack, "plan_change_set", lambda *a, **k: pytest.fail("no change set on a stuck stack"))
+    with pytest.raises(StackError, match=rf"^Stack s is {status}: .*{fix}.*Nothing was changed\.$") as excinfo:
+        apply_stack(client, "s", template, plan=plan)
+    assert excinfo.value.report is None
+    assert deployed(client)[1] == {"Topic"}
+    assert client.describe_stacks(StackName="s")["Stacks"][0]["StackStatus"] == status
+
+
+def test_an_empty_stack_an_interrupted_plan_left_is_created_through_a_change_set(client):
+    # A CREATE change set never executed leaves a stack REVIEW_IN_PROGRESS with no resource and no template.
+    client.create_change_set(StackName="s", ChangeSetName="left", ChangeSetType="CREATE", TemplateBody=json.dumps(ONE))
+    planned = apply_stack(client, "s", ONE, plan=True)
+    assert (planned.outcome, [c["resource"] for c in planned.changes]) == ("planned", ["Topic"])
+    client.create_change_set(StackName="s", ChangeSetName="left", ChangeSetType="CREATE", TemplateBody=json.dumps(ONE))
+    report = apply_stack(client, "s", ONE)
+    assert (report.outcome, report.status, report.executed) == ("created", "CREATE_COMPLETE", True)
+    assert deployed(client)[1] == {"Topic"}
+
+
+@pytest.mark.parametrize("name", ["shop_prod", "1shop", "shop.prod", "s" * 129, ""])
+def test_a_name_cloudformation_refuses_is_refused_before_any_aws_call(name):
+    # moto takes any name; CloudFormation answers a ValidationError about a regular expression.
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    stubber = Stubber(cloudformation)  # no response queued: any call would fail the test
+    with stubber, pytest.raises(StackError, match=r"is not a CloudFormation stack name: .*DEPLOY\['aws_stack_name'\]"):
+        apply_stack(cloudformation, name, ONE)
+    with stubber, pytest.raises(StackError, match=r"is not a CloudFormation stack name"):
+        delete_stack(cloudformation, name)
+
+
+@pytest.mark.parametrize(
+    ("final", "message"),
+    [
+        ("FAILED", r"^The change set for s failed: Template format error: bad\. Nothing was changed\.$"),
+        ("CREATE_IN_PROGRESS", r"^The change set for s is still CREATE_IN_PROGRESS after 600 s: it was deleted"),
+    ],
+)
+def test_a_plan_whose_change_set_fails_leaves_neither_the_change_set_nor_an_empty_stack(client, final, message):
+    # A failed CREATE change set left itself and its REVIEW_IN_PROGRESS stack behind; one still computing after
+    # the wait was reported as a plan with no change.
+    described = {"Status": final, "StatusReason": "Template format error: bad", "Changes": []}
+    cloudformation, stubber = _stubbed([
+        ("create_change_set", {"Id": "cs", "StackId": "id"}),
+        *[("describe_change_set", described)] * (1 if final == "FAILED" else 600),
+        ("delete_change_set", {}),
+        ("delete_stack", {}),
+    ])  # fmt: skip
+    with stubber, pytest.raises(StackError, match=message):
+        apply_stack(cloudformation, "s", ONE, plan=True)
+    stubber.assert_no_pending_responses()  # the change set and the empty stack were deleted

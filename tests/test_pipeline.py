@@ -221,7 +221,9 @@ def test_a_settings_change_updates_the_files_it_concerns(generated, settings):
     settings.DEPLOY = {**DEPLOY, "github_branch": "trunk"}
     out = StringIO()
     call_command("deploy_pipeline", "--github", "--output", str(generated), "--json", stdout=out)
-    assert {Path(r["path"]).name: r["outcome"] for r in json.loads(out.getvalue())} == {
+    document = json.loads(out.getvalue())
+    assert document["ok"] is True  # the same shape as a refused run's document
+    assert {Path(r["path"]).name: r["outcome"] for r in document["files"]} == {
         "delivery.yml": "updated",
         "infrastructure.yml": "updated",
     }
@@ -338,3 +340,22 @@ def test_the_deploy_jobs_install_what_the_deploy_commands_import(generated):
             assert declared <= installed, f"{name} {job_name} lacks {sorted(declared - installed)}"
             checked += 1
     assert checked >= 4  # test, two deploys, plan, apply
+
+
+def test_a_plan_that_failed_with_its_json_report_is_said_in_the_comment_not_no_change(settings, tmp_path, monkeypatch):
+    # aws_provision --plan --json writes {"ok": false, "error": ...} when the plan fails: the comment must say so.
+    fake_aws_environment(monkeypatch, "eu-west-1")
+    monkeypatch.chdir(tmp_path)
+    settings.DEPLOY = {**DEPLOY, "image_repository": "shop"}
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command("aws_provision", "--environment", "staging", "--plan", "--json", "--no-input",
+                     "--profile", "no-such-profile", stdout=out)  # fmt: skip
+    (tmp_path / "plan-staging.json").write_text(out.getvalue())
+    (tmp_path / "plan-production.json").write_text("[]")  # JSON, but not a report
+    comment = StringIO()
+    call_command("deploy_pipeline", "--plan-comment", "plan-staging.json", "plan-production.json", stdout=comment)
+    text = comment.getvalue()
+    assert "No change" not in text
+    assert "**The plan failed**: The AWS profile 'no-such-profile' is not in ~/.aws/config" in text
+    assert "### `plan-production.json`" in text and "The plan failed before it wrote its report" in text

@@ -2,6 +2,7 @@
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 
 
 class AwsError(Exception):
@@ -16,7 +17,10 @@ def session(region=None, profile=None):
     if not found.region_name:
         raise AwsError("No AWS region: pass --region, set DEPLOY_AWS_REGION, or AWS_REGION / AWS_DEFAULT_REGION.")
     if found.region_name not in found.get_available_regions("eks") and not _custom_endpoint():
-        raise AwsError(f"{found.region_name!r} is not an AWS region with EKS (for example eu-west-1).")
+        raise AwsError(
+            f"{found.region_name!r} is not an AWS region with EKS (for example eu-west-1): correct --region, "
+            "DEPLOY['aws_region'] (DEPLOY_AWS_REGION), or AWS_REGION / AWS_DEFAULT_REGION, whichever set it."
+        )
     return found
 
 
@@ -47,6 +51,12 @@ def explain(exc, doing):
         return AwsError(f"{doing}: {code}: {message}")
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         return AwsError(f"{doing}: cannot reach the AWS endpoint ({exc}). Check the region and the network.")
+    if isinstance(exc, botocore.parsers.ResponseParserError):
+        # Not a BotoCoreError: an HTML error page (a proxy, a wrong AWS_ENDPOINT_URL, a region the endpoint lacks).
+        return AwsError(
+            f"{doing}: the endpoint did not answer as AWS does (an error page, not an AWS response). Check the "
+            "region, AWS_ENDPOINT_URL and any proxy in between."
+        )
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return AwsError(f"{doing}: {exc}")
     return None

@@ -20,10 +20,16 @@ def plan_comment(paths):
             lines += [f"### `{path.name}`", "", "No report: the plan did not run (see the job's log).", ""]
             continue
         except ValueError:
+            report = None
+        if not isinstance(report, dict):
             lines += [f"### `{path.name}`", "", "The plan failed before it wrote its report (see the job's log).", ""]
             continue
         stack, changes = report.get("stack", path.stem), report.get("changes") or []
-        lines += [f"### Stack `{_cell(stack)}`", ""]
+        lines += [f"### Stack `{_cell(stack)}`" if "stack" in report else f"### `{path.name}`", ""]
+        if report.get("ok") is False:
+            # aws_provision --json writes its error into the report: a failed plan is not "no change".
+            lines += [f"**The plan failed**: {_cell(report.get('error', 'no error given'))}", ""]
+            continue
         if not changes:
             lines += ["No change.", ""]
             continue

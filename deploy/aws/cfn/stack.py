@@ -17,6 +17,7 @@ from deploy.aws.cfn.template import to_text
 from deploy.aws.session import AwsError, call, sentence
 
 TERMINAL = re.compile(r"_(COMPLETE|FAILED)$")
+STACK_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}")  # CloudFormation's rule for a stack's name
 CAPABILITIES = ["CAPABILITY_NAMED_IAM", "CAPABILITY_IAM"]
 
 
@@ -63,6 +64,38 @@ def _missing(exc):
     return "does not exist" in str(exc)
 
 
+DELETE_HINT = "delete it (manage.py aws_provision --delete, with this run's other options), then run again"
+# Stacks CloudFormation will neither update nor create again: what happened, and what to do.
+STUCK = {
+    "ROLLBACK_COMPLETE": f"its creation failed and was rolled back; such a stack can only be deleted: {DELETE_HINT}",
+    "ROLLBACK_FAILED": f"its creation failed and so did the rollback: {DELETE_HINT}",
+    "DELETE_FAILED": "a deletion failed; empty or remove the resource its events name, then delete it again "
+    "(manage.py aws_provision --delete)",
+    "UPDATE_ROLLBACK_FAILED": "an update failed and so did its rollback; continue the rollback ('aws cloudformation "
+    "continue-update-rollback --stack-name {name}'), then run again",
+}
+
+
+def _check_status(name, status):
+    """StackError, before any change, when stack ``name`` in ``status`` cannot be changed now."""
+    if status in STUCK:
+        raise StackError(f"Stack {name} is {status}: {STUCK[status].format(name=name)}. Nothing was changed.")
+    if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+        raise StackError(
+            f"Stack {name} is {status}: another change is under way. Wait until it settles ('aws cloudformation "
+            f"describe-stacks --stack-name {name}'), then run again. Nothing was changed."
+        )
+
+
+def check_name(name):
+    """StackError, before any AWS call, when CloudFormation would refuse ``name`` as a stack's name."""
+    if not STACK_NAME.fullmatch(name):
+        raise StackError(
+            f"{name!r} is not a CloudFormation stack name: letters, digits and '-', starting with a letter, at most "
+            "128 characters. Correct DEPLOY['aws_stack_name'] (or the app or environment name it is made from)."
+        )
+
+
 def current_template(cloudformation, name):
     """The deployed template (dict) and stack status, or (None, None) when there is no such stack."""
     try:
@@ -71,6 +104,8 @@ def current_template(cloudformation, name):
         if _missing(exc):
             return None, None
         raise
+    if stacks[0]["StackStatus"] == "REVIEW_IN_PROGRESS":  # made by a change set never executed: no template yet
+        return None, "REVIEW_IN_PROGRESS"
     body = _call(
         f"Reading the template of stack {name}", cloudformation.get_template, StackName=name, TemplateStage="Original"
     )["TemplateBody"]
@@ -101,8 +136,16 @@ def plan_change_set(cloudformation, name, template, exists, role_arn=""):
         if described["Status"] in ("CREATE_COMPLETE", "FAILED"):
             break
         time.sleep(1)
-    if described["Status"] == "FAILED" and "didn't contain changes" not in described.get("StatusReason", ""):
-        raise StackError(f"The change set for {name} failed: {described.get('StatusReason')}")
+    empty = described["Status"] == "FAILED" and "didn't contain changes" in described.get("StatusReason", "")
+    if described["Status"] != "CREATE_COMPLETE" and not empty:
+        # Leave nothing behind: the change set, and the empty stack a CREATE change set made.
+        _discard(cloudformation, name, created["Id"], exists)
+        if described["Status"] == "FAILED":
+            raise StackError(f"The change set for {name} failed: {described.get('StatusReason')}. Nothing was changed.")
+        raise StackError(
+            f"The change set for {name} is still {described['Status']} after 600 s: it was deleted and nothing was "
+            "changed. Run again."
+        )
     changes = [
         {
             "action": c["ResourceChange"]["Action"],
@@ -113,6 +156,14 @@ def plan_change_set(cloudformation, name, template, exists, role_arn=""):
         for c in described.get("Changes", [])
     ]
     return created["Id"], changes
+
+
+def _discard(cloudformation, name, change_set, exists):
+    """Delete a change set not to be executed and, for a new stack, the empty stack (REVIEW_IN_PROGRESS) it made."""
+    _call(f"Deleting the change set of stack {name}", cloudformation.delete_change_set,
+          ChangeSetName=change_set, StackName=name)  # fmt: skip
+    if not exists:
+        _call(f"Deleting the empty stack {name} the change set made", cloudformation.delete_stack, StackName=name)
 
 
 def stream_events(cloudformation, name, since, progress, timeout=3600):
@@ -154,12 +205,21 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
     :class:`StackReport`; raises :class:`StackError` when AWS refuses a call, or when the stack ends failed or
     rolled back (its ``report`` then names the first resource that failed, and why).
     """
+    check_name(name)
     deployed, status = current_template(cloudformation, name)
+    if status is not None:
+        _check_status(name, status)
     if deployed is not None and json.loads(json.dumps(deployed)) == json.loads(to_text(template)):
-        return StackReport(name, status, "unchanged")
+        return StackReport(name, status, "unchanged", outputs=stack_outputs(cloudformation, name))
+    if status == "REVIEW_IN_PROGRESS" and not plan:
+        # An empty stack, no resource and no template, left by a CREATE change set never executed (an interrupted
+        # plan): create_stack refuses its name while it is there.
+        progress(f"Stack {name} is an empty stack a plan left (REVIEW_IN_PROGRESS): deleting it first.")
+        delete_stack(cloudformation, name, progress)
+        status = None
     started = time.time() - 1
     role = {"RoleARN": role_arn} if role_arn else {}
-    if deployed is None and not plan:
+    if status is None and not plan:
         # A new stack is created directly; updates (and plans) go through change sets.
         progress(f"Creating stack {name} ({len(template['Resources'])} resources):")
         _call(f"Creating stack {name}", cloudformation.create_stack, StackName=name, TemplateBody=to_text(template),
@@ -167,15 +227,12 @@ def apply_stack(cloudformation, name, template, *, plan=False, role_arn="", prog
         changes = [{"action": "Add", "resource": r, "type": v["Type"], "replacement": ""}
                    for r, v in template["Resources"].items()]  # fmt: skip
         return _finish(cloudformation, name, started, StackReport(name, status, "created", changes), progress)
-    exists = deployed is not None
+    exists = deployed is not None  # a plan of an empty stack (REVIEW_IN_PROGRESS) goes through a CREATE change set
     change_set, changes = plan_change_set(cloudformation, name, template, exists=exists, role_arn=role_arn)
     for change in changes:
         progress(_change_line(change))
     if not changes or plan:
-        _call(f"Deleting the change set of stack {name}", cloudformation.delete_change_set,
-              ChangeSetName=change_set, StackName=name)  # fmt: skip
-        if not exists:  # the empty stack (REVIEW_IN_PROGRESS) a CREATE change set leaves behind
-            _call(f"Deleting the empty stack {name} the plan made", cloudformation.delete_stack, StackName=name)
+        _discard(cloudformation, name, change_set, exists)
         return StackReport(name, status, "planned" if changes else "no-changes", changes)
     try:
         _call(f"Executing the change set of stack {name}", cloudformation.execute_change_set,
@@ -191,12 +248,45 @@ def _finish(cloudformation, name, started, report, progress):
     if failure or not final.endswith("COMPLETE") or "ROLLBACK" in final:
         resource, kind, reason = failure or ("?", "", final)
         report.failed_resource, report.reason = resource, reason
-        raise StackError(f"Stack {name} ended {final}: {resource} ({kind}) failed: {reason}", report)
+        message = sentence(f"Stack {name} ended {final}: {resource} ({kind}) failed: {reason}")
+        raise StackError(f"{message} {_after_failure(name, final)}", report)
     return report
 
 
+def _after_failure(name, final):
+    """What to do after a create or update that ended ``final``."""
+    if final == "UPDATE_ROLLBACK_COMPLETE":
+        return "The stack is back as it was before this run: fix the cause, then run again."
+    if final in STUCK:
+        return f"Fix the cause; the stack is left {final}: {STUCK[final].format(name=name)}."
+    return "Fix the cause, then run again."
+
+
+def stack_outputs(cloudformation, name):
+    """The outputs of stack ``name`` (key: value)."""
+    found = _call(f"Reading stack {name}", cloudformation.describe_stacks, StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])}
+
+
+def stack_status(cloudformation, name):
+    """The status of stack ``name``, or None when there is no such stack."""
+    check_name(name)
+    try:
+        return _call(f"Reading stack {name}", cloudformation.describe_stacks, StackName=name)["Stacks"][0][
+            "StackStatus"
+        ]
+    except StackError as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
 def delete_stack(cloudformation, name, progress=lambda line: None):
-    """Delete stack ``name`` (retained resources stay) and wait for it; its final status."""
+    """Delete stack ``name`` (retained resources stay) and wait for it; its final status, or None when there was no
+    such stack (CloudFormation accepts deleting a stack that is not there: that is not a deletion to report)."""
+    check_name(name)
+    if stack_status(cloudformation, name) is None:
+        return None
     started = time.time() - 1
     _call(f"Deleting stack {name}", cloudformation.delete_stack, StackName=name)
     try:

@@ -59,8 +59,14 @@ class Command(BaseCommand):
         except ConfigError as exc:
             raise CommandError(f"Invalid infrastructure settings: {exc}") from None
         output = Path(options["output"] or f"build/cloudformation/{name}.json")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(cfn.to_text(template))
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(cfn.to_text(template))
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot write the template to {output}: {exc.strerror}. Pass --output a path in a writable "
+                "directory. Nothing was sent to AWS."
+            ) from None
         if options["render"]:
             self.stdout.write(cfn.to_text(template), ending="")
             return
@@ -69,7 +75,7 @@ class Command(BaseCommand):
                 "cloudformation"
             )
             if options["delete"]:
-                self._delete(client, name)
+                document.set(self._delete(client, name))
                 return
             report = stack.apply_stack(client, name, template, plan=options["plan"],
                                        role_arn=config.aws_cloudformation_role_arn, progress=self._say)  # fmt: skip
@@ -110,7 +116,8 @@ class Command(BaseCommand):
                              ("RepositoryUri", "image_repository"), ("AppRoleArn", "app_role_arn"),
                              ("CloudFormationRoleArn", "aws_cloudformation_role_arn"),
                              ("SecretsReaderRoleArn", "secrets_reader_role_arn"),
-                             ("BackupBucketName", "postgres_backup_bucket")):  # fmt: skip
+                             ("BackupBucketName", "postgres_backup_bucket"),
+                             ("CutoverBucket", "cutover_bucket")):  # fmt: skip
             if key in outputs:
                 self._say(f"  DEPLOY['{setting}'] = {outputs[key]!r}")
         if "DatabaseAddress" in outputs:
@@ -119,9 +126,25 @@ class Command(BaseCommand):
                       "docs/high-availability.md#managed-postgresql-rds says.")  # fmt: skip
 
     def _delete(self, client, name):
+        region = client.meta.region_name
+        if stack.stack_status(client, name) is None:
+            self._say(f"There is no stack {name} in {region}: nothing to delete.")
+            return {"stack": name, "region": region, "status": None, "outcome": "absent"}
         if self.options["interactive"]:
-            answer = input(f"This deletes stack {name} and everything in it but the retained data. Type its name: ")
+            # The question goes to stderr with --json: stdout holds the one document.
+            ask = self.stderr if self.options["json"] else self.stdout
+            ask.write(f"This deletes stack {name} in {region} and everything in it but the retained data. Type its "
+                      "name: ", ending="")  # fmt: skip
+            ask.flush()
+            try:
+                answer = input()
+            except EOFError:
+                raise CommandError(
+                    "Cancelled: no answer (standard input is closed); nothing was deleted. Pass --no-input to delete "
+                    "without asking."
+                ) from None
             if answer.strip() != name:
                 raise CommandError("Cancelled: nothing was deleted.")
         final = stack.delete_stack(client, name, progress=self._say)
         self._say(f"Stack {name}: {final}.")
+        return {"stack": name, "region": region, "status": final, "outcome": "deleted"}

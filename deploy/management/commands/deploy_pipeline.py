@@ -58,7 +58,8 @@ class Command(BaseCommand):
         document = JsonDocument(self.stdout)
         with document.run() if options["json"] else nullcontext():
             written, environments = self._write(options)
-            document.set([{"path": str(w.path), "outcome": w.outcome} for w in written])
+            # An object, as a refused run's {"ok": false, "error": ...}: one shape whatever the outcome.
+            document.set({"files": [{"path": str(w.path), "outcome": w.outcome} for w in written]})
         if options["json"]:
             return
         for w in written:
