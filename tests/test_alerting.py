@@ -18,7 +18,7 @@ import yaml
 from deploy.conf import DeploySecrets, load_config
 from deploy.k8s import observability
 from deploy.k8s.render import render_manifests
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.k8s_helpers import by_kind
 
 PROMETHEUS = shutil.which("prometheus")
@@ -112,12 +112,7 @@ def start(args, tmp_path, name):
 
 
 def stop(process):
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process, timeout=20)
     process.log.close()
 
 
