@@ -153,6 +153,16 @@ def production_env(**overrides):
     return env
 
 
+def stop_process(process, timeout):
+    """Ask ``process`` to stop (SIGTERM); kill it if it has not within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def target_database_url():
     """The URL of the database pytest-django created for this run."""
     settings = connection.settings_dict
@@ -294,12 +304,7 @@ def run_gunicorn(tmp_path, workers=2, **env_overrides):
             time.sleep(0.1)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import yaml
 from deploy.conf import DeploySecrets, load_config
 from deploy.k8s import observability
 from deploy.k8s.render import render_manifests
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.k8s_helpers import by_kind
 
 PROMETHEUS = shutil.which("prometheus")
@@ -112,12 +112,7 @@ def start(args, tmp_path, name):
 
 
 def stop(process):
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process, timeout=20)
     process.log.close()
 
 
@@ -150,7 +145,9 @@ def wait_ready(url, process, tmp_path, name, timeout=30):
     raise AssertionError(f"{name} not ready in {timeout} s:\n{(tmp_path / f'{name}.log').read_text()}")
 
 
+@contextlib.contextmanager
 def alertmanager(tmp_path, text):
+    """A real Alertmanager on the configuration ``text``, ready: its URL. Stopped on leaving, or if never ready."""
     port = free_port()
     (tmp_path / "alertmanager.yml").write_text(text)
     process = start(
@@ -158,9 +155,12 @@ def alertmanager(tmp_path, text):
          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
         tmp_path, "alertmanager",
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, process, tmp_path, "alertmanager")
-    return process, url
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, process, tmp_path, "alertmanager")
+        yield url
+    finally:
+        stop(process)
 
 
 def post_alerts(url, alerts):
@@ -358,8 +358,7 @@ def test_prometheus_sends_its_alerts_to_the_rendered_alertmanager_service():
 def test_warning_and_critical_take_their_own_routes_and_app_down_inhibits_symptoms(tmp_path):
     with Webhook() as hook:
         _, text, _ = rendered(FAST, hook.url)
-        process, url = alertmanager(tmp_path, text)
-        try:
+        with alertmanager(tmp_path, text) as url:
             post_alerts(url, [
                 {"alertname": "DjangoAppDown", "severity": "critical", "app": "shop"},
                 {"alertname": "DjangoHighLatencyP95", "severity": "warning", "app": "shop"},
@@ -368,8 +367,6 @@ def test_warning_and_critical_take_their_own_routes_and_app_down_inhibits_sympto
             critical = hook.wait_for(firing("DjangoAppDown"), 20)
             warning = hook.wait_for(firing("VolumeNearlyFull"), 20)
             time.sleep(3)  # one more group interval: an inhibited alert would have arrived by now
-        finally:
-            stop(process)
     assert critical and critical["receiver"] == "critical"
     assert warning and warning["receiver"] == "warning"
     delivered = {a["labels"]["alertname"] for m in hook.received for a in m["alerts"]}
@@ -381,8 +378,7 @@ def test_postgres_and_redis_down_inhibit_their_consequences_and_the_watchdog_tak
     with Webhook() as hook:
         settings = {**FAST, "alert_watchdog": True}
         _, text, _ = rendered(settings, hook.url, watchdog_url=hook.url.replace("/hook", "/watchdog"))
-        process, url = alertmanager(tmp_path, text)
-        try:
+        with alertmanager(tmp_path, text) as url:
             post_alerts(url, [
                 {"alertname": "PostgresDown", "severity": "critical", "app": "shop"},
                 {"alertname": "DjangoHigh5xxRatio", "severity": "critical", "app": "shop"},
@@ -395,8 +391,6 @@ def test_postgres_and_redis_down_inhibit_their_consequences_and_the_watchdog_tak
             watchdog = hook.wait_for(firing("Watchdog"), 20)
             other = hook.wait_for(firing("DjangoHighLatencyP95"), 20)
             time.sleep(3)  # one more group interval: an inhibited alert would have arrived by now
-        finally:
-            stop(process)
     assert watchdog and watchdog["receiver"] == "watchdog" and other["receiver"] == "warning"
     delivered = {a["labels"]["alertname"] for m in hook.received for a in m["alerts"]}
     assert "DjangoHigh5xxRatio" not in delivered, "5xx while PostgreSQL is down was not inhibited"
@@ -412,41 +406,40 @@ def test_app_down_is_delivered_when_gunicorn_stops_and_resolved_when_it_is_back(
     bind = f"127.0.0.1:{free_port()}"
     with Webhook() as hook:
         _, text, data = rendered(FAST, hook.url)
-        am, am_url = alertmanager(tmp_path, text)
-        prometheus_yml = yaml.safe_load(data["prometheus.yml"])
-        (tmp_path / "alerts.yml").write_text(data["alerts.yml"])
-        job = next(j for j in prometheus_yml["scrape_configs"] if j["job_name"] == observability.APP_JOB)
-        # Debian's Prometheus has no Kubernetes discovery: the app's target and Alertmanager's address are static.
-        job.pop("kubernetes_sd_configs")
-        job.pop("relabel_configs")
-        job["static_configs"] = [{"targets": [bind]}]
-        prometheus_yml["scrape_configs"] = [job]
-        prometheus_yml["rule_files"] = [str(tmp_path / "alerts.yml")]
-        prometheus_yml["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [am_url[len("http://") :]]
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prometheus_yml))
-        port = free_port()
-        prometheus = None
-        try:
-            # The app serves before Prometheus starts: a gunicorn slow to start on a loaded machine must not read
-            # as the app being down (that would fire DjangoAppDown before the test looks).
-            with gunicorn_factory(GUNICORN_BIND=bind):
-                prometheus = start(
-                    [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-                     f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                    tmp_path, "prometheus",
-                )  # fmt: skip
-                wait_ready(f"http://127.0.0.1:{port}", prometheus, tmp_path, "prometheus")
-                wait_scraped_up(f"http://127.0.0.1:{port}")
-                time.sleep(4)  # scraped up, for longer than app_down_after: nothing may fire
-                assert not hook.wait_for(firing("DjangoAppDown"), 1)
-            down = hook.wait_for(firing("DjangoAppDown"), 25)
-            assert down, f"no DjangoAppDown delivered; received {hook.received}"
-            with gunicorn_factory(GUNICORN_BIND=bind):
-                resolved = hook.wait_for(firing("DjangoAppDown", "resolved"), 25)
-        finally:
-            if prometheus is not None:
-                stop(prometheus)
-            stop(am)
+        with alertmanager(tmp_path, text) as am_url:
+            prometheus_yml = yaml.safe_load(data["prometheus.yml"])
+            (tmp_path / "alerts.yml").write_text(data["alerts.yml"])
+            job = next(j for j in prometheus_yml["scrape_configs"] if j["job_name"] == observability.APP_JOB)
+            # Debian's Prometheus has no Kubernetes discovery: the app's target and Alertmanager's address are static.
+            job.pop("kubernetes_sd_configs")
+            job.pop("relabel_configs")
+            job["static_configs"] = [{"targets": [bind]}]
+            prometheus_yml["scrape_configs"] = [job]
+            prometheus_yml["rule_files"] = [str(tmp_path / "alerts.yml")]
+            prometheus_yml["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [am_url[len("http://") :]]
+            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prometheus_yml))
+            port = free_port()
+            prometheus = None
+            try:
+                # The app serves before Prometheus starts: a gunicorn slow to start on a loaded machine must not read
+                # as the app being down (that would fire DjangoAppDown before the test looks).
+                with gunicorn_factory(GUNICORN_BIND=bind):
+                    prometheus = start(
+                        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                        tmp_path, "prometheus",
+                    )  # fmt: skip
+                    wait_ready(f"http://127.0.0.1:{port}", prometheus, tmp_path, "prometheus")
+                    wait_scraped_up(f"http://127.0.0.1:{port}")
+                    time.sleep(4)  # scraped up, for longer than app_down_after: nothing may fire
+                    assert not hook.wait_for(firing("DjangoAppDown"), 1)
+                down = hook.wait_for(firing("DjangoAppDown"), 25)
+                assert down, f"no DjangoAppDown delivered; received {hook.received}"
+                with gunicorn_factory(GUNICORN_BIND=bind):
+                    resolved = hook.wait_for(firing("DjangoAppDown", "resolved"), 25)
+            finally:
+                if prometheus is not None:
+                    stop(prometheus)
     assert down["receiver"] == "critical"
     (alert,) = [a for a in down["alerts"] if a["labels"]["alertname"] == "DjangoAppDown"]
     assert alert["annotations"]["runbook_url"].endswith("#app-down")

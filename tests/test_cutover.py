@@ -359,7 +359,10 @@ def test_a_bad_file_stops_before_anything_changes(world, tmp_path):
     assert report["complete"] and report["source"] == str(world.source)
 
 
-def _deployed_but_smoke_failed(world, message, document, before):
+def _smoke_fails(world):
+    """The cut-over, with the smoke test made to fail: it stops there, in maintenance; the failure's detail."""
+    before = sha256(world.source)
+    message, document = failing("--cutover", str(world.source))
     assert "stopped at step 'smoke'" in message
     assert "still in maintenance" in message and "--resume" in message
     steps = {s["step"]: s for s in document["cutover"]["steps"]}
@@ -375,10 +378,8 @@ def _deployed_but_smoke_failed(world, message, document, before):
 
 @pytest.mark.slow
 def test_a_failing_page_stops_the_cutover_at_the_smoke_test_with_maintenance_left_on(world):
-    before = sha256(world.source)
     world.pods.answers["/"] = (500, "<h1>Server Error (500)</h1>")
-    message, document = failing("--cutover", str(world.source))
-    detail = _deployed_but_smoke_failed(world, message, document, before)
+    detail = _smoke_fails(world)
     assert "GET / through the API's service proxy" in detail and "answered 500, not 200" in detail
     assert "Server Error (500)" in detail
     assert [path for path, _ in world.pods.seen] == ["/readyz", "/"]  # readiness passed, the page did not
@@ -392,20 +393,16 @@ def test_a_failing_page_stops_the_cutover_at_the_smoke_test_with_maintenance_lef
 
 @pytest.mark.slow
 def test_a_failing_readiness_stops_before_the_page(world):
-    before = sha256(world.source)
     world.pods.answers["/readyz"] = (503, '{"status": "fail", "checks": {"database": "fail"}}')
-    message, document = failing("--cutover", str(world.source))
-    detail = _deployed_but_smoke_failed(world, message, document, before)
+    detail = _smoke_fails(world)
     assert "GET /readyz" in detail and "answered 503" in detail
     assert [path for path, _ in world.pods.seen] == ["/readyz"]
 
 
 @pytest.mark.slow
 def test_a_deployer_without_services_proxy_is_told_which_permission_is_missing(world):
-    before = sha256(world.source)
     world.forbidden.add(("get", "services/proxy"))
-    message, document = failing("--cutover", str(world.source))
-    detail = _deployed_but_smoke_failed(world, message, document, before)
+    detail = _smoke_fails(world)
     assert "the API server answered 403" in detail and 'resource "services/proxy"' in detail
     assert "Grant get on services/proxy" in detail
     assert world.pods.seen == []

@@ -28,6 +28,14 @@ def failing_deploy(*args):
     return str(excinfo.value)
 
 
+def failing_rollout(server, monkeypatch, tag, scenario):
+    """A first deploy, then one of image ``tag``, which the fake cluster runs as ``scenario``: the error message."""
+    deploy()
+    server.scenarios[f"image/django-app:{tag}"] = scenario
+    monkeypatch.setenv("DEPLOY_IMAGE_TAG", tag)
+    return failing_deploy()
+
+
 def live_versions(server):
     with server.lock:
         return {key: obj["metadata"].get("resourceVersion") for key, obj in server.objects.items() if key[1] != "pods"}
@@ -96,10 +104,7 @@ def test_turning_logging_off_prunes_it_in_its_own_namespace(server, monkeypatch)
 
 
 def test_a_rollout_that_never_becomes_ready_is_rolled_back(server, monkeypatch):
-    deploy()
-    server.scenarios["image/django-app:0.3.0-broken"] = "crashloop"
-    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.3.0-broken")
-    message = failing_deploy()
+    message = failing_rollout(server, monkeypatch, "0.3.0-broken", "crashloop")
     assert "rolled back to revision 1" in message
     assert "CrashLoopBackOff" in message
     assert "Set the SECRET_KEY environment variable" in message  # the pods' last log lines
@@ -111,10 +116,7 @@ def test_a_rollout_that_never_becomes_ready_is_rolled_back(server, monkeypatch):
 
 
 def test_a_progress_deadline_is_a_failed_rollout(server, monkeypatch):
-    deploy()
-    server.scenarios["image/django-app:0.4.0"] = "deadline"
-    monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.4.0")
-    message = failing_deploy()
+    message = failing_rollout(server, monkeypatch, "0.4.0", "deadline")
     assert "progress deadline exceeded" in message
 
 

@@ -256,12 +256,17 @@ def _builtin(relative):
     return (BUILTIN_TEMPLATES / relative).read_text()
 
 
+def _refused(config, *args, **kwargs):
+    """What the render says when it refuses the manifests of ``config``."""
+    with pytest.raises(RenderError) as excinfo:
+        render_manifests(config, *args, **kwargs)
+    return str(excinfo.value)
+
+
 def test_renaming_a_service_fails_the_render_naming_each_reference(tmp_path):
     text = _builtin("logging/elasticsearch.yaml").replace("name: {{ svc.name }}", 'name: "elasticsearch"', 1)
     config = _override(tmp_path, "logging/elasticsearch.yaml", text)
-    with pytest.raises(RenderError) as excinfo:
-        render_manifests(config)
-    message = str(excinfo.value)
+    message = _refused(config)
     assert (
         "ConfigMap logging/fluentd-config key fluent.conf names django-app-elasticsearch.logging.svc:9200, but no "
         "Service 'django-app-elasticsearch' is rendered in namespace 'logging'" in message
@@ -273,9 +278,7 @@ def test_renaming_a_service_fails_the_render_naming_each_reference(tmp_path):
 def test_renaming_the_database_service_fails_on_the_apps_database_url(tmp_path):
     text = _builtin("postgres/service.yaml").replace("name: {{ svc.name }}", 'name: {{ svc.name ~ "-db" }}', 1)
     config = _override(tmp_path, "postgres/service.yaml", text)
-    with pytest.raises(RenderError) as excinfo:
-        render_manifests(config, SECRETS, redact=False)
-    message = str(excinfo.value)
+    message = _refused(config, SECRETS, redact=False)
     assert "Secret django-app/django-app key DATABASE_URL names django-app-postgres.django-app.svc:5432" in message
     assert "CronJob django-app/django-app-postgres-backup container 'pg-dump'" in message
     assert SECRETS.postgres_password not in message and "pg-p%40ss" not in message
@@ -300,38 +303,39 @@ def test_dropping_a_flow_fails_the_render_naming_it(tmp_path):
     text = _builtin("redis/service.yaml")
     text = text[: text.index("  ingress:")] + "\n"
     config = _override(tmp_path, "redis/service.yaml", text)
-    with pytest.raises(RenderError) as excinfo:
-        render_manifests(config)
     assert (
         "The NetworkPolicies do not allow django-app/app → django-app/redis on 6379/TCP, which the stack needs "
-        "(the app caches in Redis)" in str(excinfo.value)
+        "(the app caches in Redis)" in _refused(config)
     )
 
 
-STRAY = """apiVersion: networking.k8s.io/v1
+def egress_to_anywhere_on_443(name, component):
+    """A NetworkPolicy template named ``name`` that lets ``component``'s pods reach any address on 443/TCP."""
+    return """apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
-  name: "debug-egress"
+  name: NAME
   namespace: {{ namespace }}
 spec:
   podSelector:
-    matchLabels: {{ selector("app") }}
+    matchLabels: {{ selector("COMPONENT") }}
   policyTypes: ["Egress"]
   egress:
     - to:
         - ipBlock: {cidr: "0.0.0.0/0"}
       ports:
         - {port: 443, protocol: "TCP"}
-"""
+""".replace("NAME", name).replace("COMPONENT", component)
+
+
+STRAY = egress_to_anywhere_on_443('"debug-egress"', "app")
 
 
 def test_a_stray_allow_fails_the_render_naming_the_flow_and_the_policy(tmp_path):
     config = _override(tmp_path, "network/debug.yaml", STRAY)
-    with pytest.raises(RenderError) as excinfo:
-        render_manifests(config)
     assert (
         "The NetworkPolicies allow django-app/app → 0.0.0.0/0 on 443/TCP, which the stack does not need "
-        "(allowed by NetworkPolicy django-app/debug-egress)" in str(excinfo.value)
+        "(allowed by NetworkPolicy django-app/debug-egress)" in _refused(config)
     )
 
 
@@ -368,32 +372,14 @@ spec:
       containers:
         - {name: "worker", image: {{ image }}}
 ---
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: {{ name("worker") }}
-  namespace: {{ namespace }}
-spec:
-  podSelector:
-    matchLabels: {{ selector("worker") }}
-  policyTypes: ["Egress"]
-  egress:
-    - to:
-        - ipBlock: {cidr: "0.0.0.0/0"}
-      ports:
-        - {port: 443, protocol: "TCP"}
-"""
+""" + egress_to_anywhere_on_443('{{ name("worker") }}', "worker")
 
 
 def test_a_projects_own_component_declares_its_flows_in_extra_flows(tmp_path):
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "worker.yaml").write_text(WORKER)
-    config = load_config({"template_dirs": [str(tmp_path)]}, environ={})
-    with pytest.raises(RenderError) as excinfo:
-        render_manifests(config)
+    message = _refused(_override(tmp_path, "app/worker.yaml", WORKER))
     # Its name resolution is the stack's (allow-dns covers the namespace); its own allow is not.
-    assert str(excinfo.value).count("stack does not need") == 1
-    assert "django-app/worker → 0.0.0.0/0 on 443/TCP" in str(excinfo.value)
+    assert message.count("stack does not need") == 1
+    assert "django-app/worker → 0.0.0.0/0 on 443/TCP" in message
     declared = load_config(
         {"template_dirs": [str(tmp_path)], "extra_flows": ["django-app/worker -> 0.0.0.0/0 443/TCP"]}, environ={}
     )

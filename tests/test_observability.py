@@ -15,7 +15,7 @@ import yaml
 from deploy.conf import load_config
 from deploy.k8s import observability
 from deploy.k8s.render import render_manifests
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.k8s_helpers import by_kind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,8 +283,7 @@ def test_a_real_prometheus_scrapes_the_app_under_gunicorn(gunicorn_factory, tmp_
             assert up and up[0]["value"][1] == "1"
             assert value and float(value[0]["value"][1]) == requests
         finally:
-            process.terminate()
-            process.wait(timeout=20)
+            stop_process(process, timeout=20)
 
 
 # --- logs -----------------------------------------------------------------------

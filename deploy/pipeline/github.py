@@ -221,6 +221,30 @@ def _select(environment):
     return f" --environment {environment}" if environment else ""
 
 
+def _stack_report(action, environment):
+    """The JSON report ``aws_provision`` writes for one stack: ``plan-staging.json``, ``apply-infra.json``."""
+    return f"{action}-{environment or 'infra'}.json"
+
+
+def _stack_steps(base, stacks, action, options):
+    """A job's set-up, then ``aws_provision`` once per stack, ``action`` "plan" (change sets only) or "apply"."""
+    steps = [
+        *_python(options["python_version"], options["requirements"]),
+        _credentials(base, f"infra-{action}"),
+        THROWAWAY_SECRET_KEY,
+    ]
+    plan = " --plan" if action == "plan" else ""
+    for stack, name in stacks.items():
+        steps.append(
+            {
+                "name": f"{action.capitalize()} stack {stack}",
+                "run": f"python manage.py aws_provision{_select(name)}{plan} --json --no-input "
+                f"> {_stack_report(action, name)}",
+            }
+        )
+    return steps
+
+
 def infrastructure_workflow(base, environments, options):
     stacks = {}
     for name, config in environments.items():
@@ -232,20 +256,8 @@ def infrastructure_workflow(base, environments, options):
         "LOG_LEVEL": "WARNING",
         "DEPLOY_AWS_CLOUDFORMATION_ROLE_ARN": role_arn(base, "cloudformation"),
     }
-    plans = [f"plan-{name or 'infra'}.json" for name in stacks.values()]
-    plan_steps = [
-        *_python(options["python_version"], options["requirements"]),
-        _credentials(base, "infra-plan"),
-        THROWAWAY_SECRET_KEY,
-    ]
-    for stack, name in stacks.items():
-        plan_steps.append(
-            {
-                "name": f"Plan stack {stack}",
-                "run": f"python manage.py aws_provision{_select(name)} --plan --json --no-input "
-                f"> plan-{name or 'infra'}.json",
-            }
-        )
+    plans = [_stack_report("plan", name) for name in stacks.values()]
+    plan_steps = _stack_steps(base, stacks, "plan", options)
     plan_steps += [
         {
             "name": "Summarise the change sets",
@@ -259,19 +271,7 @@ def infrastructure_workflow(base, environments, options):
             "run": 'gh pr comment "$PR" --edit-last --body-file plan.md || gh pr comment "$PR" --body-file plan.md',
         },
     ]
-    apply_steps = [
-        *_python(options["python_version"], options["requirements"]),
-        _credentials(base, "infra-apply"),
-        THROWAWAY_SECRET_KEY,
-    ]
-    for stack, name in stacks.items():
-        apply_steps.append(
-            {
-                "name": f"Apply stack {stack}",
-                "run": f"python manage.py aws_provision{_select(name)} --json --no-input "
-                f"> apply-{name or 'infra'}.json",
-            }
-        )
+    apply_steps = _stack_steps(base, stacks, "apply", options)
     apply_steps.append(
         {
             "name": "Attach the reports",

@@ -986,6 +986,19 @@ def _fresh(target_alias):
     return target
 
 
+def _on_target(target_alias, work):
+    """``work(cursor, run)`` in one transaction of the reopened target, ``run`` the interrupted copy's (or None).
+
+    Its answer, or UNKNOWN if the target could not be reached or a constraint did not hold.
+    """
+    try:
+        _fresh(target_alias)
+        with transaction.atomic(using=target_alias), connections[target_alias].cursor() as cursor:
+            return work(cursor, state.current_run(cursor))
+    except (*TARGET_ERRORS, ConstraintFailed):
+        return UNKNOWN
+
+
 def settle(target_alias, ours=False):
     """After a failure: put the target back as it was if nothing was committed; say what is left.
 
@@ -994,38 +1007,34 @@ def settle(target_alias, ours=False):
     the target could not be reached (its checkpoint is still there, if any); FINISHED:
     ``ours`` (this call had a run) and its checkpoint is gone: the copy completed.
     """
-    try:
-        _fresh(target_alias)
-        with transaction.atomic(using=target_alias), connections[target_alias].cursor() as cursor:
-            run = state.current_run(cursor)
-            if run is None:
-                return FINISHED if ours else AS_BEFORE
-            if run.done:
-                return RESUMABLE
-            recreate_missing(cursor, run.definitions)
-            state.finish(cursor)
-            return AS_BEFORE
-    except (*TARGET_ERRORS, ConstraintFailed):
-        return UNKNOWN
+
+    def put_back(cursor, run):
+        if run is None:
+            return FINISHED if ours else AS_BEFORE
+        if run.done:
+            return RESUMABLE
+        recreate_missing(cursor, run.definitions)
+        state.finish(cursor)
+        return AS_BEFORE
+
+    return _on_target(target_alias, put_back)
 
 
 def undo_copy(target_alias, plans):
     """Empty the copied tables and put every dropped definition back, validated; forget the run."""
-    try:
-        _fresh(target_alias)
-        with transaction.atomic(using=target_alias), connections[target_alias].cursor() as cursor:
-            run = state.current_run(cursor)
-            cursor.execute(f"TRUNCATE {', '.join(quote(p.table) for p in plans)}")
-            if run:
-                # Foreign keys added NOT VALID for the validation: validated now, on empty tables, they
-                # are the ones migrate made.
-                for table, name in unvalidated_keys(cursor, run.definitions):
-                    cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote(name)}")
-                recreate_missing(cursor, run.definitions)
-                state.finish(cursor)
+
+    def empty(cursor, run):
+        cursor.execute(f"TRUNCATE {', '.join(quote(p.table) for p in plans)}")
+        if run:
+            # Foreign keys added NOT VALID for the validation: validated now, on empty tables, they
+            # are the ones migrate made.
+            for table, name in unvalidated_keys(cursor, run.definitions):
+                cursor.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote(name)}")
+            recreate_missing(cursor, run.definitions)
+            state.finish(cursor)
         return AS_BEFORE
-    except (*TARGET_ERRORS, ConstraintFailed):
-        return UNKNOWN
+
+    return _on_target(target_alias, empty)
 
 
 def truncate_tables(target_alias, plans):
