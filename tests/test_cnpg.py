@@ -131,6 +131,23 @@ def test_the_vendored_crd_is_the_recorded_file():
     assert "postgresql.cnpg.io" in crds.groups()
 
 
+def test_the_backup_crds_are_vendored_with_their_versions():
+    readme = (crds.CRD_DIR / "README.md").read_text()
+    for name, version in (("postgresql.cnpg.io_scheduledbackups.yaml", "v1.30.0"),
+                          ("barmancloud.cnpg.io_objectstores.yaml", "v0.14.0")):  # fmt: skip
+        text = (crds.CRD_DIR / name).read_bytes()
+        row = next(line for line in readme.splitlines() if f"`{name}`" in line)
+        assert hashlib.sha256(text).hexdigest() in row and version in row, name
+    assert "barmancloud.cnpg.io" in crds.groups()
+    # Both are served at v1 and strict: an undeclared field is refused.
+    store = {"apiVersion": "barmancloud.cnpg.io/v1", "kind": "ObjectStore", "metadata": {"name": "s"},
+             "spec": {"configuration": {"destinationPath": "s3://b/p/", "walz": {}}}}  # fmt: skip
+    assert any("'walz' was unexpected" in p for p in crds.problems(store))
+    scheduled = {"apiVersion": "postgresql.cnpg.io/v1", "kind": "ScheduledBackup", "metadata": {"name": "s"},
+                 "spec": {"cluster": {"name": "c"}, "schedule": "0 0 3 * * *", "method": "snapshot"}}  # fmt: skip
+    assert any("'snapshot' is not one of" in p for p in crds.problems(scheduled))
+
+
 def test_the_cluster_passes_its_crd_schema_and_a_broken_one_does_not(manifests):
     assert schema_problems(manifests) == []
     broken = copy.deepcopy(_cluster(manifests))
