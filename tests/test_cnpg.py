@@ -264,6 +264,112 @@ def test_the_rollout_waits_for_the_operators_ready_condition():
     assert rollout.cnpg_cluster_status(cluster) == (True, "cluster c: 3 instances ready, primary c-1")
 
 
+# --- the WAL archive and base backups to S3 (the Barman Cloud plugin) ------------------------
+
+ARCHIVED = {"postgres_backup_bucket": "shop-backups", "aws_region": "eu-west-1", "node_count_min": 4}
+
+
+@pytest.fixture(scope="module")
+def archived():
+    config = mode_config("cloudnative-pg", **ARCHIVED)
+    return config, render_manifests(config)
+
+
+def test_a_backup_bucket_archives_the_clusters_wal_and_takes_scheduled_base_backups(archived):
+    config, manifests = archived
+    (store,) = by_kind(manifests, "ObjectStore")
+    assert store["apiVersion"] == "barmancloud.cnpg.io/v1" and store["metadata"]["namespace"] == NS
+    configuration = store["spec"]["configuration"]
+    assert configuration["destinationPath"] == "s3://shop-backups/cnpg/"
+    # No key anywhere: the sidecar takes the Cluster's ServiceAccount's role (EKS Pod Identity).
+    assert configuration["s3Credentials"] == {"inheritFromIAMRole": True}
+    assert configuration["wal"] == {"compression": "gzip"}
+    assert store["spec"]["retentionPolicy"] == f"{config.postgres_backup_bucket_keep_days}d" == "30d"
+    plugins = _cluster(manifests)["spec"]["plugins"]
+    assert plugins == [{"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": True,
+                        "parameters": {"barmanObjectName": store["metadata"]["name"]}}]  # fmt: skip
+    (scheduled,) = by_kind(manifests, "ScheduledBackup")
+    assert scheduled["spec"]["cluster"] == {"name": CLUSTER}
+    assert scheduled["spec"]["method"] == "plugin" and scheduled["spec"]["immediate"] is True
+    assert scheduled["spec"]["pluginConfiguration"] == {"name": "barman-cloud.cloudnative-pg.io"}
+    # The operator's cron has a seconds field: the nightly 03:00 UTC of postgres_backup_schedule.
+    assert scheduled["spec"]["schedule"] == "0 0 3 * * *"
+    assert cnpg.backup_schedule("@daily") == "@daily"
+    # Without a bucket: none of it.
+    plain = render_manifests(mode_config("cloudnative-pg"))
+    assert not by_kind(plain, "ObjectStore") and not by_kind(plain, "ScheduledBackup")
+    assert "plugins" not in _cluster(plain)["spec"]
+
+
+def test_the_archive_passes_its_crd_schemas_and_a_broken_one_does_not(archived):
+    _, manifests = archived
+    assert schema_problems(manifests) == []
+    store = copy.deepcopy(by_kind(manifests, "ObjectStore")[0])
+    store["spec"]["retentionPolicy"] = "30 days"
+    store["spec"]["configuration"]["s3Credentials"]["inheritFromIamRole"] = True
+    scheduled = copy.deepcopy(by_kind(manifests, "ScheduledBackup")[0])
+    scheduled["spec"]["method"] = "barman"
+    found = schema_problems([store, scheduled])
+    assert any("spec.retentionPolicy: '30 days' does not match" in p for p in found), found
+    assert any("'inheritFromIamRole' was unexpected" in p for p in found), found
+    assert any("spec.method: 'barman' is not one of" in p for p in found), found
+
+
+def test_the_sidecar_is_counted_and_checked_and_the_instances_reach_s3(archived):
+    config, manifests = archived
+    assert policy_problems(manifests, config) == []
+    plain_config = mode_config("cloudnative-pg", node_count_min=4)
+    plain = render_manifests(plain_config)
+    # The plugin's sidecar in each of the three instances: its requests and limits count in the quota.
+    sidecar = capacity.cpu_millis(cnpg.SIDECAR_RESOURCES["requests"]["cpu"])
+    totals, plain_totals = stack_totals(manifests)[NS], stack_totals(plain)[NS]
+    pg_dump_upload = totals["requests.cpu"] - plain_totals["requests.cpu"] - 3 * sidecar
+    (cronjob,) = by_kind(manifests, "CronJob")
+    (plain_cronjob,) = by_kind(plain, "CronJob")
+    assert pg_dump_upload == sum(
+        capacity.cpu_millis(c["resources"]["requests"]["cpu"])
+        for c in cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        + cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"].get("initContainers", [])
+    ) - sum(
+        capacity.cpu_millis(c["resources"]["requests"]["cpu"])
+        for c in plain_cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        + plain_cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"].get("initContainers", [])
+    )
+    # The sidecar (a restartable init container, with the plugin's security context) comes with the archiver.
+    broken = copy.deepcopy(manifests)
+    (sidecar_container,) = cnpg.instance_pod(_cluster(broken))[1]["initContainers"]
+    assert sidecar_container["name"] == "plugin-barman-cloud" and sidecar_container["restartPolicy"] == "Always"
+    assert sidecar_container["securityContext"]["runAsNonRoot"] is True
+    _cluster(broken)["spec"]["plugins"][0]["isWALArchiver"] = False
+    assert "initContainers" not in cnpg.instance_pod(_cluster(broken))[1]
+    assert stack_totals(broken)[NS]["requests.cpu"] == totals["requests.cpu"] - 3 * sidecar
+    _cluster(broken)["spec"]["plugins"][0]["isWALArchiver"] = True
+    # The instances (their sidecar) may reach S3 and the Pod Identity agent; the wiring rule needs both.
+    allowed = {str(flow) for flow in wiring.reachability(manifests)}
+    assert f"{NS}/postgres → 0.0.0.0/0 on 443/TCP" in allowed
+    assert f"{NS}/postgres → 169.254.170.23/32 on 80/TCP" in allowed
+    assert f"{NS}/postgres → 0.0.0.0/0 on 443/TCP" not in {str(f) for f in wiring.reachability(plain)}
+    (policy,) = by_kind(broken, "NetworkPolicy", CLUSTER)
+    policy["spec"]["egress"] = [rule for rule in policy["spec"]["egress"]
+                                if {"port": 443, "protocol": "TCP"} not in rule["ports"]]  # fmt: skip
+    problems = wiring.wiring_problems(broken, config)
+    assert any("Barman Cloud sidecar archives" in p and "do not allow" in p for p in problems), problems
+
+
+def test_on_the_default_three_nodes_the_archive_does_not_fit_and_the_check_says_so():
+    # Three sidecars and the dump's uploader are 260m more than the 55m the default node group has spare.
+    config = mode_config("cloudnative-pg", **{**ARCHIVED, "node_count_min": 3})
+    found = policy_problems(render_manifests(config), config)
+    assert any(p.startswith("Capacity: the stack at its largest requests") for p in found), found
+
+
+@pytest.mark.parametrize("mode", [{"postgres_mode": "external", "postgres_host": "10.1.2.3",
+                                   "postgres_cidr": "10.1.0.0/16"}, {"postgres_mode": "rds"}])  # fmt: skip
+def test_a_backup_bucket_is_still_refused_where_postgresql_is_not_in_the_cluster(mode):
+    with pytest.raises(ConfigError, match=r"postgres_backup_bucket.*postgres_mode is '(external|rds)'"):
+        load_config({**mode, "postgres_backup_bucket": "shop-backups", "aws_region": "eu-west-1"}, environ={})
+
+
 # --- a deploy against the fake API server ---------------------------------------------------
 
 
