@@ -224,6 +224,9 @@ def test_the_cloudnative_pg_clusters_service_account_gets_the_backup_role_for_it
     identity = template["Resources"]["CnpgBackupIdentity"]["Properties"]
     assert (identity["Namespace"], identity["ServiceAccount"]) == ("shop", names.cnpg_cluster_name("shop"))
     assert identity["RoleArn"] == {"Fn::GetAtt": ["BackupRole", "Arn"]}
+    # And the Cluster a restore to a point in time recovers into (it reads the same archive).
+    recovery = template["Resources"]["CnpgRecoveryIdentity"]["Properties"]
+    assert (recovery["ServiceAccount"], recovery["RoleArn"]) == (names.cnpg_recovery_name("shop"), identity["RoleArn"])
     # The role may write, read and delete (the plugin's retention) in the archive; it may not delete a dump.
     arn = "arn:aws:s3:::backupbucket-1a2b3c"
     role = _statements(template, "BackupRole")

@@ -370,6 +370,69 @@ def test_a_backup_bucket_is_still_refused_where_postgresql_is_not_in_the_cluster
         load_config({**mode, "postgres_backup_bucket": "shop-backups", "aws_region": "eu-west-1"}, environ={})
 
 
+# --- a restore to a point in time ----------------------------------------------------------
+
+MOMENT = "2026-01-31T09:15:00Z"
+
+
+def test_the_recovery_cluster_replays_the_archive_to_the_moment_and_passes_its_schema(archived):
+    from deploy.k8s import pitr
+
+    config, _ = archived
+    cluster, policy = pitr.recovery_manifests(config, MOMENT)
+    assert schema_problems([cluster, policy]) == []
+    assert cluster["metadata"]["name"] == names.cnpg_recovery_name("django-app") == f"{CLUSTER}-pitr"
+    recovery = cluster["spec"]["bootstrap"]["recovery"]
+    assert recovery["recoveryTarget"] == {"targetTime": MOMENT}
+    assert (recovery["database"], recovery["owner"], recovery["secret"]) == ("app", "app", {"name": CLUSTER})
+    (source,) = cluster["spec"]["externalClusters"]
+    assert source["name"] == recovery["source"]
+    # It reads the live Cluster's archive (its serverName) through the live ObjectStore, and archives nothing.
+    assert source["plugin"] == {"name": cnpg.BARMAN_PLUGIN, "parameters": {
+        "barmanObjectName": cnpg.object_store_name(CLUSTER), "serverName": CLUSTER}}  # fmt: skip
+    assert "plugins" not in cluster["spec"] and cluster["spec"]["instances"] == 1
+    assert "postgresql" not in cluster["spec"]  # one instance: nothing synchronous to wait for
+    # A time in another zone is kept as the same moment.
+    (other, _) = pitr.recovery_manifests(config, "2026-01-31T10:15:00+01:00")
+    assert other["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"] == "2026-01-31T10:15:00+01:00"
+    # Its pods: selected by their own cluster label, reachable by each other and the operator only.
+    own = {cnpg.CLUSTER_LABEL: cluster["metadata"]["name"]}
+    assert policy["spec"]["podSelector"] == {"matchLabels": own}
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            assert peer.get("namespaceSelector") or peer["podSelector"] == {"matchLabels": own}, peer
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert {443, 80, 5432, 8000} <= egress_ports
+    assert json.dumps(policy).count(CLUSTER + '"') == 0  # nothing of the live Cluster's selectors left
+    assert cluster["spec"]["topologySpreadConstraints"][0]["labelSelector"] == {"matchLabels": own}
+
+
+@pytest.mark.parametrize(
+    "settings, moment, message",
+    [({}, MOMENT, "postgres_backup_bucket"), (ARCHIVED, "2026-01-31 09:15", "with its zone"),
+     (ARCHIVED, "yesterday", "RFC 3339")],
+)  # fmt: skip
+def test_a_recovery_without_an_archive_or_a_moment_is_refused(settings, moment, message):
+    from deploy.k8s import pitr
+
+    with pytest.raises(pitr.RecoveryError, match=message):
+        pitr.recovery_manifests(mode_config("cloudnative-pg", **settings), moment)
+
+
+def test_the_docs_show_the_recovery_cluster_the_tool_makes():
+    import yaml
+
+    from deploy.k8s import pitr
+
+    ha = (Path(__file__).resolve().parent.parent / "docs/high-availability.md").read_text()
+    block = ha.split("its Cluster is:", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load(block)
+    assert schema_problems([shown]) == []
+    config = mode_config("cloudnative-pg", **{**ARCHIVED, "postgres_backup_bucket": "my-backups"})
+    assert shown == pitr.recovery_manifests(config, MOMENT)[0]
+    assert "recoveryTarget" in block and "targetTime: '2026-01-31T09:15:00Z'" in block
+
+
 # --- a deploy against the fake API server ---------------------------------------------------
 
 

@@ -55,4 +55,8 @@ def add_backups(t):
         resources["CnpgBackupIdentity"] = pod_identity(
             config.namespace, names.cnpg_cluster_name(config.app_name), "BackupRole"
         )
+        # The Cluster a restore to a point in time recovers into reads the same archive (deploy/k8s/pitr.py).
+        resources["CnpgRecoveryIdentity"] = pod_identity(
+            config.namespace, names.cnpg_recovery_name(config.app_name), "BackupRole"
+        )
     return {"BackupBucketName": {"Description": "DEPLOY['postgres_backup_bucket']", "Value": {"Ref": "BackupBucket"}}}
