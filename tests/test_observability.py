@@ -252,15 +252,15 @@ def test_postgres_down_in_the_cloudnative_pg_mode_watches_the_instances_pods(tmp
         return {"series": f'kube_pod_status_ready{{{NS}, condition="true", pod="{pod}"}}', "values": values}
 
     def case(series, alerts):
-        return {"interval": "1m", "input_series": series,
-                "alert_rule_test": [{"eval_time": "40m", "alertname": "PostgresDown", "exp_alerts": alerts}]}  # fmt: skip
+        test = {"eval_time": "40m", "alertname": "PostgresDown", "exp_alerts": alerts}
+        return {"interval": "1m", "input_series": series, "alert_rule_test": [test]}
 
     cluster = "django-app-postgres"
     tests = {
         "rule_files": ["alerts.yml"],
         "evaluation_interval": "1m",
         "tests": [
-            # Every instance not ready: fires. The initdb Job's pod being ready is not an instance.
+            # Every instance not ready: fires. A join Job's pod being ready is not an instance.
             case(
                 [
                     ready(f"{cluster}-1", "0x60"),
@@ -269,7 +269,7 @@ def test_postgres_down_in_the_cloudnative_pg_mode_watches_the_instances_pods(tmp
                     ready(f"{cluster}-4-join-abcde", "1x60"),
                 ],
                 expected,
-            ),  # fmt: skip
+            ),
             # One instance ready (the operator promotes it): silent.
             case([ready(f"{cluster}-1", "0x60"), ready(f"{cluster}-2", "1x60")], []),
             # No instance pod at all (the series of another app's cluster only): fires.
