@@ -479,6 +479,25 @@ def test_without_the_operator_nothing_is_applied_and_the_message_says_what_to_in
 
 
 @pytest.mark.slow
+def test_with_a_bucket_the_archive_is_applied_in_order_and_without_the_plugin_nothing_is(tmp_path, monkeypatch):
+    settings = {"postgres_mode": "cloudnative-pg", **{k: str(v) for k, v in ARCHIVED.items()}}
+    with fake_cluster(tmp_path, monkeypatch, **settings) as server:
+        server.missing_groups.add("barmancloud.cnpg.io")
+        with pytest.raises(CommandError) as excinfo:
+            deploy()
+        assert "does not serve ObjectStore (barmancloud.cnpg.io/v1)" in str(excinfo.value)
+        assert "plugin-barman-cloud/releases/download/v0.14.0/manifest.yaml" in str(excinfo.value)
+        assert server.get("namespaces", NS) is None
+        server.missing_groups.discard("barmancloud.cnpg.io")
+        assert deploy()["outcome"] == "deployed"
+        store = server.get("objectstores", f"{CLUSTER}-backups", NS, group="barmancloud.cnpg.io")
+        assert store["spec"]["configuration"]["destinationPath"] == "s3://shop-backups/cnpg/"
+        kinds = [path.split("/")[-2] for path in server.applied_order() if "/leases/" not in path]
+        # The store before the Cluster that names it; the schedule after the Cluster it backs up.
+        assert kinds.index("objectstores") < kinds.index("clusters") < kinds.index("scheduledbackups")
+
+
+@pytest.mark.slow
 def test_the_preflight_names_the_missing_crd(server):
     server.missing_groups.add("postgresql.cnpg.io")
     out = StringIO()
