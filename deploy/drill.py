@@ -65,14 +65,15 @@ def check_mode(config, dump_given):
 def no_bucket_message(config):
     """Why the drill has no bucket to read, and what to drill instead, in ``config``'s mode."""
     if config.postgres_operator:
-        # The settings refuse postgres_backup_bucket in this mode, and aws_provision makes the bucket and its role
-        # for the in-cluster mode only: "set the bucket" would send the operator into that refusal.
+        # Without the bucket the dumps stay on the backup volume in the cluster: "pass --bucket" alone would send the
+        # operator looking for a bucket nothing writes to.
         return (
-            "No bucket: in the cloudnative-pg mode the nightly dumps stay on the backup volume in the cluster "
-            "(postgres_backup_bucket is offered in the 'in-cluster' mode only), out of this command's reach. Drill a "
-            "dump made now through the same port-forward, as the same role: pg_dump --format=custom "
-            '--file=app-now.dump "$DATABASE_URL", then restore_drill --file app-now.dump '
-            "(docs/runbooks.md#restore-drill). Nothing was read."
+            "No bucket: in the cloudnative-pg mode without DEPLOY['postgres_backup_bucket'] the nightly dumps stay on "
+            "the backup volume in the cluster, out of this command's reach. Drill a dump made now through the same "
+            'port-forward, as the same role: pg_dump --format=custom --file=app-now.dump "$DATABASE_URL", then '
+            "restore_drill --file app-now.dump (docs/runbooks.md#restore-drill); or set "
+            "DEPLOY['postgres_backup_bucket'] (the infrastructure stack's BackupBucketName output: the dumps and the "
+            "Cluster's WAL archive then go there) and drill the next nightly dump. Nothing was read."
         )
     return (
         "No bucket: set DEPLOY['postgres_backup_bucket'] (the infrastructure stack's BackupBucketName output), pass "

@@ -85,6 +85,9 @@ RESOURCES = [
     ("external-secrets.io", "v1", "ExternalSecret", "externalsecrets", True, ["status"]),
     # CloudNativePG's CRD, as a cluster where its operator is installed serves it (``missing_groups`` hides it).
     ("postgresql.cnpg.io", "v1", "Cluster", "clusters", True, ["status", "scale"]),
+    ("postgresql.cnpg.io", "v1", "ScheduledBackup", "scheduledbackups", True, ["status"]),
+    # The Barman Cloud plugin's CRD (the cloudnative-pg mode's WAL archive).
+    ("barmancloud.cnpg.io", "v1", "ObjectStore", "objectstores", True, ["status"]),
 ]
 # kubectl's abbreviations (kubectl get deploy,sts,svc …), as the real server lists them in discovery.
 SHORT_NAMES = {

@@ -46,6 +46,7 @@ OPTIONS = {
                     "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/web",
                     "kubernetes_version": "1.31"},
     "rds": {"postgres_mode": "rds"},
+    "cloudnative-pg": {"postgres_mode": "cloudnative-pg"},
     "rds-single-az-other-version": {"postgres_mode": "rds", "rds_multi_az": False, "rds_engine_version": "17.6",
                                     "rds_instance_class": "db.m7g.large", "rds_storage_size": 100,
                                     "rds_backup_retention_days": 35},
@@ -133,6 +134,23 @@ def provision(*args):
     out = StringIO()
     call_command("aws_provision", "--no-input", *args, stdout=out)
     return out.getvalue()
+
+
+def test_the_cloudnative_pg_mode_gets_the_backup_bucket_its_archive_goes_to(aws, settings, monkeypatch):
+    # moto makes the bucket, but neither its lifecycle rules nor the pod identity associations: test_backup_s3
+    # checks those in the template.
+    monkeypatch.setattr(cfn, "render_template", without_cluster_output(cfn.render_template))
+    settings.DEPLOY = {"postgres_mode": "cloudnative-pg"}
+    out = provision()
+    stack = aws.describe_stacks(StackName="django-app-infra")["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert f"DEPLOY['postgres_backup_bucket'] = '{outputs['BackupBucketName']}'" in out
+    s3 = boto3.client("s3", region_name=REGION)
+    assert outputs["BackupBucketName"] in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    # The setting it prints is accepted in this mode now (with the region the pods write in).
+    config = load_config({"postgres_mode": "cloudnative-pg", "postgres_backup_bucket": outputs["BackupBucketName"],
+                          "aws_region": REGION}, environ={})  # fmt: skip
+    assert config.postgres_backup_bucket == outputs["BackupBucketName"]
 
 
 def test_the_stack_is_created_its_events_shown_and_its_outputs_read(aws, monkeypatch):

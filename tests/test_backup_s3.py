@@ -185,8 +185,13 @@ def test_the_bucket_and_the_role_only_the_backup_pods_get():
     bucket = template["Resources"]["BackupBucket"]["Properties"]
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     assert all(bucket["PublicAccessBlockConfiguration"].values())
-    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    rule, archive = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["Prefix"] == backups.PREFIX
     assert rule["ExpirationInDays"] == config.postgres_backup_bucket_keep_days == 30
+    # CloudNativePG's WAL archive is never expired by age (its recovery window decides), only deleted versions.
+    assert archive["Prefix"] == backups.ARCHIVE_PREFIX and "ExpirationInDays" not in archive
+    assert archive["NoncurrentVersionExpiration"] == {"NoncurrentDays": 7}
+    assert "CnpgBackupIdentity" not in template["Resources"]  # no Cluster in this mode
     encryption = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
     assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
     longer = cfn.render_template(load_config({"postgres_backup_bucket_keep_days": 90}, environ={}))
@@ -207,6 +212,40 @@ def test_the_bucket_and_the_role_only_the_backup_pods_get():
     for other in ("AppRole", "NodeRole", "SecretsReaderRole", "ExternalSecretsRole"):
         statements = _statements(template, other)
         assert not allows(statements, "s3:GetObject", f"{arn}/postgres/app-20260101T030000Z.dump"), other
+
+
+def test_the_cloudnative_pg_clusters_service_account_gets_the_backup_role_for_its_wal_archive_only():
+    from deploy.k8s import cnpg
+
+    config = load_config({"app_name": "shop", "namespace": "shop", "postgres_mode": "cloudnative-pg"}, environ={})
+    template = cfn.render_template(config)
+    assert "BackupBucket" in template["Resources"] and "BackupBucketName" in template["Outputs"]
+    # The operator names the instances' ServiceAccount after the Cluster: that account gets the backup role.
+    identity = template["Resources"]["CnpgBackupIdentity"]["Properties"]
+    assert (identity["Namespace"], identity["ServiceAccount"]) == ("shop", names.cnpg_cluster_name("shop"))
+    assert identity["RoleArn"] == {"Fn::GetAtt": ["BackupRole", "Arn"]}
+    # And the Cluster a restore to a point in time recovers into (it reads the same archive).
+    recovery = template["Resources"]["CnpgRecoveryIdentity"]["Properties"]
+    assert (recovery["ServiceAccount"], recovery["RoleArn"]) == (names.cnpg_recovery_name("shop"), identity["RoleArn"])
+    # The role may write, read and delete (the plugin's retention) in the archive; it may not delete a dump.
+    arn = "arn:aws:s3:::backupbucket-1a2b3c"
+    role = _statements(template, "BackupRole")
+    segment = f"{arn}/cnpg/shop-postgres/wals/0000000100000000/000000010000000000000001.gz"
+    for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"):
+        assert allows(role, action, segment), action
+    assert allows(role, "s3:ListBucket", arn, {"s3:prefix": "cnpg/shop-postgres/"})
+    assert not allows(role, "s3:DeleteObject", f"{arn}/postgres/app-20260101T030000Z.dump")
+    assert not allows(role, "s3:ListBucket", arn, {"s3:prefix": "other/"})
+    # The ObjectStore the render makes archives to that prefix of the bucket the stack names.
+    rendered = load_config({"app_name": "shop", "namespace": "shop", "postgres_mode": "cloudnative-pg",
+                            "postgres_backup_bucket": BUCKET, "aws_region": REGION, "node_count_min": 4},
+                           environ={})  # fmt: skip
+    (store,) = by_kind(render_manifests(rendered), "ObjectStore")
+    assert store["spec"]["configuration"]["destinationPath"] == f"s3://{BUCKET}/{backups.ARCHIVE_PREFIX}"
+    assert cnpg.destination_path(rendered).endswith("/" + backups.ARCHIVE_PREFIX)
+    # Modes without a Cluster or a StatefulSet get no bucket.
+    external = {"postgres_mode": "external", "postgres_host": "10.1.2.3", "postgres_cidr": "10.1.0.0/16"}
+    assert "BackupBucket" not in cfn.render_template(load_config(external, environ={}))["Resources"]
 
 
 # --- the restore from S3, and the restore drill ------------------------------------------------
@@ -611,27 +650,26 @@ def test_the_grant_the_cloudnative_pg_drill_prints_runs_as_printed_whatever_the_
 def test_the_drill_in_the_cloudnative_pg_mode_without_a_bucket_names_the_dump_to_drill_not_a_setting_refused_there(
     settings, tmp_path
 ):
-    """The runbook's drill in this mode has no bucket: the settings refuse one, so the message must not ask for it.
+    """Without a bucket the dumps of this mode are on the backup volume: the message names a dump to drill now.
 
-    It said "set DEPLOY['postgres_backup_bucket']", which the settings then refuse in this mode. The dump it names
-    instead, made as it says through the same connection, is drilled with exit 0.
+    The dump it names, made as it says through the same connection, is drilled with exit 0; the bucket it offers
+    for the nightly dumps is one the settings accept in this mode.
     """
     from django.core.management import call_command
     from django.core.management.base import CommandError
     from django.db import connection
 
-    from deploy.conf import ConfigError
-
-    with pytest.raises(ConfigError, match=r"postgres_backup_bucket.*postgres_mode is 'cloudnative-pg'"):
-        load_config({"postgres_mode": "cloudnative-pg", "postgres_backup_bucket": "app-backups", "aws_region": REGION},
-                    environ={})  # fmt: skip
+    accepted = load_config(
+        {"postgres_mode": "cloudnative-pg", "postgres_backup_bucket": "app-backups", "aws_region": REGION}, environ={}
+    )
+    assert accepted.postgres_backup_bucket == "app-backups"
     settings.DEPLOY = {"postgres_mode": "cloudnative-pg"}
     out = StringIO()
     with pytest.raises(CommandError) as refused:
         call_command("restore_drill", "--json", stdout=out)
     said = str(refused.value)
     assert refused.value.returncode == 1 and json.loads(out.getvalue()) == {"ok": False, "error": said}
-    assert "set DEPLOY['postgres_backup_bucket']" not in said and "backup volume" in said
+    assert "set DEPLOY['postgres_backup_bucket']" in said and "backup volume" in said
     command = re.search(r"pg_dump --format=custom --file=(\S+) \"\$DATABASE_URL\"", said)
     assert command and f"restore_drill --file {command[1]}" in said
 

@@ -131,6 +131,23 @@ def test_the_vendored_crd_is_the_recorded_file():
     assert "postgresql.cnpg.io" in crds.groups()
 
 
+def test_the_backup_crds_are_vendored_with_their_versions():
+    readme = (crds.CRD_DIR / "README.md").read_text()
+    for name, version in (("postgresql.cnpg.io_scheduledbackups.yaml", "v1.30.0"),
+                          ("barmancloud.cnpg.io_objectstores.yaml", "v0.14.0")):  # fmt: skip
+        text = (crds.CRD_DIR / name).read_bytes()
+        row = next(line for line in readme.splitlines() if f"`{name}`" in line)
+        assert hashlib.sha256(text).hexdigest() in row and version in row, name
+    assert "barmancloud.cnpg.io" in crds.groups()
+    # Both are served at v1 and strict: an undeclared field is refused.
+    store = {"apiVersion": "barmancloud.cnpg.io/v1", "kind": "ObjectStore", "metadata": {"name": "s"},
+             "spec": {"configuration": {"destinationPath": "s3://b/p/", "walz": {}}}}  # fmt: skip
+    assert any("'walz' was unexpected" in p for p in crds.problems(store))
+    scheduled = {"apiVersion": "postgresql.cnpg.io/v1", "kind": "ScheduledBackup", "metadata": {"name": "s"},
+                 "spec": {"cluster": {"name": "c"}, "schedule": "0 0 3 * * *", "method": "snapshot"}}  # fmt: skip
+    assert any("'snapshot' is not one of" in p for p in crds.problems(scheduled))
+
+
 def test_the_cluster_passes_its_crd_schema_and_a_broken_one_does_not(manifests):
     assert schema_problems(manifests) == []
     broken = copy.deepcopy(_cluster(manifests))
@@ -247,6 +264,175 @@ def test_the_rollout_waits_for_the_operators_ready_condition():
     assert rollout.cnpg_cluster_status(cluster) == (True, "cluster c: 3 instances ready, primary c-1")
 
 
+# --- the WAL archive and base backups to S3 (the Barman Cloud plugin) ------------------------
+
+ARCHIVED = {"postgres_backup_bucket": "shop-backups", "aws_region": "eu-west-1", "node_count_min": 4}
+
+
+@pytest.fixture(scope="module")
+def archived():
+    config = mode_config("cloudnative-pg", **ARCHIVED)
+    return config, render_manifests(config)
+
+
+def test_a_backup_bucket_archives_the_clusters_wal_and_takes_scheduled_base_backups(archived):
+    config, manifests = archived
+    (store,) = by_kind(manifests, "ObjectStore")
+    assert store["apiVersion"] == "barmancloud.cnpg.io/v1" and store["metadata"]["namespace"] == NS
+    configuration = store["spec"]["configuration"]
+    assert configuration["destinationPath"] == "s3://shop-backups/cnpg/"
+    # No key anywhere: the sidecar takes the Cluster's ServiceAccount's role (EKS Pod Identity).
+    assert configuration["s3Credentials"] == {"inheritFromIAMRole": True}
+    assert configuration["wal"] == {"compression": "gzip"}
+    assert store["spec"]["retentionPolicy"] == f"{config.postgres_backup_bucket_keep_days}d" == "30d"
+    plugins = _cluster(manifests)["spec"]["plugins"]
+    assert plugins == [{"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": True,
+                        "parameters": {"barmanObjectName": store["metadata"]["name"]}}]  # fmt: skip
+    (scheduled,) = by_kind(manifests, "ScheduledBackup")
+    assert scheduled["spec"]["cluster"] == {"name": CLUSTER}
+    assert scheduled["spec"]["method"] == "plugin" and scheduled["spec"]["immediate"] is True
+    assert scheduled["spec"]["pluginConfiguration"] == {"name": "barman-cloud.cloudnative-pg.io"}
+    # The operator's cron has a seconds field: the nightly 03:00 UTC of postgres_backup_schedule.
+    assert scheduled["spec"]["schedule"] == "0 0 3 * * *"
+    assert cnpg.backup_schedule("@daily") == "@daily"
+    # Without a bucket: none of it.
+    plain = render_manifests(mode_config("cloudnative-pg"))
+    assert not by_kind(plain, "ObjectStore") and not by_kind(plain, "ScheduledBackup")
+    assert "plugins" not in _cluster(plain)["spec"]
+
+
+def test_the_archive_passes_its_crd_schemas_and_a_broken_one_does_not(archived):
+    _, manifests = archived
+    assert schema_problems(manifests) == []
+    store = copy.deepcopy(by_kind(manifests, "ObjectStore")[0])
+    store["spec"]["retentionPolicy"] = "30 days"
+    store["spec"]["configuration"]["s3Credentials"]["inheritFromIamRole"] = True
+    scheduled = copy.deepcopy(by_kind(manifests, "ScheduledBackup")[0])
+    scheduled["spec"]["method"] = "barman"
+    found = schema_problems([store, scheduled])
+    assert any("spec.retentionPolicy: '30 days' does not match" in p for p in found), found
+    assert any("'inheritFromIamRole' was unexpected" in p for p in found), found
+    assert any("spec.method: 'barman' is not one of" in p for p in found), found
+
+
+def test_the_sidecar_is_counted_and_checked_and_the_instances_reach_s3(archived):
+    config, manifests = archived
+    assert policy_problems(manifests, config) == []
+    plain_config = mode_config("cloudnative-pg", node_count_min=4)
+    plain = render_manifests(plain_config)
+    # The plugin's sidecar in each of the three instances: its requests and limits count in the quota.
+    sidecar = capacity.cpu_millis(cnpg.SIDECAR_RESOURCES["requests"]["cpu"])
+    totals, plain_totals = stack_totals(manifests)[NS], stack_totals(plain)[NS]
+    pg_dump_upload = totals["requests.cpu"] - plain_totals["requests.cpu"] - 3 * sidecar
+    (cronjob,) = by_kind(manifests, "CronJob")
+    (plain_cronjob,) = by_kind(plain, "CronJob")
+    assert pg_dump_upload == sum(
+        capacity.cpu_millis(c["resources"]["requests"]["cpu"])
+        for c in cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        + cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"].get("initContainers", [])
+    ) - sum(
+        capacity.cpu_millis(c["resources"]["requests"]["cpu"])
+        for c in plain_cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        + plain_cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"].get("initContainers", [])
+    )
+    # The sidecar (a restartable init container, with the plugin's security context) comes with the archiver.
+    broken = copy.deepcopy(manifests)
+    (sidecar_container,) = cnpg.instance_pod(_cluster(broken))[1]["initContainers"]
+    assert sidecar_container["name"] == "plugin-barman-cloud" and sidecar_container["restartPolicy"] == "Always"
+    assert sidecar_container["securityContext"]["runAsNonRoot"] is True
+    _cluster(broken)["spec"]["plugins"][0]["isWALArchiver"] = False
+    assert "initContainers" not in cnpg.instance_pod(_cluster(broken))[1]
+    assert stack_totals(broken)[NS]["requests.cpu"] == totals["requests.cpu"] - 3 * sidecar
+    _cluster(broken)["spec"]["plugins"][0]["isWALArchiver"] = True
+    # The instances (their sidecar) may reach S3 and the Pod Identity agent; the wiring rule needs both.
+    allowed = {str(flow) for flow in wiring.reachability(manifests)}
+    assert f"{NS}/postgres → 0.0.0.0/0 on 443/TCP" in allowed
+    assert f"{NS}/postgres → 169.254.170.23/32 on 80/TCP" in allowed
+    assert f"{NS}/postgres → 0.0.0.0/0 on 443/TCP" not in {str(f) for f in wiring.reachability(plain)}
+    (policy,) = by_kind(broken, "NetworkPolicy", CLUSTER)
+    policy["spec"]["egress"] = [rule for rule in policy["spec"]["egress"]
+                                if {"port": 443, "protocol": "TCP"} not in rule["ports"]]  # fmt: skip
+    problems = wiring.wiring_problems(broken, config)
+    assert any("Barman Cloud sidecar archives" in p and "do not allow" in p for p in problems), problems
+
+
+def test_on_the_default_three_nodes_the_archive_does_not_fit_and_the_check_says_so():
+    # Three sidecars and the dump's uploader are 260m more than the 55m the default node group has spare.
+    config = mode_config("cloudnative-pg", **{**ARCHIVED, "node_count_min": 3})
+    found = policy_problems(render_manifests(config), config)
+    assert any(p.startswith("Capacity: the stack at its largest requests") for p in found), found
+
+
+@pytest.mark.parametrize("mode", [{"postgres_mode": "external", "postgres_host": "10.1.2.3",
+                                   "postgres_cidr": "10.1.0.0/16"}, {"postgres_mode": "rds"}])  # fmt: skip
+def test_a_backup_bucket_is_still_refused_where_postgresql_is_not_in_the_cluster(mode):
+    with pytest.raises(ConfigError, match=r"postgres_backup_bucket.*postgres_mode is '(external|rds)'"):
+        load_config({**mode, "postgres_backup_bucket": "shop-backups", "aws_region": "eu-west-1"}, environ={})
+
+
+# --- a restore to a point in time ----------------------------------------------------------
+
+MOMENT = "2026-01-31T09:15:00Z"
+
+
+def test_the_recovery_cluster_replays_the_archive_to_the_moment_and_passes_its_schema(archived):
+    from deploy.k8s import pitr
+
+    config, _ = archived
+    cluster, policy = pitr.recovery_manifests(config, MOMENT)
+    assert schema_problems([cluster, policy]) == []
+    assert cluster["metadata"]["name"] == names.cnpg_recovery_name("django-app") == f"{CLUSTER}-pitr"
+    recovery = cluster["spec"]["bootstrap"]["recovery"]
+    assert recovery["recoveryTarget"] == {"targetTime": MOMENT}
+    assert (recovery["database"], recovery["owner"], recovery["secret"]) == ("app", "app", {"name": CLUSTER})
+    (source,) = cluster["spec"]["externalClusters"]
+    assert source["name"] == recovery["source"]
+    # It reads the live Cluster's archive (its serverName) through the live ObjectStore, and archives nothing.
+    assert source["plugin"] == {"name": cnpg.BARMAN_PLUGIN, "parameters": {
+        "barmanObjectName": cnpg.object_store_name(CLUSTER), "serverName": CLUSTER}}  # fmt: skip
+    assert "plugins" not in cluster["spec"] and cluster["spec"]["instances"] == 1
+    assert "postgresql" not in cluster["spec"]  # one instance: nothing synchronous to wait for
+    # A time in another zone is kept as the same moment.
+    (other, _) = pitr.recovery_manifests(config, "2026-01-31T10:15:00+01:00")
+    assert other["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"] == "2026-01-31T10:15:00+01:00"
+    # Its pods: selected by their own cluster label, reachable by each other and the operator only.
+    own = {cnpg.CLUSTER_LABEL: cluster["metadata"]["name"]}
+    assert policy["spec"]["podSelector"] == {"matchLabels": own}
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            assert peer.get("namespaceSelector") or peer["podSelector"] == {"matchLabels": own}, peer
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert {443, 80, 5432, 8000} <= egress_ports
+    assert json.dumps(policy).count(CLUSTER + '"') == 0  # nothing of the live Cluster's selectors left
+    assert cluster["spec"]["topologySpreadConstraints"][0]["labelSelector"] == {"matchLabels": own}
+
+
+@pytest.mark.parametrize(
+    "settings, moment, message",
+    [({}, MOMENT, "postgres_backup_bucket"), (ARCHIVED, "2026-01-31 09:15", "with its zone"),
+     (ARCHIVED, "yesterday", "RFC 3339")],
+)  # fmt: skip
+def test_a_recovery_without_an_archive_or_a_moment_is_refused(settings, moment, message):
+    from deploy.k8s import pitr
+
+    with pytest.raises(pitr.RecoveryError, match=message):
+        pitr.recovery_manifests(mode_config("cloudnative-pg", **settings), moment)
+
+
+def test_the_docs_show_the_recovery_cluster_the_tool_makes():
+    import yaml
+
+    from deploy.k8s import pitr
+
+    ha = (Path(__file__).resolve().parent.parent / "docs/high-availability.md").read_text()
+    block = ha.split("its Cluster is:", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load(block)
+    assert schema_problems([shown]) == []
+    config = mode_config("cloudnative-pg", **{**ARCHIVED, "postgres_backup_bucket": "my-backups"})
+    assert shown == pitr.recovery_manifests(config, MOMENT)[0]
+    assert "recoveryTarget" in block and "targetTime: '2026-01-31T09:15:00Z'" in block
+
+
 # --- a deploy against the fake API server ---------------------------------------------------
 
 
@@ -290,6 +476,25 @@ def test_without_the_operator_nothing_is_applied_and_the_message_says_what_to_in
     assert not server.list("secrets", NS) and not server.list("deployments", NS)
     assert server.get("namespaces", NS) is None
     assert "pg-secret-pw" not in message
+
+
+@pytest.mark.slow
+def test_with_a_bucket_the_archive_is_applied_in_order_and_without_the_plugin_nothing_is(tmp_path, monkeypatch):
+    settings = {"postgres_mode": "cloudnative-pg", **{k: str(v) for k, v in ARCHIVED.items()}}
+    with fake_cluster(tmp_path, monkeypatch, **settings) as server:
+        server.missing_groups.add("barmancloud.cnpg.io")
+        with pytest.raises(CommandError) as excinfo:
+            deploy()
+        assert "does not serve ObjectStore (barmancloud.cnpg.io/v1)" in str(excinfo.value)
+        assert "plugin-barman-cloud/releases/download/v0.14.0/manifest.yaml" in str(excinfo.value)
+        assert server.get("namespaces", NS) is None
+        server.missing_groups.discard("barmancloud.cnpg.io")
+        assert deploy()["outcome"] == "deployed"
+        store = server.get("objectstores", f"{CLUSTER}-backups", NS, group="barmancloud.cnpg.io")
+        assert store["spec"]["configuration"]["destinationPath"] == "s3://shop-backups/cnpg/"
+        kinds = [path.split("/")[-2] for path in server.applied_order() if "/leases/" not in path]
+        # The store before the Cluster that names it; the schedule after the Cluster it backs up.
+        assert kinds.index("objectstores") < kinds.index("clusters") < kinds.index("scheduledbackups")
 
 
 @pytest.mark.slow

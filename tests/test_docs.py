@@ -178,6 +178,9 @@ def test_every_object_a_kubectl_command_of_the_docs_names_is_rendered():
     # Objects the docs install from someone else's manifest, not the render: CloudNativePG's release manifest
     # (cnpg-1.30.0.yaml, docs/high-availability.md#installing-the-operator) makes this Deployment.
     rendered |= {("cnpg-system", "Deployment", "cnpg-controller-manager")}
+    # The Barman Cloud plugin's release manifest (v0.14.0, docs/high-availability.md#the-wal-archive-and-base-backups-
+    # barman-cloud-plugin) makes this one, in the operator's namespace.
+    rendered |= {("cnpg-system", "Deployment", "barman-cloud")}
     # The cloudnative-pg mode's objects, and the Services its operator makes (the drill port-forwards the -rw one).
     from deploy.k8s import cnpg
 

@@ -238,6 +238,49 @@ def test_each_alert_fires_on_its_series_and_stays_silent_otherwise(tmp_path, ale
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@needs_prometheus
+def test_postgres_down_in_the_cloudnative_pg_mode_watches_the_instances_pods(tmp_path):
+    from tests.k8s_helpers import mode_config
+
+    _, alerts = rendered_prometheus(mode_config("cloudnative-pg"))
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(alerts))
+    rule = next(r for r in alerts["groups"][0]["rules"] if r["alert"] == "PostgresDown")
+    assert "statefulset" not in rule["expr"]
+    expected = [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}]
+
+    def ready(pod, values):
+        return {"series": f'kube_pod_status_ready{{{NS}, condition="true", pod="{pod}"}}', "values": values}
+
+    def case(series, alerts):
+        test = {"eval_time": "40m", "alertname": "PostgresDown", "exp_alerts": alerts}
+        return {"interval": "1m", "input_series": series, "alert_rule_test": [test]}
+
+    cluster = "django-app-postgres"
+    tests = {
+        "rule_files": ["alerts.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            # Every instance not ready: fires. A join Job's pod being ready is not an instance.
+            case(
+                [
+                    ready(f"{cluster}-1", "0x60"),
+                    ready(f"{cluster}-2", "0x60"),
+                    ready(f"{cluster}-3", "0x60"),
+                    ready(f"{cluster}-4-join-abcde", "1x60"),
+                ],
+                expected,
+            ),
+            # One instance ready (the operator promotes it): silent.
+            case([ready(f"{cluster}-1", "0x60"), ready(f"{cluster}-2", "1x60")], []),
+            # No instance pod at all (the series of another app's cluster only): fires.
+            case([ready("other-postgres-1", "1x60")], expected),
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run([PROMTOOL, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _query(url, expr):
     with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}", timeout=5) as r:
         return json.load(r)["data"]["result"]

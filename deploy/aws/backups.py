@@ -21,6 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PREFIX = "postgres/"
+# CloudNativePG's WAL archive and base backups (Barman Cloud, under ARCHIVE_PREFIX/CLUSTER/): apart from the dumps,
+# because the plugin's recovery window, not the bucket's expiry, decides what the archive can drop.
+ARCHIVE_PREFIX = "cnpg/"
 PART_SIZE = 8 * 1024 * 1024  # S3's parts are at least 5 MiB, except the last
 CHECKSUM_TAG = "sha256"
 _NAME = re.compile(r"\d{8}T\d{6}Z\.dump")  # what backup_name puts after DATABASE-

@@ -522,11 +522,11 @@ def check_together(c):
                     f"{describe(_field(c, name))} must differ from DEPLOY['{other}'] (both {value!r}): each of the "
                     "app, monitoring and logging gets a namespace of its own."
                 )
-    if c.postgres_backup_bucket and c.postgres_mode != "in-cluster":
+    if c.postgres_backup_bucket and c.postgres_mode not in {"in-cluster", "cloudnative-pg"}:
         raise ConfigError(
-            f"DEPLOY['postgres_backup_bucket'] streams the in-cluster StatefulSet's dumps to S3; postgres_mode is "
-            f"{c.postgres_mode!r}. Leave it empty in this mode (docs/high-availability.md says how each mode keeps "
-            "its backups)."
+            f"DEPLOY['postgres_backup_bucket'] streams the in-cluster PostgreSQL's dumps (and the CloudNativePG "
+            f"Cluster's WAL archive) to S3; postgres_mode is {c.postgres_mode!r}. Leave it empty in this mode "
+            "(docs/high-availability.md says how each mode keeps its backups)."
         )
     if c.postgres_backup_bucket and not c.aws_region:
         raise ConfigError(

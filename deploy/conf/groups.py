@@ -191,13 +191,15 @@ class PostgresSettings:
         "",
         "S3 bucket the backup CronJob streams its dumps to (the infrastructure stack's BackupBucketName output), "
         "through its EKS Pod Identity; empty: dumps go to the backup volume (docs/runbooks.md#restoring-a-backup). "
-        "In the 'in-cluster' mode only.",
+        "In the 'in-cluster' and 'cloudnative-pg' modes; in the cloudnative-pg mode the Cluster also archives its WAL "
+        "and base backups there (Barman Cloud plugin), for a restore to a point in time (docs/high-availability.md).",
         check=checks.bucket_name,
     )
     postgres_backup_bucket_keep_days: int = setting(
         30,
         "Days a backup stays in the S3 bucket before its lifecycle rule expires it (aws_provision); a replaced or "
-        "deleted version is kept 7 more days.",
+        "deleted version is kept 7 more days. In the cloudnative-pg mode also the recovery window of the WAL "
+        "archive (its ObjectStore's retentionPolicy).",
         check=checks.positive,
     )
 

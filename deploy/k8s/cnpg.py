@@ -40,6 +40,18 @@ CONTAINER_SECURITY_CONTEXT = {
 }
 
 
+# The Barman Cloud plugin (crds/README.md): WAL archiving and base backups to S3, and recovery from them.
+BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
+OBJECT_STORE_API_VERSION = "barmancloud.cnpg.io/v1"
+SIDECAR_NAME = "plugin-barman-cloud"  # the container the plugin adds to every instance pod
+# The sidecar's resources: stated in the ObjectStore (instanceSidecarConfiguration), which the plugin copies into
+# each instance pod; the checks count them through instance_pod.
+SIDECAR_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "256Mi"},
+}
+
+
 def is_cluster(manifest):
     return manifest.get("apiVersion") == API_VERSION and manifest.get("kind") == KIND
 
@@ -53,6 +65,28 @@ def instance_labels(cluster):
         POD_ROLE_LABEL: "instance",
         INSTANCE_ROLE_LABEL: "primary",
     }
+
+
+def archives_wal(cluster):
+    """Whether the Cluster's WAL goes to the Barman Cloud plugin (whose sidecar then runs in every instance)."""
+    plugins = cluster.get("spec", {}).get("plugins") or []
+    return any(p.get("name") == BARMAN_PLUGIN and p.get("isWALArchiver") for p in plugins)
+
+
+def object_store_name(cluster_name):
+    return f"{cluster_name}-backups"
+
+
+def destination_path(config):
+    """Where the plugin archives: the backup bucket's ARCHIVE_PREFIX (Barman adds the Cluster's name under it)."""
+    from deploy.aws.backups import ARCHIVE_PREFIX
+
+    return f"s3://{config.postgres_backup_bucket}/{ARCHIVE_PREFIX}"
+
+
+def backup_schedule(cron):
+    """A ScheduledBackup's schedule from a five-field cron (or @daily...): the operator's has a seconds field first."""
+    return cron if cron.startswith("@") else f"0 {cron}"
 
 
 def instance_count(cluster):
@@ -79,6 +113,21 @@ def instance_pod(cluster):
     pod = {
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [container],
+        # The plugin's sidecar (a restartable init container), with the plugin's own security context.
+        **(
+            {
+                "initContainers": [
+                    {
+                        "name": SIDECAR_NAME,
+                        "restartPolicy": "Always",
+                        "resources": SIDECAR_RESOURCES,
+                        "securityContext": CONTAINER_SECURITY_CONTEXT,
+                    }
+                ]
+            }
+            if archives_wal(cluster)
+            else {}
+        ),
         "volumes": [{"name": "pgdata", "persistentVolumeClaim": {"claimName": f"{cluster['metadata']['name']}-1"}}],
     }
     return {"labels": instance_labels(cluster)}, pod

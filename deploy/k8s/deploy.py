@@ -31,6 +31,11 @@ OPERATOR_INSTALL = {
         "the CloudNativePG operator 1.30.0: kubectl apply --server-side -f https://raw.githubusercontent.com/"
         "cloudnative-pg/cloudnative-pg/release-1.30/releases/cnpg-1.30.0.yaml (docs/high-availability.md)"
     ),
+    "barmancloud.cnpg.io": (
+        "the Barman Cloud plugin 0.14.0 in the operator's namespace (it needs cert-manager): kubectl apply -f "
+        "https://github.com/cloudnative-pg/plugin-barman-cloud/releases/download/v0.14.0/manifest.yaml "
+        "(docs/high-availability.md)"
+    ),
 }
 
 

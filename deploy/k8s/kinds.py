@@ -12,13 +12,13 @@ RANKS = (
     ("Namespace",),
     ("ResourceQuota", "LimitRange", "PriorityClass"),
     ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
-    ("ConfigMap", "Secret", "SecretStore", "ExternalSecret"),
+    ("ConfigMap", "Secret", "SecretStore", "ExternalSecret", "ObjectStore"),
     ("StorageClass", "PersistentVolumeClaim"),
     ("NetworkPolicy",),
     ("Service",),
     ("StatefulSet", "Cluster"),
     ("Job",),
-    ("Deployment", "DaemonSet", "CronJob"),
+    ("Deployment", "DaemonSet", "CronJob", "ScheduledBackup"),
     ("Ingress", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
 )
 RANK = {kind: rank for rank, kinds in enumerate(RANKS) for kind in kinds}

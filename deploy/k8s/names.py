@@ -114,6 +114,11 @@ def cnpg_cluster_name(app_name):
     return truncate(f"{app_name}-postgres", CNPG_CLUSTER_MAX)
 
 
+def cnpg_recovery_name(app_name):
+    """The Cluster a restore to a point in time recovers into (deploy/k8s/pitr.py), beside the live one."""
+    return truncate(f"{app_name}-postgres-pitr", CNPG_CLUSTER_MAX)
+
+
 def operator_service_name(config, component):
     """Names of the Services an operator makes: CloudNativePG's read-write Service is the Cluster's name + -rw."""
     if component == "postgres-rw":

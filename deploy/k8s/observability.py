@@ -126,7 +126,13 @@ def alert_rules(config):
                 "Watchdog": ("vector(1)", "0m"),
             }
         )
-    if not config.postgres_in_cluster:
+    if config.postgres_operator:
+        # CloudNativePG's instance pods (APP-postgres-N; its Jobs' pods have longer names): none ready is the
+        # StatefulSet's "no ready replica". One ready instance is enough: the operator promotes it.
+        ready = (f'kube_pod_status_ready{{namespace="{ns}",condition="true",'
+                 f'pod=~"{_regex_literal(names.cnpg_cluster_name(config.app_name))}-[0-9]+"}}')  # fmt: skip
+        exprs["PostgresDown"] = (f"(sum({ready}) or vector(0)) < 1", "5m")
+    elif not config.postgres_in_cluster:
         exprs.pop("PostgresDown")
     if not config.redis_in_cluster:
         exprs.pop("RedisDown")

@@ -701,6 +701,12 @@ def needed_flows(config, manifests):
         need("the CloudNativePG operator reads each instance's status", operator, postgres, cnpg.STATUS_PORT)
         need("each instance manager watches its Cluster and holds the primary's lease in the Kubernetes API",
              postgres, vpc, KUBE_APISERVER_PORT)  # fmt: skip
+        if config.postgres_backup_bucket:
+            need("the Barman Cloud sidecar archives each WAL segment and base backup to S3", postgres,
+                 peer_party({"ipBlock": {"cidr": "0.0.0.0/0"}}), 443)  # fmt: skip
+            need("the Barman Cloud sidecar gets the Cluster's credentials from the EKS Pod Identity agent", postgres,
+                 peer_party({"ipBlock": {"cidr": backup_commands.POD_IDENTITY_AGENT}}),
+                 backup_commands.POD_IDENTITY_PORT)  # fmt: skip
     if config.redis_in_cluster:
         in_app_ns.append(redis)
     cutover = pod(ns, "cutover")

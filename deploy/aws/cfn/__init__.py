@@ -7,7 +7,8 @@ returning its outputs (the deploy settings it feeds):
 - ``eks``: the cluster (Secrets encrypted with KMS), staff access entries, the managed node group, the add-ons;
 - ``identities``: the IAM roles pods get through EKS Pod Identity (CSI drivers, load balancer controller, app);
 - ``secrets``: the app's secrets in Secrets Manager and the role only the External Secrets Operator may assume;
-- ``backups``: the in-cluster PostgreSQL's backup bucket and the backup pods' role;
+- ``backups``: the in-cluster PostgreSQL's backup bucket (and the CloudNativePG Cluster's WAL archive) and the
+  backup pods' role;
 - ``storage``: the EFS file system of the static files;
 - ``rds``: the RDS PostgreSQL instance of postgres_mode 'rds';
 - ``registry``: the ECR repository (in the first environment's stack);
@@ -51,7 +52,7 @@ def render_template(config):
     add_addons(t)
     add_identities(t)
     secrets = add_app_secrets(t)
-    backups = add_backups(t) if config.postgres_in_cluster else {}
+    backups = add_backups(t) if config.postgres_in_cluster or config.postgres_operator else {}
     storage = add_storage(t)
     database = add_database(t) if config.postgres_mode == "rds" else {}
     registry = add_registry(t)
