@@ -511,7 +511,7 @@ def test_a_malformed_database_url_is_one_message_without_the_password(url, sourc
 
 
 def test_ctrl_c_during_verification_is_one_message(source, monkeypatch):
-    from deploy.management.commands import migrate_from_sqlite as command
+    from deploy.sqlite import migrate as command
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -563,7 +563,7 @@ def test_ctrl_c_before_the_commit_puts_the_target_back(source, monkeypatch):
         future.result = interrupt_when_copying  # the main thread waits on it: Ctrl-C arrives there
         return future
 
-    from deploy.management.commands import migrate_from_sqlite as command
+    from deploy.sqlite import migrate as command
 
     monkeypatch.setattr(command, "start_source_check", check_then_interrupt)
     with pytest.raises(CommandError) as excinfo:

@@ -134,7 +134,12 @@ def exclusive(alias):
         raw.autocommit = True
         if not raw.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]:
             raise Busy(_holder(raw))
-        yield
+        try:
+            yield
+        finally:
+            # Released now, not when the server notices the closed session: the next run may start at once.
+            with contextlib.suppress(psycopg.Error):
+                raw.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
     finally:
         with contextlib.suppress(psycopg.Error):
             raw.close()
