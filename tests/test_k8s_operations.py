@@ -100,6 +100,35 @@ def test_a_run_against_a_cluster_renders_once_and_validates_exactly_what_it_appl
     assert report.document["applied"] is (mode == "deploy")
 
 
+def test_push_builds_nothing_for_a_stack_that_would_be_refused(server, monkeypatch):
+    pushed = []
+    monkeypatch.setattr(operations, "push", lambda request: pushed.append(request) or request.config)
+    request = operations.Request(load_config({"quota_pods": 2}, environ={}), secrets=SECRETS, push=True)
+    with pytest.raises(operations.OperationFailed) as caught:
+        operations.run(request)
+    assert "nothing was written or applied" in str(caught.value) and "needs pods 12" in str(caught.value)
+    assert pushed == [] and server.get("namespaces", "django-app") is None
+
+
+def test_push_validates_and_applies_the_render_with_the_pushed_digest(server, monkeypatch, calls):
+    digest = "sha256:" + "ab" * 32
+
+    def push(request):
+        import dataclasses
+
+        return dataclasses.replace(request.config, image_digest=digest)
+
+    monkeypatch.setattr(operations, "push", push)
+    report = operations.run(_request(push=True, wait=False))
+    assert report.document["applied"] is True
+    applied = calls["rendered"][-1]
+    assert calls["validated"][-1] is applied
+    (web,) = [m for m in applied if m["kind"] == "Deployment" and m["metadata"]["name"] == "django-app"]
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"].endswith(digest)
+    live = server.get("deployments", "django-app", "django-app")
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"].endswith(digest)
+
+
 def test_a_failed_deploy_carries_its_report_and_exit_code(server):
     server.scenarios["deployment/django-app"] = "crashloop"
     with pytest.raises(operations.OperationFailed) as caught:

@@ -217,6 +217,10 @@ def run(request):
             write(rendered.manifests, request.output)
         return preflight(request, source, cluster, rendered, stop=True)
     if request.push:
+        # Nothing is built or pushed for a stack that would be refused: the render with today's image is checked
+        # first (redacted: the real Secret values may not be read yet). The render with the pushed digest is then
+        # the one validated and applied.
+        render_stack(config, secrets, redact=True, doing="Cannot deploy (nothing was built or pushed)")
         config = request.config = push(request)
     if config.secrets_name:
         secrets = read_secrets(request)
