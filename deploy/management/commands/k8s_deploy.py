@@ -9,6 +9,7 @@ The command parses its options into one ``deploy.k8s.operations.Request``, calls
 ``operations.run`` and prints the report it returns (text, or ``--json``).
 """
 
+import json
 import re
 import sys
 
@@ -29,6 +30,8 @@ _MODES = {"preflight": "preflight", "dry_run": "dry-run", "diff": "diff", "histo
 
 
 _OPERATIONS = ("--restore", "--backups", "--cutover")
+# Options that exclude each other are a usage error, as argparse's own: exit status 2, nothing done.
+USAGE = 2
 
 
 def _refusal(operation, flags):
@@ -61,8 +64,20 @@ class Command(BaseCommand):
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        error = parser.error
-        parser.error = lambda message: error(_conflict(message))
+        error, parse_args = parser.error, parser.parse_args
+
+        def parse(args=None, namespace=None):
+            parser.json_requested = "--json" in (sys.argv[2:] if args is None else args)
+            return parse_args(args, namespace)
+
+        def fail(message):
+            message = _conflict(message)
+            if parser.called_from_command_line and getattr(parser, "json_requested", False):
+                # A usage error too leaves stdout with the one JSON document --json promises (exit status 2).
+                self.stdout.write(json.dumps({"ok": False, "error": message}, indent=2))
+            error(message)
+
+        parser.parse_args, parser.error = parse, fail
         return parser
 
     def add_arguments(self, parser):
@@ -207,7 +222,9 @@ class Command(BaseCommand):
 
     def _request(self, config, options):
         if options["resume"] and not options["cutover"]:
-            raise CommandError("--resume continues a cut-over: pass it with --cutover SQLITE_FILE. Nothing was done.")
+            raise CommandError(
+                "--resume continues a cut-over: pass it with --cutover SQLITE_FILE. Nothing was done.", returncode=USAGE
+            )
         mode = next(
             (mode for name, mode in _MODES.items() if options[name] is not None and options[name] is not False),
             "deploy",
@@ -221,7 +238,8 @@ class Command(BaseCommand):
             if mode in ("backups", "cutover") and options["render"]:
                 others.insert(0, "render")
             if others:
-                raise CommandError(_refusal(f"--{mode}", [f"--{name.replace('_', '-')}" for name in others]))
+                flags = [f"--{name.replace('_', '-')}" for name in others]
+                raise CommandError(_refusal(f"--{mode}", flags), returncode=USAGE)
         quiet = options["json"] or options["verbosity"] < 1
         return operations.Request(
             config,
