@@ -129,6 +129,19 @@ def test_push_validates_and_applies_the_render_with_the_pushed_digest(server, mo
     assert live["spec"]["template"]["spec"]["containers"][0]["image"].endswith(digest)
 
 
+def test_render_with_output_writes_the_files_and_applies_nothing_though_a_cluster_is_configured(
+    server, calls, tmp_path
+):
+    report = operations.run(_request(render=True, output="out"))
+    (rendered,) = calls["rendered"]
+    assert calls["validated"] == [rendered]
+    assert (tmp_path / "out" / "kustomization.yaml").is_file()
+    assert report.document["applied"] is False and report.document["output"] == "out"
+    assert report.document["objects"] == [{"object": kinds.describe(m), "result": "written"} for m in rendered]
+    assert report.output == [] and report.sentence.startswith("--render: no cluster was asked, nothing was applied.")
+    assert server.get("namespaces", "django-app") is None
+
+
 def test_a_failed_deploy_carries_its_report_and_exit_code(server):
     server.scenarios["deployment/django-app"] = "crashloop"
     with pytest.raises(operations.OperationFailed) as caught:

@@ -91,13 +91,15 @@ class Command(BaseCommand):
             "--render",
             action="store_true",
             help=(
-                "Print the manifests as one multi-document YAML (with --json: in the report, key manifests), and stop."
+                "Print the manifests as one multi-document YAML (with --json: in the report, key manifests), and stop; "
+                "with --output, write them there instead. No cluster is asked."
             ),
         )
         parser.add_argument(
             "--output",
             metavar="DIR",
-            help="Write one file per object and a kustomization.yaml to DIR (default with no cluster: build/k8s).",
+            help="Write one file per object and a kustomization.yaml to DIR (default with no cluster: build/k8s). "
+            "With a cluster the run deploys as well: add --render to only write.",
         )
         parser.add_argument(
             "--include-secrets",
