@@ -249,3 +249,22 @@ def test_an_operation_refusing_an_option_is_a_usage_error_too():
     with pytest.raises(CommandError, match="--backups cannot be combined with --prune-volumes") as excinfo:
         run("--backups", "--prune-volumes")
     assert excinfo.value.returncode == 2
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (("--history", "--output", "x"), "--history cannot be combined with --output: it lists the revisions"),
+        (("--history", "--render"), "--history cannot be combined with --render"),
+        (("--rollback", "--output", "x"), "--rollback cannot be combined with --output: it applies a recorded"),
+        (("--rollback", "3", "--render"), "--rollback cannot be combined with --render"),
+        (("--diff", "--render"), "--diff cannot be combined with --render: --render prints today's manifests"),
+        (("--dry-run", "--render"), "--dry-run cannot be combined with --render"),
+    ],
+)
+def test_a_mode_refuses_what_it_would_silently_ignore(tmp_path, args, refused):
+    # --history --output wrote nothing, --diff --render printed the render and diffed nothing: both without a word.
+    with pytest.raises(CommandError, match=refused) as excinfo:
+        run(*args)
+    assert excinfo.value.returncode == 2 and "Nothing was done" in str(excinfo.value)
+    assert list(tmp_path.iterdir()) == []

@@ -30,6 +30,21 @@ _MODES = {"preflight": "preflight", "dry_run": "dry-run", "diff": "diff", "histo
 
 
 _OPERATIONS = ("--restore", "--backups", "--cutover")
+# What the other modes would silently ignore (--render prints today's render and stops before any mode), and why.
+_IGNORED_BY = {
+    "history": ("render", *_NOT_WITH_OPERATIONS),
+    "rollback": ("render", "output", "include_secrets", "push"),
+    "preflight": ("render",),
+    "diff": ("render",),
+    "dry-run": ("render",),
+}
+_WHY_IGNORED = {
+    "history": "it lists the revisions recorded in the cluster, renders nothing and changes nothing",
+    "rollback": "it applies a recorded revision, not today's render (which --render and --output show)",
+    "preflight": "--render prints today's manifests and asks no cluster",
+    "diff": "--render prints today's manifests and asks no cluster",
+    "dry-run": "--render prints today's manifests and asks no cluster",
+}
 # Options that exclude each other are a usage error, as argparse's own: exit status 2, nothing done.
 USAGE = 2
 
@@ -242,6 +257,14 @@ class Command(BaseCommand):
             if others:
                 flags = [f"--{name.replace('_', '-')}" for name in others]
                 raise CommandError(_refusal(f"--{mode}", flags), returncode=USAGE)
+        ignored = [name for name in _IGNORED_BY.get(mode, ()) if options[name] not in (None, False)]
+        if ignored:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in ignored)
+            raise CommandError(
+                f"--{mode} cannot be combined with {flags}: {_WHY_IGNORED[mode]}. Run them in separate k8s_deploy "
+                "commands. Nothing was done.",
+                returncode=USAGE,
+            )
         quiet = options["json"] or options["verbosity"] < 1
         return operations.Request(
             config,
