@@ -152,6 +152,25 @@ def test_a_failed_deploy_carries_its_report_and_exit_code(server):
     assert all(set(o) == {"object", "result"} for o in failed.document["objects"])
 
 
+def test_ctrl_c_mid_deploy_records_the_revision_as_interrupted_and_releases_the_lock(server):
+    seen = []
+
+    def progress(message):
+        seen.append(message)
+        if len(seen) == 10:  # inside the lock, once some objects are applied
+            raise KeyboardInterrupt
+
+    with pytest.raises(operations.OperationFailed) as caught:
+        operations.run(_request(progress=progress, wait=False))
+    message = str(caught.value)
+    assert message.startswith("Interrupted (Ctrl-C): revision 1 is recorded as interrupted")
+    assert "Rerun k8s_deploy to converge" in message and caught.value.exit_code == 1
+    assert caught.value.document["outcome"] == "interrupted"
+    assert [(r["revision"], r["outcome"]) for r in operations.run(_request("history")).document] == [(1, "interrupted")]
+    assert server.list("leases", "django-app") == []
+    assert operations.run(_request(wait=False)).document["outcome"] == "applied"  # the rerun converges
+
+
 def test_a_cancelled_deploy_applies_nothing(server):
     with pytest.raises(operations.OperationFailed, match="Cancelled: nothing was applied"):
         operations.run(_request(confirm=lambda question: False))

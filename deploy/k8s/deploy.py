@@ -234,6 +234,24 @@ class Deployer:
         # one today's settings would render (else --history says one image while the cluster runs another).
         image = next((r.image for r in releases if r.revision == rollback_of), config.image)
         record(self.cluster, config.app_name, config.namespace, new_release(revision, image, note=note), manifests)
+        try:
+            return self._run_phases(manifests, rollback_of, releases, revision, note)
+        except KeyboardInterrupt:
+            # Ctrl-C: the revision says so (not "pending" forever), the lock is released on the way out, and the
+            # operator is told what stays applied and how to converge, not shown a traceback.
+            set_outcome(self.cluster, config.app_name, config.namespace, revision, "interrupted", "Ctrl-C")
+            self.report.outcome = "interrupted"
+            applied = [o["object"] for o in self.report.objects]
+            raise DeployFailed(
+                f"Interrupted (Ctrl-C): revision {revision} is recorded as interrupted. What was applied stays "
+                f"applied ({len(applied)} of {len(manifests)} objects"
+                f"{', last: ' + applied[-1] if applied else ''}); the running app is as the last phase left it. "
+                "Rerun k8s_deploy to converge, or k8s_deploy --rollback.",
+                self.report,
+            ) from None
+
+    def _run_phases(self, manifests, rollback_of, releases, revision, note):
+        config = self.config
         early, jobs, late = phases([m for m in manifests if m["kind"] != "Namespace"])
         early = [m for m in manifests if m["kind"] == "Namespace" and m["metadata"]["name"] != config.namespace] + early
         if rollback_of:
