@@ -41,7 +41,7 @@ demo: venv
 		|| psql "$(DEMO_PG_ADMIN_URL)" -qc "CREATE DATABASE \"$(DEMO_PG_DB)\""
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate --verbosity 0
 	DEBUG=true DATABASE_URL=$(DEMO_PG_URL) $(PY) manage.py migrate_from_sqlite --source $(DEMO_DB) --truncate --no-input --verify
-	DEBUG=true $(PY) manage.py k8s_deploy --output build/k8s
+	DEBUG=true $(PY) manage.py k8s_deploy --render --output build/k8s
 	@echo "Serve the copy with:  DEBUG=true DATABASE_URL=$(DEMO_PG_URL) make serve"
 
 ## serve: gunicorn with the repo's configuration on 127.0.0.1:$${PORT:-8000}.

@@ -524,6 +524,20 @@ def test_a_cluster_no_longer_rendered_is_kept_with_its_data(server, monkeypatch)
     assert f"Cluster {NS}/{CLUSTER}" not in report.get("pruned", [])
 
 
+def test_a_cluster_no_longer_rendered_goes_with_prune_volumes(server, monkeypatch):
+    # docs/high-availability.md: "k8s_deploy prunes it only with --prune-volumes".
+    assert deploy()["outcome"] == "deployed"
+    monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "external")
+    monkeypatch.setenv("DEPLOY_POSTGRES_HOST", "10.1.2.3")
+    monkeypatch.setenv("DEPLOY_POSTGRES_CIDR", "10.1.0.0/16")
+    out = StringIO()
+    call_command("k8s_deploy", "--timeout", "30", interactive=False, stdout=out)
+    assert f"kept Cluster {NS}/{CLUSTER} (its data volumes go with it: only with --prune-volumes)" in out.getvalue()
+    report = deploy("--prune-volumes")
+    assert f"Cluster {NS}/{CLUSTER}" in report["pruned"]
+    assert server.get("clusters", CLUSTER, NS, group="postgresql.cnpg.io") is None
+
+
 def test_the_docs_know_the_mode():
     root = Path(__file__).resolve().parent.parent
     reference = (root / "docs/reference/configuration.md").read_text()

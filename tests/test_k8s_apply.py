@@ -161,6 +161,54 @@ def test_turning_a_component_off_prunes_it_but_not_volumes(server, monkeypatch):
     assert server.get("persistentvolumeclaims", "django-app-static", NS) is not None
 
 
+def test_a_kind_the_render_no_longer_makes_is_pruned_but_a_storage_class(server, monkeypatch):
+    monkeypatch.setenv("DEPLOY_PRIORITY_CLASS", "web-critical")
+    monkeypatch.setenv("DEPLOY_CREATE_STORAGE_CLASSES", "true")
+    monkeypatch.setenv("DEPLOY_EFS_FILE_SYSTEM_ID", "fs-0123456789abcdef0")
+    deploy()
+    assert server.get("priorityclasses", "web-critical") is not None
+    assert server.get("storageclasses", "gp3") is not None
+    monkeypatch.delenv("DEPLOY_PRIORITY_CLASS")
+    monkeypatch.setenv("DEPLOY_CREATE_STORAGE_CLASSES", "false")
+    out = StringIO()
+    call_command("k8s_deploy", "--timeout", "30", "--prune-volumes", interactive=False, stdout=out)
+    assert "PriorityClass web-critical pruned" in out.getvalue()
+    assert server.get("priorityclasses", "web-critical") is None
+    # The PVCs still name the classes, and a bound volume needs its class to grow: kept, saying so.
+    assert server.get("storageclasses", "gp3") is not None and server.get("storageclasses", "efs-ap") is not None
+    assert "StorageClass gp3 pruned" not in out.getvalue()
+    assert "kept StorageClass gp3 (a StorageClass is never pruned: delete it by hand)" in out.getvalue()
+
+
+ROLE = """apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ name("reader") }}
+  namespace: {{ namespace }}
+  labels: {{ labels("reader") }}
+rules:
+  - apiGroups: [""]
+    resources: ["configmaps"]
+    verbs: ["get"]
+"""
+
+
+def test_a_kind_only_a_project_template_made_is_pruned_when_the_template_goes(server, settings, tmp_path):
+    templates = tmp_path / "templates"
+    (templates / "app").mkdir(parents=True)
+    (templates / "app" / "reader.yaml").write_text(ROLE)
+    settings.DEPLOY = {"template_dirs": [str(templates)]}
+    deploy()
+    assert server.get("roles", "django-app-reader", NS, group="rbac.authorization.k8s.io") is not None
+    (templates / "app" / "reader.yaml").unlink()
+    dry = deploy("--dry-run")
+    assert f"Role {NS}/django-app-reader" in dry["pruned"]
+    assert server.get("roles", "django-app-reader", NS, group="rbac.authorization.k8s.io") is not None
+    report = deploy()
+    assert f"Role {NS}/django-app-reader" in report["pruned"]
+    assert server.get("roles", "django-app-reader", NS, group="rbac.authorization.k8s.io") is None
+
+
 def _lease(server, holder, renewed):
     stamp = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     server.create(

@@ -219,3 +219,54 @@ def test_the_modes_exclude_each_other_before_anything_is_rendered(tmp_path, args
         run(*args)
     assert "Nothing was done" in str(excinfo.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (("--history", "--dry-run"), "--history and --dry-run are separate modes"),
+        (("--restore", "app-20240701T030000Z.dump", "--output", "x"), "--restore cannot be combined with --output"),
+        (("--timeout", "soon"), "argument --timeout: invalid int value: 'soon'"),
+    ],
+)
+def test_a_usage_error_with_json_is_one_document_and_exit_status_2(tmp_path, args, refused):
+    # CI reads stdout as one JSON document whatever happens (docs/deploying.md), a usage error included.
+    import os
+    import subprocess
+
+    from tests.conftest import PYTHON, ROOT
+
+    env = {**os.environ, "DEPLOY_SECRET_KEY": "k" * 40, "DEBUG": "true"}
+    done = subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), "k8s_deploy", "--json", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    document = json.loads(done.stdout)
+    assert document["ok"] is False and refused in document["error"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_operation_refusing_an_option_is_a_usage_error_too():
+    with pytest.raises(CommandError, match="--backups cannot be combined with --prune-volumes") as excinfo:
+        run("--backups", "--prune-volumes")
+    assert excinfo.value.returncode == 2
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (("--history", "--output", "x"), "--history cannot be combined with --output: it lists the revisions"),
+        (("--history", "--render"), "--history cannot be combined with --render"),
+        (("--rollback", "--output", "x"), "--rollback cannot be combined with --output: it applies a recorded"),
+        (("--rollback", "3", "--render"), "--rollback cannot be combined with --render"),
+        (("--diff", "--render"), "--diff cannot be combined with --render: --render prints today's manifests"),
+        (("--dry-run", "--render"), "--dry-run cannot be combined with --render"),
+    ],
+)
+def test_a_mode_refuses_what_it_would_silently_ignore(tmp_path, args, refused):
+    # --history --output wrote nothing, --diff --render printed the render and diffed nothing: both without a word.
+    with pytest.raises(CommandError, match=refused) as excinfo:
+        run(*args)
+    assert excinfo.value.returncode == 2 and "Nothing was done" in str(excinfo.value)
+    assert list(tmp_path.iterdir()) == []

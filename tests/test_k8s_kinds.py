@@ -41,3 +41,24 @@ def test_prune_lists_no_kind_it_never_prunes_and_every_cluster_scoped_one_it_lis
     listed = {kind for _, kind in kinds.PRUNABLE}
     assert not listed & kinds.NEVER_PRUNED
     assert listed & kinds.CLUSTER_SCOPED <= set(kinds.RANK)
+
+
+def test_prune_lists_every_kind_any_mode_renders_but_the_never_pruned():
+    # A kind missing here is never pruned once a render stops making it (a PriorityClass unset, a Cluster whose mode
+    # was left): every mode the tests know is rendered, with the switches that add kinds on.
+    from tests.k8s_helpers import MODES, mode_config
+
+    rendered = set()
+    for mode in MODES:
+        rendered |= {(m["apiVersion"], m["kind"]) for m in render_manifests(mode_config(mode))}
+    missing = {pair for pair in rendered - set(kinds.PRUNABLE) if pair[1] not in kinds.NEVER_PRUNED}
+    assert not missing
+
+
+def test_the_component_of_an_object_is_its_label():
+    from deploy.k8s import names
+
+    labelled = {"kind": "Job", "metadata": {"name": "m", "labels": names.labels("app", "migrate", "1")}}
+    assert names.component(labelled) == "migrate"
+    assert names.component({"kind": "Job", "metadata": {"name": "m"}}) is None
+    assert names.component({"kind": "Job", "metadata": {"name": "m", "labels": None}}) is None

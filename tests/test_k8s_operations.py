@@ -100,6 +100,48 @@ def test_a_run_against_a_cluster_renders_once_and_validates_exactly_what_it_appl
     assert report.document["applied"] is (mode == "deploy")
 
 
+def test_push_builds_nothing_for_a_stack_that_would_be_refused(server, monkeypatch):
+    pushed = []
+    monkeypatch.setattr(operations, "push", lambda request: pushed.append(request) or request.config)
+    request = operations.Request(load_config({"quota_pods": 2}, environ={}), secrets=SECRETS, push=True)
+    with pytest.raises(operations.OperationFailed) as caught:
+        operations.run(request)
+    assert "nothing was written or applied" in str(caught.value) and "needs pods 12" in str(caught.value)
+    assert pushed == [] and server.get("namespaces", "django-app") is None
+
+
+def test_push_validates_and_applies_the_render_with_the_pushed_digest(server, monkeypatch, calls):
+    digest = "sha256:" + "ab" * 32
+
+    def push(request):
+        import dataclasses
+
+        return dataclasses.replace(request.config, image_digest=digest)
+
+    monkeypatch.setattr(operations, "push", push)
+    report = operations.run(_request(push=True, wait=False))
+    assert report.document["applied"] is True
+    applied = calls["rendered"][-1]
+    assert calls["validated"][-1] is applied
+    (web,) = [m for m in applied if m["kind"] == "Deployment" and m["metadata"]["name"] == "django-app"]
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"].endswith(digest)
+    live = server.get("deployments", "django-app", "django-app")
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"].endswith(digest)
+
+
+def test_render_with_output_writes_the_files_and_applies_nothing_though_a_cluster_is_configured(
+    server, calls, tmp_path
+):
+    report = operations.run(_request(render=True, output="out"))
+    (rendered,) = calls["rendered"]
+    assert calls["validated"] == [rendered]
+    assert (tmp_path / "out" / "kustomization.yaml").is_file()
+    assert report.document["applied"] is False and report.document["output"] == "out"
+    assert report.document["objects"] == [{"object": kinds.describe(m), "result": "written"} for m in rendered]
+    assert report.output == [] and report.sentence.startswith("--render: no cluster was asked, nothing was applied.")
+    assert server.get("namespaces", "django-app") is None
+
+
 def test_a_failed_deploy_carries_its_report_and_exit_code(server):
     server.scenarios["deployment/django-app"] = "crashloop"
     with pytest.raises(operations.OperationFailed) as caught:
@@ -108,6 +150,25 @@ def test_a_failed_deploy_carries_its_report_and_exit_code(server):
     assert failed.exit_code == 1 and failed.document["applied"] is True
     assert failed.document["outcome"] == "failed" and failed.document["revision"] == 1
     assert all(set(o) == {"object", "result"} for o in failed.document["objects"])
+
+
+def test_ctrl_c_mid_deploy_records_the_revision_as_interrupted_and_releases_the_lock(server):
+    seen = []
+
+    def progress(message):
+        seen.append(message)
+        if len(seen) == 10:  # inside the lock, once some objects are applied
+            raise KeyboardInterrupt
+
+    with pytest.raises(operations.OperationFailed) as caught:
+        operations.run(_request(progress=progress, wait=False))
+    message = str(caught.value)
+    assert message.startswith("Interrupted (Ctrl-C): revision 1 is recorded as interrupted")
+    assert "Rerun k8s_deploy to converge" in message and caught.value.exit_code == 1
+    assert caught.value.document["outcome"] == "interrupted"
+    assert [(r["revision"], r["outcome"]) for r in operations.run(_request("history")).document] == [(1, "interrupted")]
+    assert server.list("leases", "django-app") == []
+    assert operations.run(_request(wait=False)).document["outcome"] == "applied"  # the rerun converges
 
 
 def test_a_cancelled_deploy_applies_nothing(server):

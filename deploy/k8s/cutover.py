@@ -281,11 +281,11 @@ class Cutover:
         return f"{snapshot} ({self.state.size} bytes, sha256 {self.state.sha256})"
 
     def _data_services(self):
-        from deploy.k8s.deploy import DATA_COMPONENTS, _component, phases
+        from deploy.k8s.deploy import DATA_COMPONENTS, phases
 
         early, _jobs, _late = phases([m for m in self.manifests])
         self.deployer.apply_all(early)
-        self.deployer.wait_all([m for m in early if _component(m) in DATA_COMPONENTS])
+        self.deployer.wait_all([m for m in early if names.component(m) in DATA_COMPONENTS])
         return f"{len(early)} objects applied; PostgreSQL and Redis ready; the app held back"
 
     def _upload(self):

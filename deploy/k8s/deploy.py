@@ -91,13 +91,9 @@ class DeployReport:
         }
 
 
-def _component(manifest):
-    return manifest["metadata"].get("labels", {}).get(names.COMPONENT)
-
-
 def phases(manifests):
     """(configuration and data services, migration jobs, app workloads) in rank order."""
-    jobs = [m for m in manifests if m["kind"] == "Job" and _component(m) == "migrate"]
+    jobs = [m for m in manifests if m["kind"] == "Job" and names.component(m) == "migrate"]
     late_kinds = {"CronJob", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "DaemonSet", "Job"}
     late = [
         m
@@ -105,7 +101,7 @@ def phases(manifests):
         if m not in jobs
         and (
             m["kind"] in late_kinds
-            or (m["kind"] in {"Deployment", "StatefulSet"} and _component(m) not in DATA_COMPONENTS)
+            or (m["kind"] in {"Deployment", "StatefulSet"} and names.component(m) not in DATA_COMPONENTS)
         )
     ]
     early = [m for m in manifests if m not in jobs and m not in late]
@@ -137,6 +133,7 @@ class Deployer:
         self.progress = progress or (lambda message: None)
         self.report = DeployReport()
         self.previous = {}  # what the last recorded revision applied, by (kind, namespace, name)
+        self.earlier_kinds = set()  # (apiVersion, kind) of what every recorded revision applied: listed to prune
 
     # --- apply --------------------------------------------------------------
 
@@ -197,7 +194,7 @@ class Deployer:
             # Only the migration Job gates a deploy; other Jobs (the EFK setup) retry on their own. A CloudNativePG
             # Cluster is waited for like the StatefulSet it replaces: the migration Job needs its primary.
             if manifest["kind"] in {"Deployment", "StatefulSet", "Cluster"} or (
-                manifest["kind"] == "Job" and _component(manifest) == "migrate"
+                manifest["kind"] == "Job" and names.component(manifest) == "migrate"
             ):
                 message = wait_for(self.cluster, manifest, self.timeout, self.progress, interval=self.poll_interval)
                 self.report.waits.append(message)
@@ -235,19 +232,38 @@ class Deployer:
         revision = max((r.revision for r in releases), default=0) + 1
         if releases:
             self.previous = {kinds.key(m): m for m in releases[-1].manifests or []}
+        self.earlier_kinds = _kinds_of(releases)
         self.report.revision = revision
         note = f"rollback to revision {rollback_of}" if rollback_of else ""
         # A rollback applies the target revision's manifests, so its record names the target's image, not the
         # one today's settings would render (else --history says one image while the cluster runs another).
         image = next((r.image for r in releases if r.revision == rollback_of), config.image)
         record(self.cluster, config.app_name, config.namespace, new_release(revision, image, note=note), manifests)
+        try:
+            return self._run_phases(manifests, rollback_of, releases, revision, note)
+        except KeyboardInterrupt:
+            # Ctrl-C: the revision says so (not "pending" forever), the lock is released on the way out, and the
+            # operator is told what stays applied and how to converge, not shown a traceback.
+            set_outcome(self.cluster, config.app_name, config.namespace, revision, "interrupted", "Ctrl-C")
+            self.report.outcome = "interrupted"
+            applied = [o["object"] for o in self.report.objects]
+            raise DeployFailed(
+                f"Interrupted (Ctrl-C): revision {revision} is recorded as interrupted. What was applied stays "
+                f"applied ({len(applied)} of {len(manifests)} objects"
+                f"{', last: ' + applied[-1] if applied else ''}); the running app is as the last phase left it. "
+                "Rerun k8s_deploy to converge, or k8s_deploy --rollback.",
+                self.report,
+            ) from None
+
+    def _run_phases(self, manifests, rollback_of, releases, revision, note):
+        config = self.config
         early, jobs, late = phases([m for m in manifests if m["kind"] != "Namespace"])
         early = [m for m in manifests if m["kind"] == "Namespace" and m["metadata"]["name"] != config.namespace] + early
         if rollback_of:
             jobs = []  # an old release's migrations are not run again
         self.apply_all(early)
         self._wait_or_stop(
-            [m for m in early if _component(m) in DATA_COMPONENTS],
+            [m for m in early if names.component(m) in DATA_COMPONENTS],
             revision,
             "PostgreSQL or Redis did not become ready; the app was not touched.",
         )
@@ -324,7 +340,7 @@ class Deployer:
         return found
 
     def prune(self, manifests, dry_run=False):
-        api_kinds = {(m["apiVersion"], m["kind"]) for m in manifests} | set(kinds.PRUNABLE)
+        api_kinds = {(m["apiVersion"], m["kind"]) for m in manifests} | set(kinds.PRUNABLE) | self.earlier_kinds
         rendered = {kinds.key(m) for m in manifests}
         stateful = {m["metadata"]["name"] for m in manifests if m["kind"] == "StatefulSet"}
         for obj in sorted(self.live_release_objects(api_kinds), key=kinds.sort_key, reverse=True):
@@ -334,6 +350,10 @@ class Deployer:
                 or obj["kind"] in kinds.NEVER_PRUNED
                 or names.OPERATION in (meta.get("labels") or {})
             ):
+                continue
+            if obj["kind"] == "StorageClass":
+                # Cluster-wide; a volume bound to it needs it to grow, and the render's claims may still name it.
+                self.progress(f"kept {kinds.describe(obj)} (a StorageClass is never pruned: delete it by hand)")
                 continue
             if obj["kind"] == "Cluster" and not self.prune_volumes:
                 # Deleting a CloudNativePG Cluster deletes its data volumes (the operator owns them).
@@ -364,6 +384,8 @@ class Deployer:
                 continue
             self.apply_one(manifest, dry_run=True)
         if self.config.namespace not in new:
+            releases = history(self.cluster, self.config.app_name, self.config.namespace, with_manifests=True)
+            self.earlier_kinds = _kinds_of(releases)
             self.prune(manifests, dry_run=True)
         self.report.outcome = "dry-run"
         return self.report
@@ -395,6 +417,10 @@ class Deployer:
                 self.report.diffs.append(_redact_secret_diff(manifest, diff))
         self.report.outcome = "diff"
         return self.report
+
+
+def _kinds_of(releases):
+    return {(m["apiVersion"], m["kind"]) for release in releases for m in release.manifests or []}
 
 
 def _leaf_paths(obj, prefix=()):

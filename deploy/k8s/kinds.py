@@ -27,16 +27,24 @@ LAST_RANK = len(RANKS)  # a kind not listed goes after every listed one
 CLUSTER_SCOPED = frozenset({"Namespace", "StorageClass", "PriorityClass", "ClusterRole", "ClusterRoleBinding"})
 
 # The kinds a deploy lists by release label to prune, whether or not today's render has any (an earlier render may
-# have): every kind the templates can make, but the Namespace, which is never pruned.
+# have: a PriorityClass no longer set, a mode that no longer renders a Cluster): every kind the templates can make
+# but the Namespace, which is never pruned (tests/test_k8s_kinds.py renders every mode to prove it). A deploy also
+# lists the kinds its earlier revisions applied, for a project's own templates. Of what it finds, deploy.py keeps a
+# StorageClass (cluster-wide, and a volume bound to it needs it to grow), and a PersistentVolumeClaim or a
+# CloudNativePG Cluster but with --prune-volumes (their data goes with them).
 PRUNABLE = (
     ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("v1", "ServiceAccount"),
-    ("v1", "PersistentVolumeClaim"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"),
+    ("v1", "PersistentVolumeClaim"), ("v1", "ResourceQuota"), ("v1", "LimitRange"),
+    ("scheduling.k8s.io/v1", "PriorityClass"), ("storage.k8s.io/v1", "StorageClass"),
+    ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"),
     ("batch/v1", "CronJob"), ("networking.k8s.io/v1", "NetworkPolicy"), ("networking.k8s.io/v1", "Ingress"),
     ("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("apps/v1", "DaemonSet"),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
     ("external-secrets.io/v1", "SecretStore"), ("external-secrets.io/v1", "ExternalSecret"),
+    ("postgresql.cnpg.io/v1", "Cluster"),
 )  # fmt: skip
 NEVER_PRUNED = frozenset({"Namespace"})
 

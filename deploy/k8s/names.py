@@ -50,6 +50,11 @@ def labels(app_name, component, version):
     }
 
 
+def component(manifest):
+    """The component label of a rendered object (``app``, ``postgres``, ``migrate``...), None without one."""
+    return (manifest["metadata"].get("labels") or {}).get(COMPONENT)
+
+
 def release_selector(app_name):
     """The label selector of every object this tool created for ``app_name``."""
     return f"{PART_OF}={truncate(app_name)},app.kubernetes.io/managed-by={MANAGED_BY}"

@@ -187,6 +187,8 @@ def run(request):
     secrets = request.secrets or get_secrets()
     if request.render:
         rendered = render_stack(config, secrets, redact=not request.include_secrets, warn=request.warn)
+        if request.output:  # written instead of printed, as aws_provision --render --output does; no cluster asked
+            return write_only(request, rendered, "--render: no cluster was asked, nothing was applied.")
         document = {key: value for key, value in _base(rendered, request).items() if key not in ("objects", "applied")}
         # With --json, the manifests go inside the one document, not as YAML beside it.
         return Report({**document, "manifests": rendered.manifests}, [to_yaml(rendered.manifests)])
@@ -203,7 +205,13 @@ def run(request):
                 "KUBECONFIG at one, pass --eks-cluster, or start the training sandbox (make sandbox) to practise. "
                 "Nothing was written or applied."
             )
-        return write_only(request, secrets)
+        rendered = render_stack(config, secrets, redact=not request.include_secrets, warn=request.warn)
+        return write_only(
+            request,
+            rendered,
+            "No cluster configured (no KUBECONFIG, no ~/.kube/config, not in a pod, no EKS cluster named): nothing was "
+            "applied.",
+        )
     cluster = connect(request, source)
     if request.mode == "history":
         return show_history(cluster, config)
@@ -217,6 +225,10 @@ def run(request):
             write(rendered.manifests, request.output)
         return preflight(request, source, cluster, rendered, stop=True)
     if request.push:
+        # Nothing is built or pushed for a stack that would be refused: the render with today's image is checked
+        # first (redacted: the real Secret values may not be read yet). The render with the pushed digest is then
+        # the one validated and applied.
+        render_stack(config, secrets, redact=True, doing="Cannot deploy (nothing was built or pushed)")
         config = request.config = push(request)
     if config.secrets_name:
         secrets = read_secrets(request)
@@ -242,9 +254,8 @@ def run(request):
     return deploy(request, cluster, deployer, rendered, document)
 
 
-def write_only(request, secrets):
-    """No cluster: the manifests rendered, validated and written to a folder; nothing applied."""
-    rendered = render_stack(request.config, secrets, redact=not request.include_secrets, warn=request.warn)
+def write_only(request, rendered, why):
+    """No cluster, or --render: the validated render written to a folder; nothing applied. ``why`` says which."""
     output = request.output or DEFAULT_OUTPUT
     write(rendered.manifests, output)
     document = {
@@ -255,8 +266,7 @@ def write_only(request, secrets):
     }
     return Report(
         document,
-        sentence="No cluster configured (no KUBECONFIG, no ~/.kube/config, not in a pod, no EKS cluster named): "
-        f"nothing was applied. {len(rendered.manifests)} manifests validated for Kubernetes "
+        sentence=f"{why} {len(rendered.manifests)} manifests validated for Kubernetes "
         f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)} and written to {output}/.",
         detail=[f"  {describe(m)}" for m in rendered.manifests],
     )

@@ -180,8 +180,7 @@ def stack_during_restore(stack):
     app = {
         manifest["metadata"]["name"]
         for manifest in stack
-        if manifest.get("kind") == "Deployment"
-        and manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "app"
+        if manifest.get("kind") == "Deployment" and names.component(manifest) == "app"
     }
     during = []
     for manifest in stack:

@@ -9,6 +9,7 @@ The command parses its options into one ``deploy.k8s.operations.Request``, calls
 ``operations.run`` and prints the report it returns (text, or ``--json``).
 """
 
+import json
 import re
 import sys
 
@@ -29,6 +30,23 @@ _MODES = {"preflight": "preflight", "dry_run": "dry-run", "diff": "diff", "histo
 
 
 _OPERATIONS = ("--restore", "--backups", "--cutover")
+# What the other modes would silently ignore (--render prints today's render and stops before any mode), and why.
+_IGNORED_BY = {
+    "history": ("render", *_NOT_WITH_OPERATIONS),
+    "rollback": ("render", "output", "include_secrets", "push"),
+    "preflight": ("render",),
+    "diff": ("render",),
+    "dry-run": ("render",),
+}
+_WHY_IGNORED = {
+    "history": "it lists the revisions recorded in the cluster, renders nothing and changes nothing",
+    "rollback": "it applies a recorded revision, not today's render (which --render and --output show)",
+    "preflight": "--render prints today's manifests and asks no cluster",
+    "diff": "--render prints today's manifests and asks no cluster",
+    "dry-run": "--render prints today's manifests and asks no cluster",
+}
+# Options that exclude each other are a usage error, as argparse's own: exit status 2, nothing done.
+USAGE = 2
 
 
 def _refusal(operation, flags):
@@ -61,8 +79,20 @@ class Command(BaseCommand):
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        error = parser.error
-        parser.error = lambda message: error(_conflict(message))
+        error, parse_args = parser.error, parser.parse_args
+
+        def parse(args=None, namespace=None):
+            parser.json_requested = "--json" in (sys.argv[2:] if args is None else args)
+            return parse_args(args, namespace)
+
+        def fail(message):
+            message = _conflict(message)
+            if parser.called_from_command_line and getattr(parser, "json_requested", False):
+                # A usage error too leaves stdout with the one JSON document --json promises (exit status 2).
+                self.stdout.write(json.dumps({"ok": False, "error": message}, indent=2))
+            error(message)
+
+        parser.parse_args, parser.error = parse, fail
         return parser
 
     def add_arguments(self, parser):
@@ -76,13 +106,15 @@ class Command(BaseCommand):
             "--render",
             action="store_true",
             help=(
-                "Print the manifests as one multi-document YAML (with --json: in the report, key manifests), and stop."
+                "Print the manifests as one multi-document YAML (with --json: in the report, key manifests), and stop; "
+                "with --output, write them there instead. No cluster is asked."
             ),
         )
         parser.add_argument(
             "--output",
             metavar="DIR",
-            help="Write one file per object and a kustomization.yaml to DIR (default with no cluster: build/k8s).",
+            help="Write one file per object and a kustomization.yaml to DIR (default with no cluster: build/k8s). "
+            "With a cluster the run deploys as well: add --render to only write.",
         )
         parser.add_argument(
             "--include-secrets",
@@ -207,7 +239,9 @@ class Command(BaseCommand):
 
     def _request(self, config, options):
         if options["resume"] and not options["cutover"]:
-            raise CommandError("--resume continues a cut-over: pass it with --cutover SQLITE_FILE. Nothing was done.")
+            raise CommandError(
+                "--resume continues a cut-over: pass it with --cutover SQLITE_FILE. Nothing was done.", returncode=USAGE
+            )
         mode = next(
             (mode for name, mode in _MODES.items() if options[name] is not None and options[name] is not False),
             "deploy",
@@ -221,7 +255,16 @@ class Command(BaseCommand):
             if mode in ("backups", "cutover") and options["render"]:
                 others.insert(0, "render")
             if others:
-                raise CommandError(_refusal(f"--{mode}", [f"--{name.replace('_', '-')}" for name in others]))
+                flags = [f"--{name.replace('_', '-')}" for name in others]
+                raise CommandError(_refusal(f"--{mode}", flags), returncode=USAGE)
+        ignored = [name for name in _IGNORED_BY.get(mode, ()) if options[name] not in (None, False)]
+        if ignored:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in ignored)
+            raise CommandError(
+                f"--{mode} cannot be combined with {flags}: {_WHY_IGNORED[mode]}. Run them in separate k8s_deploy "
+                "commands. Nothing was done.",
+                returncode=USAGE,
+            )
         quiet = options["json"] or options["verbosity"] < 1
         return operations.Request(
             config,
