@@ -49,8 +49,11 @@ def test_prune_lists_every_kind_any_mode_renders_but_the_never_pruned():
     from tests.k8s_helpers import MODES, mode_config
 
     rendered = set()
-    for mode in MODES:
-        rendered |= {(m["apiVersion"], m["kind"]) for m in render_manifests(mode_config(mode))}
+    configs = [mode_config(mode) for mode in MODES]
+    # The cloudnative-pg mode's WAL archive (ObjectStore, ScheduledBackup) comes with a backups bucket.
+    configs.append(mode_config("cloudnative-pg", postgres_backup_bucket="app-backups", aws_region="eu-west-1"))
+    for config in configs:
+        rendered |= {(m["apiVersion"], m["kind"]) for m in render_manifests(config)}
     missing = {pair for pair in rendered - set(kinds.PRUNABLE) if pair[1] not in kinds.NEVER_PRUNED}
     assert not missing
 
