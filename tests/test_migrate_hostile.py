@@ -667,3 +667,27 @@ def test_keys_all_zero_or_negative_are_copied_and_the_sequence_starts_at_1(sourc
         assert conn.execute("SELECT id, body FROM catalog_comment ORDER BY id").fetchall() == expected
         assert conn.execute("SELECT to_regclass('deploy_sqlite_copy_run') IS NULL").fetchone()[0], "no checkpoint left"
         assert conn.execute("SELECT nextval(pg_get_serial_sequence('catalog_comment', 'id'))").fetchone()[0] == 1
+
+
+def test_values_sqlite_held_distinct_that_a_unique_constraint_refuses_name_each_row(source):
+    """SQLite's unique index compares a UUID's text: upper and lower case are two values there, one in PostgreSQL.
+
+    The constraint fails as the copy re-creates it: the message names the table, the
+    primary key and the column of every row that shares the value, not the key alone.
+    """
+    damage(source, "UPDATE catalog_product SET uuid = upper((SELECT uuid FROM catalog_product WHERE id = 1)) "
+                   "WHERE id = 2")  # fmt: skip
+    with sqlite3.connect(source) as db:
+        upper, lower = (db.execute("SELECT uuid FROM catalog_product WHERE id = ?", [n]).fetchone()[0] for n in (2, 1))
+    db.close()
+    digest, before_schema, before_rows = sha256(source), schema(), rows()
+    result = run(source=source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = result.stderr
+    assert "catalog_product: constraint catalog_product_uuid_key does not hold" in message, message
+    assert "catalog_product pk=1 column uuid: has the same value as another row in PostgreSQL's eyes" in message
+    assert f"(value: {lower!r})" in message and "catalog_product pk=2 column uuid" in message, message
+    assert f"(value: {upper!r})" in message, message
+    assert "nothing was written to the target" in message
+    assert_untouched(before_schema, before_rows)
+    assert sha256(source) == digest
