@@ -691,3 +691,23 @@ def test_values_sqlite_held_distinct_that_a_unique_constraint_refuses_name_each_
     assert "nothing was written to the target" in message
     assert_untouched(before_schema, before_rows)
     assert sha256(source) == digest
+
+
+@pytest.mark.parametrize("table", ["testapp_country", "testapp_ticket"])
+def test_a_primary_key_stored_as_a_blob_is_a_problem_not_a_copy_without_end(source, table):
+    """A BLOB sorts after every text in SQLite: read back by key ranges, a BLOB key came again at each
+    chunk, and the copy never ended. The preflight names the row, and nothing is written."""
+    if table == "testapp_country":
+        damage(source, "INSERT INTO testapp_country VALUES (X'4142', 'a key stored as bytes')")
+        key = "AB"
+    else:
+        damage(source, "UPDATE testapp_ticket SET id = CAST(id AS BLOB) WHERE note = 't1'")
+        key = "00000000000000000000000000000001"
+    digest, before_schema, before_rows = sha256(source), schema(), rows()
+    result = run(source=source, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("CommandError: The preflight found problems"), result.stderr
+    assert f"{table} pk={key!r} column " in result.stderr, result.stderr
+    assert "primary key is stored as a BLOB" in result.stderr, result.stderr
+    assert_untouched(before_schema, before_rows)
+    assert sha256(source) == digest
