@@ -119,6 +119,8 @@ HOSTILE = [
     ("ip-rewritten", ["UPDATE testapp_reading SET ip = '2001:0DB8::0001' WHERE id = 1"],
      ["testapp_reading pk=1 column ip: is not written as Django writes addresses: PostgreSQL would store "
       "2001:db8::1"]),
+    ("time-24:00", ["UPDATE testapp_reading SET at = '24:00:00' WHERE id = 1"],  # SQLite and PostgreSQL take it
+     ["testapp_reading pk=1 column at: is not a valid time"]),
     ("ip-network", ["UPDATE testapp_reading SET ip = '10.0.0.0/8' WHERE id = 2"],
      ["testapp_reading pk=2 column ip: is not an IP address"]),
 ]  # fmt: skip
