@@ -119,6 +119,8 @@ HOSTILE = [
     ("ip-rewritten", ["UPDATE testapp_reading SET ip = '2001:0DB8::0001' WHERE id = 1"],
      ["testapp_reading pk=1 column ip: is not written as Django writes addresses: PostgreSQL would store "
       "2001:db8::1"]),
+    ("time-24:00", ["UPDATE testapp_reading SET at = '24:00:00' WHERE id = 1"],  # SQLite and PostgreSQL take it
+     ["testapp_reading pk=1 column at: is not a valid time"]),
     ("ip-network", ["UPDATE testapp_reading SET ip = '10.0.0.0/8' WHERE id = 2"],
      ["testapp_reading pk=2 column ip: is not an IP address"]),
 ]  # fmt: skip
@@ -667,3 +669,47 @@ def test_keys_all_zero_or_negative_are_copied_and_the_sequence_starts_at_1(sourc
         assert conn.execute("SELECT id, body FROM catalog_comment ORDER BY id").fetchall() == expected
         assert conn.execute("SELECT to_regclass('deploy_sqlite_copy_run') IS NULL").fetchone()[0], "no checkpoint left"
         assert conn.execute("SELECT nextval(pg_get_serial_sequence('catalog_comment', 'id'))").fetchone()[0] == 1
+
+
+def test_values_sqlite_held_distinct_that_a_unique_constraint_refuses_name_each_row(source):
+    """SQLite's unique index compares a UUID's text: upper and lower case are two values there, one in PostgreSQL.
+
+    The constraint fails as the copy re-creates it: the message names the table, the
+    primary key and the column of every row that shares the value, not the key alone.
+    """
+    damage(source, "UPDATE catalog_product SET uuid = upper((SELECT uuid FROM catalog_product WHERE id = 1)) "
+                   "WHERE id = 2")  # fmt: skip
+    with sqlite3.connect(source) as db:
+        upper, lower = (db.execute("SELECT uuid FROM catalog_product WHERE id = ?", [n]).fetchone()[0] for n in (2, 1))
+    db.close()
+    digest, before_schema, before_rows = sha256(source), schema(), rows()
+    result = run(source=source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = result.stderr
+    assert "catalog_product: constraint catalog_product_uuid_key does not hold" in message, message
+    assert "catalog_product pk=1 column uuid: has the same value as another row in PostgreSQL's eyes" in message
+    assert f"(value: {lower!r})" in message and "catalog_product pk=2 column uuid" in message, message
+    assert f"(value: {upper!r})" in message, message
+    assert "nothing was written to the target" in message
+    assert_untouched(before_schema, before_rows)
+    assert sha256(source) == digest
+
+
+@pytest.mark.parametrize("table", ["testapp_country", "testapp_ticket"])
+def test_a_primary_key_stored_as_a_blob_is_a_problem_not_a_copy_without_end(source, table):
+    """A BLOB sorts after every text in SQLite: read back by key ranges, a BLOB key came again at each
+    chunk, and the copy never ended. The preflight names the row, and nothing is written."""
+    if table == "testapp_country":
+        damage(source, "INSERT INTO testapp_country VALUES (X'4142', 'a key stored as bytes')")
+        key = "AB"
+    else:
+        damage(source, "UPDATE testapp_ticket SET id = CAST(id AS BLOB) WHERE note = 't1'")
+        key = "00000000000000000000000000000001"
+    digest, before_schema, before_rows = sha256(source), schema(), rows()
+    result = run(source=source, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("CommandError: The preflight found problems"), result.stderr
+    assert f"{table} pk={key!r} column " in result.stderr, result.stderr
+    assert "primary key is stored as a BLOB" in result.stderr, result.stderr
+    assert_untouched(before_schema, before_rows)
+    assert sha256(source) == digest

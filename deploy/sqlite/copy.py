@@ -262,6 +262,11 @@ def unvalidated_keys(cursor, definitions):
     return [(table, name) for table, name in cursor.fetchall() if (table, name) in ours]
 
 
+# A unique or primary-key constraint as pg_get_constraintdef prints it: its columns.
+UNIQUE_COLUMNS = re.compile(r"^(?:UNIQUE|PRIMARY KEY)(?: NULLS NOT DISTINCT)? \(([^()]+)\)")
+MAX_SHARING_ROWS = 20
+
+
 class ConstraintFailed(Exception):
     def __init__(self, constraint, exc):
         self.constraint = constraint
@@ -508,7 +513,7 @@ class Copier:
                 # Out of tables: help read one another worker is still copying, then build the indexes
                 # of this worker's tables while that one builds its own (they commit together anyway).
                 self._help(raw)
-                self._build(cursor, loaded)
+                self._build(cursor, loaded, text_raw)
                 barrier.wait()
                 if not self.commit:
                     raise _Rollback
@@ -611,7 +616,7 @@ class Copier:
                     return fields.get(plan.pk.name), fields
         return None, None
 
-    def _build(self, cursor, loaded):
+    def _build(self, cursor, loaded, raw_source):
         """Re-build the loaded tables' indexes and unique constraints (each checks every row); mark them done."""
         for plan, rows, chunks, started in loaded:
             if self.problem_found.is_set() or self.damaged.is_set() or self.cancelled.is_set():
@@ -623,7 +628,9 @@ class Copier:
                     kept = [c.as_list() for c in chunks] if chunks else None
                     state.mark_done(cursor, self.run.id, plan.table, rows, seconds, kept)
             except ConstraintFailed as exc:
-                self._add([Problem(plan.table, str(exc))])
+                self._add(
+                    [Problem(plan.table, str(exc)), *self._sharing_rows(cursor, raw_source, plan, exc.constraint)]
+                )
                 continue
             except TARGET_ERRORS as exc:
                 if not refuses_data(exc):
@@ -634,6 +641,44 @@ class Copier:
             with self.lock:
                 self.results.append(TableResult(plan.label, plan.table, rows, seconds, path))
                 self.chunks[plan.table] = chunks
+
+    def _sharing_rows(self, cursor, raw, plan, constraint):
+        """Problems naming each row (key, column, source value) that shares its value under a failed unique
+        constraint: SQLite's unique index held them distinct (a UUID in upper and lower case), PostgreSQL not.
+
+        The rows are still in this worker's transaction (the constraint's savepoint was rolled back)."""
+        found = UNIQUE_COLUMNS.match(constraint.get("definition", ""))
+        if not found or constraint.get("type") not in ("u", "p"):
+            return []
+        columns = found.group(1)  # as pg_get_constraintdef prints them: quoted where they need to be
+        key = quote(plan.pk.name)
+        table = quote(plan.table)
+        try:
+            with transaction.atomic(using=self.alias):
+                cursor.execute(
+                    f"SELECT {key} FROM {table} WHERE ({columns}) IN (SELECT {columns} FROM {table} "
+                    f"GROUP BY {columns} HAVING count(*) > 1) ORDER BY ({columns}), {key} LIMIT {MAX_SHARING_ROWS}"
+                )
+                keys = [k for (k,) in cursor.fetchall()]
+        except TARGET_ERRORS:  # not a verdict on the rows: the constraint's own message stands
+            return []
+        names = [c.strip().strip('"').replace('""', '"') for c in columns.split(",")]
+        problems = []
+        for pk in keys:
+            pk = pk.hex if plan.pk.kind == "UUIDField" else pk  # as SQLite holds it: 32 hex digits
+            values = raw.execute(
+                f"SELECT {', '.join(quote(n) for n in names)} FROM {table} WHERE {key} = ?", [pk]
+            ).fetchone()
+            problems.append(
+                Problem(
+                    plan.table,
+                    f"has the same value as another row in PostgreSQL's eyes (unique constraint {constraint['name']})",
+                    pk,
+                    ", ".join(names),
+                    (values[0] if len(values) == 1 else values) if values else None,
+                )
+            )
+        return problems
 
     def _scan(self, text_raw, plan):
         """Every check of the table, exactly (no copy); True if it found a problem."""

@@ -267,8 +267,11 @@ class TimeCodec(Codec):
         return [
             (
                 "time",
-                f"{col} IS NOT NULL AND NOT (typeof({col}) = 'text' AND time(substr({col}, 1, 8)) IS "
-                f"substr({col}, 1, 8) AND (length({col}) = 8 OR (length({col}) = 15 AND substr({col}, 9) GLOB "
+                # SQLite's time() and PostgreSQL's time take 24:00:00; Python's (the application's) does not. The
+                # hour is compared as text: the column's NUMERIC affinity would make '24' the number 24.
+                f"{col} IS NOT NULL AND NOT (typeof({col}) = 'text' AND substr({col}, 1, 2) < '24' "
+                f"AND time(substr({col}, 1, 8)) IS substr({col}, 1, 8) AND (length({col}) = 8 OR "
+                f"(length({col}) = 15 AND substr({col}, 9) GLOB "
                 f"'.{_DIGIT * 6}')))",
             )
         ]

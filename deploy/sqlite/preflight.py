@@ -85,7 +85,38 @@ def structure_problems(source, plans):
                 problems.append(Problem(plan.table, f"columns missing from the source: {', '.join(missing)}"))
             continue
         problems += _vendor_type_problems(plan, declared, connections[source.alias])
+        problems += _blob_key_problems(raw, plan)
     return problems
+
+
+def _blob_key_problems(raw, plan):
+    """Rows whose text primary key is stored as a BLOB.
+
+    A BLOB sorts after every text: the copy and the verification read a table by key
+    ranges, and a BLOB key came back in every range after it. It is found through
+    the key's index, at the end of it (``>= X''`` holds for every BLOB, for no text).
+    """
+    if plan.integer_pk:
+        return []
+    key = quote(plan.pk.name)
+    rows = raw.execute(
+        f"SELECT {key} FROM {quote(plan.table)} WHERE {key} >= X'' ORDER BY {key} LIMIT {MAX_PER_CHECK}"
+    ).fetchall()
+    return [
+        Problem(
+            plan.table,
+            "its primary key is stored as a BLOB, not as text: the application cannot find the row by its key; "
+            "store the key as text in the source (CAST(... AS TEXT))",
+            _text_key(pk),
+            plan.pk.name,
+            pk,
+        )
+        for (pk,) in rows
+    ]
+
+
+def _text_key(value):
+    return value.decode("utf-8", errors="backslashreplace") if isinstance(value, bytes) else value
 
 
 def sqlite_affinity(declared):
