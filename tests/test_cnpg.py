@@ -512,12 +512,17 @@ def test_the_preflight_names_the_missing_crd(server):
     assert "every kind of the render is served" in out.getvalue()
 
 
-@pytest.mark.slow
-def test_a_cluster_no_longer_rendered_is_kept_with_its_data(server, monkeypatch):
-    assert deploy()["outcome"] == "deployed"
+def _leave_for_an_external_server(monkeypatch):
+    """The next deploy renders no Cluster: PostgreSQL moved to a server outside the cluster."""
     monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "external")
     monkeypatch.setenv("DEPLOY_POSTGRES_HOST", "10.1.2.3")
     monkeypatch.setenv("DEPLOY_POSTGRES_CIDR", "10.1.0.0/16")
+
+
+@pytest.mark.slow
+def test_a_cluster_no_longer_rendered_is_kept_with_its_data(server, monkeypatch):
+    assert deploy()["outcome"] == "deployed"
+    _leave_for_an_external_server(monkeypatch)
     report = deploy()
     assert report["outcome"] == "deployed"
     assert server.get("clusters", CLUSTER, NS, group="postgresql.cnpg.io") is not None
@@ -527,9 +532,7 @@ def test_a_cluster_no_longer_rendered_is_kept_with_its_data(server, monkeypatch)
 def test_a_cluster_no_longer_rendered_goes_with_prune_volumes(server, monkeypatch):
     # docs/high-availability.md: "k8s_deploy prunes it only with --prune-volumes".
     assert deploy()["outcome"] == "deployed"
-    monkeypatch.setenv("DEPLOY_POSTGRES_MODE", "external")
-    monkeypatch.setenv("DEPLOY_POSTGRES_HOST", "10.1.2.3")
-    monkeypatch.setenv("DEPLOY_POSTGRES_CIDR", "10.1.0.0/16")
+    _leave_for_an_external_server(monkeypatch)
     out = StringIO()
     call_command("k8s_deploy", "--timeout", "30", interactive=False, stdout=out)
     assert f"kept Cluster {NS}/{CLUSTER} (its data volumes go with it: only with --prune-volumes)" in out.getvalue()
