@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+import urllib.request
 from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
@@ -296,7 +297,11 @@ def s3_server():
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    # moto keeps one store per process, shared by every server and mock in it: the bucket another test of this
+    # worker left there (tests/test_cutover_fetch.py uses the same name) would make CreateBucket fail.
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
+    yield url
     server.stop()
 
 
