@@ -318,3 +318,28 @@ def gunicorn_factory(tmp_path, static_root, django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock():
         yield factory
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With ``TEST_CPU_LOG=path``: each test's CPU seconds (its process's and its finished children's), one line
+    a test appended to ``path.<worker>`` — where a run's CPU goes, which wall times on a shared machine hide."""
+    log = os.environ.get("TEST_CPU_LOG")
+    if not log:
+        yield
+        return
+    import resource
+
+    def cpu():
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+    own, children = cpu()
+    started = time.monotonic()
+    yield
+    own_after, children_after = cpu()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(f"{log}.{worker}", "a") as out:
+        out.write(
+            f"{own_after - own:.2f}\t{children_after - children:.2f}\t{time.monotonic() - started:.2f}\t{item.nodeid}\n"
+        )
