@@ -708,14 +708,16 @@ class Copier:
         return bool(problems)
 
     def _empty(self, cursor, plan):
-        """A table the source has no rows for: emptied, under TRUNCATE's lock, without its cost.
+        """A table the source has no rows for: emptied under TRUNCATE's lock, truncated only if it has rows.
 
         TRUNCATE gives the table and each of its indexes new files (COPY ... FREEZE needs it), a catalog
-        change that cost more than all else a small table's copy did; on a table already empty (as
-        migrate leaves it) DELETE finds nothing to do.
+        change that cost more than all else a small table's copy did; a table as migrate left it is empty.
         """
-        cursor.execute(f"LOCK TABLE {quote(plan.table)} IN ACCESS EXCLUSIVE MODE")
-        cursor.execute(f"DELETE FROM {quote(plan.table)}")
+        table = quote(plan.table)
+        cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
+        if cursor.fetchone()[0]:
+            cursor.execute(f"TRUNCATE {table}")
         if not self.digests:
             return 0, None
         chunks = Digests(plan).finish()  # the digest of no rows, as a COPY of none gives it
