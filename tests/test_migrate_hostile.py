@@ -240,10 +240,10 @@ def test_postgresql_refusing_a_row_of_each_table_leaves_the_target_as_it_was(sou
 def test_a_full_disk_while_re_creating_indexes_leaves_the_target_as_it_was(source, monkeypatch):
     recreate = copy_module.recreate_missing
 
-    def disk_full(cursor, definitions, only_table=None, foreign_keys=True):
+    def disk_full(cursor, definitions, only_table=None, **options):
         if only_table == "catalog_product":
             raise psycopg.errors.DiskFull("could not extend file: No space left on device")
-        return recreate(cursor, definitions, only_table=only_table, foreign_keys=foreign_keys)
+        return recreate(cursor, definitions, only_table=only_table, **options)
 
     monkeypatch.setattr(copy_module, "recreate_missing", disk_full)
     before_schema, before_rows = schema(), rows()

@@ -156,6 +156,17 @@ def test_a_target_column_of_another_type_is_refused_before_anything_is_written(s
     assert not Visit.objects.exists()
 
 
+def test_the_target_names_every_type_in_one_query_or_each_alone_if_one_cannot_be_parsed():
+    with connection.cursor() as cursor:
+        assert preflight._regtypes(cursor, connection, {"integer", "varchar(20)", "no_such_type"}) == {
+            "integer": 23,
+            "varchar(20)": 1043,
+            "no_such_type": None,
+        }
+        # PostgreSQL 15's to_regtype raises on a name it cannot parse: that one is None, the others still named.
+        assert preflight._regtypes(cursor, connection, {"integer", "varchar("}) == {"integer": 23, "varchar(": None}
+
+
 def test_sqlite_affinity_follows_sqlites_rules():
     assert [preflight.sqlite_affinity(t) for t in ("integer unsigned", "bigint", "varchar(20)", "text", "")] == [
         "integer", "integer", "text", "text", "blob"

@@ -149,17 +149,25 @@ class CopyReport:
 # --- constraints -----------------------------------------------------------
 
 
-def capture_definitions(cursor, tables):
-    """Secondary indexes, unique and foreign-key constraints touching ``tables``."""
+def capture_definitions(cursor, tables, empty=()):
+    """Secondary indexes, unique and foreign-key constraints touching ``tables``.
+
+    Of the tables in ``empty`` (no rows to load), only the foreign keys: an index built on no
+    rows costs its drop and its build for nothing, while every foreign key between the tables
+    must go for each to be emptied (TRUNCATE) on its own.
+    """
+    empty = set(empty)
+    oids = [quote(t) for t in tables]
+    loaded = [quote(t) for t in tables if t not in empty]
     cursor.execute(
         """
         SELECT c.conname, c.conrelid::regclass::text, r.relname, c.contype, pg_get_constraintdef(c.oid)
         FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
-        WHERE c.contype IN ('f', 'u')
-          AND (c.conrelid = ANY(%(oids)s::regclass[]) OR c.confrelid = ANY(%(oids)s::regclass[]))
+        WHERE (c.contype = 'f' AND (c.conrelid = ANY(%(oids)s::regclass[]) OR c.confrelid = ANY(%(oids)s::regclass[])))
+           OR (c.contype = 'u' AND c.conrelid = ANY(%(loaded)s::regclass[]))
         ORDER BY c.contype DESC, c.conname
         """,
-        {"oids": [quote(t) for t in tables]},
+        {"oids": oids, "loaded": loaded},
     )
     constraints = [
         {"name": name, "table": table, "relname": relname, "type": contype, "definition": definition}
@@ -169,12 +177,12 @@ def capture_definitions(cursor, tables):
         """
         SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, r.relname, pg_get_indexdef(i.indexrelid)
         FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid
-        WHERE i.indrelid = ANY(%(oids)s::regclass[])
+        WHERE i.indrelid = ANY(%(loaded)s::regclass[])
           AND NOT i.indisprimary
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
         ORDER BY 1
         """,
-        {"oids": [quote(t) for t in tables]},
+        {"loaded": loaded},
     )
     indexes = [
         {"name": name, "table": table, "relname": relname, "definition": d}
@@ -199,14 +207,17 @@ def _existing(cursor):
     return indexes, {tuple(row) for row in cursor.fetchall()}
 
 
-def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
+def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True, existing=None, empty=()):
     """Put back what a copy dropped and is not there yet: indexes, unique constraints, then foreign keys.
 
     Indexes and unique constraints are checked against every row as they are
     created. ``foreign_keys`` is True (add and check them), False (leave
-    them), or "later": add them NOT VALID, for :func:`validate_foreign_keys`.
+    them), or "later": add them NOT VALID, for :func:`validate_foreign_keys`,
+    except those of the tables in ``empty``, added and checked at once (a check
+    of no rows costs nothing; a validation of its own, a lock and a catalog change).
+    ``existing``: what :func:`_existing` said, when the caller asked it once for several tables.
     """
-    existing_indexes, existing_constraints = _existing(cursor)
+    existing_indexes, existing_constraints = existing or _existing(cursor)
     for index in definitions["indexes"]:
         if only_table in (None, index.get("relname")) and index["name"] not in existing_indexes:
             cursor.execute(index["definition"])
@@ -215,7 +226,7 @@ def recreate_missing(cursor, definitions, only_table=None, foreign_keys=True):
             continue
         if only_table not in (None, c.get("relname")):
             continue
-        later = " NOT VALID" if c["type"] == "f" and foreign_keys == "later" else ""
+        later = " NOT VALID" if c["type"] == "f" and foreign_keys == "later" and c.get("relname") not in empty else ""
         try:
             with transaction.atomic(using=cursor.db.alias):
                 cursor.execute(f"ALTER TABLE {c['table']} ADD CONSTRAINT {quote(c['name'])} {c['definition']}{later}")
@@ -533,16 +544,19 @@ class Copier:
         self.progress(plan, 0)
         try:
             with transaction.atomic(using=self.alias):  # a savepoint: a failed table leaves nothing
-                cursor.execute(f"TRUNCATE {quote(plan.table)}")
-                if plan.fast:
-                    rows, chunks = self._copy_fast(cursor, raw, plan)
+                if plan.fast and not plan.rows and not _source_rows(raw, plan):
+                    rows, chunks = self._empty(cursor, plan)
                 else:
-                    if self._scan(text_raw, plan):
-                        return []
-                    rows = self._copy_general(cursor, plan)
-                    chunks = None  # compared through the ORM
+                    cursor.execute(f"TRUNCATE {quote(plan.table)}")
+                    if plan.fast:
+                        rows, chunks = self._copy_fast(cursor, raw, plan)
+                    else:
+                        if self._scan(text_raw, plan):
+                            return []
+                        rows = self._copy_general(cursor, plan)
+                        chunks = None  # compared through the ORM
                 # The rows read, counted apart: a read that stopped early must not pass for a whole table.
-                (count,) = raw.execute(f"SELECT count(*) FROM {quote(plan.table)}").fetchone()
+                count = _source_rows(raw, plan)
                 if count != rows:
                     raise _Miscount(f"{rows} rows were read of the {count} the source holds (nothing is committed)")
         except _Switch:
@@ -618,12 +632,15 @@ class Copier:
 
     def _build(self, cursor, loaded, raw_source):
         """Re-build the loaded tables' indexes and unique constraints (each checks every row); mark them done."""
+        existing = _existing(cursor) if loaded else None  # once: each table's own are only re-built here
         for plan, rows, chunks, started in loaded:
             if self.problem_found.is_set() or self.damaged.is_set() or self.cancelled.is_set():
                 return  # nothing will be committed
             try:
                 with transaction.atomic(using=self.alias):
-                    recreate_missing(cursor, self.run.definitions, only_table=plan.table, foreign_keys=False)
+                    recreate_missing(
+                        cursor, self.run.definitions, only_table=plan.table, foreign_keys=False, existing=existing
+                    )
                     seconds = time.monotonic() - started
                     kept = [c.as_list() for c in chunks] if chunks else None
                     state.mark_done(cursor, self.run.id, plan.table, rows, seconds, kept)
@@ -689,6 +706,24 @@ class Copier:
             problems = [Problem(plan.table, f"cannot be read from the source ({exc}): restore it from a backup")]
         self._add(problems)
         return bool(problems)
+
+    def _empty(self, cursor, plan):
+        """A table the source has no rows for: emptied under TRUNCATE's lock, truncated only if it has rows.
+
+        TRUNCATE gives the table and each of its indexes new files (COPY ... FREEZE needs it), a catalog
+        change that cost more than all else a small table's copy did; a table as migrate left it is empty.
+        """
+        table = quote(plan.table)
+        cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
+        if cursor.fetchone()[0]:
+            cursor.execute(f"TRUNCATE {table}")
+        if not self.digests:
+            return 0, None
+        chunks = Digests(plan).finish()  # the digest of no rows, as a COPY of none gives it
+        if plan.json_columns:
+            json_digests(cursor, plan, chunks)
+        return 0, chunks
 
     def _copy_fast(self, cursor, raw, plan):
         reader = TableReader(raw, plan, self.batch_size, digests=self.digests)
@@ -866,6 +901,11 @@ class _Unreadable(Exception):
     """A field's own code raised on a source value; ``args[0]`` is the Problem naming it."""
 
 
+def _source_rows(raw, plan):
+    (count,) = raw.execute(f"SELECT count(*) FROM {quote(plan.table)}").fetchone()
+    return count
+
+
 def _check_count(cursor, plan, rows):
     """The rows PostgreSQL's COPY received (its command tag) must be the rows read, before anything commits."""
     received = cursor.cursor.rowcount
@@ -937,7 +977,7 @@ def _copy_database(source, plans, target_alias, batch_size, resume, workers, pro
         if run and run.source != source_identity(source):
             raise CopyError(state.foreign_run(run), None)
         if run is None:
-            definitions = capture_definitions(cursor, tables)
+            definitions = capture_definitions(cursor, tables, empty=[p.table for p in plans if not p.rows])
             # The definitions are in the checkpoint, committed with the drop: a copy killed at any
             # moment after this leaves them where --resume, --truncate or a failure put them back.
             run = state.start_run(cursor, source_identity(source), definitions)
@@ -974,12 +1014,18 @@ def _copy_database(source, plans, target_alias, batch_size, resume, workers, pro
         report.tables += copier.results
         report.chunks.update(copier.chunks)
 
+    empty = {t.table for t in report.tables if not t.rows}  # their foreign keys are checked as they are added
     try:
         with transaction.atomic(using=target_alias), target.cursor() as cursor:
-            recreate_missing(cursor, run.definitions, foreign_keys="later")
+            recreate_missing(cursor, run.definitions, foreign_keys="later", empty=empty)
             for sql in sequence_reset_sql(plans):
                 cursor.execute(sql)
-        report.validated = validate_foreign_keys(target_alias, run.definitions, workers)
+        checked = {
+            (c["relname"], c["name"])
+            for c in run.definitions["constraints"]
+            if c["type"] == "f" and c.get("relname") in empty
+        }
+        report.validated = validate_foreign_keys(target_alias, run.definitions, workers) | checked
         with transaction.atomic(using=target_alias), target.cursor() as cursor:
             state.finish(cursor)
     except ConstraintFailed as exc:
