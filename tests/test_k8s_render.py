@@ -48,6 +48,26 @@ def test_libyaml_writes_what_pyyaml_writes_where_dump_yaml_uses_it(mode):
         assert any(yaml.dump({"k": t}, Dumper=yaml.CSafeDumper) != yaml.safe_dump({"k": t}) for t in _EMITTER_TRAPS)
 
 
+@pytest.mark.parametrize(
+    "text, remembered",
+    [
+        ("a: [1, 2.5, true, null, '3']\n---\nb: {c: d}\n", True),
+        ("a: &x [1]\nb: *x\n", False),  # an alias: YAML gives one list twice
+        ("a: 2024-01-01\n", False),  # a date
+        ("1: one\n", False),  # a key JSON would make a string
+    ],
+)
+def test_a_rendered_text_parses_as_yaml_parses_it_remembered_or_not(text, remembered):
+    render._PARSED.pop(text, None)
+    first = render._documents(text)
+    assert first == [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    assert (text in render._PARSED) is remembered
+    first[0]["mutated"] = True
+    again = render._documents(text)
+    assert again == [doc for doc in yaml.safe_load_all(text) if doc is not None] and again[0] is not first[0]
+    assert [type(v) for v in again[0].values()] == [type(v) for v in yaml.safe_load(text.split("---")[0]).values()]
+
+
 def test_render_is_deterministic_and_in_rank_order():
     first = render_manifests(load_config({}, environ={}))
     assert first == render_manifests(load_config({}, environ={}))

@@ -437,6 +437,31 @@ def _template_line(exc, template):
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# Rendered text -> its documents as JSON, for texts whose documents JSON gives back equal (no date, no
+# non-string key) and that have no alias (whose nodes YAML shares): a stack's templates render to the same
+# texts again and again, and JSON's parser is many times faster than YAML's constructor. Bounded: the oldest
+# half goes when it is full.
+_PARSED = {}
+_PARSED_MAX = 1024
+_ALIAS = re.compile(r"(?:^|[\s\[{,])\*[^\s,\[\]{}\"']", re.MULTILINE)
+
+
+def _documents(text):
+    if (known := _PARSED.get(text)) is not None:
+        return json.loads(known)
+    documents = [doc for doc in yaml.load_all(text, Loader=_SAFE_LOADER) if doc is not None]
+    try:
+        known = json.dumps(documents, allow_nan=False)
+    except (TypeError, ValueError):
+        return documents
+    if json.loads(known) == documents and not _ALIAS.search(text):
+        _PARSED[text] = known
+        if len(_PARSED) > _PARSED_MAX:
+            for old in list(_PARSED)[: _PARSED_MAX // 2]:
+                del _PARSED[old]
+    return documents
+
+
 def render_template(env, template, context):
     """Render one template into its documents (dicts)."""
     try:
@@ -450,7 +475,7 @@ def render_template(env, template, context):
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(f"{template}, line {exc.lineno}: template syntax error: {exc.message}.") from None
     try:
-        documents = [doc for doc in yaml.load_all(text, Loader=_SAFE_LOADER) if doc is not None]
+        documents = _documents(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{template}, rendered line {mark.line + 1}" if mark else template
@@ -604,9 +629,15 @@ if getattr(yaml, "__with_libyaml__", False):
 # In the data's compact JSON, what may make libyaml's emitter write other bytes than PyYAML's: a character
 # outside printable ASCII (libyaml escapes some that PyYAML writes as they are), a string ending in a space, and
 # strings PyYAML would double-quote over several lines (the two break those lines in other places): with
-# literal blocks, multi-line keys and a line break after a space; without, any line break.
-_EMITTERS_DIFFER = re.compile(r'\\[utrbf]|[^\x20-\x7e]| "| \\n|\\n(?:[^"\\]|\\.)*":')
+# literal blocks, a line break after a space or in a key; without, any line break.
+_EMITTERS_DIFFER = re.compile(r'\\[utrbf]|[^\x20-\x7e]| "| \\n')
 _EMITTERS_DIFFER_FLOW = re.compile(r'\\[utrbfn]|[^\x20-\x7e]| "')
+
+
+def _multi_line_key(data):
+    if isinstance(data, dict):
+        return any("\n" in str(key) or _multi_line_key(value) for key, value in data.items())
+    return isinstance(data, list) and any(_multi_line_key(item) for item in data)
 
 
 def _libyaml_writes_the_same(data, dumper):
@@ -616,7 +647,9 @@ def _libyaml_writes_the_same(data, dumper):
         text = json.dumps(data, separators=(",", ":"))
     except (TypeError, ValueError):
         return False
-    return not (_EMITTERS_DIFFER if dumper is _BlockDumper else _EMITTERS_DIFFER_FLOW).search(text)
+    if dumper is not _BlockDumper:
+        return not _EMITTERS_DIFFER_FLOW.search(text)
+    return not _EMITTERS_DIFFER.search(text) and not ("\\n" in text and _multi_line_key(data))
 
 
 def dump_yaml(data, dumper=yaml.SafeDumper, **options):
