@@ -458,7 +458,7 @@ def _documents(text):
         _PARSED[text] = known
         if len(_PARSED) > _PARSED_MAX:
             for old in list(_PARSED)[: _PARSED_MAX // 2]:
-                del _PARSED[old]
+                _PARSED.pop(old, None)
     return documents
 
 

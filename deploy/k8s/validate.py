@@ -136,7 +136,7 @@ def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
             found = _CHECKED[key] = tuple(_object_problems(json.loads(text), versions))
             if len(_CHECKED) > _CHECKED_MAX:
                 for old in list(_CHECKED)[: _CHECKED_MAX // 2]:
-                    del _CHECKED[old]
+                    _CHECKED.pop(old, None)
         problems += found
     return problems
 
