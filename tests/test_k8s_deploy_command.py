@@ -70,7 +70,7 @@ def test_a_bad_setting_is_one_command_error_naming_it(settings, tmp_path, deploy
 def test_environment_variables_override_settings(settings, monkeypatch):
     settings.DEPLOY = {"replicas_max": 4}
     monkeypatch.setenv("DEPLOY_REPLICAS_MAX", "5")
-    manifests = list(yaml.safe_load_all(run("--render")))
+    manifests = list(yaml.load_all(run("--render"), Loader=yaml.CSafeLoader))
     (hpa,) = [m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"]
     assert hpa["spec"]["maxReplicas"] == 5
     monkeypatch.setenv("DEPLOY_REPLICAS_MAX", "5.5")
@@ -139,7 +139,7 @@ def _leaks(text):
             if form in text:
                 found.append(form)
     # Secrets inside URLs are base64'd as part of the URL: decode every Secret value.
-    for doc in yaml.safe_load_all(text) if text.lstrip().startswith("---") else []:
+    for doc in yaml.load_all(text, Loader=yaml.CSafeLoader) if text.lstrip().startswith("---") else []:
         if doc and doc.get("kind") == "Secret":
             for encoded in doc.get("data", {}).values():
                 decoded = base64.b64decode(encoded).decode()

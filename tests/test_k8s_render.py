@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from deploy.conf import DeploySecrets, load_config
-from deploy.k8s.render import RenderError, render_manifests, to_yaml, write_manifests, yaml_value
+from deploy.k8s import render
+from deploy.k8s.render import RenderError, dump_yaml, render_manifests, to_yaml, write_manifests, yaml_value
 from tests.k8s_helpers import MODES, by_kind, mode_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -19,6 +20,52 @@ def test_each_mode_matches_its_golden_file(mode):
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text(), "run UPDATE_GOLDEN=1 pytest tests/test_k8s_render.py to accept a change"
+
+
+# Strings where libyaml's emitter writes other bytes than PyYAML's (escapes, line breaks in double quotes).
+_EMITTER_TRAPS = ["é ü 中文 😀", "\x85", "\x7f", "tab\there", "a \nb", "ends in a space\n ", "x " * 70 + "\ny", 'q"\n']
+_DUMPS = [(render._BlockDumper, {"sort_keys": False, "allow_unicode": True, "width": 120}), (yaml.SafeDumper, {})]
+
+
+@pytest.mark.parametrize("mode", ["default", "cloudnative-pg", "alert-receivers", "aws-secrets-s3-backups"])
+def test_libyaml_writes_what_pyyaml_writes_where_dump_yaml_uses_it(mode):
+    """dump_yaml (to_yaml, the configuration files, the deploy's diff) takes libyaml's emitter only where it
+    writes PyYAML's bytes: every object of the stack, and strings where the two differ, give PyYAML's text;
+    most objects go through libyaml."""
+    manifests = render_manifests(mode_config(mode))
+    trapped = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t"}, "data": {"k\ney": "v"}}
+    trapped["data"].update({f"k{i}": text for i, text in enumerate(_EMITTER_TRAPS)})
+    fast = 0
+    for manifest in [*manifests, trapped, *({"k": text} for text in _EMITTER_TRAPS)]:
+        for dumper, options in _DUMPS:
+            pure = yaml.dump(manifest, Dumper=dumper, **options)
+            assert dump_yaml(manifest, dumper, **options) == pure
+            if render._libyaml_writes_the_same(manifest, dumper):
+                assert yaml.dump(manifest, Dumper=render._C_DUMPERS[dumper], **options) == pure
+                fast += dumper is render._BlockDumper
+    assert fast >= len(manifests) * 3 // 4 or not render._C_DUMPERS
+    if render._C_DUMPERS:  # the traps are traps: libyaml writes other bytes for some (kept on PyYAML above)
+        assert any(yaml.dump({"k": t}, Dumper=yaml.CSafeDumper) != yaml.safe_dump({"k": t}) for t in _EMITTER_TRAPS)
+
+
+@pytest.mark.parametrize(
+    "text, remembered",
+    [
+        ("a: [1, 2.5, true, null, '3']\n---\nb: {c: d}\n", True),
+        ("a: &x [1]\nb: *x\n", False),  # an alias: YAML gives one list twice
+        ("a: 2024-01-01\n", False),  # a date
+        ("1: one\n", False),  # a key JSON would make a string
+    ],
+)
+def test_a_rendered_text_parses_as_yaml_parses_it_remembered_or_not(text, remembered):
+    render._PARSED.pop(text, None)
+    first = render._documents(text)
+    assert first == [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    assert (text in render._PARSED) is remembered
+    first[0]["mutated"] = True
+    again = render._documents(text)
+    assert again == [doc for doc in yaml.safe_load_all(text) if doc is not None] and again[0] is not first[0]
+    assert [type(v) for v in again[0].values()] == [type(v) for v in yaml.safe_load(text.split("---")[0]).values()]
 
 
 def test_render_is_deterministic_and_in_rank_order():

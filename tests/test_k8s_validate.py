@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from deploy.conf import SUPPORTED_KUBERNETES_VERSIONS, load_config
+from deploy.k8s.kinds import describe
 from deploy.k8s.render import render_manifests, write_manifests
 from deploy.k8s.validate import policy_problems, schema_problems
 from tests.conftest import tool
@@ -48,6 +49,41 @@ def test_custom_resources_of_known_operators_may_have_no_schema():
     assert schema_problems([monitor], ["1.33"]) == []
     monitor["apiVersion"] = "example.com/v1"
     assert schema_problems([monitor], ["1.33"])
+
+
+def test_schema_problems_are_kubernetes_validates_own_verdict_remembered_by_content():
+    """schema_problems builds each schema's validator once and remembers each object's result: the same
+    sentences as kubernetes-validate's validate() gives, and a changed object is validated again."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, VersionNotSupportedError
+
+    manifests = render_manifests(load_config({}, environ={}))
+    deployment = copy.deepcopy(by_kind(manifests, "Deployment", "django-app")[0])
+    service = copy.deepcopy(by_kind(manifests, "Service", "django-app")[0])
+    assert schema_problems([deployment, service], ["1.31", "1.34"]) == []
+    deployment["spec"]["replicas"] = "two"
+    service["spec"]["ports"][0]["portt"] = 80
+    hpa = copy.deepcopy(by_kind(manifests, "HorizontalPodAutoscaler")[0])
+    hpa["apiVersion"] = "autoscaling/v2beta2"
+    expected = []
+    for manifest in (deployment, service, hpa):
+        for version in ("1.31", "1.34"):
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except ValidationError as exc:
+                path = ".".join(str(p) for p in exc.absolute_path)
+                expected.append(f"{describe(manifest)} (Kubernetes {version}): {path}: {exc.message}")
+            except SchemaNotFoundError:
+                expected.append(
+                    f"{describe(manifest)}: apiVersion 'autoscaling/v2beta2' kind 'HorizontalPodAutoscaler' "
+                    f"is not served by Kubernetes {version} (removed or unknown)."
+                )
+    assert len(expected) == 6
+    assert schema_problems([deployment, service, hpa], ["1.31", "1.34"]) == expected
+    assert schema_problems([deployment, service, hpa], ["1.31", "1.34"]) == expected  # remembered: the same
+    with pytest.raises(VersionNotSupportedError) as raised:
+        schema_problems([deployment], ["9.99"])
+    assert raised.value.version == "9.99"
 
 
 def _broken(mutate):

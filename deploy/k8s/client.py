@@ -114,6 +114,7 @@ class Cluster:
         self.field_manager = field_manager
         self.host = api_client.configuration.host
         self.timeout = getattr(api_client, "request_timeout", TIMEOUT)
+        self._resources = {}
         try:
             self.dynamic = DynamicClient(api_client, cache_file=str(discovery_cache(self.host)))
         except Exception as exc:
@@ -126,8 +127,13 @@ class Cluster:
         return explain(exc, doing, self.host, self.timeout)
 
     def resource(self, api_version, kind):
+        # Found ones remembered: the discoverer keeps a kind it found too, but searches its cache (and may rewrite
+        # its file) on each of a deploy's two requests per object.
+        if (found := self._resources.get((api_version, kind))) is not None:
+            return found
         try:
-            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            found = self._resources[api_version, kind] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            return found
         except ResourceNotFoundError:
             raise NotServed(
                 f"The cluster does not serve {kind} in {api_version}: is the API enabled, or the CRD installed?"

@@ -51,15 +51,20 @@ def groups():
     return {group for group, _, _ in _definitions()}
 
 
-def problems(manifest):
-    """Sentences saying where ``manifest`` breaks its CRD's schema; None if no vendored CRD declares its kind."""
+@functools.cache
+def _validator(key):
     import jsonschema
 
+    schema = _definitions().get(key)
+    return None if schema is None else jsonschema.Draft7Validator(schema)
+
+
+def problems(manifest):
+    """Sentences saying where ``manifest`` breaks its CRD's schema; None if no vendored CRD declares its kind."""
     group, _, version = manifest.get("apiVersion", "").rpartition("/")
-    schema = _definitions().get((group, version, manifest.get("kind")))
-    if schema is None:
+    validator = _validator((group, version, manifest.get("kind")))
+    if validator is None:
         return None
-    validator = jsonschema.Draft7Validator(schema)
     return [
         f"{'.'.join(str(p) for p in error.absolute_path) or '(top level)'}: {error.message}"
         for error in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))

@@ -31,7 +31,7 @@ import shlex
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from deploy import maintenance
@@ -297,8 +297,14 @@ class Cutover:
     def _copy(self):
         from deploy.k8s.rollout import WaitFailure, wait_for
 
-        job, before = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
-                                        self.state.size)  # fmt: skip
+        now = datetime.now(UTC)
+        while True:
+            job, before = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
+                                            self.state.size, now)  # fmt: skip
+            if job["metadata"]["name"] != self.state.job:
+                break
+            # A --resume within the second of the attempt it resumes: the name (by the second) is that Job's.
+            now += timedelta(seconds=1)
         for manifest in before:
             self.cluster.apply(manifest)
         self.state.job = job["metadata"]["name"]

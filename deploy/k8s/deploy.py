@@ -17,11 +17,10 @@ same deploy twice changes nothing.
 import difflib
 from dataclasses import dataclass, field
 
-import yaml
-
 from deploy.k8s import kinds, names
 from deploy.k8s.client import ClusterError, NotServed
 from deploy.k8s.releases import DeployLock, history, new_release, record, set_outcome
+from deploy.k8s.render import dump_yaml
 from deploy.k8s.rollout import WaitFailure, wait_for
 
 DATA_COMPONENTS = {"postgres", "redis"}
@@ -403,8 +402,8 @@ class Deployer:
                     after = manifest
                 else:
                     after = self.cluster.apply(manifest, dry_run=True, force=True)
-                before_text = yaml.safe_dump(_clean(live), sort_keys=True)
-            after_text = yaml.safe_dump(_clean(after), sort_keys=True)
+                before_text = dump_yaml(_clean(live), sort_keys=True)
+            after_text = dump_yaml(_clean(after), sort_keys=True)
             if before_text != after_text:
                 diff = "".join(
                     difflib.unified_diff(

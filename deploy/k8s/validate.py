@@ -52,32 +52,92 @@ def _read_schemas_once():
         utils.schema_contents = functools.cache(utils.schema_contents)
 
 
-def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
-    import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+@functools.cache
+def _schema_dir(desired):
+    """kubernetes-validate's choice of strict schema folder for a Kubernetes version (``validate()``'s own
+    steps), made once: the library lists its package's schema folder twice on every call to find it."""
+    from kubernetes_validate import utils
+
+    desired = desired.removeprefix("v")
+    served = utils.all_versions()
+    if utils.major_minor(desired) > served[-1]:
+        raise utils.VersionNotSupportedError(version=utils.major_minor(desired))
+    version = [v for v in served if utils.major_minor(v) <= utils.major_minor(desired)][-1]
+    return f"v{version}-local-strict"
+
+
+@functools.cache
+def _schema_validator(schema_dir, kind, api_version):
+    """The validator of one schema file, built once (``validate()`` builds a registry and a validator on every
+    call); None if the version has no schema for the kind."""
+    import jsonschema
+    from kubernetes_validate import utils
+    from referencing import Registry, Resource
 
     _read_schemas_once()
+    # The library's file name: the group's domain dropped, "/" made "-" (rbac.authorization.k8s.io/v1 -> rbac-v1).
+    api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    try:
+        schema = utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{api}.json", schema_dir)
+    except FileNotFoundError:
+        return None
+    definitions = utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", schema_dir)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def _object_problems(manifest, versions):
+    problems = []
+    group = manifest.get("apiVersion", "").rpartition("/")[0]
+    for version in versions:
+        validator = _schema_validator(_schema_dir(version), manifest["kind"], manifest["apiVersion"])
+        if validator is None:
+            found = crds.problems(manifest)
+            if found is not None:
+                # A custom resource: its vendored CRD, the same for every Kubernetes version.
+                problems.extend(f"{describe(manifest)} (CRD {manifest['apiVersion']}): {p}" for p in found)
+                break
+            if group in CUSTOM_RESOURCE_GROUPS:
+                break
+            problems.append(
+                f"{describe(manifest)}: apiVersion {manifest.get('apiVersion')!r} kind {manifest.get('kind')!r} "
+                f"is not served by Kubernetes {version} (removed or unknown)."
+            )
+            continue
+        # The first error, as kubernetes-validate reports it (jsonschema's ``validate()``).
+        for exc in validator.iter_errors(manifest):
+            path = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+            problems.append(f"{describe(manifest)} (Kubernetes {version}): {path}: {exc.message}")
+            break
+    return problems
+
+
+# Results by (the object's JSON, versions): a pure function of the object and package data, and the tests
+# render the same stack hundreds of times in one process. Bounded: the oldest half goes when it is full.
+_CHECKED = {}
+_CHECKED_MAX = 4096
+
+
+def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
+    import json
+
+    versions = tuple(versions)
     problems = []
     for manifest in manifests:
-        group = manifest.get("apiVersion", "").rpartition("/")[0]
-        for version in versions:
-            try:
-                kubernetes_validate.validate(manifest, version, strict=True)
-            except SchemaNotFoundError:
-                found = crds.problems(manifest)
-                if found is not None:
-                    # A custom resource: its vendored CRD, the same for every Kubernetes version.
-                    problems.extend(f"{describe(manifest)} (CRD {manifest['apiVersion']}): {p}" for p in found)
-                    break
-                if group in CUSTOM_RESOURCE_GROUPS:
-                    break
-                problems.append(
-                    f"{describe(manifest)}: apiVersion {manifest.get('apiVersion')!r} kind {manifest.get('kind')!r} "
-                    f"is not served by Kubernetes {version} (removed or unknown)."
-                )
-            except ValidationError as exc:
-                path = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
-                problems.append(f"{describe(manifest)} (Kubernetes {version}): {path}: {exc.message}")
+        try:
+            text = json.dumps(manifest, allow_nan=False)
+        except (TypeError, ValueError):  # not JSON: as it is, uncached (it cannot be sent as it is either)
+            problems += _object_problems(manifest, versions)
+            continue
+        key = (text, versions)
+        found = _CHECKED.get(key)
+        if found is None:
+            # The object as the API server receives it (JSON), so the result depends on the key alone.
+            found = _CHECKED[key] = tuple(_object_problems(json.loads(text), versions))
+            if len(_CHECKED) > _CHECKED_MAX:
+                for old in list(_CHECKED)[: _CHECKED_MAX // 2]:
+                    _CHECKED.pop(old, None)
+        problems += found
     return problems
 
 

@@ -42,6 +42,8 @@ from deploy.k8s import cnpg, names, observability
 from deploy.k8s.kinds import describe
 from deploy.k8s.objects import containers, label_selector_matches, pod_spec, pods, selects
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 # kube-dns, as every namespace's allow-dns policy names it.
 DNS_PEER = {
@@ -265,7 +267,7 @@ def _scrape_configs(manifests):
             if "scrape_configs" not in str(text):
                 continue
             try:
-                parsed = yaml.safe_load(str(text))
+                parsed = yaml.load(str(text), Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader, libyaml's if there)
             except yaml.YAMLError:
                 continue
             for job in (parsed or {}).get("scrape_configs") or [] if isinstance(parsed, dict) else []:
