@@ -309,8 +309,8 @@ def _state(dsn):
         return conn.execute("SELECT count(*) FROM deploy_sqlite_copy_table").fetchone()[0]
 
 
-def _start(dsn, source, *args, **popen):
-    env = production_env(DATABASE_URL=dsn, DJANGO_SETTINGS_MODULE="tests.settings")
+def _start(dsn, source, *args, env=None, **popen):
+    env = production_env(DATABASE_URL=dsn, DJANGO_SETTINGS_MODULE="tests.settings", **(env or {}))
     return subprocess.Popen(
         [PYTHON, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", "--batch-size", "500",
          "--workers", "1", *args],

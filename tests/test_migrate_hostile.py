@@ -420,7 +420,9 @@ def test_a_second_run_while_one_holds_the_lock_says_a_copy_is_running(source):
 @pytest.mark.slow
 def test_two_runs_at_once_and_a_resume_during_a_copy(big_source):
     dsn = target_database_url()
-    first, second = (_start(dsn, big_source, "--verify") for _ in range(2))
+    # Either run may be stopped below while it connects: a time-out of 2 s (the default) would run out while
+    # it is stopped, and the run would end on it rather than on the lock.
+    first, second = (_start(dsn, big_source, "--verify", env={"DATABASE_CONNECT_TIMEOUT": 120}) for _ in range(2))
     deadline = time.monotonic() + 60
     while _state(dsn) is None and time.monotonic() < deadline and first.poll() is None and second.poll() is None:
         time.sleep(0.01)
