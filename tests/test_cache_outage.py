@@ -15,7 +15,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from tests.conftest import admin_login, free_port
+from tests.conftest import admin_login, free_port, own_redis_client
 
 # slow: gunicorn, a Redis of their own and admin logins hashed as in production (PBKDF2).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -31,7 +31,7 @@ def own_redis(tmp_path):
          "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    client = redis.Redis(host="127.0.0.1", port=port)
+    client = own_redis_client(port)
     deadline = time.monotonic() + 10
     while True:
         try:
