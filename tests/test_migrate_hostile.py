@@ -210,6 +210,9 @@ def test_postgresql_refusing_a_row_of_each_table_leaves_the_target_as_it_was(sou
     """
     tables = _tables_with_rows(source)
     assert len(tables) >= 12
+    # The target before any trigger: each table's run is compared with it once its trigger is gone (one pg_dump
+    # a table, not two), the trigger itself checked in place, untouched, before it goes.
+    before_schema, before_rows = schema(), rows()
     for plan in tables:
         _, pk = _pk_of_row(source, plan.table, 2)
         column = plan.pk.name
@@ -224,18 +227,29 @@ def test_postgresql_refusing_a_row_of_each_table_leaves_the_target_as_it_was(sou
             )
             cursor.execute(f'CREATE TRIGGER test_refuse BEFORE INSERT ON "{plan.table}" FOR EACH ROW '
                            "EXECUTE FUNCTION test_refuse()")  # fmt: skip
+            trigger = _trigger_and_function(cursor)
         try:
-            before_schema, before_rows = schema(), rows()
             with pytest.raises(CommandError) as excinfo:
                 migrate("--source", str(source))
             message = str(excinfo.value)
             assert f"{plan.table} pk={pk!r}" in message, message
             assert "PostgreSQL refused it: refused on purpose" in message, message
-            assert_untouched(before_schema, before_rows)
+            with connection.cursor() as cursor:
+                assert _trigger_and_function(cursor) == trigger, "the trigger is as the test made it"
         finally:
             with connection.cursor() as cursor:
                 cursor.execute(f'DROP TRIGGER IF EXISTS test_refuse ON "{plan.table}"')
                 cursor.execute("DROP FUNCTION IF EXISTS test_refuse()")
+        assert_untouched(before_schema, before_rows)
+
+
+def _trigger_and_function(cursor):
+    """The test's trigger and function as PostgreSQL defines them (its table, its state included)."""
+    cursor.execute(
+        "SELECT pg_get_triggerdef(t.oid), t.tgenabled, pg_get_functiondef(t.tgfoid) FROM pg_trigger t "
+        "WHERE t.tgname = 'test_refuse'"
+    )
+    return cursor.fetchall()
 
 
 def test_a_full_disk_while_re_creating_indexes_leaves_the_target_as_it_was(source, monkeypatch):
