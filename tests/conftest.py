@@ -122,6 +122,19 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def own_redis_client(port, **options):
+    """A client of a test's own redis-server that asks once.
+
+    redis-py retries a refused connection, and a refused AUTH, three times with a back-off of seconds: a test
+    that polls for its server to start, or expects a refusal, would only wait them out.
+    """
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0), **options)
+
+
 def http_get(url, headers=None, timeout=10):
     """GET ``url``; return ``(status, headers, body)`` whatever the status."""
     request = urllib.request.Request(url, headers=headers or {})

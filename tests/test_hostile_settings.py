@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 
 from deploy.conf import ConfigError, DeploySecrets, load_config
 from deploy.k8s.render import owned_env_names, render_manifests
-from tests.conftest import PYTHON, ROOT, free_port
+from tests.conftest import PYTHON, ROOT, free_port, own_redis_client
 
 pytestmark = pytest.mark.usefixtures("no_cluster")
 
@@ -173,7 +173,7 @@ def test_a_redis_password_never_changes_redis_conf(tmp_path, password):
         stderr=subprocess.STDOUT,
     )
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5)
+        client = own_redis_client(port, password=password, socket_timeout=5)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -187,7 +187,7 @@ def test_a_redis_password_never_changes_redis_conf(tmp_path, password):
         assert client.config_get("protected-mode") == {"protected-mode": "yes"}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=port, password=password.split("\n")[0] + "x").ping()
+            own_redis_client(port, password=password.split("\n")[0] + "x").ping()
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -102,7 +102,8 @@ def source(seeded_sqlite, tmp_path):
 def clean_target():
     """Leave the test databases as they were, whatever a test interrupted.
 
-    --source repoints the source alias at the test's file: point it back.
+    --source repoints the source alias at the test's file: point it back. The content types and permissions
+    the truncation removes are put back by pytest-django's flush, which runs after this (its post_migrate).
     """
     original = dict(connections.settings["sqlite_source"])
     yield
@@ -112,7 +113,6 @@ def clean_target():
         delattr(connections._connections, "sqlite_source")
     plans = [table_plan(m) for m in copied_models()[0]]
     truncate_tables("default", plans)
-    call_command("migrate", verbosity=0)  # post_migrate puts back content types and permissions
 
 
 def migrate(*args, **options):
@@ -309,8 +309,8 @@ def _state(dsn):
         return conn.execute("SELECT count(*) FROM deploy_sqlite_copy_table").fetchone()[0]
 
 
-def _start(dsn, source, *args, **popen):
-    env = production_env(DATABASE_URL=dsn, DJANGO_SETTINGS_MODULE="tests.settings")
+def _start(dsn, source, *args, env=None, **popen):
+    env = production_env(DATABASE_URL=dsn, DJANGO_SETTINGS_MODULE="tests.settings", **(env or {}))
     return subprocess.Popen(
         [PYTHON, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", "--batch-size", "500",
          "--workers", "1", *args],

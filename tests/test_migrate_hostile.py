@@ -12,6 +12,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from io import StringIO
@@ -209,6 +210,9 @@ def test_postgresql_refusing_a_row_of_each_table_leaves_the_target_as_it_was(sou
     """
     tables = _tables_with_rows(source)
     assert len(tables) >= 12
+    # The target before any trigger: each table's run is compared with it once its trigger is gone (one pg_dump
+    # a table, not two), the trigger itself checked in place, untouched, before it goes.
+    before_schema, before_rows = schema(), rows()
     for plan in tables:
         _, pk = _pk_of_row(source, plan.table, 2)
         column = plan.pk.name
@@ -223,18 +227,29 @@ def test_postgresql_refusing_a_row_of_each_table_leaves_the_target_as_it_was(sou
             )
             cursor.execute(f'CREATE TRIGGER test_refuse BEFORE INSERT ON "{plan.table}" FOR EACH ROW '
                            "EXECUTE FUNCTION test_refuse()")  # fmt: skip
+            trigger = _trigger_and_function(cursor)
         try:
-            before_schema, before_rows = schema(), rows()
             with pytest.raises(CommandError) as excinfo:
                 migrate("--source", str(source))
             message = str(excinfo.value)
             assert f"{plan.table} pk={pk!r}" in message, message
             assert "PostgreSQL refused it: refused on purpose" in message, message
-            assert_untouched(before_schema, before_rows)
+            with connection.cursor() as cursor:
+                assert _trigger_and_function(cursor) == trigger, "the trigger is as the test made it"
         finally:
             with connection.cursor() as cursor:
                 cursor.execute(f'DROP TRIGGER IF EXISTS test_refuse ON "{plan.table}"')
                 cursor.execute("DROP FUNCTION IF EXISTS test_refuse()")
+        assert_untouched(before_schema, before_rows)
+
+
+def _trigger_and_function(cursor):
+    """The test's trigger and function as PostgreSQL defines them (its table, its state included)."""
+    cursor.execute(
+        "SELECT pg_get_triggerdef(t.oid), t.tgenabled, pg_get_functiondef(t.tgfoid) FROM pg_trigger t "
+        "WHERE t.tgname = 'test_refuse'"
+    )
+    return cursor.fetchall()
 
 
 def test_a_full_disk_while_re_creating_indexes_leaves_the_target_as_it_was(source, monkeypatch):
@@ -419,7 +434,9 @@ def test_a_second_run_while_one_holds_the_lock_says_a_copy_is_running(source):
 @pytest.mark.slow
 def test_two_runs_at_once_and_a_resume_during_a_copy(big_source):
     dsn = target_database_url()
-    first, second = (_start(dsn, big_source, "--verify") for _ in range(2))
+    # Either run may be stopped below while it connects: a time-out of 2 s (the default) would run out while
+    # it is stopped, and the run would end on it rather than on the lock.
+    first, second = (_start(dsn, big_source, "--verify", env={"DATABASE_CONNECT_TIMEOUT": 120}) for _ in range(2))
     deadline = time.monotonic() + 60
     while _state(dsn) is None and time.monotonic() < deadline and first.poll() is None and second.poll() is None:
         time.sleep(0.01)
@@ -554,14 +571,18 @@ def test_ctrl_c_before_the_commit_puts_the_target_back(source, monkeypatch):
         return feed(self, *args)
 
     def interrupt_when_copying(*args, **kwargs):
-        fed.wait(30)
+        if sys._getframe(1).f_code.co_name == "_source_checked":  # the check's own callback: the real result
+            return result(*args, **kwargs)
+        assert fed.wait(30), "the copy never started"
         raise KeyboardInterrupt
 
     monkeypatch.setattr(copy_module.Copier, "_feed", slow)
-    check = copy_module.start_source_check
+    check, result = copy_module.start_source_check, None
 
     def check_then_interrupt(path, plans):
+        nonlocal result
         future = check(path, plans)
+        result = future.result
         future.result = interrupt_when_copying  # the main thread waits on it: Ctrl-C arrives there
         return future
 

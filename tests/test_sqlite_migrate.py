@@ -194,6 +194,6 @@ OUTCOMES = [
 
 
 def test_the_sentence_of_each_outcome():
-    """One test, not one per outcome: clean_target (autouse) re-migrates the target after each."""
+    """One test, not one per outcome: clean_target (autouse) and the flush clean the target after each."""
     for outcome, interrupted, options, sentence in OUTCOMES:
         assert migrate.stopped(CopyError("Disk full.", outcome=outcome, interrupted=interrupted), **options) == sentence

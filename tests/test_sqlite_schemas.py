@@ -13,7 +13,7 @@ from deploy.sqlite import preflight
 from deploy.sqlite.plan import copied_models, table_plan
 from deploy.sqlite.source import open_source
 from deploy.sqlite.verify import foreign_keys
-from tests.conftest import PYTHON, ROOT, production_env
+from tests.conftest import PYTHON, ROOT, made_once, production_env
 from tests.schemaapp.models import Franchise, Place, Restaurant, Visit
 from tests.test_migrate_from_sqlite import all_values, clean_target, migrate  # noqa: F401 (clean_target: autouse)
 
@@ -38,12 +38,17 @@ closed.delete()  # Visit.place is DO_NOTHING without a constraint
 
 @pytest.fixture(scope="session")
 def schema_sqlite(tmp_path_factory):
-    """A SQLite file made by migrate (schemaapp through its squashed migration), filled through the ORM."""
-    path = tmp_path_factory.mktemp("schemas") / "schemas.sqlite3"
-    env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, capture_output=True)
-    subprocess.run([PYTHON, "-c", SEED], cwd=ROOT, env=env, check=True)
-    return path
+    """A SQLite file made by migrate (schemaapp through its squashed migration), filled through the ORM.
+
+    Once per run, for all the workers (``made_once``); read-only: the tests copy it (``schema_source``).
+    """
+
+    def make(path):
+        env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
+        subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, capture_output=True)
+        subprocess.run([PYTHON, "-c", SEED], cwd=ROOT, env=env, check=True)
+
+    return made_once(tmp_path_factory, "schemas.sqlite3", make)
 
 
 @pytest.fixture
