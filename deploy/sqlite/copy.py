@@ -48,7 +48,7 @@ import psycopg
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 
 from deploy.sqlite import state
-from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader
+from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, rowid_column
 from deploy.sqlite.preflight import (
     Problem,
     integrity_problems,
@@ -396,7 +396,13 @@ def start_source_check(path, plans):
         raw = open_reader(path, text=True)  # its page cache stays at SQLite's default: the copy's memory is bounded
         try:
             existing = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            indexed = [p.table for p in plans if p.table in existing and read_by_index(raw, p.table)]
+            # Read through an index: a table of a type without a fast path (the ORM reads it in key
+            # order), and integer keys that are not the rowid; text and UUID keys are read by rowid.
+            indexed = [
+                p.table
+                for p in plans
+                if p.table in existing and read_by_index(raw, p.table) and not (p.fast and rowid_column(raw, p))
+            ]
             return integrity_problems(raw, indexed=indexed)
         finally:
             raw.close()
