@@ -494,8 +494,8 @@ def test_a_table_shared_by_two_readers_is_read_once_and_whole(source):
         time.sleep(0.01)
     texts += list(pieces)
     thread.join()
-    assert asked[0] is not None and asked[0] == share.limit and asked[0] < last
-    texts += list(TableReader(helper, plan, 7).pieces(lo=asked[0]))
+    assert asked[0] is not None and asked[0] == (share.limit, None) and share.limit < last
+    texts += list(TableReader(helper, plan, 7).pieces(lo=share.limit))
     owner.close()
     helper.close()
     for piece in texts:
@@ -505,7 +505,50 @@ def test_a_table_shared_by_two_readers_is_read_once_and_whole(source):
     chunks = digests.finish()
     assert chunks[0].lo is None and chunks[-1].hi is None
     assert all(a.hi == b.lo for a, b in itertools.pairwise(chunks)), "the chunks tile the keys"
-    assert any(c.hi == asked[0] for c in chunks) and sum(c.rows for c in chunks) == count
+    assert any(c.hi == asked[0][0] for c in chunks) and sum(c.rows for c in chunks) == count
+
+
+def test_a_helper_that_read_its_part_asks_again_and_the_owner_splits_what_it_has_left(source):
+    import threading
+
+    from deploy.sqlite.chunks import Digests, TableReader, open_reader
+    from deploy.sqlite.copy import _Share
+
+    plan = table_plan(apps.get_model("catalog", "Product"))
+    owner, helper = open_reader(source), open_reader(source)
+    alone = [p.text for p in TableReader(owner, plan, 7).pieces()]
+    last, count = owner.execute("SELECT max(id), count(*) FROM catalog_product").fetchone()
+    share = _Share(plan, None, Digests(plan), last, 7)
+    pieces = TableReader(owner, plan, 7).pieces(bound=share.bound)
+    texts, parts, helped = [next(pieces)], [], [0]
+
+    def help_once():
+        asked = []
+        thread = threading.Thread(target=lambda: asked.append(share.ask()))
+        thread.start()
+        while share.state == "open":
+            time.sleep(0.01)
+        texts.append(next(pieces))  # the owner's next chunk: it splits first
+        thread.join()
+        after, up_to = asked[0]
+        read = list(TableReader(helper, plan, 7).pieces(lo=after, bound=lambda lo: up_to))
+        texts.extend(read)
+        share.done(sum(p.rows for p in read))
+        helped[0] += sum(p.rows for p in read)
+        parts.append((after, up_to, read[-1].hi))
+
+    help_once()
+    help_once()
+    texts += list(pieces)
+    assert share.finish() == helped[0], "the owner counts the rows its helper read"
+    owner.close()
+    helper.close()
+    (first, first_end, _), (second, second_end, second_last) = parts
+    assert first_end is None and second < second_end == first, "the second part is the top of what the owner kept"
+    assert second_last == first, "the helper's bounded part ends where the first part starts"
+    lines = sorted(b"\n".join(p.text for p in texts if p.text).split(b"\n"))
+    assert lines == sorted(b"\n".join(alone).split(b"\n")), "every row once"
+    assert sum(p.rows for p in texts) == count
 
 
 def _slow_product(monkeypatch):
@@ -520,9 +563,9 @@ def _slow_product(monkeypatch):
         return feed(self, reader, piece, pipe, digests)
 
     def recorded_ask(share):
-        start = ask(share)
-        shares.append(start)
-        return start
+        given = ask(share)
+        shares.append(given and given[0])  # where the helper's part starts
+        return given
 
     monkeypatch.setattr(copy_module.Copier, "_feed", slow_feed)
     monkeypatch.setattr(copy_module._Share, "ask", recorded_ask)
