@@ -551,14 +551,14 @@ def test_a_helper_that_read_its_part_asks_again_and_the_owner_splits_what_it_has
     assert sum(p.rows for p in texts) == count
 
 
-def _slow_product(monkeypatch):
-    """Slow the reading of catalog_product, so the other worker runs out of tables and helps; record the shares."""
+def _slow_product(monkeypatch, table="catalog_product"):
+    """Slow the reading of ``table``, so the other worker runs out of tables and helps; record the shares."""
     from deploy.sqlite import copy as copy_module
 
     feed, ask, shares = copy_module.Copier._feed, copy_module._Share.ask, []
 
     def slow_feed(self, reader, piece, pipe, digests):
-        if reader.plan.table == "catalog_product":
+        if reader.plan.table == table:
             time.sleep(0.02)
         return feed(self, reader, piece, pipe, digests)
 
@@ -583,6 +583,29 @@ def test_a_worker_out_of_tables_helps_read_the_largest(source, monkeypatch):
     from apps.catalog.models import Product
 
     assert all_values(Product, "default") == all_values(Product, "sqlite_source")
+
+
+def test_a_text_keyed_table_is_shared_by_rowid_and_proven_whole(source, monkeypatch):
+    """A text-keyed table is read in rowid order: a helper takes rowid ranges, and the order-free digest of
+    the two readers' pieces proves it (keys stored in the reverse of their rowid order)."""
+    import json
+
+    with sqlite3.connect(source) as db:
+        db.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) "
+            "INSERT INTO django_session (session_key, session_data, expire_date) "
+            "SELECT printf('key%08d', 1201 - i), printf('data-%d', i), '2030-01-01 00:00:00' FROM n"
+        )
+    db.close()
+    shares = _slow_product(monkeypatch, "django_session")
+    report = json.loads(migrate("--source", str(source), "--batch-size", "50", "--verify", "--json"))
+    assert any(start is not None for start in shares), "the other worker took a share"
+    assert report["verified"] is True and report["tables"]["sessions.Session"]["compared_by_value"] == 0
+    open_source(source)
+    from django.contrib.sessions.models import Session
+
+    assert all_values(Session, "default") == all_values(Session, "sqlite_source")
+    assert Session.objects.count() == 1200
 
 
 def test_a_problem_in_a_shared_part_rolls_everything_back(source, monkeypatch):

@@ -19,6 +19,7 @@ from the source's JSON text parsed again).
 
 import hashlib
 import sqlite3
+import threading
 from dataclasses import dataclass
 
 from deploy.sqlite.fields import float8_text, pg_json_hash
@@ -261,6 +262,7 @@ class Digests:
         self._whole_rows = 0
         self._whole_ok = True
         self._sums = None  # [a, b] once a piece brought its lines' hashes
+        self._lock = threading.Lock()
 
     def add(self, piece, clean):
         """Take a piece's digest; per piece, pieces may come from several threads in any order."""
@@ -269,14 +271,15 @@ class Digests:
             digest = hashlib.sha256(text).hexdigest() if clean else None
             self.chunks.append(Chunk(piece.lo, piece.hi, piece.rows, digest))  # list.append is atomic
             return
-        if piece.line_hashes is not None:
-            a, b = map(int, piece.line_hashes.split(":"))
-            self._sums = [a + (self._sums or [0, 0])[0], b + (self._sums or [0, 0])[1]]
-        elif self._whole_rows and text:
-            self._whole.update(b"\n")
-        self._whole.update(text)
-        self._whole_rows += piece.rows
-        self._whole_ok = self._whole_ok and clean
+        with self._lock:  # pieces read by rowid may come from two threads (a shared table)
+            if piece.line_hashes is not None:
+                a, b = map(int, piece.line_hashes.split(":"))
+                self._sums = [a + (self._sums or [0, 0])[0], b + (self._sums or [0, 0])[1]]
+            elif self._whole_rows and text:
+                self._whole.update(b"\n")
+            self._whole.update(text)
+            self._whole_rows += piece.rows
+            self._whole_ok = self._whole_ok and clean
 
     def finish(self):
         if not self.per_piece:

@@ -720,7 +720,7 @@ class Copier:
             _Pipe(copy) as pipe,
         ):
             self.sent[plan.table] = pipe.sent
-            share = self._share(raw, plan, pipe, digests, reader.batch_size)
+            share = self._share(raw, reader, pipe, digests)
             try:
                 for piece in reader.pieces(bound=share.bound if share else lambda lo: None):
                     self._feed(reader, piece, pipe, digests)
@@ -743,11 +743,15 @@ class Copier:
             json_digests(cursor, plan, chunks)
         return rows, chunks
 
-    def _share(self, raw, plan, pipe, digests, batch_size):
-        """Offer a large table with integer keys to a worker that runs out of tables (None: not offered)."""
-        if self.workers < 2 or not plan.integer_pk or plan.rows < 4 * batch_size:
+    def _share(self, raw, reader, pipe, digests):
+        """Offer a large table read by integer keys or rowids to a worker that runs out of tables (None: not offered).
+
+        Both read by the same integers: a rowid-read table's helper reads by rowid too (see rowid_column).
+        """
+        plan, batch_size = reader.plan, reader.batch_size
+        if self.workers < 2 or not (plan.integer_pk or reader.rowid) or plan.rows < 4 * batch_size:
             return None
-        (last_key,) = raw.execute(f"SELECT max({quote(plan.pk.name)}) FROM {quote(plan.table)}").fetchone()
+        (last_key,) = raw.execute(f"SELECT max({reader.pk}) FROM {quote(plan.table)}").fetchone()
         if not isinstance(last_key, int):
             return None
         share = _Share(plan, pipe, digests, last_key, batch_size)
