@@ -29,7 +29,13 @@ of giving one tool all its runs in a fast or a slow spell.
 
 Databases are named ``$BENCH_DB_PREFIX_*`` (default ``bench``).
 
+With ``--baseline DIR`` (another checkout of the project, say the code before a
+change) its copy and proven copy run in the same rounds, so that the two are
+compared under the same drift; ``--sources DIR`` keeps the seeded files there
+and uses them again.
+
 Usage: python bench/migration.py [--rows 1000000] [--shapes sample,wide,web,keys] [--growth] [--repeat 5]
+       [--sources DIR] [--baseline DIR]
 """
 
 import argparse
