@@ -36,8 +36,8 @@ def _add(phase, seconds):
         SPENT[phase] += seconds
 
 
-def timed(owner, name, phase):
-    """Count the time spent in ``owner.name`` as ``phase``."""
+def _around(owner, name, done):
+    """Replace ``owner.name`` by a wrapper that calls ``done(args, kwargs, started, ended)`` after each call."""
     function = getattr(owner, name)
 
     @functools.wraps(function)
@@ -46,9 +46,14 @@ def timed(owner, name, phase):
         try:
             return function(*args, **kwargs)
         finally:
-            _add(phase, time.monotonic() - started)
+            done(args, kwargs, started, time.monotonic())
 
     setattr(owner, name, wrapper)
+
+
+def timed(owner, name, phase):
+    """Count the time spent in ``owner.name`` as ``phase``."""
+    _around(owner, name, lambda args, kwargs, started, ended: _add(phase, ended - started))
 
 
 def timed_generator(owner, name, phase):
@@ -76,17 +81,11 @@ EVENTS = []  # (thread, what, table, start, end): the copy's timeline, with --ti
 
 def traced(owner, name, what, table_of):
     """Record each call of ``owner.name`` on the timeline: which thread, when, for which table."""
-    function = getattr(owner, name)
 
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        started = time.monotonic()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            EVENTS.append((threading.current_thread().name, what, table_of(args, kwargs), started, time.monotonic()))
+    def record(args, kwargs, started, ended):
+        EVENTS.append((threading.current_thread().name, what, table_of(args, kwargs), started, ended))
 
-    setattr(owner, name, wrapper)
+    _around(owner, name, record)
 
 
 def instrument():
