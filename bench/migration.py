@@ -29,7 +29,13 @@ of giving one tool all its runs in a fast or a slow spell.
 
 Databases are named ``$BENCH_DB_PREFIX_*`` (default ``bench``).
 
+With ``--baseline DIR`` (another checkout of the project, say the code before a
+change) its copy and proven copy run in the same rounds, so that the two are
+compared under the same drift; ``--sources DIR`` keeps the seeded files there
+and uses them again.
+
 Usage: python bench/migration.py [--rows 1000000] [--shapes sample,wide,web,keys] [--growth] [--repeat 5]
+       [--sources DIR] [--baseline DIR]
 """
 
 import argparse
@@ -95,12 +101,12 @@ def quiesce():
     time.sleep(1)
 
 
-def measure(argv_list, env=None, shell=False):
+def measure(argv_list, env=None, shell=False, cwd=ROOT):
     """Run a command (or a pipeline, with shell=True); return (seconds, peak RSS in MB of its largest process)."""
     quiesce()
     started = time.monotonic()
     process = subprocess.Popen(
-        argv_list, env=env, cwd=ROOT, shell=shell, executable="/bin/bash" if shell else None, stdout=subprocess.DEVNULL
+        argv_list, env=env, cwd=cwd, shell=shell, executable="/bin/bash" if shell else None, stdout=subprocess.DEVNULL
     )
     # wait4 gives the rusage of this child and of the children it waited for:
     # ru_maxrss is the largest of them (a pipeline's biggest member).
@@ -224,8 +230,9 @@ def dump_and_load(work, rows):
     return seconds_d + seconds_l, max(peak_d, peak_l), small_rows, f"at {small_rows} rows"
 
 
-def copy_command(source):
-    return [sys.executable, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", "-v0"]
+def copy_command(source, root=ROOT):
+    manage = str(root / "manage.py")
+    return [sys.executable, manage, "migrate_from_sqlite", "--source", str(source), "--no-input", "-v0"]
 
 
 def estimate(source):
@@ -244,11 +251,28 @@ def estimate(source):
 
 def bench_shape(shape, work, args):
     """{tool: (seconds, peak MB, rows, note)} for one shape of data."""
-    source = work / f"{shape}.sqlite3"
-    log(f"{shape}: seeding {args.rows} rows into {source}")
-    seed(source, args.rows, shape)
+    kept = args.sources and (args.sources / f"{shape}.sqlite3")
+    source = kept or work / f"{shape}.sqlite3"
+    if not source.exists():
+        log(f"{shape}: seeding {args.rows} rows into {source}")
+        seed(source, args.rows, shape)
     rows = row_count(source)
     command = copy_command(source)
+    baseline = {}
+    if args.baseline:
+        # The same copy by another checkout of the project (the code before a change), in the same rounds.
+        base = copy_command(source, args.baseline)
+        env = {"PYTHONPATH": str(args.baseline)}
+        baseline = {
+            "baseline: migrate_from_sqlite": (
+                lambda: migrated("copy"),
+                lambda url: measure(base, env=env_for(url, **env), cwd=args.baseline),
+            ),
+            "baseline: --verify": (
+                lambda: migrated("copy"),
+                lambda url: measure([*base, "--verify"], env=env_for(url, **env), cwd=args.baseline),
+            ),
+        }
     fast = in_rounds(
         args.repeat,
         {
@@ -265,6 +289,7 @@ def bench_shape(shape, work, args):
                 lambda: migrated("copy"),
                 lambda url: measure([*command, "--verify"], env=env_for(url)),
             ),
+            **baseline,
         },
     )
     results = {name: (*measured, rows, "") for name, measured in fast.items()}
@@ -286,7 +311,8 @@ def bench_shape(shape, work, args):
         )
         results["migrate_from_sqlite at N/4"] = (*quarter_runs["migrate_from_sqlite at N/4"], row_count(quarter), "")
         quarter.unlink()
-    source.unlink()
+    if not kept:
+        source.unlink()
     return results
 
 
@@ -328,6 +354,12 @@ def main():
     parser.add_argument("--growth", action="store_true", help="Also measure memory at N/4 rows.")
     parser.add_argument("--repeat", type=int, default=5, help="Runs of each fast tool; the fastest counts (default 5).")
     parser.add_argument("--no-loaddata", action="store_true", help="Leave dumpdata + loaddata out (slow).")
+    parser.add_argument(
+        "--sources", type=Path, help="Keep each shape's source as DIR/SHAPE.sqlite3, and use it if it is there."
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="Also time the copy of this other checkout of the project, in the same rounds."
+    )
     args = parser.parse_args()
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     if unknown := [s for s in shapes if s not in SHAPES]:

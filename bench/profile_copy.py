@@ -36,8 +36,8 @@ def _add(phase, seconds):
         SPENT[phase] += seconds
 
 
-def timed(owner, name, phase):
-    """Count the time spent in ``owner.name`` as ``phase``."""
+def _around(owner, name, done):
+    """Replace ``owner.name`` by a wrapper that calls ``done(args, kwargs, started, ended)`` after each call."""
     function = getattr(owner, name)
 
     @functools.wraps(function)
@@ -46,9 +46,14 @@ def timed(owner, name, phase):
         try:
             return function(*args, **kwargs)
         finally:
-            _add(phase, time.monotonic() - started)
+            done(args, kwargs, started, time.monotonic())
 
     setattr(owner, name, wrapper)
+
+
+def timed(owner, name, phase):
+    """Count the time spent in ``owner.name`` as ``phase``."""
+    _around(owner, name, lambda args, kwargs, started, ended: _add(phase, ended - started))
 
 
 def timed_generator(owner, name, phase):
@@ -71,8 +76,25 @@ def timed_generator(owner, name, phase):
     setattr(owner, name, wrapper)
 
 
+EVENTS = []  # (thread, what, table, start, end): the copy's timeline, with --timeline
+
+
+def traced(owner, name, what, table_of):
+    """Record each call of ``owner.name`` on the timeline: which thread, when, for which table."""
+
+    def record(args, kwargs, started, ended):
+        EVENTS.append((threading.current_thread().name, what, table_of(args, kwargs), started, ended))
+
+    _around(owner, name, record)
+
+
 def instrument():
     from deploy.sqlite import chunks, copy, preflight, verify
+
+    traced(copy.Copier, "_copy_or_scan", "copy", lambda a, k: a[4].table)
+    traced(copy, "recreate_missing", "build", lambda a, k: k.get("only_table") or "(all, foreign keys)")
+    traced(copy, "integrity_problems", "source check", lambda a, k: "")
+    traced(copy, "validate_foreign_keys", "validate", lambda a, k: "")
 
     timed(copy, "integrity_problems", "source: integrity + foreign-key checks (background)")
     timed(preflight, "value_problems", "source: every value checked (a problem was found)")
@@ -111,11 +133,47 @@ def instrument():
     timed(verify, "check_sequences", "verify: sequences")
 
 
+class BackendCPU:
+    """CPU seconds of the PostgreSQL backends serving ``database`` (polled from /proc: same machine only)."""
+
+    def __init__(self, database):
+        self.database, self.seen, self.done = database, {}, threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        import psycopg
+
+        from bench.migration import ADMIN
+
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            while not self.done.is_set():
+                pids = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.database]).fetchall()
+                for (pid,) in pids:
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                        self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+                time.sleep(0.1)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+    @property
+    def seconds(self):
+        return sum(self.seen.values())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, required=True)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeline", action="store_true", help="Also print when each table was copied and built.")
     parser.add_argument("--keep", metavar="PATH", help="Use (or keep) this source file instead of a new one.")
     args = parser.parse_args()
     source = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="profile-copy-")) / "source.sqlite3"
@@ -129,18 +187,32 @@ def main():
     from django.core.management import call_command
 
     instrument()
+    import resource
+
     started = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     out = __import__("io").StringIO()
-    call_command(
-        "migrate_from_sqlite", source=str(source), verify=True, interactive=False, json=True, workers=args.workers,
-        stdout=out, verbosity=0,
-    )  # fmt: skip
+    with BackendCPU(url.rsplit("/", 1)[1]) as backends:
+        call_command(
+            "migrate_from_sqlite", source=str(source), verify=True, interactive=False, json=True,
+            workers=args.workers, stdout=out, verbosity=0,
+        )  # fmt: skip
     wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    own = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     import json
 
     report = json.loads(out.getvalue())
     print(f"## {args.shape}: {row_count(source)} rows, workers={args.workers}, load {os.getloadavg()[0]:.1f}")
     print(f"wall {wall:.2f} s: copy {report['copy_seconds']:.2f} s, verify {report['verify_seconds']:.2f} s")
+    print(f"CPU: this process {own:.2f} s (SQLite, Python), PostgreSQL's backends {backends.seconds:.2f} s (polled)")
+    by_value = {label: t["compared_by_value"] for label, t in report["tables"].items() if t.get("compared_by_value")}
+    print(f"verified: {report['verified']}; chunks compared by value: {by_value or 'none'}")
+    if args.timeline and EVENTS:
+        zero = min(start for *_, start, _ in EVENTS)
+        print("timeline (seconds from the first event):")
+        for thread, what, table, start, end in sorted(EVENTS, key=lambda e: e[3]):
+            print(f"  {start - zero:7.2f} {end - zero:7.2f}  {thread:<16} {what:<13} {table}")
     total = sum(SPENT.values())
     for phase, seconds in sorted(SPENT.items(), key=lambda item: -item[1]):
         print(f"  {phase:<56}{seconds:>8.2f} s{seconds / total:>7.0%}")

@@ -494,8 +494,8 @@ def test_a_table_shared_by_two_readers_is_read_once_and_whole(source):
         time.sleep(0.01)
     texts += list(pieces)
     thread.join()
-    assert asked[0] is not None and asked[0] == share.limit and asked[0] < last
-    texts += list(TableReader(helper, plan, 7).pieces(lo=asked[0]))
+    assert asked[0] is not None and asked[0] == (share.limit, None) and share.limit < last
+    texts += list(TableReader(helper, plan, 7).pieces(lo=share.limit))
     owner.close()
     helper.close()
     for piece in texts:
@@ -505,24 +505,67 @@ def test_a_table_shared_by_two_readers_is_read_once_and_whole(source):
     chunks = digests.finish()
     assert chunks[0].lo is None and chunks[-1].hi is None
     assert all(a.hi == b.lo for a, b in itertools.pairwise(chunks)), "the chunks tile the keys"
-    assert any(c.hi == asked[0] for c in chunks) and sum(c.rows for c in chunks) == count
+    assert any(c.hi == asked[0][0] for c in chunks) and sum(c.rows for c in chunks) == count
 
 
-def _slow_product(monkeypatch):
-    """Slow the reading of catalog_product, so the other worker runs out of tables and helps; record the shares."""
+def test_a_helper_that_read_its_part_asks_again_and_the_owner_splits_what_it_has_left(source):
+    import threading
+
+    from deploy.sqlite.chunks import Digests, TableReader, open_reader
+    from deploy.sqlite.copy import _Share
+
+    plan = table_plan(apps.get_model("catalog", "Product"))
+    owner, helper = open_reader(source), open_reader(source)
+    alone = [p.text for p in TableReader(owner, plan, 7).pieces()]
+    last, count = owner.execute("SELECT max(id), count(*) FROM catalog_product").fetchone()
+    share = _Share(plan, None, Digests(plan), last, 7)
+    pieces = TableReader(owner, plan, 7).pieces(bound=share.bound)
+    texts, parts, helped = [next(pieces)], [], [0]
+
+    def help_once():
+        asked = []
+        thread = threading.Thread(target=lambda: asked.append(share.ask()))
+        thread.start()
+        while share.state == "open":
+            time.sleep(0.01)
+        texts.append(next(pieces))  # the owner's next chunk: it splits first
+        thread.join()
+        after, up_to = asked[0]
+        read = list(TableReader(helper, plan, 7).pieces(lo=after, bound=lambda lo: up_to))
+        texts.extend(read)
+        share.done(sum(p.rows for p in read))
+        helped[0] += sum(p.rows for p in read)
+        parts.append((after, up_to, read[-1].hi))
+
+    help_once()
+    help_once()
+    texts += list(pieces)
+    assert share.finish() == helped[0], "the owner counts the rows its helper read"
+    owner.close()
+    helper.close()
+    (first, first_end, _), (second, second_end, second_last) = parts
+    assert first_end is None and second < second_end == first, "the second part is the top of what the owner kept"
+    assert second_last == first, "the helper's bounded part ends where the first part starts"
+    lines = sorted(b"\n".join(p.text for p in texts if p.text).split(b"\n"))
+    assert lines == sorted(b"\n".join(alone).split(b"\n")), "every row once"
+    assert sum(p.rows for p in texts) == count
+
+
+def _slow_product(monkeypatch, table="catalog_product"):
+    """Slow the reading of ``table``, so the other worker runs out of tables and helps; record the shares."""
     from deploy.sqlite import copy as copy_module
 
     feed, ask, shares = copy_module.Copier._feed, copy_module._Share.ask, []
 
     def slow_feed(self, reader, piece, pipe, digests):
-        if reader.plan.table == "catalog_product":
+        if reader.plan.table == table:
             time.sleep(0.02)
         return feed(self, reader, piece, pipe, digests)
 
     def recorded_ask(share):
-        start = ask(share)
-        shares.append(start)
-        return start
+        given = ask(share)
+        shares.append(given and given[0])  # where the helper's part starts
+        return given
 
     monkeypatch.setattr(copy_module.Copier, "_feed", slow_feed)
     monkeypatch.setattr(copy_module._Share, "ask", recorded_ask)
@@ -540,6 +583,29 @@ def test_a_worker_out_of_tables_helps_read_the_largest(source, monkeypatch):
     from apps.catalog.models import Product
 
     assert all_values(Product, "default") == all_values(Product, "sqlite_source")
+
+
+def test_a_text_keyed_table_is_shared_by_rowid_and_proven_whole(source, monkeypatch):
+    """A text-keyed table is read in rowid order: a helper takes rowid ranges, and the order-free digest of
+    the two readers' pieces proves it (keys stored in the reverse of their rowid order)."""
+    import json
+
+    with sqlite3.connect(source) as db:
+        db.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) "
+            "INSERT INTO django_session (session_key, session_data, expire_date) "
+            "SELECT printf('key%08d', 1201 - i), printf('data-%d', i), '2030-01-01 00:00:00' FROM n"
+        )
+    db.close()
+    shares = _slow_product(monkeypatch, "django_session")
+    report = json.loads(migrate("--source", str(source), "--batch-size", "50", "--verify", "--json"))
+    assert any(start is not None for start in shares), "the other worker took a share"
+    assert report["verified"] is True and report["tables"]["sessions.Session"]["compared_by_value"] == 0
+    open_source(source)
+    from django.contrib.sessions.models import Session
+
+    assert all_values(Session, "default") == all_values(Session, "sqlite_source")
+    assert Session.objects.count() == 1200
 
 
 def test_a_problem_in_a_shared_part_rolls_everything_back(source, monkeypatch):
@@ -751,14 +817,47 @@ def _swap_indexes(source, table):
     db.close()
 
 
-def test_the_indexes_a_copy_reads_through_are_checked_in_full(source):
-    """testapp_country's key is text: its rows are read in key order through an index, so that index must be right.
+def test_the_order_free_digest_is_computed_alike_on_both_sides():
+    """Rows read in rowid order are proven by sums of their lines' hashes: SQLite's (the copy's read) and
+    PostgreSQL's (the stored rows rendered back) agree, in any order; a line lost or repeated changes them."""
+    from deploy.sqlite.chunks import _LINE_HASHES, _LineHashes
 
-    (Through the swapped index, ``ORDER BY code`` gives the names as codes; quick_check sees nothing.)
+    lines = ['1,"ä, ""q""",2', '2,"x\ny"', "", "3,b", "3,b"]
+    db = sqlite3.connect(":memory:")
+    db.create_aggregate("deploy_line_hashes", 1, _LineHashes)
+    db.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, line TEXT)")
+    db.executemany("INSERT INTO t (line) VALUES (?)", [(line,) for line in lines])
+
+    def sqlite_sums(where="1 = 1", order="n"):
+        sql = f"SELECT deploy_line_hashes(CAST(line AS BLOB)) FROM (SELECT line FROM t WHERE {where} ORDER BY {order})"
+        return db.execute(sql).fetchone()[0]
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_LINE_HASHES} FROM (SELECT sha256(convert_to(l, 'UTF8')) AS h FROM unnest(%s::text[]) l) x",
+            [lines],
+        )
+        assert cursor.fetchone()[0] == sqlite_sums() == sqlite_sums(order="n DESC")
+    assert sqlite_sums("n <> 5") != sqlite_sums() and sqlite_sums("n <> 3") != sqlite_sums()
+    db.close()
+
+
+def test_a_damaged_index_of_a_text_keyed_table_is_named_and_nothing_written(source):
+    """testapp_country's key is text: the copy reads its rows in rowid order, never through its indexes, so
+    they are not checked in full before the copy. Swapped, they still stop it: the orphan check joins
+    through the key's index (its children's keys are not found there), and the failure report names the
+    damage from the full integrity check. (quick_check sees nothing.)
     """
+    from deploy.sqlite.chunks import open_reader, rowid_column
+    from deploy.sqlite.preflight import read_by_index
+
+    raw = open_reader(source)
+    plan = table_plan(apps.get_model("testapp", "Country"))
+    assert read_by_index(raw, plan.table) and rowid_column(raw, plan) == "_rowid_"
+    raw.close()
     before = _schema()
     _swap_indexes(source, "testapp_country")
-    expected = r"damaged, PRAGMA integrity_check\(\"testapp_country\"\) says: row \d+ missing from index"
+    expected = r"damaged, PRAGMA integrity_check says: row \d+ missing from index sqlite_autoindex_testapp_country"
     with pytest.raises(CommandError, match=expected):
         migrate("--source", str(source))
     _assert_nothing_written(before)

@@ -19,6 +19,7 @@ from the source's JSON text parsed again).
 
 import hashlib
 import sqlite3
+import threading
 from dataclasses import dataclass
 
 from deploy.sqlite.fields import float8_text, pg_json_hash
@@ -33,13 +34,68 @@ def _float8(value):
     return float8_text(value) if type(value) is float else None
 
 
+def line_hash(line):
+    """A line's two 64-bit hashes: the first 16 bytes of its SHA-256 as two signed big-endian integers.
+
+    PostgreSQL computes the same from the text it renders (see :func:`digest_sql`).
+    """
+    digest = hashlib.sha256(line).digest()
+    return int.from_bytes(digest[:8], "big", signed=True), int.from_bytes(digest[8:16], "big", signed=True)
+
+
+class _LineHashes:
+    """SQLite aggregate: the sums of :func:`line_hash` of a chunk's lines, ``"a:b"`` (NULL lines left out).
+
+    A digest that does not depend on the order of the lines: see :func:`rowid_column`.
+    """
+
+    def __init__(self):
+        self.a = self.b = 0
+
+    def step(self, line):
+        if line is not None:
+            a, b = line_hash(line)
+            self.a += a
+            self.b += b
+
+    def finalize(self):
+        return f"{self.a}:{self.b}"
+
+
 def open_reader(path, text=False):
     """A read-only connection to the source; values as bytes unless ``text``."""
     raw = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
     if not text:
         raw.text_factory = bytes
     raw.create_function("deploy_float8", 1, _float8, deterministic=True)
+    raw.create_aggregate("deploy_line_hashes", 1, _LineHashes)
     return raw
+
+
+def rowid_column(raw, plan):
+    """The name of the table's rowid if its rows are read in rowid order, else None (read in key order).
+
+    A text or UUID key is not the rowid: read in key order, each row is a look-up
+    through the key's index (at random in the table), and that index must then be
+    checked in full against the table, which reads the table a second time. Read in
+    rowid order, the table is read once, in its own order, and SQLite's indexes are
+    never read (``PRAGMA quick_check`` covers the table's b-tree). Such a table's rows
+    are proven by a digest that does not depend on their order (sums of each line's
+    hash, :class:`_LineHashes`): their keys sort differently on both sides anyway
+    (see :class:`Digests`). Integer keys keep their order (chunks are key ranges on
+    both sides); a ``WITHOUT ROWID`` table has no rowid.
+    """
+    if plan.integer_pk:
+        return None
+    names = {c.name.lower() for c in plan.columns}
+    name = next((n for n in ("_rowid_", "rowid", "oid") if n not in names), None)
+    if name is None:
+        return None
+    try:
+        raw.execute(f"SELECT {name} FROM {quote(plan.table)} LIMIT 0").fetchall()
+    except sqlite3.OperationalError:  # WITHOUT ROWID
+        return None
+    return name
 
 
 @dataclass
@@ -74,6 +130,7 @@ class Piece:
     text: bytes
     digest_text: bytes
     flagged: int
+    line_hashes: str | None = None  # read in rowid order: the sums of its lines' hashes (see rowid_column)
 
 
 # The text of one chunk, at most about this long: a chunk of --batch-size rows of long text and JSON
@@ -101,11 +158,13 @@ class TableReader:
     """The source's rows of one table, in primary-key order, a chunk at a time (see :func:`rows_per_chunk`)."""
 
     def __init__(self, raw, plan, batch_size, digests=True):
-        """``digests``: also give each piece the text its digest covers (without it, only the COPY text)."""
+        """``digests``: also give each piece what its digest covers (without it, only the COPY text)."""
         plain, json = plan.line_sql()
         self.raw, self.plan = raw, plan
         self.batch_size = batch_size = rows_per_chunk(raw, plan, batch_size, plain, json)
-        self.pk = quote(plan.pk.name)
+        # The column the pieces are cut and ordered by: the key, or the rowid (see rowid_column).
+        self.rowid = rowid_column(raw, plan)
+        self.pk = self.rowid or quote(plan.pk.name)
         self.checks = [(c, kind, sql) for c in plan.columns for kind, sql in fast_checks(c)]
         bad = plan.check_sql()
         # The rows set aside are printed strictly: NULL if a value cannot be (see plan.sqlite_text).
@@ -115,15 +174,18 @@ class TableReader:
         texts = "group_concat(CASE WHEN bad THEN NULL ELSE p END, char(10))"
         if json is not None:
             line = "group_concat(CASE WHEN bad THEN NULL ELSE p || ',' || j END, char(10))"
-            texts = f"{line}, {texts}" if digests else line
+            texts = f"{line}, {texts}" if digests and not self.rowid else line
+        if self.rowid:
+            hashes = "deploy_line_hashes(CAST(CASE WHEN bad THEN NULL ELSE p END AS BLOB))" if digests else "NULL"
+            texts = f"{texts}, {hashes}"
         outer = f"SELECT {texts}, max(k), count(*), total(bad)"
         limit = f"ORDER BY {self.pk} LIMIT {int(batch_size)}"
         self.first_sql = f"{outer} FROM ({inner} {limit})"
         # Keys come back as this connection reads them: a text key as bytes (see _key).
-        key = "?" if plan.integer_pk else "CAST(? AS TEXT)"
+        key = "?" if plan.integer_pk or self.rowid else "CAST(? AS TEXT)"
         self.next_sql = f"{outer} FROM ({inner} WHERE {self.pk} > {key} {limit})"
         self.bounded_sql = f"{outer} FROM ({inner} WHERE {self.pk} > {key} AND {self.pk} <= {key} {limit})"
-        self.separate = json is not None and digests
+        self.separate = json is not None and digests and not self.rowid
         self.inner, self.outer = inner, outer
 
     def text_between(self, lo, hi):
@@ -148,18 +210,22 @@ class TableReader:
                 row = self.raw.execute(self.first_sql).fetchone()
             else:
                 row = self.raw.execute(self.next_sql, [lo]).fetchone()
+            hashes = None
             if self.separate:
                 text, digest_text, hi, rows, flagged = row
+            elif self.rowid:
+                text, hashes, hi, rows, flagged = row
+                digest_text = b""  # the digest is the hashes'
             else:
                 text, hi, rows, flagged = row
                 digest_text = text
             if hi_bound is not None and rows < self.batch_size:
                 if rows or lo != hi_bound:
-                    yield Piece(lo, hi_bound, rows, text or b"", digest_text or b"", int(flagged))
+                    yield Piece(lo, hi_bound, rows, text or b"", digest_text or b"", int(flagged), _str(hashes))
                 return
             if not rows:
                 return
-            yield Piece(lo, hi, rows, text or b"", digest_text or b"", int(flagged))
+            yield Piece(lo, hi, rows, text or b"", digest_text or b"", int(flagged), _str(hashes))
             lo = hi
 
     def flagged_rows(self, lo, hi):
@@ -170,7 +236,7 @@ class TableReader:
         # Exactly the rows the read set aside: any other is in the piece's text already.
         bad = self.plan.check_sql()
         query = (
-            f"SELECT {', '.join([self.pk, self.line, *columns])} FROM {quote(self.plan.table)} "
+            f"SELECT {', '.join([quote(self.plan.pk.name), self.line, *columns])} FROM {quote(self.plan.table)} "
             f"WHERE {where} AND ({bad}) ORDER BY {self.pk}"
         )
         n = len(self.checks)
@@ -184,7 +250,9 @@ class Digests:
     """Chunk digests for a table: one per piece when keys are integers, one for the whole table otherwise.
 
     Text keys sort alike in SQLite and PostgreSQL only under the "C" collation,
-    which their indexes do not use: such tables are checked in one ordered pass.
+    which their indexes do not use: such tables are checked in one pass, ordered,
+    or, when read in rowid order (see :func:`rowid_column`), by the sums of their
+    lines' hashes, ``"a:b"``, which no order changes.
     """
 
     def __init__(self, plan):
@@ -193,6 +261,8 @@ class Digests:
         self._whole = hashlib.sha256()
         self._whole_rows = 0
         self._whole_ok = True
+        self._sums = None  # [a, b] once a piece brought its lines' hashes
+        self._lock = threading.Lock()
 
     def add(self, piece, clean):
         """Take a piece's digest; per piece, pieces may come from several threads in any order."""
@@ -201,21 +271,29 @@ class Digests:
             digest = hashlib.sha256(text).hexdigest() if clean else None
             self.chunks.append(Chunk(piece.lo, piece.hi, piece.rows, digest))  # list.append is atomic
             return
-        if self._whole_rows and text:
-            self._whole.update(b"\n")
-        self._whole.update(text)
-        self._whole_rows += piece.rows
-        self._whole_ok = self._whole_ok and clean
+        with self._lock:  # pieces read by rowid may come from two threads (a shared table)
+            if piece.line_hashes is not None:
+                a, b = map(int, piece.line_hashes.split(":"))
+                self._sums = [a + (self._sums or [0, 0])[0], b + (self._sums or [0, 0])[1]]
+            elif self._whole_rows and text:
+                self._whole.update(b"\n")
+            self._whole.update(text)
+            self._whole_rows += piece.rows
+            self._whole_ok = self._whole_ok and clean
 
     def finish(self):
         if not self.per_piece:
-            digest = self._whole.hexdigest() if self._whole_ok else None
-            return [Chunk(None, None, self._whole_rows, digest)]
+            digest = self._whole.hexdigest() if self._sums is None else "{}:{}".format(*self._sums)
+            return [Chunk(None, None, self._whole_rows, digest if self._whole_ok else None)]
         if not self.chunks:
             return [Chunk(None, None, 0, hashlib.sha256(b"").hexdigest())]
         self.chunks.sort(key=lambda c: (c.lo is not None, c.lo))
         self.chunks[-1].hi = None  # the last chunk also holds any larger key of the target
         return self.chunks
+
+
+def _str(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _order(plan, ref="t"):
@@ -238,11 +316,28 @@ def json_digest_sql(plan):
     )
 
 
-def digest_sql(plan, time_zone):
-    """PostgreSQL: count, digest, and JSON digest (or NULL) of the stored rows with keys in ``{where}``."""
+# The sums of each line's hash, as :func:`line_hash` takes them: no order changes them.
+_HALF = "('x' || encode(substring(h FROM {start} FOR 8), 'hex'))::bit(64)::bigint"
+_LINE_HASHES = (
+    f"coalesce(sum({_HALF.format(start=1)}), 0)::text || ':' || coalesce(sum({_HALF.format(start=9)}), 0)::text"
+)
+
+
+def digest_sql(plan, time_zone, unordered=False):
+    """PostgreSQL: count, digest, and JSON digest (or NULL) of the stored rows with keys in ``{where}``.
+
+    ``unordered``: the digest is the sums of the lines' hashes (text, ``"a:b"``; see :class:`Digests`).
+    """
     json, json_digest = "NULL::text", "NULL::bytea"
     if plan.json_columns:
         json, json_digest = plan.pg_json_sql(), _DIGEST.format(column="jline")
+    if unordered:
+        order = f" ORDER BY {_order(plan)}" if plan.json_columns else ""  # the JSON digest's order
+        return (
+            f"SELECT count(*), {_LINE_HASHES}, {json_digest} "
+            f"FROM (SELECT sha256(convert_to({plan.pg_line_sql(time_zone)}, 'UTF8')) AS h, {json} AS jline "
+            f"FROM {quote(plan.table)} t WHERE {{where}}{order}) x"
+        )
     return (
         f"SELECT count(*), {_DIGEST.format(column='line')}, {json_digest} "
         f"FROM (SELECT {plan.pg_line_sql(time_zone)} AS line, {json} AS jline "

@@ -48,7 +48,7 @@ import psycopg
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 
 from deploy.sqlite import state
-from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader
+from deploy.sqlite.chunks import Chunk, Digests, TableReader, json_digest_sql, open_reader, rowid_column
 from deploy.sqlite.preflight import (
     Problem,
     integrity_problems,
@@ -338,53 +338,67 @@ class _Share:
 
     The helper asks; at its next chunk boundary the owner splits the keys it has
     not read yet in two, keeps the lower half and hands the upper half over. The
-    helper reads it with its own SQLite connection into the owner's COPY. So the
-    largest table no longer keeps one worker busy while the other waits.
+    helper reads it with its own SQLite connection into the owner's COPY, then may
+    ask again: the owner splits what it has left once more, until too little is
+    left to share. So the largest table does not keep one worker busy while the
+    other waits, neither at the first split nor at the end of its halves.
     """
 
     def __init__(self, plan, pipe, digests, last_key, batch_size):
         self.plan, self.pipe, self.digests = plan, pipe, digests
         self.last_key, self.batch_size = last_key, batch_size
         self.cond = threading.Condition()
-        self.state = "open"  # then "asked", then "split", "declined" or "closed"
-        self.start = self.limit = None
+        self.state = "open"  # then "asked" (and "open" again after a split), "declined" or "closed"
+        self.limit = None  # the largest key the owner still reads (None: to the end)
+        self.given = None  # the keys (after, up to) the owner just handed to the helper that asked
+        self.helping = 0  # parts handed over and not read yet
         self.rows, self.error, self.abandoned = 0, None, False
-        self.helped = threading.Event()
 
     def ask(self):
-        """The helper: the key after which its share starts, or None if there is none (waits for the owner)."""
+        """The helper: the keys (after, up to; None: to the end) it reads, or None if none (waits for the owner)."""
         with self.cond:
             if self.state != "open":
                 return None
             self.state = "asked"
             self.cond.wait_for(lambda: self.state != "asked")
-            return self.start if self.state == "split" else None
+            given, self.given = self.given, None
+            return given
 
     def bound(self, lo):
         """The owner, before each chunk: the largest key it still reads (None: to the end)."""
         with self.cond:
             if self.state == "asked" and lo is not None:
-                if self.last_key - lo > 2 * self.batch_size:  # worth sharing
-                    self.start = self.limit = lo + (self.last_key - lo) // 2
-                    self.state = "split"
+                top = self.last_key if self.limit is None else self.limit
+                if top - lo > 2 * self.batch_size:  # worth sharing
+                    middle = lo + (top - lo) // 2
+                    self.given, self.limit = (middle, self.limit), middle
+                    self.helping += 1
+                    self.state = "open"  # the helper may ask again once it has read this part
                 else:
                     self.state = "declined"
                 self.cond.notify_all()
             return self.limit
 
+    def done(self, rows, error=None):
+        """The helper, after reading its part (or failing): its rows, or what it raised."""
+        with self.cond:
+            self.rows += rows
+            if error is not None and self.error is None:
+                self.error = error
+            self.helping -= 1
+            self.cond.notify_all()
+
     def finish(self, abandon=False):
-        """The owner, done (or failing): no more sharing; wait for the helper. The helper's rows."""
+        """The owner, done (or failing): no more sharing; wait for the helpers. The helpers' rows."""
         with self.cond:
             self.abandoned = abandon
             if self.state in ("open", "asked"):
                 self.state = "closed"
                 self.cond.notify_all()
-            split = self.state == "split"
-        if split:
-            self.helped.wait()  # the helper stops at its next chunk if abandoned
+            self.cond.wait_for(lambda: self.helping == 0)  # a helper stops at its next chunk if abandoned
             if self.error is not None and not abandon:
                 raise self.error
-        return self.rows
+            return self.rows
 
 
 class _Switch(Exception):
@@ -407,7 +421,13 @@ def start_source_check(path, plans):
         raw = open_reader(path, text=True)  # its page cache stays at SQLite's default: the copy's memory is bounded
         try:
             existing = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            indexed = [p.table for p in plans if p.table in existing and read_by_index(raw, p.table)]
+            # Read through an index: a table of a type without a fast path (the ORM reads it in key
+            # order), and integer keys that are not the rowid; text and UUID keys are read by rowid.
+            indexed = [
+                p.table
+                for p in plans
+                if p.table in existing and read_by_index(raw, p.table) and not (p.fast and rowid_column(raw, p))
+            ]
             return integrity_problems(raw, indexed=indexed)
         finally:
             raw.close()
@@ -735,7 +755,7 @@ class Copier:
             _Pipe(copy) as pipe,
         ):
             self.sent[plan.table] = pipe.sent
-            share = self._share(raw, plan, pipe, digests, reader.batch_size)
+            share = self._share(raw, reader, pipe, digests)
             try:
                 for piece in reader.pieces(bound=share.bound if share else lambda lo: None):
                     self._feed(reader, piece, pipe, digests)
@@ -758,11 +778,15 @@ class Copier:
             json_digests(cursor, plan, chunks)
         return rows, chunks
 
-    def _share(self, raw, plan, pipe, digests, batch_size):
-        """Offer a large table with integer keys to a worker that runs out of tables (None: not offered)."""
-        if self.workers < 2 or not plan.integer_pk or plan.rows < 4 * batch_size:
+    def _share(self, raw, reader, pipe, digests):
+        """Offer a large table read by integer keys or rowids to a worker that runs out of tables (None: not offered).
+
+        Both read by the same integers: a rowid-read table's helper reads by rowid too (see rowid_column).
+        """
+        plan, batch_size = reader.plan, reader.batch_size
+        if self.workers < 2 or not (plan.integer_pk or reader.rowid) or plan.rows < 4 * batch_size:
             return None
-        (last_key,) = raw.execute(f"SELECT max({quote(plan.pk.name)}) FROM {quote(plan.table)}").fetchone()
+        (last_key,) = raw.execute(f"SELECT max({reader.pk}) FROM {quote(plan.table)}").fetchone()
         if not isinstance(last_key, int):
             return None
         share = _Share(plan, pipe, digests, last_key, batch_size)
@@ -794,20 +818,22 @@ class Copier:
                 share = next((s for s in self.shares if s.state == "open"), None)
             if share is None:
                 return
-            start = share.ask()
-            if start is None:
+            given = share.ask()
+            if given is None:
                 continue
+            after, up_to = given
+            rows, error = 0, None
             try:
                 reader = TableReader(raw, share.plan, self.batch_size, digests=self.digests)
-                for piece in reader.pieces(lo=start):
+                for piece in reader.pieces(lo=after, bound=lambda lo, up_to=up_to: up_to):
                     if share.abandoned:
                         break
                     self._feed(reader, piece, share.pipe, share.digests)
-                    share.rows += piece.rows
+                    rows += piece.rows
             except BaseException as exc:
-                share.error = exc
+                error = exc
             finally:
-                share.helped.set()
+                share.done(rows, error)
 
     def _closer_look(self, reader, piece):
         """The lines of the flagged rows of a piece that are fine after all; _Switch if one is not."""

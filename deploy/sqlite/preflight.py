@@ -92,8 +92,9 @@ def structure_problems(source, plans):
 def _blob_key_problems(raw, plan):
     """Rows whose text primary key is stored as a BLOB.
 
-    A BLOB sorts after every text: the copy and the verification read a table by key
-    ranges, and a BLOB key came back in every range after it. It is found through
+    A BLOB sorts after every text: a comparison by value (and, before text keys were
+    read by rowid, the copy) reads a table by key ranges, and a BLOB key came back in
+    every range after it. It is found through
     the key's index, at the end of it (``>= X''`` holds for every BLOB, for no text).
     """
     if plan.integer_pk:
