@@ -43,20 +43,20 @@ class CopyCost:
 
 
 MEASURED = CopyCost(
-    # Fixed costs: copies of an empty source and of 2,000 and 3,000 rows (32 tables, 111 definitions) took
-    # 0.8 s on the idle machine and 1.2 to 2.2 s with it shared by other work: these figures sit between
-    # (1.4 s), so both are within 2x. Rates: the sample app's million rows took 5.7 s on the idle benchmark
-    # machine (docs/migration.md), but the test suite's 150,000-row copy, four workers beside it, cost 12 us a row
-    # where the probe said the CPU was about twice as slow: the per-row figure is set for the heavier rows
-    # (it over-estimates the sample app's idle million by about 1.4x, the safe side for a downtime window).
-    machine="the project's 2-core benchmark machine (PostgreSQL and SQLite on the same host), November 2026",
-    overhead=0.4,
-    table=0.01,
-    definition=0.006,
-    row=6.0e-6,
-    byte=5.0e-9,
-    index_row=0.5e-6,
-    probe=0.0094,
+    # Re-measured on 1 December 2026 on the benchmark machine (load 3 to 4 from other work; the probe, the
+    # fastest of 60, 3.3 ms: this host runs it 2.8 times faster than November's, which is what the probe is
+    # for), after a table with no rows stopped costing catalog work (its definitions are kept) and text and
+    # UUID keyed tables began to be read by rowid. The suite's sources (tests.settings, 26 tables): empty,
+    # 0.12 to 0.17 s; 3,063 rows in 10 tables carrying 32 definitions, 0.39 to 0.44 s; with 150,000 more
+    # rows in django_session, 0.89 to 1.08 s.
+    machine="the project's 2-core benchmark machine (PostgreSQL and SQLite on the same host), December 2026",
+    overhead=0.08,
+    table=0.002,
+    definition=0.008,
+    row=3.0e-6,
+    byte=2.0e-9,
+    index_row=0.2e-6,
+    probe=0.0033,
 )
 
 # SQLite printing rows as the copy's source side does (numbers, hex, non-ASCII text), in memory: CPU only.
@@ -130,6 +130,7 @@ def estimate_seconds(plans, sizes, cost=MEASURED, slowdown=1.0):
     for plan in plans:
         size = sizes.get(plan.table, TableSize())
         definitions = size.indexes + size.foreign_keys
-        seconds += cost.table + cost.definition * definitions
+        # A table the source has no rows for keeps its definitions (the copy neither drops nor rebuilds them).
+        seconds += cost.table + (cost.definition * definitions if plan.rows else 0.0)
         seconds += slowdown * (plan.rows * (cost.row + cost.index_row * definitions) + size.bytes * cost.byte)
     return seconds
