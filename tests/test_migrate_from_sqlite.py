@@ -642,6 +642,46 @@ def test_an_interrupted_copy_must_be_resumed_or_truncated(source):
     migrate("--source", str(source), "--truncate", "--verify")
 
 
+def test_resume_refuses_a_wal_source_written_to_since(source, monkeypatch):
+    """A WAL database's writes stay in its -wal while the writer is open: the file keeps its size and
+    modification time, and a resume took the changed source for the one the committed tables were read from
+    (a stale table, exit 0 without --verify). An untouched WAL source still resumes."""
+    import deploy.sqlite.copy as copy_module
+
+    db = sqlite3.connect(source)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.close()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # every table committed, the foreign keys not re-added yet
+        patch.setattr(copy_module, "validate_foreign_keys", interrupted)
+        with pytest.raises(CommandError, match="Interrupted"):
+            migrate("--source", str(source))
+    assert "Verified:" in migrate("--source", str(source), "--resume", "--verify")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(copy_module, "validate_foreign_keys", interrupted)
+        with pytest.raises(CommandError, match="Interrupted"):
+            migrate("--source", str(source), "--truncate")
+    stat = source.stat()
+    writer = sqlite3.connect(source)  # the app, still running
+    try:
+        writer.execute("UPDATE catalog_tag SET name = 'renamed by the app' WHERE id = 3")
+        writer.commit()
+        assert (source.stat().st_size, source.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        with pytest.raises(CommandError, match="has changed or is not this source"):
+            migrate("--source", str(source), "--resume")
+    finally:
+        writer.close()
+    assert _state(target_database_url()) is not None, "the checkpoint is kept"
+    assert "Verified:" in migrate("--source", str(source), "--truncate", "--verify")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM catalog_tag WHERE id = 3")
+        assert cursor.fetchone() == ("renamed by the app",)
+
+
 # --- the preflight ---------------------------------------------------------------------
 
 

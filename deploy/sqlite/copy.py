@@ -1000,7 +1000,7 @@ def _copy_database(source, plans, target_alias, batch_size, resume, workers, pro
             )
         if run is None and resume:
             raise CopyError(state.NOTHING_TO_RESUME, None)
-        if run and run.source != source_identity(source):
+        if run and not state.same_source(run, source.path):
             raise CopyError(state.foreign_run(run), None)
         if run is None:
             definitions = capture_definitions(cursor, tables, empty=[p.table for p in plans if not p.rows])

@@ -482,7 +482,7 @@ def target_problems(alias, plans, truncate=False, resume=False, source=None):
             )
         if resume and run is None:
             problems.append(Problem("target", state.NOTHING_TO_RESUME.rstrip(".")))
-        elif resume and source is not None and run.source != state.source_identity(source.path):
+        elif resume and source is not None and not state.same_source(run, source.path):
             problems.append(Problem("target", state.foreign_run(run).rstrip(".")))
         if truncate or resume:
             return problems

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 from django.db import connections
@@ -35,9 +36,33 @@ def foreign_run(run):
 
 
 def source_identity(path):
-    """What a resumed copy must read again: the same file, unchanged."""
+    """What a resumed copy must read again: the same file, unchanged.
+
+    A WAL database's writes land in its ``-wal`` first, and stay there while the writer
+    is open (until a checkpoint): the file itself keeps its size and modification time,
+    so the ``-wal``'s are part of it. An empty or absent ``-wal`` holds nothing (a
+    read-only reader may leave an empty one behind).
+    """
     stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        wal = Path(f"{path}-wal").stat()
+    except FileNotFoundError:
+        wal = None
+    return {
+        "path": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "wal": [wal.st_size, wal.st_mtime_ns] if wal and wal.st_size else None,
+    }
+
+
+def same_source(run, path):
+    """Whether ``path`` is the unchanged file ``run`` read (a checkpoint written before the ``-wal`` was
+    part of the identity is compared without it)."""
+    now = source_identity(path)
+    if "wal" not in run.source:
+        now.pop("wal")
+    return run.source == now
 
 
 @dataclass
