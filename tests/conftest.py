@@ -356,3 +356,23 @@ def pytest_runtest_protocol(item, nextitem):
         out.write(
             f"{own_after - own:.2f}\t{children_after - children:.2f}\t{time.monotonic() - started:.2f}\t{item.nodeid}\n"
         )
+
+
+def pytest_report_header(config):
+    """A line at the top of the run when the test server's PostgreSQL has fsync on (tests/README.md: each DROP
+    DATABASE then waits for a checkpoint's fsync of the other workers' writes; the run works, slower)."""
+    if hasattr(config, "workerinput"):
+        return None
+    import psycopg
+
+    try:
+        with psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=5) as conn:
+            (fsync,) = conn.execute("SHOW fsync").fetchone()
+    except (KeyError, psycopg.Error):
+        return None
+    if fsync == "on":
+        return (
+            "PostgreSQL has fsync on: every DROP DATABASE waits for a checkpoint, which slows this run "
+            "(on a server that holds nothing you keep: ALTER SYSTEM SET fsync = off; tests/README.md)"
+        )
+    return None
