@@ -370,6 +370,10 @@ def main():
                 f"{tool} is not installed: apt-get install {'postgresql-client' if tool == 'psql' else tool}"
             )
 
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'max_wal_size')"))
+    # A test server may run without fsync (.ci/run): every tool's commits and checkpoints are cheaper there.
+    print(f"PostgreSQL: fsync={settings['fsync']}, max_wal_size={settings['max_wal_size']} MB")
     work = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     try:
         # Each shape's table as soon as it is measured: a run cut short still gives what it measured.
