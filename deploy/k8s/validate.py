@@ -112,7 +112,7 @@ def _object_problems(manifest, versions):
     return problems
 
 
-# Results by (the object's JSON, versions): a pure function of the object and package data, and the tests
+# Results by (the object's repr, versions): a pure function of the object and package data, and the tests
 # render the same stack hundreds of times in one process. Bounded: the oldest half goes when it is full.
 _CHECKED = {}
 _CHECKED_MAX = 4096
