@@ -48,6 +48,27 @@ def test_libyaml_writes_what_pyyaml_writes_where_dump_yaml_uses_it(mode):
         assert any(yaml.dump({"k": t}, Dumper=yaml.CSafeDumper) != yaml.safe_dump({"k": t}) for t in _EMITTER_TRAPS)
 
 
+# Data libyaml's emitter writes otherwise whatever the strings' characters: an empty key and a key of 123 to 128
+# characters (PyYAML makes them "? key" entries, libyaml simple keys), and a kept literal block ("\n", "x\n\n")
+# with more after it (libyaml then ends the document with "...", PyYAML only when the block ends it).
+_SHAPE_TRAPS = [
+    {"": 1},
+    {"a" * 60 + " " + "b" * 64: "v"},
+    {"k": {"c" * 125: [1]}},
+    {"k": "\n", "l": 1},
+    {"k": ["x\n\n", None]},
+]
+
+
+@pytest.mark.parametrize("data", _SHAPE_TRAPS)
+def test_dump_yaml_writes_pyyamls_bytes_for_odd_keys_and_kept_blocks(data):
+    for dumper, options in _DUMPS:
+        assert dump_yaml(data, dumper, **options) == yaml.dump(data, Dumper=dumper, **options)
+    if render._C_DUMPERS:  # a trap: libyaml writes other bytes for it
+        dumper, options = _DUMPS[0]
+        assert yaml.dump(data, Dumper=render._C_DUMPERS[dumper], **options) != yaml.dump(data, Dumper=dumper, **options)
+
+
 @pytest.mark.parametrize(
     "text, remembered",
     [

@@ -86,6 +86,35 @@ def test_schema_problems_are_kubernetes_validates_own_verdict_remembered_by_cont
     assert raised.value.version == "9.99"
 
 
+def test_remembered_schema_verdicts_name_keys_and_tuples_as_the_object_has_them():
+    """An object JSON would write as a remembered one's (a key 1 or None, a tuple) gets kubernetes-validate's
+    verdict on the object as it is, not the remembered one's ("'1' was unexpected" for "1 was unexpected")."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import ValidationError
+
+    deployment = by_kind(render_manifests(load_config({}, environ={})), "Deployment", "django-app")[0]
+    variants = []
+    for key, value in [("1", 1), ("null", None)]:
+        as_text, as_is = copy.deepcopy(deployment), copy.deepcopy(deployment)
+        as_text["metadata"][key], as_is["metadata"][value] = "x", "x"
+        variants += [as_text, as_is]
+    listed, tupled = copy.deepcopy(deployment), copy.deepcopy(deployment)
+    listed["spec"]["template"]["spec"]["containers"][0]["args"] = ["a", "b"]
+    tupled["spec"]["template"]["spec"]["containers"][0]["args"] = ("a", "b")
+    variants += [listed, tupled]
+    for manifest in variants:
+        try:
+            kubernetes_validate.validate(manifest, "1.31", strict=True)
+            expected = []
+        except ValidationError as exc:
+            expected = [
+                f"{describe(manifest)} (Kubernetes 1.31): {'.'.join(map(str, exc.absolute_path))}: {exc.message}"
+            ]
+        assert schema_problems([manifest], ["1.31"]) == expected
+    assert "(1 was unexpected)" in schema_problems([variants[1]], ["1.31"])[0]
+    assert schema_problems([tupled], ["1.31"]) and not schema_problems([listed], ["1.31"])
+
+
 def _broken(mutate):
     config = load_config({}, environ={})
     manifests = copy.deepcopy(render_manifests(config))

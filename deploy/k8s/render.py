@@ -627,11 +627,14 @@ if getattr(yaml, "__with_libyaml__", False):
     _C_DUMPERS = {_BlockDumper: _CBlockDumper, yaml.SafeDumper: yaml.CSafeDumper}
 
 # In the data's compact JSON, what may make libyaml's emitter write other bytes than PyYAML's: a character
-# outside printable ASCII (libyaml escapes some that PyYAML writes as they are), a string ending in a space, and
+# outside printable ASCII (libyaml escapes some that PyYAML writes as they are), a string ending in a space,
 # strings PyYAML would double-quote over several lines (the two break those lines in other places): with
-# literal blocks, a line break after a space or in a key; without, any line break.
-_EMITTERS_DIFFER = re.compile(r'\\[utrbf]|[^\x20-\x7e]| "| \\n')
-_EMITTERS_DIFFER_FLOW = re.compile(r'\\[utrbfn]|[^\x20-\x7e]| "')
+# literal blocks, a line break after a space or in a key; without, any line break; with literal blocks, a string
+# kept with its final line breaks ("\n", "x\n\n": libyaml ends the document with "..." when anything follows
+# it); and an empty key or one of 100 characters or more (PyYAML writes those of 123 to 128 as "? key" entries).
+_KEYS_DIFFER = r'|[{,]"[^"]{100,}":|[{,]"(?=[^"]*\\")(?:[^"\\]|\\.){100,}":|[{,]"":'
+_EMITTERS_DIFFER = re.compile(r'\\[utrbf]|[^\x20-\x7e]| "| \\n|\\n\\n"|"\\n"' + _KEYS_DIFFER)
+_EMITTERS_DIFFER_FLOW = re.compile(r'\\[utrbfn]|[^\x20-\x7e]| "' + _KEYS_DIFFER)
 
 
 def _multi_line_key(data):

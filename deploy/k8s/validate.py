@@ -112,7 +112,7 @@ def _object_problems(manifest, versions):
     return problems
 
 
-# Results by (the object's JSON, versions): a pure function of the object and package data, and the tests
+# Results by (the object's repr, versions): a pure function of the object and package data, and the tests
 # render the same stack hundreds of times in one process. Bounded: the oldest half goes when it is full.
 _CHECKED = {}
 _CHECKED_MAX = 4096
@@ -125,15 +125,17 @@ def schema_problems(manifests, versions=SUPPORTED_KUBERNETES_VERSIONS):
     problems = []
     for manifest in manifests:
         try:
-            text = json.dumps(manifest, allow_nan=False)
+            json.dumps(manifest, allow_nan=False)
         except (TypeError, ValueError):  # not JSON: as it is, uncached (it cannot be sent as it is either)
             problems += _object_problems(manifest, versions)
             continue
-        key = (text, versions)
+        # Keyed by repr, not by the JSON text: JSON makes a key 1 or None the string "1" or "null" and a tuple a
+        # list, and the schema's verdict on the object as it is names them otherwise ("1 was unexpected", "is
+        # not of type 'array'"). Of JSON's types, repr tells those apart, so the result depends on the key alone.
+        key = (repr(manifest), versions)
         found = _CHECKED.get(key)
         if found is None:
-            # The object as the API server receives it (JSON), so the result depends on the key alone.
-            found = _CHECKED[key] = tuple(_object_problems(json.loads(text), versions))
+            found = _CHECKED[key] = tuple(_object_problems(manifest, versions))
             if len(_CHECKED) > _CHECKED_MAX:
                 for old in list(_CHECKED)[: _CHECKED_MAX // 2]:
                     _CHECKED.pop(old, None)
