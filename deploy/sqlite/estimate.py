@@ -43,19 +43,20 @@ class CopyCost:
 
 
 MEASURED = CopyCost(
-    # Re-measured on 1 December 2026 on the benchmark machine (load 3 to 4 from other work; the probe, the
-    # fastest of 60, 3.3 ms: this host runs it 2.8 times faster than November's, which is what the probe is
-    # for), after a table with no rows stopped costing catalog work (its definitions are kept) and text and
-    # UUID keyed tables began to be read by rowid. The suite's sources (tests.settings, 26 tables): empty,
-    # 0.12 to 0.17 s; 3,063 rows in 10 tables carrying 32 definitions, 0.39 to 0.44 s; with 150,000 more
-    # rows in django_session, 0.89 to 1.08 s.
+    # Re-measured on 1 December 2026 on the benchmark machine (the probe, the fastest of 60, 3.3 ms: this host
+    # runs it 2.8 times faster than November's, which is what the probe is for), after a table with no rows
+    # stopped costing catalog work (its definitions are kept) and text and UUID keyed tables began to be read
+    # by rowid. Fixed costs from the suite's sources (tests.settings, 26 tables): empty, 0.12 to 0.17 s; 3,063
+    # rows in 10 tables carrying 32 definitions, 0.39 to 0.44 s. Rates set on the safe side of the benchmark's
+    # four shapes at 100,000 rows, idle (bench/migration.py): the wide shape's long rows (bytes) and the keys
+    # shape's random text and UUID keys (index rows) cost most; the sample app is over-estimated about 2x.
     machine="the project's 2-core benchmark machine (PostgreSQL and SQLite on the same host), December 2026",
     overhead=0.08,
     table=0.002,
     definition=0.008,
     row=3.0e-6,
-    byte=2.0e-9,
-    index_row=0.2e-6,
+    byte=8.0e-9,
+    index_row=1.5e-6,
     probe=0.0033,
 )
 
