@@ -135,8 +135,21 @@ def in_rounds(repeat, tools):
     }
 
 
+MADE = set()  # the databases this run made: dropped when it ends (drop_made)
+
+
+def drop_made():
+    """Drop every database this run made (its targets and template), so a run leaves no bench_* behind."""
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        for name in sorted(MADE):
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    MADE.clear()
+    MIGRATED.clear()
+
+
 def recreate(name):
     name = f"{PREFIX}_{name}"
+    MADE.add(name)
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
@@ -153,6 +166,7 @@ def migrated(name):
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env_for(url), check=True)
         MIGRATED.add(template)
     name = f"{PREFIX}_{name}"
+    MADE.add(name)
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
@@ -347,7 +361,7 @@ TARGETS = (
 )
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="Rows of each shape (default 1000000).")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"Comma-separated, of {', '.join(SHAPES)}.")
@@ -360,8 +374,14 @@ def main():
     parser.add_argument(
         "--baseline", type=Path, help="Also time the copy of this other checkout of the project, in the same rounds."
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.rows < 1:
+        parser.error(f"--rows must be at least 1 (got {args.rows})")
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1 (got {args.repeat})")
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    if not shapes:
+        parser.error(f"--shapes names none; choose among {', '.join(SHAPES)}")
     if unknown := [s for s in shapes if s not in SHAPES]:
         parser.error(f"unknown shape(s): {', '.join(unknown)}; choose among {', '.join(SHAPES)}")
     for tool in ("pgloader", "sqlite3", "psql"):
@@ -370,16 +390,23 @@ def main():
                 f"{tool} is not installed: apt-get install {'postgresql-client' if tool == 'psql' else tool}"
             )
 
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(ADMIN, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise SystemExit(f"PostgreSQL is not reachable at {ADMIN} (BENCH_PG_ADMIN_URL): {exc}".rstrip()) from None
+    with conn:
         settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'max_wal_size')"))
     # A test server may run without fsync (.ci/run): every tool's commits and checkpoints are cheaper there.
     print(f"PostgreSQL: fsync={settings['fsync']}, max_wal_size={settings['max_wal_size']} MB")
+    if args.sources:
+        args.sources.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     try:
         # Each shape's table as soon as it is measured: a run cut short still gives what it measured.
         figures = {shape: print_shape(shape, bench_shape(shape, work, args)) for shape in shapes}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        drop_made()
     print(f"\n{'target':<28}{'limit':>8}" + "".join(f"{shape:>10}" for shape in shapes))
     for key, limit, title, fmt in TARGETS:
         if not all(key in f for f in figures.values()):

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.migration import SHAPES, env_for, migrated, row_count, seed  # noqa: E402
+from bench.migration import SHAPES, drop_made, env_for, migrated, row_count, seed  # noqa: E402
 
 SPENT = collections.defaultdict(float)
 LOCK = threading.Lock()
@@ -176,7 +176,23 @@ def main():
     parser.add_argument("--timeline", action="store_true", help="Also print when each table was copied and built.")
     parser.add_argument("--keep", metavar="PATH", help="Use (or keep) this source file instead of a new one.")
     args = parser.parse_args()
+    if args.rows < 1:
+        parser.error(f"--rows must be at least 1 (got {args.rows})")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1 (got {args.workers})")
     source = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="profile-copy-")) / "source.sqlite3"
+    try:
+        profile(args, source)
+    finally:
+        # Nothing left behind, even on a failure: the new source (not --keep's) and the target database.
+        if not args.keep:
+            with contextlib.suppress(OSError):
+                source.unlink(missing_ok=True)
+                source.parent.rmdir()
+        drop_made()
+
+
+def profile(args, source):
     if not source.exists():
         seed(source, args.rows, args.shape)
     url = migrated("profile")
@@ -216,10 +232,6 @@ def main():
     total = sum(SPENT.values())
     for phase, seconds in sorted(SPENT.items(), key=lambda item: -item[1]):
         print(f"  {phase:<56}{seconds:>8.2f} s{seconds / total:>7.0%}")
-    if not args.keep:
-        with contextlib.suppress(OSError):
-            source.unlink()
-            source.parent.rmdir()
 
 
 if __name__ == "__main__":
