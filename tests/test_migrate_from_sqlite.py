@@ -1090,6 +1090,24 @@ def test_plan_runs_the_preflight_and_names_the_target(source):
     assert plan["target"]["name"] == name and plan["preflight"] == []
 
 
+def test_plan_names_the_source_tables_no_model_copies(source):
+    """A table no model has (a removed app's, one made by hand) is left behind by the copy: --plan says so."""
+    import json
+
+    with sqlite3.connect(source) as db:
+        db.execute("CREATE TABLE legacy_notes (id TEXT PRIMARY KEY, body BLOB)")
+        db.executemany("INSERT INTO legacy_notes VALUES (?, ?)", [(str(i), b"x") for i in range(7)])
+        db.execute('CREATE TABLE "odd name" (x)')
+    db.close()
+    out = migrate("--source", str(source), "--plan")
+    assert "not copied: table 'legacy_notes' (7 rows): no model of this code has it" in out
+    assert "not copied: table 'odd name' (0 rows)" in out
+    assert "django_migrations" not in out and "sqlite_" not in out
+    assert "Preflight: nothing stops the copy." in out  # the copy is not refused for it
+    plan = json.loads(migrate("--source", str(source), "--plan", "--json"))
+    assert plan["not_copied"] == [{"table": "legacy_notes", "rows": 7}, {"table": "odd name", "rows": 0}]
+
+
 # --- chunks and the plan's estimate ---------------------------------------------------
 
 

@@ -31,7 +31,7 @@ from deploy.sqlite.copy import (
     truncate_tables,
 )
 from deploy.sqlite.estimate import cpu_slowdown, estimate_seconds, table_sizes
-from deploy.sqlite.plan import source_plans, unknown_excludes
+from deploy.sqlite.plan import source_plans, uncopied_tables, unknown_excludes
 from deploy.sqlite.preflight import data_problems, structure_problems, target_problems
 from deploy.sqlite.source import SourceError, open_source
 from deploy.sqlite.verify import MAX_DIFFERENCES, verify_copy
@@ -306,6 +306,7 @@ def _plan(source, plans, skipped, request):
     slowdown = cpu_slowdown()
     estimate = estimate_seconds(plans, table_sizes(source.raw, [p.table for p in plans]), slowdown=slowdown)
     total = sum(p.rows for p in plans)
+    left = uncopied_tables(source.raw)
     settings_dict = connections[target].settings_dict
     where = {
         "alias": target,
@@ -320,6 +321,7 @@ def _plan(source, plans, skipped, request):
             {"model": p.label, "table": p.table, "rows": p.rows, "path": "fast" if p.fast else "general"} for p in plans
         ],
         "skipped": [{"model": label, "reason": reason} for label, reason in skipped],
+        "not_copied": [{"table": table, "rows": rows} for table, rows in left],
         "rows": total,
         "estimated_seconds": round(estimate, 1),
         "cpu_slowdown": round(slowdown, 2),
@@ -331,6 +333,7 @@ def _plan(source, plans, skipped, request):
         f"{'model':<{width}}  {'table':<32} {'rows':>10}  path",
         *(f"{p.label:<{width}}  {p.table:<32} {p.rows:>10}  {'fast' if p.fast else 'general'}" for p in plans),
         *(f"skipped {label}: {reason}" for label, reason in skipped),
+        *(f"not copied: table {table!r} ({rows} rows): no model of this code has it" for table, rows in left),
         f"{len(plans)} tables, {total} rows; estimated copy time {estimate:.1f} s (the benchmark machine's "
         f"figures, the work per row scaled by this machine's CPU now: {slowdown:.1f}x slower; see "
         "docs/migration.md). Nothing was written.",

@@ -184,6 +184,22 @@ def table_plan(model, rows=0):
     return TablePlan(model=model, label=opts.label, table=opts.db_table, pk=pk, columns=columns, rows=rows)
 
 
+def uncopied_tables(raw):
+    """[(table, rows)] of the source's tables no model of the code has: a copy leaves them (and their rows) behind.
+
+    A removed app's tables, or ones made by hand or by another program: ``--plan`` names them, so that rows
+    the copy does not move are seen before the freeze, not after. SQLite's own tables and
+    ``django_migrations`` (which ``migrate`` fills on the target) are not listed.
+    """
+    known = {m._meta.db_table for m in apps.get_models(include_auto_created=True)} | {"django_migrations"}
+    tables = [name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    return [
+        (table, raw.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
+        for table in tables
+        if table not in known and not table.startswith("sqlite_")
+    ]
+
+
 def source_plans(raw, exclude=()):
     """(the plans of the tables a copy moves, with their row counts in the source, the models it leaves).
 
