@@ -88,7 +88,7 @@ def quiesce():
 
     Otherwise a tool pays for the checkpoint and the vacuums the previous tool's writes left behind.
     """
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
+    with admin() as conn:
         conn.execute("CHECKPOINT")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -135,12 +135,22 @@ def in_rounds(repeat, tools):
     }
 
 
+def admin():
+    """An autocommit connection to BENCH_PG_ADMIN_URL's server; one that cannot be made stops the run, named."""
+    try:
+        return psycopg.connect(ADMIN, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise SystemExit(f"PostgreSQL is not reachable at {ADMIN} (BENCH_PG_ADMIN_URL): {exc}".rstrip()) from None
+
+
 MADE = set()  # the databases this run made: dropped when it ends (drop_made)
 
 
 def drop_made():
     """Drop every database this run made (its targets and template), so a run leaves no bench_* behind."""
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
+    if not MADE:
+        return
+    with admin() as conn:
         for name in sorted(MADE):
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     MADE.clear()
@@ -150,7 +160,7 @@ def drop_made():
 def recreate(name):
     name = f"{PREFIX}_{name}"
     MADE.add(name)
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
+    with admin() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
     return f"{BASE}/{name}"
@@ -159,7 +169,7 @@ def recreate(name):
 def migrated(name):
     """A fresh database as ``migrate`` leaves it: a copy of one migrated once per run (much faster than migrate)."""
     template = f"{PREFIX}_migrated"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
+    with admin() as conn:
         made = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [template]).fetchone()
     if not made or template not in MIGRATED:
         url = recreate("migrated")
@@ -167,7 +177,7 @@ def migrated(name):
         MIGRATED.add(template)
     name = f"{PREFIX}_{name}"
     MADE.add(name)
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
+    with admin() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     return f"{BASE}/{name}"
@@ -390,11 +400,7 @@ def main(argv=None):
                 f"{tool} is not installed: apt-get install {'postgresql-client' if tool == 'psql' else tool}"
             )
 
-    try:
-        conn = psycopg.connect(ADMIN, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise SystemExit(f"PostgreSQL is not reachable at {ADMIN} (BENCH_PG_ADMIN_URL): {exc}".rstrip()) from None
-    with conn:
+    with admin() as conn:
         settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'max_wal_size')"))
     # A test server may run without fsync (.ci/run): every tool's commits and checkpoints are cheaper there.
     print(f"PostgreSQL: fsync={settings['fsync']}, max_wal_size={settings['max_wal_size']} MB")

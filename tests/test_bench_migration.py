@@ -64,3 +64,17 @@ def test_the_databases_a_run_made_are_dropped(monkeypatch):
         with psycopg.connect(admin, autocommit=True) as conn:
             for name in existing():
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_profile_copy_names_an_unreachable_postgresql_and_leaves_no_source(monkeypatch, tmp_path):
+    # It ended in psycopg's traceback, and its new source stayed in /tmp/profile-copy-*.
+    from bench import profile_copy
+
+    monkeypatch.setattr(migration, "ADMIN", "postgresql://postgres@127.0.0.1:1/postgres")
+    monkeypatch.setattr(profile_copy.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(profile_copy, "seed", lambda path, rows, shape: path.write_bytes(b"seeded"))
+    monkeypatch.setattr("sys.argv", ["profile_copy.py", "--shape", "web", "--rows", "10"])
+    with pytest.raises(SystemExit) as exited:
+        profile_copy.main()
+    assert str(exited.value.code).startswith("PostgreSQL is not reachable at postgresql://postgres@127.0.0.1:1/")
+    assert list(tmp_path.iterdir()) == []
