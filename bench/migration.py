@@ -42,6 +42,7 @@ import argparse
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -406,6 +407,8 @@ def main(argv=None):
     print(f"PostgreSQL: fsync={settings['fsync']}, max_wal_size={settings['max_wal_size']} MB")
     if args.sources:
         args.sources.mkdir(parents=True, exist_ok=True)
+    # A SIGTERM (timeout, a closed session) ends the run through its clean-up, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     try:
         # Each shape's table as soon as it is measured: a run cut short still gives what it measured.

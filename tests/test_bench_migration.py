@@ -78,3 +78,40 @@ def test_profile_copy_names_an_unreachable_postgresql_and_leaves_no_source(monke
         profile_copy.main()
     assert str(exited.value.code).startswith("PostgreSQL is not reachable at postgresql://postgres@127.0.0.1:1/")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sigterm_ends_the_run_through_its_clean_up(monkeypatch, tmp_path):
+    # A run stopped by timeout or a closed session left its bench_* databases and its seeded files behind.
+    import signal
+
+    dropped = []
+    monkeypatch.setattr(migration.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(migration.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(migration, "admin", lambda: FakeAdmin())
+    monkeypatch.setattr(migration, "drop_made", lambda: dropped.append(True))
+
+    def bench_shape(shape, work, args):
+        (work / f"{shape}.sqlite3").write_bytes(b"seeded")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(migration, "bench_shape", bench_shape)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            migration.main(["--rows", "10", "--shapes", "web"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert dropped == [True]
+    assert list(tmp_path.iterdir()) == []
+
+
+class FakeAdmin:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, *args):
+        return [("fsync", "on"), ("max_wal_size", "1024")]
