@@ -51,9 +51,10 @@ serve: venv
 
 ## test: the whole suite on $(PYTEST_WORKERS) pytest-xdist workers, each with its own PostgreSQL test
 ## database (test_<name>_gw<N>) and Redis database (REDIS_URL's number + N); prints its wall time.
-## More workers than cores: many tests wait (for gunicorn, Docker, PostgreSQL), and the waits of four workers
-## overlap on two cores; an idle run keeps both cores 98% busy. Tests marked slow start first (tests/conftest.py).
-PYTEST_WORKERS ?= 4
+## One worker more than the cores: many tests wait (for gunicorn, Docker, PostgreSQL) and a third worker fills the
+## waits, while an idle run keeps both cores 98% busy, so a fourth only adds contention (idle, 1,008 tests: 2 workers
+## 332 s, 3 workers 293 s, 4 workers 316 to 320 s). Tests marked slow start first (tests/conftest.py).
+PYTEST_WORKERS ?= 3
 TIMED = start=$$(date +%s); $(1); status=$$?; \
 	echo "make $@: $$(( $$(date +%s) - start )) s of wall time on $(PYTEST_WORKERS) workers"; exit $$status
 test: venv
