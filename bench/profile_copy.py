@@ -142,11 +142,9 @@ class BackendCPU:
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self):
-        import psycopg
+        from bench.migration import admin
 
-        from bench.migration import ADMIN
-
-        with psycopg.connect(ADMIN, autocommit=True) as conn:
+        with admin() as conn:
             while not self.done.is_set():
                 pids = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.database]).fetchall()
                 for (pid,) in pids:
