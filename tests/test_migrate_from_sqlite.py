@@ -404,6 +404,36 @@ def test_ctrl_c_rolls_back_and_says_how_to_go_on(big_source):
     assert final.returncode == 0, err
 
 
+def test_a_ctrl_c_inside_psycopg_that_leaves_the_connection_busy_is_still_an_interruption(source, monkeypatch):
+    """A Ctrl-C that lands in psycopg's own code as the checkpoint's COMMIT is sent leaves the connection busy
+    (ACTIVE): Django's atomic block then fails to restore autocommit, and that error came out as a traceback
+    (seen once under load). It is the Ctrl-C: the target is put back and the message says so."""
+    import deploy.sqlite.copy as copy_module
+
+    before = _schema()
+    start_run = copy_module.state.start_run
+
+    def commit_interrupted(cursor, *args):
+        run = start_run(cursor, *args)
+        raw = connection.connection
+
+        def commit():
+            del raw.commit  # once
+            raw.pgconn.send_query(b"COMMIT")  # sent, its result never read: the connection stays ACTIVE
+            raise KeyboardInterrupt
+
+        raw.commit = commit
+        return run
+
+    monkeypatch.setattr(copy_module.state, "start_run", commit_interrupted)
+    with pytest.raises(CommandError) as excinfo:
+        migrate("--source", str(source))
+    assert str(excinfo.value).startswith("Interrupted. Nothing of this run was kept: the target is as it was")
+    monkeypatch.undo()
+    _assert_nothing_written(before)
+    assert "Verified:" in migrate("--source", str(source), "--verify")
+
+
 @pytest.mark.slow
 def test_resume_then_verify_uses_the_digests_of_the_first_run(source):
     """Tables an earlier run committed are proven with the digests it kept, JSON included."""

@@ -94,6 +94,22 @@ def error_text(exc):
     return f"{message} ({detail.strip()})" if detail else message
 
 
+def interruption(exc):
+    """Whether ``exc`` is a Ctrl-C, or an error raised while one was being handled.
+
+    A Ctrl-C that lands inside psycopg's own code (say, as a COMMIT is sent) may leave
+    the connection busy; Django's atomic block then fails to restore autocommit, and
+    that error, not the KeyboardInterrupt, is what comes out: it is still Ctrl-C.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
 def refuses_data(exc):
     """Whether PostgreSQL refused the data (a value, a constraint, a trigger), not the session.
 
@@ -979,7 +995,9 @@ def copy_database(
         return _copy_database(
             source, plans, target_alias, batch_size, resume, workers, progress, source_check, digests, ours
         )
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not interruption(exc):
+            raise
         # Wherever it came (even as a commit went through): the checkpoint says what is left.
         raise CopyError("Interrupted.", settle(target_alias, ours=bool(ours)), interrupted=True) from None
 

@@ -27,6 +27,7 @@ from deploy.sqlite.copy import (
     PreflightFailed,
     copy_database,
     error_text,
+    interruption,
     start_source_check,
     truncate_tables,
 )
@@ -194,7 +195,9 @@ def _run(source, request):
         _fail_with(failed.problems, "The preflight found problems")
     except CopyError as exc:
         raise MigrationFailed(stopped(exc, resume=request.resume, truncate=request.truncate)) from None
-    except KeyboardInterrupt:  # between two steps of copy_database: the checkpoint says what is left
+    except BaseException as exc:  # between two steps of copy_database: the checkpoint says what is left
+        if not interruption(exc):
+            raise
         raise MigrationFailed(
             "Interrupted. If tables were committed, they are recorded in the target: rerun with --resume to "
             "finish; otherwise rerun with --truncate to start over."
@@ -253,18 +256,19 @@ def _verify(plans, source, request, copy_report):
             workers=request.workers,
             progress=_progress(request, "verified"),
         )
-    except KeyboardInterrupt:
+    except BaseException as exc:
         done = "The copy is complete and committed; " if copy_report else ""
-        raise MigrationFailed(
-            f"Interrupted during the verification: nothing was changed by it. {done}rerun with --verify-only "
-            "to prove the copy."
-        ) from None
-    except TARGET_ERRORS as exc:  # the target went away: the verification proves nothing either way
-        done = "The copy is complete and committed; " if copy_report else ""
-        raise MigrationFailed(
-            f"The verification could not finish: PostgreSQL said: {error_text(exc)}. {done}rerun with "
-            "--verify-only to prove the copy."
-        ) from None
+        if interruption(exc):
+            raise MigrationFailed(
+                f"Interrupted during the verification: nothing was changed by it. {done}rerun with --verify-only "
+                "to prove the copy."
+            ) from None
+        if isinstance(exc, TARGET_ERRORS):  # the target went away: the verification proves nothing either way
+            raise MigrationFailed(
+                f"The verification could not finish: PostgreSQL said: {error_text(exc)}. {done}rerun with "
+                "--verify-only to prove the copy."
+            ) from None
+        raise
     report = _report(copy_report, verification)
     if not verification.ok:
         shown = "\n".join(f"  - {d}" for d in verification.differences[:SHOWN_DIFFERENCES])
