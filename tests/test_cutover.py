@@ -430,9 +430,20 @@ def test_the_smoke_request_is_a_visitors_over_https_where_the_site_has_it():
 
 
 @pytest.mark.slow
-def test_a_resume_after_the_file_changed_is_refused_not_carried_from_the_old_snapshot(world):
+def test_a_resume_after_the_file_changed_is_refused_not_carried_from_the_old_snapshot(world, monkeypatch):
     """A write to the SQLite file after its snapshot (the freeze not holding, or an edit to fix a row) would be
-    lost by a --resume that carries the old snapshot: refused, saying why and how to start again."""
+    lost by a --resume that carries the old snapshot: refused, saying why and how to start again.
+
+    Started again within the same second (the clock held still here), the new attempt's Job takes the next
+    second's name: the failed attempt's Job keeps its own (and its log), where the create met a 409."""
+    from datetime import UTC, datetime
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 1, 5, 17, 58, tzinfo=UTC)
+
+    monkeypatch.setattr(cutover, "datetime", Frozen)
     world.scenarios["job/cutover"] = "fail"
     failing("--cutover", str(world.source))
     with sqlite3.connect(world.source) as conn:
@@ -451,6 +462,7 @@ def test_a_resume_after_the_file_changed_is_refused_not_carried_from_the_old_sna
     (world.source.parent.parent / "build" / "cutover" / "django-app.json").unlink()
     report = run("--cutover", str(world.source))["cutover"]
     assert report["complete"]
+    assert report["job"] == "django-app-cutover-20261201051759"  # ...58 was the failed attempt's
 
 
 def test_a_maintenance_switch_that_fails_half_way_is_not_reported_as_nothing_changed(world, monkeypatch):

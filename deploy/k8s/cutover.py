@@ -136,16 +136,23 @@ def storage_for(size):
     return f"{math.ceil(size * 1.1 / 2**20) + 256}Mi"
 
 
+NAME_ATTEMPTS = 5  # names (one per second) a cut-over's Job tries when the first is taken
+
+
+def job_name(config, when):
+    """The cut-over Job's name: the app's, and the time to the second (so each attempt keeps its Job and log)."""
+    return names.resource_name(config.app_name, f"cutover-{when.strftime('%Y%m%d%H%M%S')}")
+
+
 def cutover_manifests(config, bucket, key, sha256, size, now=None):
     """The Job, and what must exist before it (its ServiceAccount, its NetworkPolicies), from ``app/_cutover-*``."""
     from deploy.conf import DeploySecrets
     from deploy.k8s.render import _environment, build_context, render_template
 
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     env = _environment(config)
     context = build_context(config, DeploySecrets(), True, env)
     context.update(
-        cutover_job_name=names.resource_name(config.app_name, f"cutover-{stamp}"),
+        cutover_job_name=job_name(config, now or datetime.now(UTC)),
         cutover_script=script(config, bucket, key, sha256),
         cutover_storage=storage_for(size),
         cutover_deadline_seconds=3600 + math.ceil(size / 2**20) * 2,
@@ -295,21 +302,31 @@ class Cutover:
         return f"s3://{self.state.bucket}/{self.state.key}"
 
     def _copy(self):
+        from deploy.k8s.client import ClusterError
         from deploy.k8s.rollout import WaitFailure, wait_for
 
         now = datetime.now(UTC)
-        while True:
-            job, before = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
-                                            self.state.size, now)  # fmt: skip
-            if job["metadata"]["name"] != self.state.job:
-                break
-            # A --resume within the second of the attempt it resumes: the name (by the second) is that Job's.
-            now += timedelta(seconds=1)
+        job, before = cutover_manifests(self.config, self.state.bucket, self.state.key, self.state.sha256,
+                                        self.state.size, now)  # fmt: skip
         for manifest in before:
             self.cluster.apply(manifest)
-        self.state.job = job["metadata"]["name"]
-        self.state.save(self.state_path)
-        self.cluster.create(job)
+        for attempt in range(NAME_ATTEMPTS):
+            # The name is by the second: within the second of an earlier attempt (a --resume, or a cut-over
+            # started again), that attempt's Job has it. Never reuse it: the next second's name.
+            job["metadata"]["name"] = job_name(self.config, now + timedelta(seconds=attempt))
+            if job["metadata"]["name"] == self.state.job:
+                continue
+            self.state.job = job["metadata"]["name"]
+            self.state.save(self.state_path)
+            try:
+                self.cluster.create(job)
+                break
+            except ClusterError as exc:
+                if exc.status != 409:  # 409: a Job of that name exists (an earlier attempt's)
+                    raise
+        else:
+            raise RuntimeError(f"a Job named {job['metadata']['name']} or by any of the {NAME_ATTEMPTS - 1} seconds "
+                               "before exists already: delete the earlier attempts' Jobs, then rerun")  # fmt: skip
         try:
             wait_for(self.cluster, job, self.timeout, self.progress, interval=self.poll_interval)
         except WaitFailure as failure:
