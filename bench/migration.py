@@ -66,12 +66,11 @@ def log(message):
 
 def env_for(database_url, **extra):
     env = dict(os.environ)
-    # Python's bytecode compiled once (into build/pycache, as the test suite does), as an installed program
-    # runs: pip compiles it at install time. With PYTHONDONTWRITEBYTECODE set, as on this machine, and the
-    # venv's packages not compiled (uv's default), every manage.py compiled Django and the project again:
-    # about 0.7 s of CPU per run, a cost of this machine's set-up that pgloader (a compiled program) never pays.
+    # Python's bytecode compiled once, as an installed program runs (`make venv` compiles the venv's, as pip
+    # does at install; the project's is written by the first run). With PYTHONDONTWRITEBYTECODE set, as on
+    # this machine, every manage.py compiled Django and the project again: about 0.7 s of CPU per run, a cost
+    # of this machine's set-up that pgloader (a compiled program) never pays.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / "build" / "pycache"))
     env.update(
         DJANGO_SETTINGS_MODULE="bench.settings",
         SECRET_KEY="bench-" + "x" * 50,

@@ -340,8 +340,10 @@ class Installer:
         if not _is_python312(python):
             _run([str(self.uv), "venv", "--quiet", "--no-config", "--clear", "--python", self.python, str(env_dir)],
                  env, f"creating {env_dir.name}")  # fmt: skip
-        _run([str(self.uv), "pip", "sync", "--quiet", "--no-config", "--require-hashes", "--python", str(python),
-              str(lock)], env, f"installing {_rel(lock, ROOT)} into {env_dir.name}")  # fmt: skip
+        # --compile-bytecode: as pip does by default. Without it each module is compiled by the first process
+        # that imports it, and every process again where bytecode is not written (PYTHONDONTWRITEBYTECODE).
+        _run([str(self.uv), "pip", "sync", "--quiet", "--no-config", "--require-hashes", "--compile-bytecode",
+              "--python", str(python), str(lock)], env, f"installing {_rel(lock, ROOT)} into {env_dir.name}")  # fmt: skip
 
     def _sync_pip(self, env_dir, lock):
         # pip cannot remove what the lock no longer has: a new environment holds exactly the lock.

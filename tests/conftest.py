@@ -19,14 +19,13 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
-# Every Python process of a test run (xdist workers, manage.py, gunicorn and its workers) reads the bytecode
-# compiled once into build/pycache instead of compiling every module it imports again: with
-# PYTHONDONTWRITEBYTECODE set (as on this machine) and nothing compiled in .venv, that was about 1.7 s of CPU
-# per manage.py or gunicorn worker start-up and 9 s per xdist worker's collection. Set before xdist starts the
-# workers, and inherited by the processes the tests start; nothing is written next to the sources.
+# Every Python process of a test run (xdist workers, manage.py, gunicorn and its workers) reads bytecode compiled
+# once: the virtualenvs' at install (`make venv` has uv compile it, as pip does by default), the project's by the
+# first process that imports it, next to the sources (`__pycache__/`, ignored by git and the image's build).
+# With PYTHONDONTWRITEBYTECODE set (as on this machine) and nothing compiled, every manage.py or gunicorn worker
+# compiled Django again (about 1.7 s of CPU per start-up) and every xdist worker's collection took 9 s more.
+# Unset before xdist starts the workers, and so for the processes the tests start.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-os.environ.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / "build" / "pycache"))
-sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 sys.dont_write_bytecode = False
 
 

@@ -5,7 +5,6 @@ from a copy of this checkout into a throwaway virtual environment that reuses th
 packages (a .pth file), with ``--no-deps --no-build-isolation`` so that nothing is downloaded.
 """
 
-import os
 import shutil
 import subprocess
 import sys
@@ -77,7 +76,6 @@ def test_a_fresh_project_that_installs_the_app_copies_and_verifies(tmp_path, ado
     env = {
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
         "HOME": str(tmp_path),
-        "PYTHONPYCACHEPREFIX": os.environ["PYTHONPYCACHEPREFIX"],
     }
     _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(checkout)], tmp_path, env)
     probe = "import deploy, deploy.k8s.render as r; print(deploy.__file__, r.BUILTIN_TEMPLATES)"
