@@ -28,6 +28,30 @@ PYTHON = sys.executable
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
+# moto's EC2 backend reads its list of public AMIs (a large JSON file) each time it is made, once per test that
+# starts moto; no test uses an AMI.
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
+def _share_botocore_data():
+    """Every botocore loader of a worker shares one cache of botocore's data files (service models, endpoints).
+
+    moto resets boto3's default session, and each command makes its own: each new session read the same
+    JSON files again (a sixth of the AWS tests' CPU). The files never change during a run.
+    """
+    import botocore.loaders
+
+    cache, init = {}, botocore.loaders.Loader.__init__
+
+    def shared(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._cache = cache  # what instance_cache keeps, by method and arguments
+
+    botocore.loaders.Loader.__init__ = shared
+
+
+_share_botocore_data()
+
 
 def _database_rank(item):
     """pytest-django's order: tests in a transaction (0), then tests that flush the database (1), then the rest (2)."""

@@ -348,10 +348,13 @@ def test_deploy_to_eks_arrives_with_bearer_tokens_refreshed_during_a_long_wait(a
     from moto.eks.models import eks_backends
 
     tokens = set()
+    secret, verified = boto3.Session().get_credentials().secret_key, {}
 
-    def check(header):
+    def check(header):  # every request's token; each distinct one is verified once
         tokens.add(header)
-        return header.startswith("Bearer k8s-aws-v1.") and _verify(header[len("Bearer ") :], "shop")[1]
+        if header not in verified:
+            verified[header] = header.startswith("Bearer k8s-aws-v1.") and _verify(header[7:], "shop", secret)[1]
+        return verified[header]
 
     monkeypatch.setattr(rollout, "POLL_SECONDS", 0.05)
     monkeypatch.setattr(eks, "REFRESH_AFTER", 1.0)
