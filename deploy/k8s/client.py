@@ -20,6 +20,11 @@ FIELD_MANAGER = "django-k8s-deploy"
 TIMEOUT = (5, 30)  # connect, read (seconds) for one request, unless the ApiClient says otherwise
 
 
+def _as_dict(_client, data):
+    """The dynamic client's answer as the JSON it parsed: no ResourceInstance built to be turned back into it."""
+    return data
+
+
 class ClusterError(Exception):
     """The cluster refused or could not be reached.
 
@@ -156,7 +161,7 @@ class Cluster:
     def get(self, api_version, kind, name, namespace=None):
         resource = self.resource(api_version, kind)
         try:
-            found = resource.get(name=name, namespace=namespace, _request_timeout=self.timeout)
+            found = resource.get(name=name, namespace=namespace, _request_timeout=self.timeout, serializer=_as_dict)
         except DynamicApiError as exc:
             if exc.status == 404:
                 return None
@@ -166,7 +171,7 @@ class Cluster:
             if error is None:
                 raise
             raise error from None
-        return found.to_dict()
+        return found
 
     def get_manifest(self, manifest):
         meta = manifest["metadata"]
@@ -177,8 +182,7 @@ class Cluster:
         kwargs = {"label_selector": label_selector, "field_selector": field_selector}
         if resource.namespaced:
             kwargs["namespace"] = namespace
-        result = self._call(f"Listing {kind}", resource.get, **kwargs)
-        return [item for item in result.to_dict().get("items", [])]
+        return self._call(f"Listing {kind}", resource.get, serializer=_as_dict, **kwargs).get("items") or []
 
     def apply(self, manifest, dry_run=False, force=False):
         meta = manifest["metadata"]
@@ -196,8 +200,9 @@ class Cluster:
         return self._call(
             f"Applying {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " "),
             resource.server_side_apply,
+            serializer=_as_dict,
             **kwargs,
-        ).to_dict()
+        )
 
     def create(self, manifest):
         meta = manifest["metadata"]
@@ -207,7 +212,8 @@ class Cluster:
             resource.create,
             body=manifest,
             namespace=meta.get("namespace"),
-        ).to_dict()
+            serializer=_as_dict,
+        )
 
     def replace(self, manifest):
         meta = manifest["metadata"]
@@ -218,7 +224,8 @@ class Cluster:
             body=manifest,
             name=meta["name"],
             namespace=meta.get("namespace"),
-        ).to_dict()
+            serializer=_as_dict,
+        )
 
     def delete(self, api_version, kind, name, namespace=None):
         resource = self.resource(api_version, kind)
