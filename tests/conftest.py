@@ -308,8 +308,11 @@ class Gunicorn:
 
 
 @contextmanager
-def run_gunicorn(tmp_path, workers=2, **env_overrides):
-    """gunicorn on a free port, or on ``GUNICORN_BIND`` (addresses separated by commas; the first is ``url``)."""
+def run_gunicorn(tmp_path, workers=1, **env_overrides):
+    """gunicorn on a free port, or on ``GUNICORN_BIND`` (addresses separated by commas; the first is ``url``).
+
+    One worker unless a test asks for more (each worker loads Django on its own: about a second of CPU).
+    """
     bind = env_overrides.pop("GUNICORN_BIND", None) or f"127.0.0.1:{free_port()}"
     port = int(bind.split(",")[0].rpartition(":")[2])
     log_path = tmp_path / f"gunicorn-{port}.log"
