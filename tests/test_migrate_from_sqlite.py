@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections
 
+from deploy.sqlite import state
 from deploy.sqlite.copy import truncate_tables
 from deploy.sqlite.plan import copied_models, table_plan
 from deploy.sqlite.source import open_source
@@ -103,8 +104,10 @@ def source(seeded_sqlite, tmp_path):
 def clean_target():
     """Leave the test databases as they were, whatever a test interrupted.
 
-    --source repoints the source alias at the test's file: point it back. The content types and permissions
-    the truncation removes are put back by pytest-django's flush, which runs after this (its post_migrate).
+    --source repoints the source alias at the test's file: point it back. A copy left unfinished (its
+    checkpoint, the indexes and constraints it dropped) is put back; the rows are emptied by pytest-django's
+    flush, which runs after this for every test here (transaction=True) and puts back the content types and
+    permissions (its post_migrate). A second TRUNCATE of every table was a tenth of these tests' PostgreSQL time.
     """
     original = dict(connections.settings["sqlite_source"])
     yield
@@ -112,8 +115,10 @@ def clean_target():
     connections.settings["sqlite_source"] = original
     if hasattr(connections._connections, "sqlite_source"):
         delattr(connections._connections, "sqlite_source")
-    plans = [table_plan(m) for m in copied_models()[0]]
-    truncate_tables("default", plans)
+    with connection.cursor() as cursor:
+        unfinished = state.current_run(cursor) is not None
+    if unfinished:
+        truncate_tables("default", [table_plan(m) for m in copied_models()[0]])
 
 
 def migrate(*args, **options):
