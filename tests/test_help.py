@@ -106,3 +106,24 @@ def test_a_command_that_runs_still_names_the_missing_variable():
     out = _run("k8s_deploy", "--output", "help")
     assert out.returncode == 1 and "SECRET_KEY" in out.stderr
     assert not (ROOT / "help").exists()
+
+
+def test_help_and_a_render_without_a_cluster_never_import_the_kubernetes_client(tmp_path):
+    """Importing the Kubernetes client costs 0.2 s of CPU: only talking to a cluster imports it."""
+    script = (
+        "import runpy, sys\n"
+        "for line in (['k8s_deploy', '--help'], ['k8s_deploy', '--output', sys.argv[1]]):\n"
+        "    sys.argv = ['manage.py', *line]\n"
+        "    try:\n"
+        "        runpy.run_path('manage.py', run_name='__main__')\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, exc.code\n"
+        "print('kubernetes' in sys.modules, 'kubernetes_validate' in sys.modules)\n"
+    )
+    env = {**BARE, "DEBUG": "true", "HOME": str(tmp_path), "DJANGO_SETTINGS_MODULE": "project.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "k8s")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "k8s").is_dir(), "the render was written"
+    assert done.stdout.split()[-2:] == ["False", "True"], done.stdout[-500:]

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import urllib3
 import yaml
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.config.config_exception import ConfigException
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -107,6 +104,10 @@ def api_client(source, context=None, endpoint=None, timeout=DEFAULT_TIMEOUT):
 
     ``timeout`` is ``(connect, read)`` in seconds, applied to every request.
     """
+    from kubernetes import client as k8s_client  # here, not at the top: rendering never needs it (0.2 s)
+    from kubernetes import config as k8s_config
+    from kubernetes.config.config_exception import ConfigException
+
     if endpoint is not None:
         return _bounded(endpoint_client(endpoint), timeout)
     configuration = k8s_client.Configuration()
@@ -133,6 +134,8 @@ def api_client(source, context=None, endpoint=None, timeout=DEFAULT_TIMEOUT):
 
 
 def endpoint_client(endpoint):
+    from kubernetes import client as k8s_client
+
     configuration = k8s_client.Configuration(host=endpoint.host)
     if endpoint.ca_data:
         with tempfile.NamedTemporaryFile("wb", prefix="k8s-ca-", suffix=".crt", delete=False) as handle:
