@@ -29,10 +29,13 @@ trap 'rm -rf "$rootfs"' EXIT
 packages=ca-certificates,netbase,tzdata,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g,libreadline8,libncursesw6,libuuid1,libexpat1,libgdbm6,libdb5.3
 debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror" >/dev/null
 
-# CPython under /usr/local, without its tests and caches, as the slim image ships it.
+# CPython under /usr/local, without its tests, caches and static library, as the slim image ships it (its
+# Dockerfile removes test, tests and idle_test folders, *.pyc and libpython*.a: 60 MB that only linking uses).
 cp -a "$python_prefix"/. "$rootfs/usr/local/"
 rm -rf "$rootfs"/usr/local/lib/python3.12/test "$rootfs"/usr/local/lib/python3.12/idlelib \
        "$rootfs"/usr/local/lib/python3.12/tkinter "$rootfs"/usr/local/lib/python3.12/turtledemo
+find "$rootfs/usr/local" -depth \( -type d \( -name test -o -name tests -o -name idle_test \) \
+     -o -type f -name 'libpython*.a' \) -exec rm -rf {} +
 find "$rootfs/usr/local/lib/python3.12/site-packages" -mindepth 1 -maxdepth 1 \
      ! -name 'pip' ! -name 'pip-*' -exec rm -rf {} +
 find "$rootfs/usr/local" -name '__pycache__' -type d -prune -exec rm -rf {} +
