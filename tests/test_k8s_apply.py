@@ -73,6 +73,25 @@ def test_first_deploy_creates_everything_in_rank_order_and_the_second_changes_no
     assert changed == set(), changed
 
 
+def test_a_kind_the_cluster_does_not_serve_is_discovered_once_per_run(server):
+    """The prune asks for the Prometheus operator's kinds, which this cluster does not serve: the discoverer fetched
+    the whole discovery again for each of them (three times a deploy), now once a run at most."""
+    deploy()
+    before = len(server.requests)
+    report = deploy()
+    assert report["outcome"] == "deployed"
+    asked = [path for method, path, _, _ in server.requests[before:] if method == "GET"]
+    roots = [path for path in asked if path in ("/version", "/api", "/apis")]
+    assert sorted(roots) == sorted(set(roots)), roots  # each at most once (before: /version and /apis 3 times)
+    assert not [path for path in asked if path.startswith("/apis/monitoring.coreos.com")]
+    from deploy.k8s.client import NotServed
+
+    cluster = Cluster(api_client(None, endpoint=Endpoint(host=server.url, token=lambda: server.token)))
+    for _ in range(2):
+        with pytest.raises(NotServed, match=r"does not serve PodMonitor in monitoring\.coreos\.com/v1"):
+            cluster.resource("monitoring.coreos.com/v1", "PodMonitor")
+
+
 def test_a_new_image_rolls_out_and_the_history_grows(server, monkeypatch):
     deploy()
     monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.2.0")

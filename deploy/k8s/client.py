@@ -117,8 +117,15 @@ def discovery_cache(host):
     return base / f"discovery-{digest}.json"
 
 
+_NOT_SERVED = object()  # a kind the discovery did not find, remembered for the rest of the run
+
+
 class NotServed(ClusterError):
     """The cluster's discovery has no such kind: the API is off, or the CRD is not installed."""
+
+    @classmethod
+    def of(cls, api_version, kind):
+        return cls(f"The cluster does not serve {kind} in {api_version}: is the API enabled, or the CRD installed?")
 
 
 class Cluster:
@@ -130,6 +137,7 @@ class Cluster:
         self.host = api_client.configuration.host
         self.timeout = getattr(api_client, "request_timeout", TIMEOUT)
         self._resources = {}
+        self._group_versions = None  # every group/version the cluster serves, asked once (``serves``)
         _import_kubernetes()
         try:
             self.dynamic = DynamicClient(api_client, cache_file=str(discovery_cache(self.host)))
@@ -144,21 +152,42 @@ class Cluster:
 
     def resource(self, api_version, kind):
         # Found ones remembered: the discoverer keeps a kind it found too, but searches its cache (and may rewrite
-        # its file) on each of a deploy's two requests per object.
+        # its file) on each of a deploy's two requests per object. Missing ones too: for each, the discoverer
+        # fetched the whole discovery again (a deploy's prune asks for the Prometheus operator's three kinds).
         if (found := self._resources.get((api_version, kind))) is not None:
+            if found is _NOT_SERVED:
+                raise NotServed.of(api_version, kind)
             return found
         try:
+            if not self.serves(api_version):
+                raise ResourceNotFoundError(api_version)  # not asked of the discoverer: see ``serves``
             found = self._resources[api_version, kind] = self.dynamic.resources.get(api_version=api_version, kind=kind)
             return found
         except ResourceNotFoundError:
-            raise NotServed(
-                f"The cluster does not serve {kind} in {api_version}: is the API enabled, or the CRD installed?"
-            ) from None
+            self._resources[api_version, kind] = _NOT_SERVED
+            raise NotServed.of(api_version, kind) from None
         except Exception as exc:  # discovery of a group not cached yet talks to the server
             error = self._explain(exc, f"Discovering {kind} ({api_version})")
             if error is None:
                 raise
             raise error from None
+
+    def serves(self, api_version):
+        """Whether the cluster serves ``api_version`` (``v1``, ``apps/v1``...) at all.
+
+        The discoverer, asked for a kind it has not seen, fetches the whole discovery again (its cache may
+        be older than a CRD): for each kind of a group the cluster does not have at all (the Prometheus
+        operator's, without the operator), once per kind. The group list, asked once a run, answers those.
+        """
+        if self._group_versions is None:
+            found = set()
+            for path in ("/api", "/apis"):
+                answer = self._call(f"Discovering the API ({path})", self.dynamic.request, "get", path,
+                                    serializer=_as_dict)  # fmt: skip
+                found |= set(answer.get("versions") or [])
+                found |= {v["groupVersion"] for g in answer.get("groups") or [] for v in g.get("versions") or []}
+            self._group_versions = found
+        return api_version in self._group_versions
 
     def _call(self, doing, function, *args, **kwargs):
         try:
