@@ -343,7 +343,8 @@ class Installer:
         # --compile-bytecode: as pip does by default. Without it each module is compiled by the first process
         # that imports it, and every process again where bytecode is not written (PYTHONDONTWRITEBYTECODE).
         _run([str(self.uv), "pip", "sync", "--quiet", "--no-config", "--require-hashes", "--compile-bytecode",
-              "--python", str(python), str(lock)], env, f"installing {_rel(lock, ROOT)} into {env_dir.name}")  # fmt: skip
+              "--python", str(python), str(lock)],
+             env, f"installing {_rel(lock, ROOT)} into {env_dir.name}")  # fmt: skip
 
     def _sync_pip(self, env_dir, lock):
         # pip cannot remove what the lock no longer has: a new environment holds exactly the lock.
