@@ -287,10 +287,12 @@ def static_root(tmp_path_factory):
     """collectstatic, as the image build does, into a folder of the test run (once for all its workers)."""
 
     def collect(root):
-        subprocess.run(
-            [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=ROOT,
+        from tests.forkserver import run_python
+
+        run_python(
+            ["manage.py", "collectstatic", "--noinput", "-v0"],
             env=production_env(STATIC_ROOT=root),
+            cwd=ROOT,
             check=True,
         )
 

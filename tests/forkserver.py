@@ -122,12 +122,17 @@ def stop():
         zygote.process.wait()
 
 
+# Started as ``python -c``, its folder ('') taken off the path: as a script, this file's folder (tests/) would
+# come first in the path, and a module there could stand in for a library's (tests/settings.py for ``settings``).
+_START = "import runpy, sys; del sys.path[0]; runpy.run_path(sys.argv[1], run_name='__main__')"
+
+
 class _Zygote:
     def __init__(self):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.process = subprocess.Popen(
-                [PYTHON, os.path.abspath(__file__), str(theirs.fileno())],
+                [PYTHON, "-c", _START, os.path.abspath(__file__), str(theirs.fileno())],
                 env=_zygote_env(),
                 cwd="/",
                 stdin=subprocess.DEVNULL,
@@ -206,7 +211,7 @@ def serve(fd):
     """Fork a child per request on ``fd``, wait for it, answer; return when the test process closes the socket."""
     for name in PRELOADED:
         importlib.import_module(name)
-    base_path = sys.path[1:]  # this file's folder first, then the interpreter's own entries
+    base_path = list(sys.path)  # the interpreter's own entries (a run adds its first and PYTHONPATH's)
     sock = socket.socket(fileno=fd)
     sock.send(b"ready")
     while True:
@@ -255,6 +260,10 @@ def _child(request, out, err, base_path):
         os.dup2(stdin, 0)
         os.close(stdin)
         code = _interpret(request["args"], request["env"], request["cwd"], base_path)
+    except BaseException:  # the fork server's own failure (a folder gone, say): said where the run's errors go
+        import traceback
+
+        traceback.print_exc()
     finally:
         os._exit(code)
 
@@ -359,4 +368,4 @@ def _finalize(code):
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[-1]))
