@@ -688,9 +688,13 @@ def test_the_drill_in_the_rds_mode_refuses_the_bucket_before_reading_it_and_name
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
+    from deploy.management.commands import restore_drill
+
     read = []
-    monkeypatch.setattr(backups, "latest", lambda *a, **k: read.append("latest"))
-    monkeypatch.setattr(backups, "download", lambda *a, **k: read.append("download"))
+    # The names the command calls (it imports them from backups): patched in backups, they stayed in the command
+    # for good when this test was the first to import it, and the next drill's "latest" returned None.
+    monkeypatch.setattr(restore_drill, "latest", lambda *a, **k: read.append("latest"))
+    monkeypatch.setattr(restore_drill, "download", lambda *a, **k: read.append("download"))
     settings.DEPLOY = {"postgres_mode": "rds", "aws_region": REGION}  # a bucket setting is refused in this mode
     for arguments in ([], ["--backup", "app-20260101T030000Z.dump"], ["--bucket", "other"]):
         out = StringIO()
