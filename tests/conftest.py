@@ -271,7 +271,10 @@ def image(tmp_path_factory):
 
 
 def pytest_sessionfinish(session):
-    """The run's image untagged once, by the process that started the run (not by each xdist worker)."""
+    """The run's image untagged once, by the process that started the run (not by each xdist worker); each
+    process's fork server (tests/forkserver.py) stopped and reaped, so that its children's CPU counts as ours."""
+    if "tests.forkserver" in sys.modules:
+        sys.modules["tests.forkserver"].stop()
     basetemp = session.config._tmp_path_factory._basetemp  # None: nothing made a temporary folder, nor an image
     if basetemp and not hasattr(session.config, "workerinput"):
         from tests.docker_images import remove_run_image
@@ -284,10 +287,12 @@ def static_root(tmp_path_factory):
     """collectstatic, as the image build does, into a folder of the test run (once for all its workers)."""
 
     def collect(root):
-        subprocess.run(
-            [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=ROOT,
+        from tests.forkserver import run_python
+
+        run_python(
+            ["manage.py", "collectstatic", "--noinput", "-v0"],
             env=production_env(STATIC_ROOT=root),
+            cwd=ROOT,
             check=True,
         )
 
@@ -369,9 +374,12 @@ def pytest_runtest_protocol(item, nextitem):
         return
     import resource
 
+    from tests import forkserver
+
     def cpu():
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+        # A forked run's child is reaped by the fork server, not by this process: its CPU is counted there.
+        return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime + forkserver.children_cpu()
 
     own, children = cpu()
     started = time.monotonic()

@@ -28,6 +28,7 @@ from deploy.conf import load_config
 from deploy.k8s import backup, names
 from deploy.k8s.render import render_manifests
 from deploy.k8s.validate import policy_problems, schema_problems
+from tests.forkserver import run_python
 from tests.k8s_helpers import by_kind
 from tests.test_aws_secrets import _statements
 from tests.test_delivery_aws import ACCOUNT, REGION, allows
@@ -269,8 +270,7 @@ def test_the_restore_job_fetches_the_backup_from_s3_checks_it_and_restores_it(lo
     (fetch,) = job["initContainers"]
     folder = local["dir"] / "backups"
     command = [part.replace("/backups", str(folder)) for part in fetch["command"]]
-    fetched = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, **environment},
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    fetched = run_python(command[1:], env={**os.environ, **environment}, cwd=ROOT, timeout=120)
     assert fetched.returncode == 0, fetched.stderr
     assert "verified" in fetched.stdout and (folder / name).is_file()
     host = names.endpoint(target_config, "postgres").host
@@ -688,9 +688,13 @@ def test_the_drill_in_the_rds_mode_refuses_the_bucket_before_reading_it_and_name
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
+    from deploy.management.commands import restore_drill
+
     read = []
-    monkeypatch.setattr(backups, "latest", lambda *a, **k: read.append("latest"))
-    monkeypatch.setattr(backups, "download", lambda *a, **k: read.append("download"))
+    # The names the command calls (it imports them from backups): patched in backups, they stayed in the command
+    # for good when this test was the first to import it, and the next drill's "latest" returned None.
+    monkeypatch.setattr(restore_drill, "latest", lambda *a, **k: read.append("latest"))
+    monkeypatch.setattr(restore_drill, "download", lambda *a, **k: read.append("download"))
     settings.DEPLOY = {"postgres_mode": "rds", "aws_region": REGION}  # a bucket setting is refused in this mode
     for arguments in ([], ["--backup", "app-20260101T030000Z.dump"], ["--bucket", "other"]):
         out = StringIO()

@@ -125,20 +125,19 @@ def test_seed_demo_writes_sqlite_files_byte_for_byte_as_bulk_create_does(tmp_pat
     format (a datetime, a UUID, a decimal) would make their files unlike the ones a Django project writes.
     """
     import sqlite3
-    import subprocess
-    import sys
 
     from tests.conftest import ROOT, production_env
+    from tests.forkserver import run_python
 
     migrated = tmp_path / "migrated.sqlite3"
     env = production_env(DATABASE_URL=f"sqlite:///{migrated}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    run_python(["manage.py", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
     dumps = {}
     for way in ("fast", "orm"):
         path = tmp_path / f"{way}.sqlite3"
         path.write_bytes(migrated.read_bytes())
         env = production_env(DATABASE_URL=f"sqlite:///{path}")
-        subprocess.run([sys.executable, "-c", SEED_BOTH_WAYS, way], cwd=ROOT, env=env, check=True)
+        run_python(["-c", SEED_BOTH_WAYS, way], env=env, cwd=ROOT, check=True)
         with sqlite3.connect(path) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
@@ -180,18 +179,17 @@ def test_a_seed_demo_that_fails_half_way_leaves_the_sqlite_file_as_it_was(tmp_pa
     its schema and django_migrations lost with the seed.
     """
     import sqlite3
-    import subprocess
-    import sys
 
     from tests.conftest import ROOT, production_env
+    from tests.forkserver import run_python
 
     path = tmp_path / "db.sqlite3"
     env = production_env(DATABASE_URL=f"sqlite:///{path}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    run_python(["manage.py", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
     with sqlite3.connect(path) as db:
         migrations = db.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
     env.update(DJANGO_SUPERUSER_USERNAME="user0000001", DJANGO_SUPERUSER_PASSWORD="pw-of-the-test")
-    failed = subprocess.run([sys.executable, "-c", SEED_THEN_FAIL], cwd=ROOT, env=env, capture_output=True, text=True)
+    failed = run_python(["-c", SEED_THEN_FAIL], env=env, cwd=ROOT)
     assert failed.stdout.startswith("IntegrityError UNIQUE constraint failed: auth_user.username"), failed
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -200,8 +198,7 @@ def test_a_seed_demo_that_fails_half_way_leaves_the_sqlite_file_as_it_was(tmp_pa
         for table in ("auth_user", "catalog_category", "catalog_product", "catalog_orderline", "catalog_comment"):
             assert db.execute(f'SELECT count(*) FROM "{table}"').fetchone() == (0,), table
     env["DJANGO_SUPERUSER_USERNAME"] = "admin"
-    again = subprocess.run([sys.executable, "manage.py", "seed_demo", "--rows", "2000", "--superuser"], cwd=ROOT,
-                           env=env, capture_output=True, text=True)  # fmt: skip
+    again = run_python(["manage.py", "seed_demo", "--rows", "2000", "--superuser"], env=env, cwd=ROOT)
     assert again.returncode == 0 and "Superuser 'admin' created" in again.stdout, again.stderr
 
 
@@ -231,15 +228,14 @@ def test_the_fast_sqlite_path_gives_each_row_its_own_callable_default_as_the_orm
     fast path must match: a new uuid each, the dict default, the plain default.
     """
     import json
-    import subprocess
-    import sys
 
     from tests.conftest import ROOT, production_env
+    from tests.forkserver import run_python
 
     path = tmp_path / "db.sqlite3"
     env = production_env(DATABASE_URL=f"sqlite:///{path}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    ran = subprocess.run([sys.executable, "-c", WRITE_WITHOUT_UUID], cwd=ROOT, env=env, capture_output=True, text=True)
+    run_python(["manage.py", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+    ran = run_python(["-c", WRITE_WITHOUT_UUID], env=env, cwd=ROOT)
     assert ran.returncode == 0, ran.stderr[-2000:]
     products = json.loads(ran.stdout)
     assert len(products) == 6 and len({uuid for uuid, _, _ in products}) == 6

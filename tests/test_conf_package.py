@@ -1,13 +1,13 @@
 """The settings package: environment names derived from field names, checks in one module, settings in groups."""
 
 import dataclasses
-import subprocess
 
 import pytest
 
 from deploy import conf
 from deploy.conf import ConfigError, checks, fields, groups, load_config
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import ROOT
+from tests.forkserver import run_python
 
 # The settings read from DEPLOY only, with no environment variable: every other one is DEPLOY_ + its name.
 WITHOUT_ENVIRONMENT_VARIABLE = {"logging_quota", "monitoring_quota", "staff_access", "environments", "environment"}
@@ -63,7 +63,7 @@ def test_a_bad_aws_value_is_refused_by_load_config_with_the_message_of_before():
 
 def test_the_settings_package_imports_no_aws_or_cloudformation_code():
     code = "import sys, deploy.conf; print(sorted(m for m in sys.modules if m.startswith(('deploy.aws', 'boto'))))"
-    result = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = run_python(["-c", code], cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
 
 

@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import time
 from io import StringIO
@@ -17,8 +16,9 @@ from django.core.management.base import CommandError
 
 from deploy.k8s.client import Cluster, ClusterError
 from deploy.k8s.connect import ClusterSource, Endpoint, api_client
-from tests.conftest import PYTHON, ROOT, production_env, target_database_url
+from tests.conftest import ROOT, production_env, target_database_url
 from tests.fake_apiserver import FakeApiServer
+from tests.forkserver import run_python
 
 SECRETS = {
     "DEPLOY_SECRET_KEY": "k" * 40,
@@ -170,10 +170,7 @@ def _manage(tmp_path, *args, **env):
         k: v for k, v in environ.items() if not k.startswith("DEPLOY_") and k not in {"KUBECONFIG", "LOG_STREAM"}
     }
     environ.update(SECRETS, **{k: str(v) for k, v in env.items()})
-    done = subprocess.run(
-        [PYTHON, str(ROOT / "manage.py"), *args, "--json"],
-        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_python([str(ROOT / "manage.py"), *args, "--json"], env=environ, cwd=tmp_path, timeout=300)
     return done.returncode, json.loads(done.stdout), done.stderr
 
 
@@ -240,7 +237,7 @@ def test_json_migrate_from_sqlite_success_and_failure(tmp_path):
     # A source that Django's migrate made (no rows but its content types and permissions): the plan succeeds.
     source = tmp_path / "empty.sqlite3"
     environ = production_env(DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=f"sqlite:///{source}")
-    subprocess.run([PYTHON, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=environ, check=True)
+    run_python(["manage.py", "migrate", "--verbosity", "0"], env=environ, cwd=ROOT, check=True)
     with sqlite3.connect(source) as conn:
         (made,) = conn.execute(
             "SELECT (SELECT count(*) FROM auth_permission) + (SELECT count(*) FROM django_content_type)"

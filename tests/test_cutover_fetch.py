@@ -4,14 +4,14 @@ on 127.0.0.1 with the standard credential chain (as the pod's identity would giv
 import contextlib
 import hashlib
 import os
-import subprocess
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
 from deploy.aws import transfer
-from tests.conftest import PYTHON, ROOT, free_port
+from tests.conftest import ROOT, free_port
+from tests.forkserver import run_python
 
 BUCKET = "shop-cutover"
 
@@ -48,12 +48,10 @@ def s3_server():
 
 def fetch(env, key, sha256, to):
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run(
-        [PYTHON, "manage.py", "fetch_sqlite", "--bucket", BUCKET, "--key", key, "--sha256", sha256, "--to", str(to)],
-        cwd=ROOT,
+    return run_python(
+        ["manage.py", "fetch_sqlite", "--bucket", BUCKET, "--key", key, "--sha256", sha256, "--to", str(to)],
         env={**base, **env, "DJANGO_SETTINGS_MODULE": "tests.settings"},
-        capture_output=True,
-        text=True,
+        cwd=ROOT,
         timeout=120,
     )
 

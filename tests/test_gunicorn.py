@@ -2,14 +2,14 @@
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import ROOT
+from tests.forkserver import run_python
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REQUESTS_BY_VIEW = "django_http_requests_total_by_view_transport_method_total"
@@ -131,7 +131,7 @@ def test_an_empty_metrics_folder_setting_does_not_empty_the_current_folder(tmp_p
     env = dict(
         os.environ, PROMETHEUS_MULTIPROC_DIR="", PYTHONPATH=str(ROOT), CONF=str(ROOT / "project/gunicorn.conf.py")
     )
-    done = subprocess.run([PYTHON, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    done = run_python(["-c", script], env=env, cwd=cwd, timeout=60)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in cwd.iterdir()) == [".git", "manage.py"]
     used = Path(done.stdout.strip())

@@ -6,12 +6,13 @@ import sys
 from django.core.management import get_commands
 
 from tests.conftest import ROOT
+from tests.forkserver import run_python
 
 BARE = {"PATH": "/usr/bin:/bin"}  # no SECRET_KEY, DATABASE_URL, REDIS_URL, DEBUG or DJANGO_SETTINGS_MODULE
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=BARE, capture_output=True, text=True)
+    return run_python(["manage.py", *args], env=BARE, cwd=ROOT)
 
 
 # Run in one interpreter, as ``manage.py CMD --help`` would, for every command Django knows.

@@ -13,7 +13,8 @@ from django.core.management.base import CommandError
 
 from deploy.conf import ConfigError, DeploySecrets, load_config
 from deploy.k8s.render import owned_env_names, render_manifests
-from tests.conftest import PYTHON, ROOT, free_port, own_redis_client
+from tests.conftest import ROOT, free_port, own_redis_client
+from tests.forkserver import run_python
 
 pytestmark = pytest.mark.usefixtures("no_cluster")
 
@@ -114,13 +115,8 @@ def test_a_trailing_newline_from_the_environment_is_refused_without_a_traceback(
     """The real command line: one 'CommandError:' line on stderr, exit 1, nothing written."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_") and k != "KUBECONFIG"}
     env.update(DJANGO_SETTINGS_MODULE="tests.settings", HOME=str(tmp_path), DEPLOY_IMAGE_TAG="1.2.3\n")
-    done = subprocess.run(
-        [PYTHON, str(ROOT / "manage.py"), "k8s_deploy", "--output", str(tmp_path / "out")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_python(
+        [str(ROOT / "manage.py"), "k8s_deploy", "--output", str(tmp_path / "out")], env=env, cwd=tmp_path, timeout=120
     )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr

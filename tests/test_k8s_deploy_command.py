@@ -232,15 +232,12 @@ def test_the_modes_exclude_each_other_before_anything_is_rendered(tmp_path, args
 def test_a_usage_error_with_json_is_one_document_and_exit_status_2(tmp_path, args, refused):
     # CI reads stdout as one JSON document whatever happens (docs/deploying.md), a usage error included.
     import os
-    import subprocess
 
-    from tests.conftest import PYTHON, ROOT
+    from tests.conftest import ROOT
+    from tests.forkserver import run_python
 
     env = {**os.environ, "DEPLOY_SECRET_KEY": "k" * 40, "DEBUG": "true"}
-    done = subprocess.run(
-        [PYTHON, str(ROOT / "manage.py"), "k8s_deploy", "--json", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_python([str(ROOT / "manage.py"), "k8s_deploy", "--json", *args], env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2, done.stderr
     document = json.loads(done.stdout)
     assert document["ok"] is False and refused in document["error"]

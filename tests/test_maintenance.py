@@ -3,7 +3,6 @@
 import http.client
 import json
 import re
-import subprocess
 import time
 from io import StringIO
 from urllib.parse import urlencode, urlsplit
@@ -18,7 +17,8 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from deploy import maintenance
-from tests.conftest import PYTHON, ROOT, production_env
+from tests.conftest import ROOT, production_env
+from tests.forkserver import run_python
 
 PROBE_HOST = {"Host": "10.0.0.7"}
 HTML = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
@@ -42,9 +42,7 @@ def cookies(answer):
 
 
 def manage(env, *args):
-    return subprocess.run(
-        [PYTHON, "manage.py", *args], cwd=ROOT, env=production_env(**env), capture_output=True, text=True, timeout=60
-    )
+    return run_python(["manage.py", *args], env=production_env(**env), cwd=ROOT, timeout=60)
 
 
 def login(server, jar, token):

@@ -23,6 +23,7 @@ from deploy.sqlite.copy import truncate_tables
 from deploy.sqlite.plan import copied_models, table_plan
 from deploy.sqlite.source import open_source
 from tests.conftest import PYTHON, ROOT, made_once, production_env, target_database_url
+from tests.forkserver import run_python
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sqlite_source"])
 
@@ -74,7 +75,7 @@ for value in (1e15, 1e16, 123456789.0, 2.0**60, 5e-324, 1.7976931348623157e308, 
 
 def _manage_sqlite(path, *args):
     env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
-    subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+    run_python(["manage.py", *args], env=env, cwd=ROOT, check=True)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +89,7 @@ def seeded_sqlite(tmp_path_factory):
         _manage_sqlite(path, "migrate", "--verbosity", "0")
         _manage_sqlite(path, "seed_demo", "--rows", "3000", "--verbosity", "0")
         env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
-        subprocess.run([PYTHON, "-c", SEED_TESTAPP], cwd=ROOT, env=env, check=True)
+        run_python(["-c", SEED_TESTAPP], env=env, cwd=ROOT, check=True)
 
     return made_once(tmp_path_factory, "seeded.sqlite3", seed)
 
@@ -1013,9 +1014,7 @@ def test_bad_invocations_end_in_one_clear_message(source, tmp_path):
 def test_no_source_configured_and_no_traceback(tmp_path):
     env = production_env(DATABASE_URL=target_database_url())  # project settings, no SQLITE_SOURCE
     env.pop("SQLITE_SOURCE", None)
-    result = subprocess.run(
-        [PYTHON, "manage.py", "migrate_from_sqlite"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    result = run_python(["manage.py", "migrate_from_sqlite"], env=env, cwd=ROOT)
     assert result.returncode == 1
     assert "No SQLite source: pass --source PATH, or set SQLITE_SOURCE" in result.stderr
     assert "Traceback" not in result.stderr

@@ -26,7 +26,8 @@ from django.db import connection
 from deploy.sqlite import copy as copy_module
 from deploy.sqlite import state
 from deploy.sqlite.plan import copied_models, table_plan
-from tests.conftest import PYTHON, ROOT, production_env, target_database_url
+from tests.conftest import ROOT, production_env, target_database_url
+from tests.forkserver import run_python
 from tests.test_migrate_from_sqlite import (  # noqa: F401 - fixtures, found by pytest here
     _start,
     _state,
@@ -79,12 +80,10 @@ def damage(path, *sql):
 def run(*args, source, dsn=None, timeout=300):
     """The command as a person runs it: a process of its own, its exit status and output."""
     env = production_env(DATABASE_URL=dsn or target_database_url(), DJANGO_SETTINGS_MODULE="tests.settings")
-    return subprocess.run(
-        [PYTHON, "manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", *args],
-        cwd=ROOT,
+    return run_python(
+        ["manage.py", "migrate_from_sqlite", "--source", str(source), "--no-input", *args],
         env=env,
-        capture_output=True,
-        text=True,
+        cwd=ROOT,
         timeout=timeout,
     )
 
@@ -495,13 +494,7 @@ def test_sqlite_source_setting_is_a_path_too(seeded_sqlite, tmp_path):
         SQLITE_SOURCE=folder / "%61#x.sqlite3",
         DJANGO_SETTINGS_MODULE="tests.settings",
     )
-    result = subprocess.run(
-        [PYTHON, "manage.py", "migrate_from_sqlite", "--plan", "--json", "--skip-checks"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    result = run_python(["manage.py", "migrate_from_sqlite", "--plan", "--json", "--skip-checks"], env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     tables = {t["table"]: t["rows"] for t in json.loads(result.stdout)["tables"]}
     assert tables["catalog_tag"] == 30
@@ -517,13 +510,7 @@ def test_sqlite_source_setting_is_a_path_too(seeded_sqlite, tmp_path):
 )
 def test_a_malformed_database_url_is_one_message_without_the_password(url, source):
     env = production_env(DATABASE_URL=url)
-    result = subprocess.run(
-        [PYTHON, "manage.py", "migrate_from_sqlite", "--source", str(source)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    result = run_python(["manage.py", "migrate_from_sqlite", "--source", str(source)], env=env, cwd=ROOT)
     assert result.returncode == 1
     assert result.stderr.startswith("Configuration error: DATABASE_URL is not a valid database URL"), result.stderr
     assert "Traceback" not in result.stderr and "s3cr3t" not in result.stderr + result.stdout

@@ -1,13 +1,13 @@
 """Settings as production reads them, in a fresh process each time."""
 
 import sqlite3
-import subprocess
 
-from tests.conftest import PYTHON, ROOT, production_env
+from tests.conftest import ROOT, production_env
+from tests.forkserver import run_python
 
 
 def manage(*args, **env):
-    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    return run_python(["manage.py", *args], env=env, cwd=ROOT)
 
 
 def test_check_deploy_is_clean_with_production_like_settings():
@@ -65,7 +65,7 @@ def test_sqlite_source_is_a_read_only_alias(tmp_path):
     db.close()
     before = path.read_bytes()
     env = production_env(SQLITE_SOURCE=path)
-    result = subprocess.run([PYTHON, "-c", SOURCE_PROBE], cwd=ROOT, env=env, capture_output=True, text=True)
+    result = run_python(["-c", SOURCE_PROBE], env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     aliases, rows, error = result.stdout.splitlines()
     assert aliases == "['default']"  # the settings define no source alias: the deploy app makes it
@@ -89,10 +89,7 @@ SHOW = "from django.conf import settings; print(settings.DEBUG, settings.CATALOG
 
 
 def _show(clone, **env):
-    return subprocess.run(
-        [PYTHON, "manage.py", "shell", "-v", "0", "-c", SHOW], cwd=clone, env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True, text=True,
-    )  # fmt: skip
+    return run_python(["manage.py", "shell", "-v", "0", "-c", SHOW], env={"PATH": "/usr/bin:/bin", **env}, cwd=clone)
 
 
 def test_dot_env_is_read_when_it_says_so_itself_as_env_example_tells(tmp_path):
@@ -116,10 +113,9 @@ def test_env_example_copied_to_dot_env_as_it_says_runs_the_commands(tmp_path):
     text = text.replace("DJANGO_READ_DOT_ENV_FILE=false", "DJANGO_READ_DOT_ENV_FILE=true")
     assert "DJANGO_READ_DOT_ENV_FILE=true" in text
     clone = _clone_with_dot_env(tmp_path, text)
-    run = subprocess.run(
-        [PYTHON, "manage.py", "check"], cwd=clone, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    run = run_python(
+        ["manage.py", "check"], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, cwd=clone, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "System check identified no issues" in run.stdout
     assert list(clone.glob("*.db")) == []  # no metric file written into the project's folder

@@ -2,7 +2,6 @@
 migrations, keys without constraints, target columns of another type."""
 
 import sqlite3
-import subprocess
 
 import pytest
 from django.core.management.base import CommandError
@@ -13,7 +12,8 @@ from deploy.sqlite import preflight
 from deploy.sqlite.plan import copied_models, table_plan
 from deploy.sqlite.source import open_source
 from deploy.sqlite.verify import foreign_keys
-from tests.conftest import PYTHON, ROOT, made_once, production_env
+from tests.conftest import ROOT, made_once, production_env
+from tests.forkserver import run_python
 from tests.schemaapp.models import Franchise, Place, Restaurant, Visit
 from tests.test_migrate_from_sqlite import all_values, clean_target, migrate  # noqa: F401 (clean_target: autouse)
 
@@ -45,8 +45,8 @@ def schema_sqlite(tmp_path_factory):
 
     def make(path):
         env = production_env(DATABASE_URL=f"sqlite:///{path}", DJANGO_SETTINGS_MODULE="tests.settings")
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, capture_output=True)
-        subprocess.run([PYTHON, "-c", SEED], cwd=ROOT, env=env, check=True)
+        run_python(["manage.py", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+        run_python(["-c", SEED], env=env, cwd=ROOT, check=True)
 
     return made_once(tmp_path_factory, "schemas.sqlite3", make)
 

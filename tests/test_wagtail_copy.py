@@ -8,13 +8,13 @@ index's columns are text in SQLite but tsvector in PostgreSQL.
 """
 
 import sqlite3
-import subprocess
 import textwrap
 
 import psycopg
 import pytest
 
-from tests.conftest import PYTHON, ROOT, production_env, scratch_database
+from tests.conftest import ROOT, production_env, scratch_database
+from tests.forkserver import run_python
 
 # No test database: the test makes a PostgreSQL database of its own, named after the configured one.
 pytestmark = pytest.mark.slow
@@ -96,7 +96,7 @@ print(compared)
 def _run(database_url, *args, check=True):
     env = production_env(DJANGO_SETTINGS_MODULE=SETTINGS, DATABASE_URL=database_url)
     env.pop("SQLITE_SOURCE", None)
-    result = subprocess.run([PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = run_python(args, env=env, cwd=ROOT, timeout=300)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
