@@ -99,7 +99,11 @@ def forkable(args, env, cwd):
 
 
 def children_cpu():
-    """CPU seconds (user and system) of the children this process's zygote has run and reaped so far."""
+    """CPU seconds (user and system) of the children the running zygote has run and reaped so far.
+
+    Once the zygote itself is reaped (``stop``) they are in this process's RUSAGE_CHILDREN, with the zygote's
+    own: the count starts again from 0, so that the sum of the two counts each second once.
+    """
     return _children_cpu
 
 
@@ -110,7 +114,7 @@ def zygote_pid():
 
 def stop():
     """End the zygote (it exits when its socket closes) and reap it, so that its CPU counts as this process's."""
-    global _zygote
+    global _zygote, _children_cpu
     if _zygote is None:
         return
     zygote, _zygote = _zygote, None
@@ -120,6 +124,7 @@ def stop():
     except subprocess.TimeoutExpired:
         zygote.process.kill()
         zygote.process.wait()
+    _children_cpu = 0.0  # now in RUSAGE_CHILDREN (see children_cpu)
 
 
 # Started as ``python -c``, its folder ('') taken off the path: as a script, this file's folder (tests/) would
