@@ -16,6 +16,7 @@ that needs the process itself (its pid, a signal, a pipe it reads while the proc
 """
 
 import builtins
+import contextlib
 import importlib
 import importlib.machinery
 import json
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 
 PYTHON = sys.executable
@@ -68,10 +70,14 @@ def run_python(args, env=None, cwd=None, timeout=None, check=False):
         return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=check)
     import tempfile
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as asked:
+        # The request in a file, not in the message: a socket's message is bounded by its buffer (about 200 kB),
+        # a command line and its environment only by ARG_MAX.
         request = {"args": args, "env": env, "cwd": cwd, "timeout": timeout}
+        asked.write(json.dumps(request).encode())
+        asked.flush()
         with _lock:
-            reply = _ask(request, out.fileno(), err.fileno())
+            reply = _ask(request, asked.fileno(), out.fileno(), err.fileno())
         if reply["timed_out"]:
             # As subprocess.run's: what the child wrote before it was killed, as bytes, or None.
             written = [_bytes(file) or None for file in (out, err)]
@@ -150,16 +156,15 @@ class _Zygote:
             raise RuntimeError(f"the fork server did not start (exit {self.process.returncode}); its stderr is above")
 
 
-def _ask(request, out, err):
+def _ask(request, asked, out, err):
     global _zygote, _children_cpu
-    message = json.dumps(request).encode()
     for attempt in (1, 2):
         if _zygote is None or _zygote.process.poll() is not None:
             if _zygote is not None:
                 stop()
             _zygote = _Zygote()
         try:
-            socket.send_fds(_zygote.sock, [message], [out, err])
+            socket.send_fds(_zygote.sock, [b"run"], [asked, out, err])
             break
         except OSError:  # it died since it was last asked: start another, once
             stop()
@@ -217,16 +222,22 @@ def serve(fd):
     for name in PRELOADED:
         importlib.import_module(name)
     base_path = list(sys.path)  # the interpreter's own entries (a run adds its first and PYTHONPATH's)
+    import gc
+
+    gc.freeze()  # what the libraries made, out of the children's collections (and their end's: ``_free``)
     sock = socket.socket(fileno=fd)
     sock.send(b"ready")
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
+            message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3)
         except ConnectionError:
             return
         if not message:
             return
-        request = json.loads(message)
+        asked, *fds = fds
+        with open(asked, "rb") as file:
+            file.seek(0)
+            request = json.load(file)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -279,11 +290,14 @@ def _interpret(args, env, cwd, base_path):
     os.environ.update(env)
     if not env.get("LC_ALL") and _is_c(env.get("LC_CTYPE") or env.get("LANG") or "C"):
         os.environ["LC_CTYPE"] = "C.UTF-8"  # PEP 538: the C locale coerced, and said so to the children
+    time.tzset()  # time.timezone and time.tzname from the run's TZ, as the time module's start-up sets them
     os.chdir(cwd)
     sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
     unbuffered = bool(env.get("PYTHONUNBUFFERED"))
-    encoding = sys.stdout.encoding
-    sys.stdout = sys.__stdout__ = _stream(1, encoding, "strict", unbuffered, line_buffering=False)
+    # The zygote's encoding and error handler: its LC_CTYPE is the run's (``forkable``), and the interpreter derives
+    # both from it (surrogateescape in C.UTF-8, as here; strict in another UTF-8 locale).
+    encoding, errors = sys.stdout.encoding, sys.stdout.errors
+    sys.stdout = sys.__stdout__ = _stream(1, encoding, errors, unbuffered, line_buffering=False)
     sys.stderr = sys.__stderr__ = _stream(2, encoding, "backslashreplace", unbuffered, line_buffering=True)
     python_path = [os.path.abspath(entry) for entry in env.get("PYTHONPATH", "").split(os.pathsep)]
     python_path = python_path if env.get("PYTHONPATH") else []
@@ -361,6 +375,7 @@ def _finalize(code):
 
     threading._shutdown()
     atexit._run_exitfuncs()
+    _free()
     for stream in (sys.stderr, sys.stdout):
         try:
             stream.flush()
@@ -370,6 +385,24 @@ def _finalize(code):
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     return code
+
+
+def _free():
+    """What the interpreter's finalization frees, as far as a run can tell: ``__main__``'s globals (a file the run
+    left open flushed and closed, an object's ``__del__`` run), then what a collection finds; other files still
+    open flushed, as their closing at the end would. ``os._exit`` would lose what their buffers hold.
+    """
+    import gc
+    import io
+
+    main = sys.modules.get("__main__")
+    if main is not None:
+        main.__dict__.clear()
+    gc.collect()
+    for thing in gc.get_objects():
+        if isinstance(thing, io.TextIOWrapper | io.BufferedWriter | io.BufferedRandom) and not thing.closed:
+            with contextlib.suppress(OSError, ValueError):  # as at a real interpreter's end: the status stands
+                thing.flush()
 
 
 if __name__ == "__main__":

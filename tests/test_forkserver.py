@@ -18,6 +18,10 @@ SHOW_SETTINGS = (
     "'tests.testapp' in settings.INSTALLED_APPS)"
 )
 WHERE = "import os, sys; print(os.getcwd(), sys.argv, sys.path[:3], sorted(os.environ.items()))"
+LEAVE_OPEN = (
+    "class Noisy:\n    def __del__(self):\n        print('freed')\n"
+    "noisy = Noisy()\nleft = open('left-open.txt', 'w')\nleft.write('written')\n"
+)
 MODULE = "import os, sys; print(__name__, sys.argv, sys.path[:3]); raise SystemExit(int(os.environ['CODE']))\n"
 
 
@@ -54,6 +58,19 @@ def _cases(tmp_path):
         "-m from PYTHONPATH": (["-m", "tool", "--flag"], {**BARE, "PYTHONPATH": "pkg", "CODE": "7"}, tmp_path),
         "-m django": (["-m", "django", "--version"], BARE, tmp_path),
         "-m of nothing": (["-m", "no_such_module"], BARE, tmp_path),
+        # The bytes surrogates stand for (os.fsdecode of a name that is not UTF-8), as C.UTF-8's stdout writes them.
+        "a surrogate-escaped name printed": (["-c", "print('caf\\udcc3\\udca9')"], BARE, tmp_path),
+        "TZ read at start-up": (
+            ["-c", "import time; print(time.tzname, time.timezone)"],
+            {**BARE, "TZ": "XYZ-5"},
+            tmp_path,
+        ),
+        "what the run leaves, freed at its end": (["-c", LEAVE_OPEN], BARE, tmp_path),
+        "an environment larger than a socket's message": (
+            ["-c", "import os; print(sum(len(v) for k, v in os.environ.items() if k.startswith('BIG')))"],
+            {**BARE, **{f"BIG{n}": "x" * 100_000 for n in range(3)}},
+            tmp_path,
+        ),
     }
 
 
@@ -82,6 +99,11 @@ def test_a_forked_run_gives_what_a_real_interpreter_gives(tmp_path):
     where = outcome["a cwd, PYTHONPATH, the environment replaced"].stdout
     assert where.startswith(f"{tmp_path} ['-c', 'x'] ['', '{tmp_path / 'pkg'}', '{tmp_path}']")
     assert "('ONLY_HERE', '1')" in where and "DATABASE_URL" not in where
+    assert outcome["a surrogate-escaped name printed"].stdout == "café\n"
+    assert outcome["TZ read at start-up"].stdout == "('XYZ', 'XYZ') -18000\n"
+    assert outcome["what the run leaves, freed at its end"].stdout == "freed\n"
+    assert (tmp_path / "left-open.txt").read_text() == "written"  # by the last run, a forked one
+    assert outcome["an environment larger than a socket's message"].stdout == "300000\n"
     module = outcome["-m from PYTHONPATH"]
     assert module.returncode == 7 and module.stdout.startswith(f"__main__ ['{tmp_path / 'pkg' / 'tool.py'}', '--flag']")
 
