@@ -13,6 +13,10 @@ Plain runs only: a run whose environment asks the interpreter for something a fo
 variables other than ``PYTHONPATH``, ``PYTHONUNBUFFERED`` and ``PYTHONDONTWRITEBYTECODE``; another locale; a
 variable a pre-imported library reads at import) gets a real interpreter, through ``subprocess.run``. A test
 that needs the process itself (its pid, a signal, a pipe it reads while the process runs) uses ``subprocess``.
+So does a test that compares runs for an order string hashing decides (the children share the zygote's hash
+seed, where real interpreters draw one each: a set's order the same in every forked run), or that reads what a
+process the run started writes after the run ends (``subprocess.run`` waits for its pipes to close; a forked
+run's output is what was written when the child exited).
 """
 
 import builtins
