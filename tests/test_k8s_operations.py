@@ -209,3 +209,14 @@ def test_pod_log_is_empty_when_the_cluster_cannot_give_it_and_a_bug_is_not_hidde
     assert _cluster(urllib3.exceptions.ProtocolError("connection reset")).pod_log("ns", "p") == ""
     with pytest.raises(TypeError):
         _cluster(TypeError("a bug")).pod_log("ns", "p")
+
+
+def test_an_api_error_is_explained_in_a_process_that_has_made_no_cluster(monkeypatch):
+    """The client module imports the Kubernetes client with the first Cluster: an error raised before (by a test's
+    half-made Cluster, or another caller of ``explain``) is still the cluster's answer, not a bug."""
+    from deploy.k8s import client
+
+    monkeypatch.setattr(client, "DynamicApiError", None)  # as before the first Cluster of the process
+    error = client.explain(DynamicApiError(ApiException(status=403, reason="Forbidden")), "Reading the Secret")
+    assert isinstance(error, client.ClusterError) and error.status == 403
+    assert str(error).startswith("Reading the Secret: forbidden (403)")

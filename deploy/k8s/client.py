@@ -9,6 +9,7 @@ the fields, 422 with the field, 5xx, unreachable, timeouts).
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,15 @@ def _import_kubernetes():
     if DynamicClient is None:
         from kubernetes.dynamic import DynamicClient
         from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+
+def _is_dynamic_api_error(exc):
+    """Whether ``exc`` is the dynamic client's DynamicApiError, with or without a Cluster made in this process.
+
+    One can exist only once its module is imported (by anyone: ``_import_kubernetes`` may not have run yet).
+    """
+    exceptions = sys.modules.get("kubernetes.dynamic.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.DynamicApiError)
 
 
 FIELD_MANAGER = "django-k8s-deploy"
@@ -63,7 +73,7 @@ def explain(exc, doing, host=None, timeout=None):
     """One sentence for an error raised while ``doing`` something (against ``host``)."""
     if isinstance(exc, ClusterError):
         return exc
-    if DynamicApiError is not None and isinstance(exc, DynamicApiError):
+    if _is_dynamic_api_error(exc):
         status = exc.status
         message = _status_message(exc)
         if status == 401:
