@@ -38,6 +38,10 @@ def _share_botocore_data():
 
     moto resets boto3's default session, and each command makes its own: each new session read the same
     JSON files again (a sixth of the AWS tests' CPU). The files never change during a run.
+
+    botocore's own Loader only: the cache holds the parsed files, which a loader's extras are merged into, and
+    moto's Loader (a subclass, with its own search path) merges moto's extras (operations and errors real AWS
+    does not have): shared, they reached the clients of the code under test.
     """
     import botocore.loaders
 
@@ -45,7 +49,8 @@ def _share_botocore_data():
 
     def shared(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        self._cache = cache  # what instance_cache keeps, by method and arguments
+        if type(self) is botocore.loaders.Loader:
+            self._cache = cache  # what instance_cache keeps, by method and arguments
 
     botocore.loaders.Loader.__init__ = shared
 

@@ -521,3 +521,17 @@ def test_kubeconfig_for_an_environment_takes_its_cluster_and_region(aws, setting
         call_command("eks_kubeconfig", "--environment", "production", stdout=StringIO())
     with pytest.raises(CommandError, match=r"Name the EKS cluster .* or pass --environment NAME"):
         call_command("eks_kubeconfig", stdout=StringIO())
+
+
+def test_motos_own_service_models_do_not_reach_the_clients_the_code_makes():
+    """moto reads its service models through a Loader of its own that merges its extras (operations and error
+    shapes real AWS does not have) into them: the botocore data files the workers share must not carry those
+    extras into the clients of the code under test, which would then know errors production clients do not."""
+    from moto.core.utils import _load_service_model
+
+    _load_service_model("ec2", "service-2")  # what moto's request routing reads (cached per process by moto)
+    _load_service_model("s3", "service-2")
+    assert not hasattr(boto3.client("ec2", region_name="us-east-1").exceptions, "DryRunOperation")
+    assert (
+        "BucketCORSPreflightCheck" not in boto3.client("s3", region_name="us-east-1").meta.service_model.operation_names
+    )
