@@ -22,6 +22,11 @@ LEAVE_OPEN = (
     "class Noisy:\n    def __del__(self):\n        print('freed')\n"
     "noisy = Noisy()\nleft = open('left-open.txt', 'w')\nleft.write('written')\n"
 )
+# Held by a module, as Django's admin.site: nothing at the end may evaluate it (isinstance would, by __class__).
+LEAVE_LAZY = (
+    "import sys, types\nfrom django.utils.functional import SimpleLazyObject\n"
+    "holder = sys.modules['holder'] = types.ModuleType('holder')\nholder.site = SimpleLazyObject(lambda: 1 / 0)\n"
+)
 MODULE = "import os, sys; print(__name__, sys.argv, sys.path[:3]); raise SystemExit(int(os.environ['CODE']))\n"
 
 
@@ -66,6 +71,7 @@ def _cases(tmp_path):
             tmp_path,
         ),
         "what the run leaves, freed at its end": (["-c", LEAVE_OPEN], BARE, tmp_path),
+        "a lazy object never evaluated": (["-c", LEAVE_LAZY], BARE, tmp_path),
         "an environment larger than a socket's message": (
             ["-c", "import os; print(sum(len(v) for k, v in os.environ.items() if k.startswith('BIG')))"],
             {**BARE, **{f"BIG{n}": "x" * 100_000 for n in range(3)}},
@@ -102,6 +108,7 @@ def test_a_forked_run_gives_what_a_real_interpreter_gives(tmp_path):
     assert outcome["a surrogate-escaped name printed"].stdout == "café\n"
     assert outcome["TZ read at start-up"].stdout == "('XYZ', 'XYZ') -18000\n"
     assert outcome["what the run leaves, freed at its end"].stdout == "freed\n"
+    assert outcome["a lazy object never evaluated"].returncode == 0
     assert (tmp_path / "left-open.txt").read_text() == "written"  # by the last run, a forked one
     assert outcome["an environment larger than a socket's message"].stdout == "300000\n"
     module = outcome["-m from PYTHONPATH"]
