@@ -465,6 +465,39 @@ def test_a_resume_after_the_file_changed_is_refused_not_carried_from_the_old_sna
     assert report["job"] == "django-app-cutover-20261201051759"  # ...58 was the failed attempt's
 
 
+def test_a_job_of_that_name_still_running_is_another_cutover_and_stops_this_one(world, monkeypatch):
+    """A 409 on the Job's name skips to the next second's only for a past attempt's Job (finished): one still
+    running is another cut-over copying now, and two copies must never run at once."""
+    from datetime import UTC, datetime
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 1, 5, 17, 58, tzinfo=UTC)
+
+    monkeypatch.setattr(cutover, "datetime", Frozen)
+    name = "django-app-cutover-20261201051758"
+    world.scenarios["job/other-cutover"] = "hang"  # the fake keeps it active
+    world.objects[("batch", "jobs", NS, name)] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": NS, "uid": "u-1", "resourceVersion": "1",
+                     "labels": {"app.kubernetes.io/component": "other-cutover"}},
+        "spec": {"template": {"spec": {"containers": []}}},
+        "status": {"active": 1},
+    }  # fmt: skip
+    message, document = failing("--cutover", str(world.source))
+    assert "stopped at step 'copy'" in message and "another cut-over is copying now" in message
+    assert {s["step"]: s["outcome"] for s in document["cutover"]["steps"]}["copy"] == "failed"
+    assert [j["metadata"]["name"] for j in jobs(world)] == [name], "no second copy was started"
+    assert json.loads(world.flag.read_text())["on"] is True  # the way back is the usual one
+
+    # Once that one has ended (here: failed), it is a past attempt's: the next second's name is taken.
+    world.objects[("batch", "jobs", NS, name)]["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    report = run("--cutover", str(world.source), "--resume")["cutover"]
+    assert report["complete"] and report["job"] == "django-app-cutover-20261201051759"
+
+
 def test_a_maintenance_switch_that_fails_half_way_is_not_reported_as_nothing_changed(world, monkeypatch):
     """maintenance_on failing after the file was written (the cache not): the site is frozen, so the way back
     (maintenance off) is given, not "Nothing was changed"."""

@@ -162,6 +162,12 @@ def cutover_manifests(config, bucket, key, sha256, size, now=None):
     return job, [account, *policies]
 
 
+def _finished(job):
+    """Whether a Job has ended, succeeded or failed (a condition Complete or Failed that is True)."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+
+
 class Cutover:
     """Runs the steps in order, records each, and stops at the first failure.
 
@@ -324,6 +330,13 @@ class Cutover:
             except ClusterError as exc:
                 if exc.status != 409:  # 409: a Job of that name exists (an earlier attempt's)
                     raise
+                held = self.cluster.get_manifest(job)
+                if held is not None and not _finished(held):
+                    # Not a past attempt's: another cut-over's, copying now. Two copies must never run at once.
+                    raise RuntimeError(
+                        f"the Job {job['metadata']['name']} exists and has not finished: another cut-over is "
+                        "copying now. Let it end (or delete that Job if it is abandoned), then rerun with --resume"
+                    ) from None
         else:
             raise RuntimeError(f"a Job named {job['metadata']['name']} or by any of the {NAME_ATTEMPTS - 1} seconds "
                                "before exists already: delete the earlier attempts' Jobs, then rerun")  # fmt: skip
