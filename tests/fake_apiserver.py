@@ -133,6 +133,7 @@ class Fault:
     drop: bool = False  # close the connection without an answer
     latency: float = 0.0
     times: int = 1
+    body: str | None = None  # answer 200 (or ``status``) with this text instead: a proxy's page, say
 
 
 # --- field ownership -----------------------------------------------------------
@@ -773,6 +774,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return None
+                if fault.body is not None:
+                    return self._send(fault.status or 200, fault.body, content_type="text/html")
                 if fault.status:
                     reason = {422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(
                         fault.status, "Error"

@@ -92,6 +92,20 @@ def test_a_kind_the_cluster_does_not_serve_is_discovered_once_per_run(server):
             cluster.resource("monitoring.coreos.com/v1", "PodMonitor")
 
 
+def test_a_discovery_answer_that_is_not_json_is_one_clear_error(server):
+    """A proxy's page where the API server's group list should be: named, not an AttributeError."""
+    from deploy.k8s.client import ClusterError
+
+    endpoint = Endpoint(host=server.url, token=lambda: server.token)
+    server.faults.append(Fault("GET", r"^/apis$", body="<html>Please log in</html>"))
+    with pytest.raises(ClusterError, match=r"\(API discovery\): the answer is not what a Kubernetes API server"):
+        Cluster(api_client(None, endpoint=endpoint))  # the client's own discovery reads it first
+    cluster = Cluster(api_client(None, endpoint=endpoint))  # its discovery cached now: our group list reads it
+    server.faults.append(Fault("GET", r"^/apis$", body="<html>Please log in</html>"))
+    with pytest.raises(ClusterError, match=r"Discovering the API \(/apis\).*the answer is not JSON"):
+        cluster.resource("apps/v1", "Deployment")
+
+
 def test_a_new_image_rolls_out_and_the_history_grows(server, monkeypatch):
     deploy()
     monkeypatch.setenv("DEPLOY_IMAGE_TAG", "0.2.0")

@@ -40,6 +40,14 @@ FIELD_MANAGER = "django-k8s-deploy"
 TIMEOUT = (5, 30)  # connect, read (seconds) for one request, unless the ApiClient says otherwise
 
 
+def _raised_in_discovery(exc):
+    """Whether ``exc`` came out of the Kubernetes client's discovery code (not out of ours)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename.replace(os.sep, "/").endswith("kubernetes/dynamic/discovery.py")
+
+
 def _as_dict(_client, data):
     """The dynamic client's answer as the JSON it parsed: no ResourceInstance built to be turned back into it."""
     return data
@@ -153,6 +161,12 @@ class Cluster:
             self.dynamic = DynamicClient(api_client, cache_file=str(discovery_cache(self.host)))
         except Exception as exc:
             error = self._explain(exc, f"Connecting to {self.host} (API discovery)")
+            if error is None and _raised_in_discovery(exc):
+                # The client read an answer that is not a discovery document (a proxy's page, say) and tripped.
+                error = ClusterError(
+                    f"Connecting to {self.host} (API discovery): the answer is not what a Kubernetes API server "
+                    f"sends ({type(exc).__name__}: {exc}). Is the kubeconfig's server address an API server's?"
+                )
             if error is None:
                 raise
             raise error from None
@@ -194,6 +208,11 @@ class Cluster:
             for path in ("/api", "/apis"):
                 answer = self._call(f"Discovering the API ({path})", self.dynamic.request, "get", path,
                                     serializer=_as_dict)  # fmt: skip
+                if not isinstance(answer, dict):  # a proxy's page, say: not an API server's answer
+                    raise ClusterError(
+                        f"Discovering the API ({path}) at {self.host}: the answer is not JSON, so this is not a "
+                        "Kubernetes API server (a proxy or a wrong address in the kubeconfig?)."
+                    )
                 found |= set(answer.get("versions") or [])
                 found |= {v["groupVersion"] for g in answer.get("groups") or [] for v in g.get("versions") or []}
             self._group_versions = found
