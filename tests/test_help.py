@@ -32,55 +32,15 @@ print("FAILED:", failed, "COUNT:", len(get_commands()), file=sys.stderr)
 """
 
 
-# Each command line in an interpreter of its own, forked from one that has imported the libraries (Django,
-# psycopg, the Kubernetes client, boto3) but not the settings: each child reads the settings, with its own
-# command line, as manage.py would. A start-up each (about half a second of CPU) was most of this test's cost.
-FORKED_HELP = """
-import json, os, runpy, sys, tempfile
-import boto3, django.core.management, django.db.models, django.http, jinja2, kubernetes.client, psycopg, yaml
-assert "django.conf" not in sys.modules or not django.conf.settings.configured
-results = {}
-for line in json.loads(sys.argv[1]):
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-    sys.stdout.flush(); sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
-        sys.argv = ["manage.py", *line]
-        code = 0
-        try:
-            runpy.run_path("manage.py", run_name="__main__")
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            import traceback; traceback.print_exc(); code = 1
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(code)
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    out.seek(0); err.seek(0)
-    results[" ".join(line)] = [status, out.read().decode(), err.read().decode()]
-print(json.dumps(results))
-"""
-
-
 def test_the_projects_commands_help_works_with_an_empty_environment():
-    import json
-
     ours = sorted(name for name, app in get_commands().items() if not app.startswith("django"))
     assert {"k8s_deploy", "migrate_from_sqlite", "aws_provision", "eks_kubeconfig", "seed_demo"} <= set(ours)
-    lines = [[name, "--help"] for name in ours] + [["help", "k8s_deploy"]]
-    done = subprocess.run(
-        [sys.executable, "-c", FORKED_HELP, json.dumps(lines)], cwd=ROOT, env=BARE, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
-    assert len(results) == len(lines)
-    failed = [
-        f"{line}: exit {code}: {err.strip()[-300:]}"
-        for line, (code, out, err) in results.items()
-        if code != 0 or "usage:" not in out
-    ]
+    # An interpreter each (forked, tests/forkserver.py): the settings see each command line as manage.py gives it.
+    failed = []
+    for line in [[name, "--help"] for name in ours] + [["help", "k8s_deploy"]]:
+        done = _run(*line)
+        if done.returncode != 0 or "usage:" not in done.stdout:
+            failed.append(f"{line}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
     assert failed == []
 
 
